@@ -1,0 +1,26 @@
+rule clean_questions:
+    """The oracle keeps meaningful, answerable questions and rejects the rest with a reason."""
+    input:
+        questions=questions_file(),
+        models=model_dirs(config["cleaning"]["model"]) if config["cleaning"]["enabled"] else [],
+    output:
+        kept=f"{RESULTS}/questions/kept.jsonl",
+        rejected=f"{RESULTS}/questions/rejected.jsonl",
+        summary=f"{RESULTS}/questions/cleaning.json",
+    params:
+        cleaning=config["cleaning"],
+        max_prompt_chars=config["questions"]["max_prompt_chars"],
+        models=models_params(config["cleaning"]["model"]),
+        log_dir=f"{LOGS}/clean_questions",
+    log:
+        f"{LOGS}/clean_questions/clean_questions.log",
+    benchmark:
+        f"{BENCH}/clean_questions/clean_questions.tsv"
+    threads: rule_threads("clean_questions")
+    resources:
+        mem_mb=rule_mem("clean_questions"),
+        runtime=rule_runtime("clean_questions"),
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../workflow/scripts/clean_questions.py"

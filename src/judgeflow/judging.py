@@ -1,0 +1,165 @@
+"""Judges: verdict parsing, the judging stage, and k-of-J aggregation.
+
+A judge is a model + a prompt template + a seed. It writes a short critique and then the
+fixed answer line "Verdict: YES" or "Verdict: NO". Anything else is `abstain`: counted and
+reported, never guessed. With the hf backend, P(YES) is read from the next-token
+distribution right after "Verdict:"; with `force_verdict`, a judge that did not write the
+answer line gets "Verdict:" appended and its own most likely next token decides (still
+`abstain` unless that token is a YES or NO word).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from .io import Checkpoint
+from .models import ConfigError, GenRequest, Sampling
+from .prompting import load_template, stable_seed
+
+log = logging.getLogger(__name__)
+
+YES, NO, ABSTAIN = "yes", "no", "abstain"
+VERDICT_PREFIX = "Verdict:"
+# A line that is exactly the answer line, allowing markdown emphasis around it.
+_VERDICT_LINE = re.compile(r"^[\s*_`>#-]*verdict[\s*_`]*:[\s*_`]*(yes|no)[\s*_`.!]*$", re.IGNORECASE)
+
+
+def parse_verdict(text: str) -> str:
+    """'yes' / 'no' from the fixed answer line, else 'abstain'.
+
+    Only whole lines of the form "Verdict: YES" / "Verdict: NO" count. Several answer lines
+    that disagree give 'abstain'. No substring guessing: "Note", "Not sure", "yes, but" and a
+    quoted '"Verdict: YES"' inside a sentence are all abstain.
+    """
+    labels = {m.group(1).lower() for line in text.splitlines() if (m := _VERDICT_LINE.match(line))}
+    return labels.pop() if len(labels) == 1 else ABSTAIN
+
+
+def critique_of(text: str) -> str:
+    """The judge's text without its answer line(s)."""
+    return "\n".join(l for l in text.splitlines() if not _VERDICT_LINE.match(l)).strip()
+
+
+def prefix_for_score(text: str) -> str:
+    """Assistant text up to and including the first "Verdict:", or text + newline + "Verdict:"."""
+    for m in re.finditer(r"(?im)^[\s*_`>#-]*verdict[\s*_`]*:", text):
+        if _VERDICT_LINE.match(text[m.start():].splitlines()[0]):
+            return text[: m.end()]
+    return text.rstrip() + "\n" + VERDICT_PREFIX
+
+
+@dataclass
+class Judge:
+    judge_id: str
+    model: str
+    template: str
+    seed: int
+    sampling: Sampling
+
+
+def judges_from_config(config: dict) -> list[Judge]:
+    jcfg = config["judging"]
+    out, seen = [], set()
+    for i, j in enumerate(jcfg["judges"]):
+        key = f"judging.judges[{i}]"
+        if j["id"] in seen:
+            raise ConfigError(f"{key}.id: duplicate judge id '{j['id']}'")
+        seen.add(j["id"])
+        out.append(Judge(j["id"], j["model"],
+                         load_template(j.get("template", "judge"), {"question", "response", "criterion"},
+                                       f"{key}.template"),
+                         j.get("seed", i),
+                         Sampling(j.get("max_new_tokens", 64), j.get("temperature", 0.0), j.get("top_p", 1.0))))
+    k = jcfg["k"]
+    if not 1 <= k <= len(out):
+        raise ConfigError(f"judging.k: {k} is not between 1 and the number of judges J={len(out)}")
+    return out
+
+
+def criteria_for(question: dict, config: dict) -> list[dict]:
+    """The question's own criteria (one per instruction) plus the configured generic ones."""
+    return list(question.get("criteria", [])) + list(config["judging"].get("generic_criteria", []))
+
+
+def judge_items(items: list[dict], questions: dict[str, dict], config: dict, models: dict,
+                output: str, chunk: int = 256) -> list[dict]:
+    """Judge every (item, criterion) with every judge; write verdict records to `output`.
+
+    `items` are responses or refinements: dicts with `item_id`, `question_id`, `text`, and
+    whatever ids to carry (`response_id`, `refinement_id`).
+    """
+    judges = judges_from_config(config)
+    force = config["judging"].get("force_verdict", True)
+    work = []  # (verdict_id, judge, request, base record)
+    for item in items:
+        q = questions[item["question_id"]]
+        for c in criteria_for(q, config):
+            for j in judges:
+                vid = f"{item['item_id']}|{c['criterion_id']}|{j.judge_id}"
+                prompt = j.template.format(question=q["prompt"], response=item["text"], criterion=c["description"])
+                req = GenRequest.chat(prompt, sampling=j.sampling,
+                                      seed=stable_seed(j.seed, item["item_id"], c["criterion_id"]))
+                base = {"verdict_id": vid, "question_id": item["question_id"],
+                        "response_id": item.get("response_id"), "refinement_id": item.get("refinement_id"),
+                        "criterion_id": c["criterion_id"], "judge_id": j.judge_id, "model": j.model}
+                work.append((vid, j, req, base))
+    ckpt = Checkpoint(output, key="verdict_id")
+    todo = [w for w in work if w[0] not in ckpt]
+    log.info("judging: %d verdicts (%d items, %d judges), %d already done", len(work), len(items),
+             len(judges), len(work) - len(todo))
+    for start in range(0, len(todo), chunk):
+        part = todo[start:start + chunk]
+        by_model = defaultdict(list)
+        for w in part:
+            by_model[w[1].model].append(w)
+        records = []
+        for name, ws in by_model.items():
+            model = models[name]
+            gens = model.generate([w[2] for w in ws], desc="judge")
+            labels = [parse_verdict(g.text) for g in gens]
+            score_reqs = [GenRequest(messages=w[2].messages, sampling=w[2].sampling, seed=w[2].seed,
+                                     prefix=prefix_for_score(g.text)) for w, g in zip(ws, gens)]
+            scores = model.score_yes_no(score_reqs)  # None where the backend has no token probabilities
+            for w, g, label, s, sr in zip(ws, gens, labels, scores, score_reqs):
+                forced = False
+                raw = g.text
+                if label == ABSTAIN and force and s is not None:
+                    forced = True
+                    raw = sr.prefix + (f" {s.top.upper()}" if s.top else " <no YES/NO token>")
+                    label = s.top or ABSTAIN
+                records.append({**w[3], "label": label, "p_yes": None if s is None else round(s.p_yes, 6),
+                                "forced": forced, "critique": critique_of(g.text), "raw": raw,
+                                "finish_reason": g.finish_reason, "completion_tokens": g.completion_tokens,
+                                "cached": g.cached})
+        ckpt.add_many(records)
+    ckpt.finish(output, [w[0] for w in work])
+    return [ckpt.done[w[0]] for w in work]
+
+
+def aggregate(verdicts: list[dict], items: list[dict], questions: dict[str, dict], config: dict) -> list[dict]:
+    """k-of-J per criterion and overall, one record per item.
+
+    A criterion is accepted when at least k judges say YES (abstains are not YES).
+    An item is accepted when all its criteria are.
+    """
+    k = config["judging"]["k"]
+    n_judges = len(config["judging"]["judges"])
+    counts = defaultdict(lambda: {YES: 0, NO: 0, ABSTAIN: 0})
+    crit_of = {}
+    for v in verdicts:
+        item_id = v["refinement_id"] or v["response_id"]
+        counts[(item_id, v["criterion_id"])][v["label"]] += 1
+    out = []
+    for item in items:
+        per = {}
+        for c in criteria_for(questions[item["question_id"]], config):
+            n = counts[(item["item_id"], c["criterion_id"])]
+            per[c["criterion_id"]] = {**n, "accepted": n[YES] >= k}
+        crit_of[item["item_id"]] = per
+        failed = [cid for cid, n in per.items() if not n["accepted"]]
+        out.append({"item_id": item["item_id"], "question_id": item["question_id"],
+                    "response_id": item.get("response_id"), "refinement_id": item.get("refinement_id"),
+                    "k": k, "J": n_judges, "criteria": per, "failed": failed, "accepted": not failed})
+    return out

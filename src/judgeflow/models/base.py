@@ -1,0 +1,64 @@
+"""The small model interface every stage uses, whatever the backend.
+
+A stage builds `GenRequest`s (chat messages + sampling parameters + the index of the draw)
+and gets `Generation`s back in the same order. `score_yes_no` returns P(YES) over {YES, NO}
+for the next token after an assistant prefix (a judge's "...Verdict:"), where the backend
+can compute next-token probabilities; backends that cannot return None.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the config key."""
+
+
+class BackendError(RuntimeError):
+    """A model backend failed for good (after its retries); the message names the endpoint."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    messages: tuple[tuple[str, str], ...]  # ((role, content), ...)
+    sampling: Sampling = field(default_factory=Sampling)
+    seed: int = 0  # per-draw seed: the same request and seed give the same draw
+    prefix: str = ""  # text the assistant turn starts with (hf backend only)
+
+    @staticmethod
+    def chat(user: str, system: str | None = None, **kw) -> "GenRequest":
+        msgs = ((("system", system),) if system else ()) + (("user", user),)
+        return GenRequest(messages=msgs, **kw)
+
+    def message_dicts(self) -> list[dict]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop", "length", ...
+    cached: bool = False
+
+
+class Model(Protocol):
+    name: str
+
+    def generate(self, requests: list[GenRequest], desc: str = "generate") -> list[Generation]: ...
+
+    def score_yes_no(self, requests: list[GenRequest]) -> list[float | None]: ...
+
+    def stats(self) -> dict: ...

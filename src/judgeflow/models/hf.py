@@ -1,0 +1,193 @@
+"""In-process transformers backend: batched generation with a reproducible draw per request.
+
+Batching: prompts are sorted by length, left-padded and generated `batch_size` at a time.
+Reproducibility: each request carries its own seed; a logits processor samples each row with
+its own `torch.Generator`, so a draw does not depend on which other prompts share its batch.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .base import ConfigError, GenRequest, Generation
+
+log = logging.getLogger(__name__)
+
+YES_VARIANTS = ("YES", " YES", "Yes", " Yes", "yes", " yes")
+NO_VARIANTS = ("NO", " NO", "No", " No", "no", " no")
+
+
+@dataclass
+class YesNoScore:
+    p_yes: float  # P(YES) / (P(YES) + P(NO)) for the next token
+    top: str | None  # "yes"/"no" if the most likely next token is a YES/NO word, else None
+
+
+class PerRowSampler:
+    """Logits processor: sample row i with generator i (temperature, top-p), or greedy.
+
+    It returns scores that are -inf everywhere but the chosen token, so `generate` runs in
+    greedy mode and keeps its own KV cache, EOS and padding handling.
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device):
+        self.temperature = temperature
+        self.top_p = top_p
+        self.generators = [torch.Generator(device="cpu").manual_seed(int(s) % (2**63)) for s in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.float()
+        if self.temperature <= 0:
+            choice = scores.argmax(dim=-1)
+        else:
+            probs = torch.softmax(scores / self.temperature, dim=-1).cpu()
+            if self.top_p < 1.0:
+                sorted_p, idx = probs.sort(dim=-1, descending=True)
+                keep = sorted_p.cumsum(dim=-1) - sorted_p < self.top_p
+                sorted_p = sorted_p * keep
+                probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+            choice = torch.stack(
+                [torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(self.generators)]
+            ).to(scores.device)
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(-1, choice.unsqueeze(-1), 0.0)
+        return out
+
+
+class HFModel:
+    def __init__(self, name: str, path: str, device: str = "auto", dtype: str = "auto",
+                 batch_size: int = 8, threads: int | None = None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if not Path(path, "config.json").exists():
+            raise ConfigError(
+                f"models.{name}.path: no model at '{path}' (expected a transformers directory with "
+                "config.json; run the prepare_model rule or fix the path)"
+            )
+        if threads:
+            torch.set_num_threads(threads)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
+                       "float16": torch.float16}[dtype]
+        self.name, self.path, self.device, self.batch_size = name, path, device, batch_size
+        t0 = time.time()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device).eval()
+        log.info("loaded %s from %s on %s in %.1fs", name, path, device, time.time() - t0)
+        self.eos_ids = self._eos_ids()
+        self.calls = 0
+        self.completion_tokens = 0
+        self.yes_ids = self._single_token_ids(YES_VARIANTS)
+        self.no_ids = self._single_token_ids(NO_VARIANTS)
+
+    def _eos_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        return ids
+
+    def _single_token_ids(self, words) -> list[int]:
+        ids = set()
+        for w in words:
+            toks = self.tokenizer.encode(w, add_special_tokens=False)
+            if len(toks) == 1:
+                ids.add(toks[0])
+        if not ids:
+            raise ConfigError(f"model {self.name}: tokenizer has no single token for {words[0]}")
+        return sorted(ids)
+
+    def _prompt_text(self, req: GenRequest) -> str:
+        text = self.tokenizer.apply_chat_template(req.message_dicts(), tokenize=False,
+                                                  add_generation_prompt=True)
+        return text + req.prefix
+
+    def _batches(self, requests: list[GenRequest]):
+        """Yield (indices, texts) batches of similar length, longest first."""
+        texts = [self._prompt_text(r) for r in requests]
+        lengths = [len(self.tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield idx, [texts[i] for i in idx]
+
+    def _encode(self, texts: list[str]):
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    @torch.inference_mode()
+    def generate(self, requests: list[GenRequest], desc: str = "generate") -> list[Generation]:
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        out: list[Generation | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault((r.sampling.max_new_tokens, r.sampling.temperature, r.sampling.top_p), []).append(i)
+        bar = tqdm(total=len(requests), desc=f"{self.name}: {desc}", mininterval=5, file=_progress_stream())
+        for (max_new, temperature, top_p), members in groups.items():
+            sub = [requests[i] for i in members]
+            for idx, texts in self._batches(sub):
+                enc = self._encode(texts)
+                sampler = PerRowSampler([sub[i].seed for i in idx], temperature, top_p, self.device)
+                gen_cfg = GenerationConfig(max_new_tokens=max_new, do_sample=False,
+                                           eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id)
+                seqs = self.model.generate(**enc, generation_config=gen_cfg,
+                                           logits_processor=LogitsProcessorList([sampler]))
+                new = seqs[:, enc["input_ids"].shape[1]:].tolist()
+                prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
+                for row, i in enumerate(idx):
+                    toks, finish = new[row], "length"
+                    for j, t in enumerate(toks):
+                        if t in self.eos_ids:
+                            toks, finish = toks[: j + 1], "stop"
+                            break
+                    text = self.tokenizer.decode(toks, skip_special_tokens=True)
+                    out[members[i]] = Generation(text=text, prompt_tokens=int(prompt_lens[row]),
+                                                 completion_tokens=len(toks), finish_reason=finish)
+                    self.completion_tokens += len(toks)
+                self.calls += len(idx)
+                bar.update(len(idx))
+        bar.close()
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def score_yes_no(self, requests: list[GenRequest]) -> list[YesNoScore]:
+        """Next-token P(YES) after each request's prompt + prefix (one forward pass a batch)."""
+        out: list[YesNoScore | None] = [None] * len(requests)
+        for idx, texts in self._batches(requests):
+            enc = self._encode(texts)
+            logits = self.model(**enc).logits[:, -1, :].float()
+            probs = torch.softmax(logits, dim=-1)
+            p_yes = probs[:, self.yes_ids].sum(-1)
+            p_no = probs[:, self.no_ids].sum(-1)
+            top = logits.argmax(-1).tolist()
+            for row, i in enumerate(idx):
+                denom = float(p_yes[row] + p_no[row])
+                top_label = "yes" if top[row] in self.yes_ids else "no" if top[row] in self.no_ids else None
+                out[i] = YesNoScore(p_yes=float(p_yes[row]) / denom if denom > 0 else 0.5, top=top_label)
+        return out  # type: ignore[return-value]
+
+    def stats(self) -> dict:
+        return {"backend": "hf", "model": self.name, "calls": self.calls,
+                "completion_tokens": self.completion_tokens}
+
+
+def _progress_stream():
+    """tqdm writes to stderr, which Snakemake rules redirect into their log file."""
+    import sys
+
+    return sys.stderr
+
+
+def default_threads() -> int | None:
+    v = os.environ.get("JUDGEFLOW_THREADS") or os.environ.get("SLURM_CPUS_PER_TASK")
+    return int(v) if v else None

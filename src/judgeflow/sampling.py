@@ -1,0 +1,28 @@
+"""The policy samples `n_samples` responses per kept question, one shard of questions per job."""
+from __future__ import annotations
+
+from .generation import generate_resumable
+from .models import GenRequest, Sampling
+from .prompting import stable_seed
+
+
+def shard_of(questions: list[dict], shard: int, n_shards: int) -> list[dict]:
+    """Questions of one shard: every n_shards-th, in file order (stable under reruns)."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} is not in 0..{n_shards - 1} (sampling.shards={n_shards})")
+    return questions[shard::n_shards]
+
+
+def sample_responses(questions: list[dict], config: dict, model, output: str) -> list[dict]:
+    scfg = config["sampling"]
+    sampling = Sampling(scfg["max_new_tokens"], scfg["temperature"], scfg["top_p"])
+    work = []
+    for q in questions:
+        for i in range(scfg["n_samples"]):
+            rid = f"{q['question_id']}/r{i}"
+            req = GenRequest.chat(q["prompt"], system=scfg.get("system_prompt"), sampling=sampling,
+                                  seed=stable_seed(config["seed"], "sample", q["question_id"], i))
+            work.append((rid, req, {"response_id": rid, "question_id": q["question_id"], "sample_index": i,
+                                    "model": scfg["model"]}))
+    return generate_resumable(model, work, output, key="response_id", desc="sample",
+                              chunk=scfg.get("checkpoint_every", 64))
