@@ -1,14 +1,21 @@
 # judgeflow: clean -> sample -> judge -> refine -> judge refinements -> pairs.
 # Run: snakemake --profile profiles/local   (or profiles/slurm on a cluster)
-from snakemake.utils import min_version, validate
+import sys
+
+from snakemake.utils import min_version
 
 min_version("9.0")
+sys.path.insert(0, f"{workflow.basedir}/src")
+from judgeflow import config as jf_config
 
 
 configfile: "config/config.yaml"
 
 
-validate(config, "config/schema.yaml")  # first, before any rule is read; fills in defaults
+# First, before any rule is read: snakemake.utils.validate against the schema (fills in
+# defaults; errors name the config key), then the cross-field checks.
+jf_config.validate(config, f"{workflow.basedir}/config/schema.yaml")
+jf_config.check(config)
 
 
 include: "rules/common.smk"

@@ -1,11 +1,5 @@
 # Shared paths and helpers. All logic is in the judgeflow package (src/judgeflow).
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from judgeflow import config as jf_config
-
-jf_config.check(config)  # cross-field checks, errors name the config key
 
 RUN = config["run"]
 RESULTS = f"{config['results_dir']}/{RUN}"

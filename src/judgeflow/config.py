@@ -33,14 +33,22 @@ def deep_merge(base: dict, extra: dict) -> dict:
 
 
 def validate(config: dict, schema: str | Path = SCHEMA) -> None:
-    """jsonschema validation filling defaults, as snakemake.utils.validate does."""
+    """snakemake.utils.validate (fills defaults), with an error that names the config key."""
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate as smk_validate
 
     try:
         smk_validate(config, str(schema), set_default=True)
     except WorkflowError as e:
-        raise ConfigError(str(e).strip()) from None
+        import jsonschema
+
+        with open(schema) as fh:
+            error = jsonschema.exceptions.best_match(
+                jsonschema.Draft202012Validator(yaml.safe_load(fh)).iter_errors(config))
+        if error is None:
+            raise ConfigError(str(e).strip()) from None
+        key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in error.absolute_path).replace(".[", "[")
+        raise ConfigError(f"config key {key or '(top level)'}: {error.message}") from None
 
 
 def used_models(config: dict) -> dict[str, str]:
@@ -77,6 +85,10 @@ def check(config: dict) -> None:
     ids = [j["id"] for j in judges]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"judging.judges: duplicate judge ids {ids}")
+    for i, j in enumerate(judges):
+        if j.get("answer_first") and models[j["model"]]["backend"] != "hf":
+            raise ConfigError(f"judging.judges[{i}].answer_first: needs an hf model (an API cannot be "
+                              f"made to continue 'Verdict:'); model '{j['model']}' is {models[j['model']]['backend']}")
     if config["judging"]["k"] > len(judges):
         raise ConfigError(f"judging.k: {config['judging']['k']} exceeds the number of judges J={len(judges)}")
 

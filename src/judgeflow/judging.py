@@ -1,7 +1,8 @@
 """Judges: verdict parsing, the judging stage, and k-of-J aggregation.
 
-A judge is a model + a prompt template + a seed. It writes a short critique and then the
-fixed answer line "Verdict: YES" or "Verdict: NO". Anything else is `abstain`: counted and
+A judge is a model + a prompt template + a seed. It writes a short critique and the fixed
+answer line "Verdict: YES" or "Verdict: NO" (after the critique, or first with
+`answer_first`, where the assistant turn is started with "Verdict:"). Anything else is `abstain`: counted and
 reported, never guessed. With the hf backend, P(YES) is read from the next-token
 distribution right after "Verdict:"; with `force_verdict`, a judge that did not write the
 answer line gets "Verdict:" appended and its own most likely next token decides (still
@@ -57,6 +58,7 @@ class Judge:
     template: str
     seed: int
     sampling: Sampling
+    answer_first: bool = False  # the assistant turn starts with "Verdict:" (hf backend)
 
 
 def judges_from_config(config: dict) -> list[Judge]:
@@ -71,7 +73,8 @@ def judges_from_config(config: dict) -> list[Judge]:
                          load_template(j.get("template", "judge"), {"question", "response", "criterion"},
                                        f"{key}.template"),
                          j.get("seed", i),
-                         Sampling(j.get("max_new_tokens", 64), j.get("temperature", 0.0), j.get("top_p", 1.0))))
+                         Sampling(j.get("max_new_tokens", 64), j.get("temperature", 0.0), j.get("top_p", 1.0)),
+                         j.get("answer_first", False)))
     k = jcfg["k"]
     if not 1 <= k <= len(out):
         raise ConfigError(f"judging.k: {k} is not between 1 and the number of judges J={len(out)}")
@@ -99,7 +102,8 @@ def judge_items(items: list[dict], questions: dict[str, dict], config: dict, mod
             for j in judges:
                 vid = f"{item['item_id']}|{c['criterion_id']}|{j.judge_id}"
                 prompt = j.template.format(question=q["prompt"], response=item["text"], criterion=c["description"])
-                req = GenRequest.chat(prompt, sampling=j.sampling,
+                req = GenRequest.chat(prompt, sampling=j.sampling, score_after=VERDICT_PREFIX,
+                                      prefix=VERDICT_PREFIX if j.answer_first else "",
                                       seed=stable_seed(j.seed, item["item_id"], c["criterion_id"]))
                 base = {"verdict_id": vid, "question_id": item["question_id"],
                         "response_id": item.get("response_id"), "refinement_id": item.get("refinement_id"),
@@ -118,19 +122,28 @@ def judge_items(items: list[dict], questions: dict[str, dict], config: dict, mod
         for name, ws in by_model.items():
             model = models[name]
             gens = model.generate([w[2] for w in ws], desc="judge")
-            labels = [parse_verdict(g.text) for g in gens]
-            score_reqs = [GenRequest(messages=w[2].messages, sampling=w[2].sampling, seed=w[2].seed,
-                                     prefix=prefix_for_score(g.text)) for w, g in zip(ws, gens)]
-            scores = model.score_yes_no(score_reqs)  # None where the backend has no token probabilities
-            for w, g, label, s, sr in zip(ws, gens, labels, scores, score_reqs):
-                forced = False
-                raw = g.text
-                if label == ABSTAIN and force and s is not None:
-                    forced = True
-                    raw = sr.prefix + (f" {s.top.upper()}" if s.top else " <no YES/NO token>")
-                    label = s.top or ABSTAIN
-                records.append({**w[3], "label": label, "p_yes": None if s is None else round(s.p_yes, 6),
-                                "forced": forced, "critique": critique_of(g.text), "raw": raw,
+            raws = [w[2].prefix + g.text for w, g in zip(ws, gens)]  # the judge's whole answer
+            labels = [parse_verdict(t) for t in raws]
+            p_yes = [g.p_yes for g in gens]
+            forced = [False] * len(ws)
+            # A second pass only where the generation gave no reading: no answer line (forced
+            # verdict) or "Verdict:" ending inside a token. Backends without scores return None.
+            redo = [i for i, g in enumerate(gens) if g.p_yes is None or (force and labels[i] == ABSTAIN)]
+            if redo:
+                reqs = [GenRequest(messages=ws[i][2].messages, sampling=ws[i][2].sampling, seed=ws[i][2].seed,
+                                   prefix=prefix_for_score(raws[i])) for i in redo]
+                for i, r, s in zip(redo, reqs, model.score_yes_no(reqs)):
+                    if s is None:
+                        continue
+                    p_yes[i] = s.p_yes
+                    if force and labels[i] == ABSTAIN:
+                        forced[i] = True
+                        labels[i] = s.top or ABSTAIN
+                        raws[i] = r.prefix + (f" {s.top.upper()}" if s.top else " <no YES/NO token>")
+            for i, (w, g) in enumerate(zip(ws, gens)):
+                records.append({**w[3], "label": labels[i],
+                                "p_yes": None if p_yes[i] is None else round(p_yes[i], 6),
+                                "forced": forced[i], "critique": critique_of(raws[i]), "raw": raws[i],
                                 "finish_reason": g.finish_reason, "completion_tokens": g.completion_tokens,
                                 "cached": g.cached})
         ckpt.add_many(records)

@@ -35,9 +35,13 @@ class GenRequest:
     sampling: Sampling = field(default_factory=Sampling)
     seed: int = 0  # per-draw seed: the same request and seed give the same draw
     prefix: str = ""  # text the assistant turn starts with (hf backend only)
+    # hf backend: report P(YES) for the token right after the first line-start `score_after`
+    # in prefix + generated text (a judge's "Verdict:"), read off the generation's own logits
+    score_after: str = ""
 
     @staticmethod
     def chat(user: str, system: str | None = None, **kw) -> "GenRequest":
+        """A request of one user message (and an optional system message)."""
         msgs = ((("system", system),) if system else ()) + (("user", user),)
         return GenRequest(messages=msgs, **kw)
 
@@ -52,6 +56,7 @@ class Generation:
     completion_tokens: int
     finish_reason: str  # "stop", "length", ...
     cached: bool = False
+    p_yes: float | None = None  # see GenRequest.score_after
 
 
 class Model(Protocol):

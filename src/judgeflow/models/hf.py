@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +37,18 @@ class PerRowSampler:
     greedy mode and keeps its own KV cache, EOS and padding handling.
     """
 
-    def __init__(self, seeds: list[int], temperature: float, top_p: float, device):
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, yes_ids=None, no_ids=None):
         self.temperature = temperature
         self.top_p = top_p
         self.generators = [torch.Generator(device="cpu").manual_seed(int(s) % (2**63)) for s in seeds]
+        self.yes_ids, self.no_ids = yes_ids, no_ids
+        self.steps: list[tuple[list[float], list[float]]] = []  # per step: (P(YES), P(NO)) per row
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.float()
+        if self.yes_ids is not None:
+            p = torch.softmax(scores, dim=-1)
+            self.steps.append((p[:, self.yes_ids].sum(-1).tolist(), p[:, self.no_ids].sum(-1).tolist()))
         if self.temperature <= 0:
             choice = scores.argmax(dim=-1)
         else:
@@ -137,7 +143,9 @@ class HFModel:
             sub = [requests[i] for i in members]
             for idx, texts in self._batches(sub):
                 enc = self._encode(texts)
-                sampler = PerRowSampler([sub[i].seed for i in idx], temperature, top_p, self.device)
+                want_scores = any(sub[i].score_after for i in idx)
+                sampler = PerRowSampler([sub[i].seed for i in idx], temperature, top_p,
+                                        *((self.yes_ids, self.no_ids) if want_scores else (None, None)))
                 gen_cfg = GenerationConfig(max_new_tokens=max_new, do_sample=False,
                                            eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id)
                 seqs = self.model.generate(**enc, generation_config=gen_cfg,
@@ -151,13 +159,30 @@ class HFModel:
                             toks, finish = toks[: j + 1], "stop"
                             break
                     text = self.tokenizer.decode(toks, skip_special_tokens=True)
+                    p_yes = None
+                    if sub[i].score_after:
+                        p_yes = self._p_yes_at(sub[i], toks, sampler.steps, row)
                     out[members[i]] = Generation(text=text, prompt_tokens=int(prompt_lens[row]),
-                                                 completion_tokens=len(toks), finish_reason=finish)
+                                                 completion_tokens=len(toks), finish_reason=finish, p_yes=p_yes)
                     self.completion_tokens += len(toks)
                 self.calls += len(idx)
                 bar.update(len(idx))
         bar.close()
         return out  # type: ignore[return-value]
+
+    def _p_yes_at(self, req: GenRequest, toks: list[int], steps, row: int) -> float | None:
+        """P(YES) at the step right after the first line-start `score_after`, if the text has one."""
+        pattern = re.compile(rf"(?m)^[\s*_`>#-]*{re.escape(req.score_after)}")
+        full = req.prefix
+        for step in range(len(toks) + 1):
+            m = pattern.search(full)
+            if m and m.end() == len(full.rstrip(" ")) and step < len(steps):
+                y, n = steps[step][0][row], steps[step][1][row]
+                return y / (y + n) if y + n > 0 else 0.5
+            if m or step == len(toks):
+                return None  # the keyword ends inside a token: no clean next-token reading
+            full = req.prefix + self.tokenizer.decode(toks[: step + 1], skip_special_tokens=True)
+        return None
 
     @torch.inference_mode()
     def score_yes_no(self, requests: list[GenRequest]) -> list[YesNoScore]:

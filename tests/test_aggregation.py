@@ -1,0 +1,45 @@
+import pytest
+
+from judgeflow.judging import aggregate
+
+
+def _config(k, J):
+    return {"judging": {"k": k, "judges": [{"id": f"j{i}", "model": "m"} for i in range(J)],
+                        "generic_criteria": [{"criterion_id": "g", "description": "on topic"}]}}
+
+
+def _verdicts(item, crit, labels):
+    return [{"response_id": item, "refinement_id": None, "criterion_id": crit, "judge_id": f"j{i}",
+             "label": l} for i, l in enumerate(labels)]
+
+
+QUESTIONS = {"q": {"question_id": "q", "prompt": "p", "criteria": [{"criterion_id": "c1", "description": "d"}]}}
+ITEMS = [{"item_id": "q/r0", "question_id": "q", "response_id": "q/r0"}]
+
+
+@pytest.mark.parametrize("k,labels,accepted", [
+    (3, ["yes", "yes", "yes", "no", "no"], True),     # 3/5
+    (3, ["yes", "yes", "abstain", "no", "abstain"], False),  # abstain is not YES
+    (5, ["yes", "yes", "yes", "yes", "no"], False),   # 5/5 needs unanimity
+    (5, ["yes"] * 5, True),
+])
+def test_k_of_j_per_criterion(k, labels, accepted):
+    v = _verdicts("q/r0", "c1", labels) + _verdicts("q/r0", "g", ["yes"] * 5)
+    (agg,) = aggregate(v, ITEMS, QUESTIONS, _config(k, 5))
+    assert agg["criteria"]["c1"]["accepted"] is accepted
+    assert agg["criteria"]["c1"]["abstain"] == labels.count("abstain")
+    assert agg["accepted"] is accepted  # the generic criterion passes, so overall follows c1
+    assert agg["failed"] == ([] if accepted else ["c1"])
+    assert (agg["k"], agg["J"]) == (k, 5)
+
+
+def test_overall_needs_every_criterion():
+    v = _verdicts("q/r0", "c1", ["yes"] * 3) + _verdicts("q/r0", "g", ["no", "no", "yes"])
+    (agg,) = aggregate(v, ITEMS, QUESTIONS, _config(2, 3))
+    assert agg["criteria"]["c1"]["accepted"] and not agg["criteria"]["g"]["accepted"]
+    assert agg["accepted"] is False and agg["failed"] == ["g"]
+
+
+def test_missing_verdicts_count_as_not_accepted():
+    (agg,) = aggregate([], ITEMS, QUESTIONS, _config(1, 3))
+    assert agg["failed"] == ["c1", "g"]

@@ -1,0 +1,126 @@
+"""The real DAG: dry-run, --dag, and a run on the real model with a tiny config."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+STAGES = ["prepare_model", "prepare_questions", "clean_questions", "sample_responses", "judge_responses",
+          "refine_responses", "judge_refinements", "build_pairs"]
+
+
+def smk(*args, configfile=None, check=True, timeout=900):
+    cmd = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT), "--nolock"]
+    if configfile:
+        cmd += ["--configfile", str(configfile)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    p = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, env=env)
+    if check and p.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """Job counts from a dry-run's 'Job stats' table."""
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_dry_run_lists_every_stage(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"results_dir": str(tmp_path / "r"), "resources_dir": str(tmp_path / "res"),
+                                   "models": {"smollm2": {"path": str(tmp_path / "res/models/SmolLM2-135M-Instruct")},
+                                              "oracle": {"model": "x", "serve": {
+                                                  "path": str(tmp_path / "res/models/SmolLM2-135M-Instruct")}}}}))
+    out = smk("-n", "--quiet", "rules", configfile=cfg).stdout
+    jobs = planned_jobs(out)
+    for stage in STAGES:
+        assert jobs.get(stage), f"{stage} missing from the dry-run:\n{out}"
+    assert jobs["sample_responses"] == jobs["judge_refinements"] == 2  # one job per shard
+
+
+def test_dag_renders():
+    out = smk("--dag").stdout
+    assert out.lstrip().startswith("digraph") and "judge_refinements" in out
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"judging": {"k": 9}}))
+    p = smk("-n", configfile=cfg, check=False)
+    assert p.returncode != 0 and "judging.k: 9 exceeds the number of judges J=3" in p.stdout + p.stderr
+
+
+@pytest.mark.slow
+def test_tiny_run_end_to_end_then_rerun_only_what_changed(tmp_path, model_dir):
+    mdir = str(model_dir)
+    cfg = {
+        "run": "tiny", "results_dir": str(tmp_path / "results"), "logs_dir": str(tmp_path / "logs"),
+        "benchmarks_dir": str(tmp_path / "bench"), "cache_dir": str(tmp_path / "cache"),
+        "resources_dir": str(ROOT / "resources"),
+        "questions": {"limit": 2},
+        "models": {"smollm2": {"path": mdir}, "oracle": {"model": mdir, "serve": {"path": mdir}}},
+        "sampling": {"n_samples": 2, "shards": 1, "max_new_tokens": 32},
+        "refining": {"max_new_tokens": 32},
+        "cleaning": {"max_new_tokens": 24},
+        "resources": {"default": {"threads": 2}},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    smk("--cores", "2", configfile=path)
+    res = tmp_path / "results" / "tiny"
+
+    kept = [json.loads(l) for l in (res / "questions/kept.jsonl").read_text().splitlines()]
+    rejected = [json.loads(l) for l in (res / "questions/rejected.jsonl").read_text().splitlines()]
+    assert len(kept) + len(rejected) == 2
+    responses = [json.loads(l) for l in (res / "responses/shard-0.jsonl").read_text().splitlines()]
+    assert len(responses) == 2 * len(kept)
+    verdicts = [json.loads(l) for l in (res / "verdicts/responses/shard-0.jsonl").read_text().splitlines()]
+    n_criteria = sum(len(q["criteria"]) + 1 for q in kept)  # + the generic criterion
+    assert len(verdicts) == 2 * n_criteria * 3
+    assert {v["label"] for v in verdicts} <= {"yes", "no", "abstain"}
+    assert all(0 <= v["p_yes"] <= 1 for v in verdicts)  # hf judges give P(yes)
+    aggs = [json.loads(l) for l in (res / "verdicts/responses/shard-0.aggregate.jsonl").read_text().splitlines()]
+    refinements = [json.loads(l) for l in (res / "refinements/shard-0.jsonl").read_text().splitlines()]
+    expected = sum(len(a["failed"]) + 1 for a in aggs if not a["accepted"])  # K multi + 1 full per failing
+    assert len(refinements) == expected
+    summary = json.loads((res / "pairs/summary.json").read_text())
+    multi = (res / "pairs/multi_feedback.jsonl").read_text().splitlines()
+    assert summary["multi_feedback_pairs"] == len(multi)
+    for line in multi:
+        p = json.loads(line)
+        assert p["prompt"][0]["role"] == "user" and p["chosen"][0]["role"] == "assistant"
+    for rule in ("clean_questions", "sample_responses", "judge_responses", "build_pairs"):
+        assert list((tmp_path / "bench" / "tiny" / rule).glob("*.tsv")), f"no benchmark for {rule}"
+    cleaning = json.loads((res / "questions/cleaning.json").read_text())
+    assert cleaning["models"]["oracle"]["calls"] == cleaning["asked_oracle"] > 0
+
+    # finished: a rerun has nothing to do
+    assert "Nothing to be done" in smk("-n", configfile=path).stdout
+
+    # a judge parameter changes: only the judge stage and what follows reruns
+    cfg["judging"] = {"judges": [{"id": "j1", "model": "smollm2", "seed": 1, "max_new_tokens": 24},
+                                 {"id": "j2", "model": "smollm2", "seed": 2},
+                                 {"id": "j3", "model": "smollm2", "template": "judge_strict", "seed": 3}]}
+    path.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(smk("-n", configfile=path).stdout)
+    assert set(jobs) == {"judge_responses", "refine_responses", "judge_refinements", "build_pairs", "all"}, jobs
+    smk("--cores", "2", configfile=path)
+
+    # and the oracle is not paid again: a forced rerun of cleaning is served from the cache
+    smk("--cores", "2", "--forcerun", "clean_questions", "--until", "clean_questions", configfile=path)
+    again = json.loads((res / "questions/cleaning.json").read_text())
+    assert again["models"]["oracle"]["calls"] == 0
+    assert again["models"]["oracle"]["cache_hits"] == cleaning["asked_oracle"]
+    assert (res / "questions/kept.jsonl").read_text() == "".join(json.dumps(q, ensure_ascii=False) + "\n"
+                                                                 for q in kept).replace(
+        '"cached": false', '"cached": true')
