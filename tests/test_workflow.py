@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from judgeflow.questions import ifbench_file
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 STAGES = ["prepare_model", "prepare_questions", "clean_questions", "sample_responses", "judge_responses",
@@ -63,11 +64,23 @@ def test_bad_config_fails_before_any_job(tmp_path):
 @pytest.mark.slow
 def test_tiny_run_end_to_end_then_rerun_only_what_changed(tmp_path, model_dir):
     mdir = str(model_dir)
+    # A JSONL source of our own: the shortest of the first IFBench prompts (verifiable
+    # instructions), a question with its own criterion, and an empty prompt.
+    rows = [json.loads(l) for l in ifbench_file().read_text().splitlines()[:40]]
+    short = min(rows, key=lambda r: len(r["prompt"]))
+    src = tmp_path / "questions.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"question_id": f"ifbench-{short['key']}", "prompt": short["prompt"],
+         "instruction_id_list": short["instruction_id_list"], "kwargs": short["kwargs"]},
+        {"question_id": "rivers", "prompt": "Name three rivers in Europe.",
+         "criteria": ["The response names exactly three rivers."]},
+        {"question_id": "blank", "prompt": ""},
+    ]))
     cfg = {
         "run": "tiny", "results_dir": str(tmp_path / "results"), "logs_dir": str(tmp_path / "logs"),
         "benchmarks_dir": str(tmp_path / "bench"), "cache_dir": str(tmp_path / "cache"),
-        "resources_dir": str(ROOT / "resources"),
-        "questions": {"limit": 2},
+        "resources_dir": str(tmp_path / "resources"),
+        "questions": {"source": "jsonl", "path": str(src)},
         "models": {"smollm2": {"path": mdir}, "oracle": {"model": mdir, "serve": {"path": mdir}}},
         "sampling": {"n_samples": 2, "shards": 1, "max_new_tokens": 32},
         "refining": {"max_new_tokens": 32},
@@ -81,7 +94,9 @@ def test_tiny_run_end_to_end_then_rerun_only_what_changed(tmp_path, model_dir):
 
     kept = [json.loads(l) for l in (res / "questions/kept.jsonl").read_text().splitlines()]
     rejected = [json.loads(l) for l in (res / "questions/rejected.jsonl").read_text().splitlines()]
-    assert len(kept) + len(rejected) == 2
+    assert len(kept) + len(rejected) == 3
+    blank = next(q for q in rejected if q["question_id"] == "blank")
+    assert blank["cleaning"]["reason"] == "empty prompt"  # rejected with a reason; the run went on
     responses = [json.loads(l) for l in (res / "responses/shard-0.jsonl").read_text().splitlines()]
     assert len(responses) == 2 * len(kept)
     verdicts = [json.loads(l) for l in (res / "verdicts/responses/shard-0.jsonl").read_text().splitlines()]
@@ -121,6 +136,7 @@ def test_tiny_run_end_to_end_then_rerun_only_what_changed(tmp_path, model_dir):
     again = json.loads((res / "questions/cleaning.json").read_text())
     assert again["models"]["oracle"]["calls"] == 0
     assert again["models"]["oracle"]["cache_hits"] == cleaning["asked_oracle"]
-    assert (res / "questions/kept.jsonl").read_text() == "".join(json.dumps(q, ensure_ascii=False) + "\n"
-                                                                 for q in kept).replace(
-        '"cached": false', '"cached": true')
+    kept_again = [json.loads(l) for l in (res / "questions/kept.jsonl").read_text().splitlines()]
+    assert [(q["question_id"], q["cleaning"]["raw"]) for q in kept_again] == \
+        [(q["question_id"], q["cleaning"]["raw"]) for q in kept]
+    assert all(q["cleaning"]["cached"] for q in kept_again)

@@ -1,0 +1,85 @@
+import json
+
+import pytest
+
+from judgeflow.io import InputError, read_jsonl
+from judgeflow.questions import clean_questions, ifbench_file, prepare_questions
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_ifbench_source_with_limit_and_stable_ids(tmp_path):
+    out = tmp_path / "q.jsonl"
+    assert prepare_questions({"source": "ifbench", "limit": 5}, out) == 5
+    qs = read_jsonl(out)
+    raw = [json.loads(l) for l in ifbench_file().read_text().splitlines()[:5]]
+    assert [q["question_id"] for q in qs] == [f"ifbench-{r['key']}" for r in raw]
+    for q, r in zip(qs, raw):
+        assert q["prompt"] == r["prompt"]
+        assert [c["criterion_id"] for c in q["criteria"]] == r["instruction_id_list"]
+        assert all(c["description"] and c["kind"] == "instruction" for c in q["criteria"])
+    # descriptions are the checkers' own, filled from kwargs, identical on every run
+    out2 = tmp_path / "q2.jsonl"
+    prepare_questions({"source": "ifbench", "limit": 5}, out2)
+    assert out.read_text() == out2.read_text()
+
+
+def test_full_ifbench_has_294_questions(tmp_path):
+    assert prepare_questions({"source": "ifbench", "limit": None}, tmp_path / "all.jsonl") == 294
+
+
+def test_jsonl_source_with_own_criteria(tmp_path):
+    src = _write(tmp_path / "mine.jsonl", [
+        {"question_id": "a", "prompt": "Name three rivers.", "criteria": ["Exactly three rivers are named."]},
+        {"question_id": "b", "prompt": "Say hi.",
+         "criteria": [{"criterion_id": "short", "description": "At most five words."}]},
+        {"question_id": "c", "prompt": "Plain question, generic criteria only."},
+    ])
+    prepare_questions({"source": "jsonl", "path": str(src), "limit": None}, tmp_path / "q.jsonl")
+    qs = read_jsonl(tmp_path / "q.jsonl")
+    assert [c["criterion_id"] for q in qs for c in q["criteria"]] == ["c0", "short"]
+
+
+def test_datasets_source(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_list([{"question_id": "x1", "prompt": "What is 2+2?"},
+                                {"question_id": "x2", "prompt": "Spell 'cat'."}]).save_to_disk(tmp_path / "ds")
+    n = prepare_questions({"source": "hf_dataset", "path": str(tmp_path / "ds"), "limit": None}, tmp_path / "q.jsonl")
+    assert n == 2 and read_jsonl(tmp_path / "q.jsonl")[1]["prompt"] == "Spell 'cat'."
+
+
+@pytest.mark.parametrize("rows,message", [
+    ([{"question_id": "a", "prompt": "x"}, {"question_id": "a", "prompt": "y"}],
+     r"mine\.jsonl:2: duplicate question_id 'a' \(first seen at .*mine\.jsonl:1\)"),
+    ([{"question_id": 7, "prompt": "x"}], r"mine\.jsonl:1: 'question_id' must be a non-empty string"),
+    ([{"question_id": "a", "prompt": ["x"]}], r"mine\.jsonl:1: 'prompt' must be a string, got list"),
+    ([{"question_id": "a", "prompt": "x", "instruction_id_list": ["no:such"], "kwargs": [{}]}],
+     r"mine\.jsonl:1: unknown instruction id 'no:such'"),
+    ([{"question_id": "a", "prompt": "x", "criteria": [{"criterion_id": "c"}]}],
+     r"mine\.jsonl:1: criteria\[0\] needs a non-empty 'description'"),
+    ([{"prompt": "x"}], r"mine\.jsonl:1: 'question_id' must be a non-empty string, got None"),
+])
+def test_bad_rows_name_file_and_line(tmp_path, rows, message):
+    src = _write(tmp_path / "mine.jsonl", rows)
+    out = tmp_path / "q.jsonl"
+    with pytest.raises(InputError, match=message):
+        prepare_questions({"source": "jsonl", "path": str(src), "limit": None}, out)
+    assert not out.exists()  # nothing half-written
+
+
+def test_empty_and_huge_prompts_are_rejected_with_a_reason_without_the_oracle(tmp_path):
+    src = _write(tmp_path / "q.jsonl", [{"question_id": "e", "prompt": "   ", "criteria": []},
+                                        {"question_id": "h", "prompt": "x" * 50, "criteria": []},
+                                        {"question_id": "ok", "prompt": "Fine?", "criteria": []}])
+    config = {"seed": 0, "questions": {"max_prompt_chars": 20},
+              "cleaning": {"enabled": False, "model": "oracle", "on_abstain": "keep"}}
+    summary = clean_questions(src, tmp_path / "kept.jsonl", tmp_path / "rej.jsonl", config, models={})
+    rejected = {q["question_id"]: q["cleaning"]["reason"] for q in read_jsonl(tmp_path / "rej.jsonl")}
+    assert rejected["e"] == "empty prompt"
+    assert "50 characters, over questions.max_prompt_chars=20" in rejected["h"]
+    assert [q["question_id"] for q in read_jsonl(tmp_path / "kept.jsonl")] == ["ok"]
+    assert summary == {"questions": 3, "kept": 1, "rejected": 2, "asked_oracle": 0, "abstained": 0}
