@@ -33,11 +33,29 @@ def test_generation_reports_tokens_and_finish_reason(hf_model):
     assert g.completion_tokens == 5 and g.finish_reason == "length" and g.prompt_tokens > 5
 
 
-def test_p_yes_follows_the_context(hf_model):
-    sure_yes = GenRequest.chat("Is the sky blue on a clear day? Answer 'Verdict: YES' or 'Verdict: NO'.",
-                               prefix="The sky is blue on a clear day.\nVerdict: YES\n\nRepeat your verdict.\nVerdict:")
-    sure_no = GenRequest.chat("Is the sky blue on a clear day? Answer 'Verdict: YES' or 'Verdict: NO'.",
-                              prefix="The sky is not blue.\nVerdict: NO\n\nRepeat your verdict.\nVerdict:")
-    yes, no = hf_model.score_yes_no([sure_yes, sure_no])
-    assert 0.0 <= no.p_yes < yes.p_yes <= 1.0
-    assert yes.top in ("yes", "no", None)
+def test_p_yes_only_where_asked_and_where_the_keyword_is(hf_model):
+    q = "Is the sky blue on a clear day? Answer 'Verdict: YES' or 'Verdict: NO'."
+    greedy = Sampling(max_new_tokens=3)
+    at_prefix, not_asked, absent = hf_model.generate([
+        GenRequest.chat(q, prefix="The sky is blue.\nVerdict:", sampling=greedy, score_after="Verdict:"),
+        GenRequest.chat(q, prefix="The sky is blue.\nVerdict:", sampling=greedy),
+        GenRequest.chat(q, prefix="Well,", sampling=greedy, score_after="Nonexistent keyword:"),
+    ])
+    assert 0.0 <= at_prefix.p_yes <= 1.0
+    assert not_asked.p_yes is None and absent.p_yes is None
+
+
+def test_p_yes_from_generation_equals_a_fresh_forward_pass(hf_model):
+    """The reading taken during sampling is the model's next-token distribution at that point."""
+    import torch
+
+    q = "Does 'Paris is in France' state a fact? Start with 'Verdict: YES' or 'Verdict: NO'."
+    (g,) = hf_model.generate([GenRequest.chat(q, prefix="Verdict:", score_after="Verdict:",
+                                              sampling=Sampling(max_new_tokens=2, temperature=0.7), seed=3)])
+    text = hf_model.tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                                  add_generation_prompt=True) + "Verdict:"
+    ids = hf_model.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        p = torch.softmax(hf_model.model(**ids).logits[0, -1].float(), -1)
+    y, n = p[hf_model.yes_ids].sum().item(), p[hf_model.no_ids].sum().item()
+    assert abs(g.p_yes - y / (y + n)) < 1e-4

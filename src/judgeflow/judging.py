@@ -2,11 +2,11 @@
 
 A judge is a model + a prompt template + a seed. It writes a short critique and the fixed
 answer line "Verdict: YES" or "Verdict: NO" (after the critique, or first with
-`answer_first`, where the assistant turn is started with "Verdict:"). Anything else is `abstain`: counted and
-reported, never guessed. With the hf backend, P(YES) is read from the next-token
-distribution right after "Verdict:"; with `force_verdict`, a judge that did not write the
-answer line gets "Verdict:" appended and its own most likely next token decides (still
-`abstain` unless that token is a YES or NO word).
+`answer_first`, where its turn starts with "Verdict:"). Anything else is `abstain`: counted
+and reported, never guessed. With the hf backend, P(YES) is read from the next-token
+distribution right after "Verdict:". With `force_verdict`, a judge that wrote no answer line
+gets "Verdict:" appended and its own greedy continuation is parsed like any answer line
+(still `abstain` unless it says YES or NO); the record says `forced: true`.
 """
 from __future__ import annotations
 
@@ -126,20 +126,21 @@ def judge_items(items: list[dict], questions: dict[str, dict], config: dict, mod
             labels = [parse_verdict(t) for t in raws]
             p_yes = [g.p_yes for g in gens]
             forced = [False] * len(ws)
-            # A second pass only where the generation gave no reading: no answer line (forced
-            # verdict) or "Verdict:" ending inside a token. Backends without scores return None.
+            # Where the generation gave no reading (no answer line, or "Verdict:" ending inside a
+            # token), continue the judge's own text from "Verdict:" greedily for a few tokens:
+            # P(YES) is read at the first of them and, with force_verdict, the judge's own
+            # continuation is parsed like any answer line (still abstain unless it says YES/NO).
             redo = [i for i, g in enumerate(gens) if g.p_yes is None or (force and labels[i] == ABSTAIN)]
-            if redo:
-                reqs = [GenRequest(messages=ws[i][2].messages, sampling=ws[i][2].sampling, seed=ws[i][2].seed,
-                                   prefix=prefix_for_score(raws[i])) for i in redo]
-                for i, r, s in zip(redo, reqs, model.score_yes_no(reqs)):
-                    if s is None:
-                        continue
-                    p_yes[i] = s.p_yes
+            if redo and model.supports_prefix:
+                reqs = [GenRequest(messages=ws[i][2].messages, prefix=prefix_for_score(raws[i]),
+                                   sampling=Sampling(max_new_tokens=4), score_after=VERDICT_PREFIX)
+                        for i in redo]
+                for i, r, g in zip(redo, reqs, model.generate(reqs, desc="judge verdict")):
+                    p_yes[i] = g.p_yes
                     if force and labels[i] == ABSTAIN:
                         forced[i] = True
-                        labels[i] = s.top or ABSTAIN
-                        raws[i] = r.prefix + (f" {s.top.upper()}" if s.top else " <no YES/NO token>")
+                        raws[i] = r.prefix + g.text.split("\n")[0]
+                        labels[i] = parse_verdict(raws[i].splitlines()[-1])
             for i, (w, g) in enumerate(zip(ws, gens)):
                 records.append({**w[3], "label": labels[i],
                                 "p_yes": None if p_yes[i] is None else round(p_yes[i], 6),

@@ -1,4 +1,4 @@
-"""Model backends behind one interface (`generate`, `score_yes_no`), chosen per model in the config.
+"""Model backends behind one interface (`generate` returning `Generation`s), chosen per model in the config.
 
     models:
       smollm2: {backend: hf, path: resources/models/SmolLM2-135M-Instruct}

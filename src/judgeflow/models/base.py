@@ -1,9 +1,9 @@
 """The small model interface every stage uses, whatever the backend.
 
-A stage builds `GenRequest`s (chat messages + sampling parameters + the index of the draw)
-and gets `Generation`s back in the same order. `score_yes_no` returns P(YES) over {YES, NO}
-for the next token after an assistant prefix (a judge's "...Verdict:"), where the backend
-can compute next-token probabilities; backends that cannot return None.
+A stage builds `GenRequest`s (chat messages + sampling parameters + the draw's seed) and gets
+`Generation`s back in the same order. Backends that can read next-token probabilities (hf)
+fill `Generation.p_yes` for requests with `score_after` (a judge's "Verdict:"); backends that
+can continue a partial assistant turn (`supports_prefix`) honour `GenRequest.prefix`.
 """
 from __future__ import annotations
 
@@ -61,9 +61,8 @@ class Generation:
 
 class Model(Protocol):
     name: str
+    supports_prefix: bool
 
     def generate(self, requests: list[GenRequest], desc: str = "generate") -> list[Generation]: ...
-
-    def score_yes_no(self, requests: list[GenRequest]) -> list[float | None]: ...
 
     def stats(self) -> dict: ...

@@ -10,7 +10,6 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,12 +21,6 @@ log = logging.getLogger(__name__)
 
 YES_VARIANTS = ("YES", " YES", "Yes", " Yes", "yes", " yes")
 NO_VARIANTS = ("NO", " NO", "No", " No", "no", " no")
-
-
-@dataclass
-class YesNoScore:
-    p_yes: float  # P(YES) / (P(YES) + P(NO)) for the next token
-    top: str | None  # "yes"/"no" if the most likely next token is a YES/NO word, else None
 
 
 class PerRowSampler:
@@ -67,6 +60,8 @@ class PerRowSampler:
 
 
 class HFModel:
+    supports_prefix = True  # can continue a partial assistant turn
+
     def __init__(self, name: str, path: str, device: str = "auto", dtype: str = "auto",
                  batch_size: int = 8, threads: int | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -92,8 +87,8 @@ class HFModel:
         self.eos_ids = self._eos_ids()
         self.calls = 0
         self.completion_tokens = 0
-        self.yes_ids = self._single_token_ids(YES_VARIANTS)
-        self.no_ids = self._single_token_ids(NO_VARIANTS)
+        self.yes_ids = self._first_token_ids(YES_VARIANTS)
+        self.no_ids = self._first_token_ids(NO_VARIANTS)
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
@@ -102,15 +97,9 @@ class HFModel:
             ids.append(self.tokenizer.eos_token_id)
         return ids
 
-    def _single_token_ids(self, words) -> list[int]:
-        ids = set()
-        for w in words:
-            toks = self.tokenizer.encode(w, add_special_tokens=False)
-            if len(toks) == 1:
-                ids.add(toks[0])
-        if not ids:
-            raise ConfigError(f"model {self.name}: tokenizer has no single token for {words[0]}")
-        return sorted(ids)
+    def _first_token_ids(self, words) -> list[int]:
+        """Tokens that begin one of `words` (" YES" may be " Y" + "ES")."""
+        return sorted({self.tokenizer.encode(w, add_special_tokens=False)[0] for w in words})
 
     def _prompt_text(self, req: GenRequest) -> str:
         text = self.tokenizer.apply_chat_template(req.message_dicts(), tokenize=False,
@@ -183,23 +172,6 @@ class HFModel:
                 return None  # the keyword ends inside a token: no clean next-token reading
             full = req.prefix + self.tokenizer.decode(toks[: step + 1], skip_special_tokens=True)
         return None
-
-    @torch.inference_mode()
-    def score_yes_no(self, requests: list[GenRequest]) -> list[YesNoScore]:
-        """Next-token P(YES) after each request's prompt + prefix (one forward pass a batch)."""
-        out: list[YesNoScore | None] = [None] * len(requests)
-        for idx, texts in self._batches(requests):
-            enc = self._encode(texts)
-            logits = self.model(**enc).logits[:, -1, :].float()
-            probs = torch.softmax(logits, dim=-1)
-            p_yes = probs[:, self.yes_ids].sum(-1)
-            p_no = probs[:, self.no_ids].sum(-1)
-            top = logits.argmax(-1).tolist()
-            for row, i in enumerate(idx):
-                denom = float(p_yes[row] + p_no[row])
-                top_label = "yes" if top[row] in self.yes_ids else "no" if top[row] in self.no_ids else None
-                out[i] = YesNoScore(p_yes=float(p_yes[row]) / denom if denom > 0 else 0.5, top=top_label)
-        return out  # type: ignore[return-value]
 
     def stats(self) -> dict:
         return {"backend": "hf", "model": self.name, "calls": self.calls,

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class OpenAIModel:
+    supports_prefix = False  # chat endpoints cannot be made to continue a partial assistant turn
+
     def __init__(self, name: str, base_url: str, model: str, cache_dir: str,
                  api_key_env: str | None = None, max_concurrency: int = 8, timeout: float = 120.0,
                  max_retries: int = 5, send_seed: bool = True,
@@ -117,9 +119,6 @@ class OpenAIModel:
         return [Generation(text=r["text"], prompt_tokens=r["prompt_tokens"],
                            completion_tokens=r["completion_tokens"], finish_reason=r["finish_reason"],
                            cached=r["cached"]) for r in results]
-
-    def score_yes_no(self, requests: list[GenRequest]) -> list[None]:
-        return [None] * len(requests)  # chat endpoints give no next-token probabilities here
 
     def stats(self) -> dict:
         return {"backend": "openai", "model": self.model, "base_url": self.base_url,
