@@ -59,3 +59,15 @@ def test_p_yes_from_generation_equals_a_fresh_forward_pass(hf_model):
         p = torch.softmax(hf_model.model(**ids).logits[0, -1].float(), -1)
     y, n = p[hf_model.yes_ids].sum().item(), p[hf_model.no_ids].sum().item()
     assert abs(g.p_yes - y / (y + n)) < 1e-4
+
+
+def test_p_yes_at_every_prefix_the_forced_verdict_uses(hf_model):
+    """Each prefix `prefix_for_score` can build ends at the keyword, so P(YES) must be read there:
+    markdown and lower case (as the parser allows), and an earlier non-answer "Verdict:" line."""
+    from judgeflow.judging import prefix_for_score
+
+    q = "Is the sky blue on a clear day? Answer 'Verdict: YES' or 'Verdict: NO'."
+    texts = ["Looks right.\n**verdict:** yes", "Verdict: maybe, hard to say", "Hmm.\n- Verdict: YES"]
+    gens = hf_model.generate([GenRequest.chat(q, prefix=prefix_for_score(t), sampling=Sampling(max_new_tokens=2),
+                                              score_after="Verdict:") for t in texts])
+    assert all(g.p_yes is not None and 0.0 <= g.p_yes <= 1.0 for g in gens), [g.p_yes for g in gens]

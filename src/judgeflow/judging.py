@@ -161,7 +161,6 @@ def aggregate(verdicts: list[dict], items: list[dict], questions: dict[str, dict
     k = config["judging"]["k"]
     n_judges = len(config["judging"]["judges"])
     counts = defaultdict(lambda: {YES: 0, NO: 0, ABSTAIN: 0})
-    crit_of = {}
     for v in verdicts:
         item_id = v["refinement_id"] or v["response_id"]
         counts[(item_id, v["criterion_id"])][v["label"]] += 1
@@ -171,7 +170,6 @@ def aggregate(verdicts: list[dict], items: list[dict], questions: dict[str, dict
         for c in criteria_for(questions[item["question_id"]], config):
             n = counts[(item["item_id"], c["criterion_id"])]
             per[c["criterion_id"]] = {**n, "accepted": n[YES] >= k}
-        crit_of[item["item_id"]] = per
         failed = [cid for cid, n in per.items() if not n["accepted"]]
         out.append({"item_id": item["item_id"], "question_id": item["question_id"],
                     "response_id": item.get("response_id"), "refinement_id": item.get("refinement_id"),

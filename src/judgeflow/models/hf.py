@@ -160,16 +160,24 @@ class HFModel:
         return out  # type: ignore[return-value]
 
     def _p_yes_at(self, req: GenRequest, toks: list[int], steps, row: int) -> float | None:
-        """P(YES) at the step right after the first line-start `score_after`, if the text has one."""
-        pattern = re.compile(rf"(?m)^[\s*_`>#-]*{re.escape(req.score_after)}")
+        """P(YES) at the step right after the first line-start `score_after`, if the text has one.
+
+        The keyword may carry markdown ("**Verdict:**") and any case, as the verdict parser allows.
+        None when the keyword ends inside a token (no clean next-token reading): the caller then
+        continues from a prefix that ends exactly at the keyword.
+        """
+        word = re.escape(req.score_after.rstrip().rstrip(":"))
+        at_end = re.compile(rf"(?im)^[\s*_`>#-]*{word}[\s*_`]*:[*_` ]*\Z")
+        anywhere = re.compile(rf"(?im)^[\s*_`>#-]*{word}[\s*_`]*:")
         full = req.prefix
         for step in range(len(toks) + 1):
-            m = pattern.search(full)
-            if m and m.end() == len(full.rstrip(" ")) and step < len(steps):
+            if at_end.search(full):
+                if step >= len(steps):
+                    return None
                 y, n = steps[step][0][row], steps[step][1][row]
                 return y / (y + n) if y + n > 0 else 0.5
-            if m or step == len(toks):
-                return None  # the keyword ends inside a token: no clean next-token reading
+            if anywhere.search(full) or step == len(toks):
+                return None
             full = req.prefix + self.tokenizer.decode(toks[: step + 1], skip_special_tokens=True)
         return None
 
