@@ -19,12 +19,17 @@ jf_config.check(config)
 
 
 include: "rules/common.smk"
+include: "rules/cluster.smk"
 include: "rules/prepare.smk"
 include: "rules/clean.smk"
 include: "rules/sample.smk"
 include: "rules/judge.smk"
 include: "rules/refine.smk"
 include: "rules/pairs.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/oracle.smk"
+include: "rules/report.smk"
 
 
 rule all:

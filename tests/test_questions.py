@@ -82,4 +82,18 @@ def test_empty_and_huge_prompts_are_rejected_with_a_reason_without_the_oracle(tm
     assert rejected["e"] == "empty prompt"
     assert "50 characters, over questions.max_prompt_chars=20" in rejected["h"]
     assert [q["question_id"] for q in read_jsonl(tmp_path / "kept.jsonl")] == ["ok"]
-    assert summary == {"questions": 3, "kept": 1, "rejected": 2, "asked_oracle": 0, "abstained": 0}
+    assert summary == {"questions": 3, "kept": 1, "heldout": 0, "rejected": 2, "asked_oracle": 0, "abstained": 0}
+
+
+def test_heldout_split_is_stable_and_disjoint():
+    from judgeflow.questions import split_heldout
+
+    qs = [{"question_id": f"q{i}"} for i in range(20)]
+    train, held = split_heldout(qs, 5, seed=7)
+    assert len(held) == 5 and len(train) == 15
+    assert not {q["question_id"] for q in train} & {q["question_id"] for q in held}
+    # a question's fate does not depend on the others present: drop a training question, same held-out set
+    train2, held2 = split_heldout([q for q in qs if q is not train[0]], 5, seed=7)
+    assert held2 == held
+    assert split_heldout(qs, 5, seed=8)[1] != held  # the seed picks the split
+    assert split_heldout(qs, 0, seed=7) == (qs, [])

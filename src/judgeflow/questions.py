@@ -139,8 +139,26 @@ def prepare_questions(qcfg: dict, output: str) -> int:
     return write_jsonl(output, out)
 
 
-def clean_questions(questions_path: str, kept_path: str, rejected_path: str, config: dict, models: dict) -> dict:
-    """Ask the oracle whether each question is meaningful and answerable; split kept / rejected."""
+def split_heldout(kept: list[dict], count: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, heldout): `count` kept questions, chosen by a seeded hash of their ids, are held out.
+
+    The choice of a question does not depend on which other questions are present, so adding
+    questions to a run keeps the earlier held-out ones held out (unless `count` is reached).
+    """
+    if count <= 0:
+        return kept, []
+    order = sorted(kept, key=lambda q: stable_seed(seed, "heldout", q["question_id"]))
+    held = {q["question_id"] for q in order[:count]}
+    return [q for q in kept if q["question_id"] not in held], [q for q in kept if q["question_id"] in held]
+
+
+def clean_questions(questions_path: str, kept_path: str, rejected_path: str, config: dict, models: dict,
+                    heldout_path: str | None = None) -> dict:
+    """Ask the oracle whether each question is meaningful and answerable; split kept / rejected.
+
+    With `questions.heldout` = n > 0, n kept questions go to `heldout_path` instead of `kept_path`:
+    they are for evaluating trained policies and never reach sampling or pairs.
+    """
     ccfg = config["cleaning"]
     questions = read_jsonl(questions_path, required=("question_id", "prompt"))
     max_chars = config["questions"].get("max_prompt_chars")
@@ -177,9 +195,16 @@ def clean_questions(questions_path: str, kept_path: str, rejected_path: str, con
     for q in questions:
         rec = {**q, "cleaning": verdicts[q["question_id"]]}
         (kept if rec["cleaning"]["kept"] else rejected).append(rec)
+    n_held = config["questions"].get("heldout", 0)
+    if n_held and n_held >= len(kept):
+        raise InputError(f"questions.heldout: {n_held} held-out questions asked for, but only {len(kept)} "
+                         f"questions of {questions_path} were kept; nothing would be left for training")
+    kept, heldout = split_heldout(kept, n_held, config["seed"])
     write_jsonl(kept_path, kept)
+    if heldout_path:
+        write_jsonl(heldout_path, heldout)
     write_jsonl(rejected_path, rejected)
-    summary = {"questions": len(questions), "kept": len(kept), "rejected": len(rejected),
+    summary = {"questions": len(questions), "kept": len(kept), "heldout": len(heldout), "rejected": len(rejected),
                "asked_oracle": len(to_ask),
                "abstained": sum(1 for v in verdicts.values() if v.get("label") == ABSTAIN)}
     log.info("cleaning: %s", summary)

@@ -28,11 +28,11 @@ def prepare_questions(config: dict, output: str) -> None:
 
 
 def clean_questions(config: dict, questions: str, kept: str, rejected: str, summary: str,
-                    log_dir: str, threads: int | None = None) -> None:
+                    log_dir: str, threads: int | None = None, heldout: str | None = None) -> None:
     ccfg = config["cleaning"]
     names = {"cleaning.model": ccfg["model"]} if ccfg["enabled"] else {}
     with open_models(config, names, log_dir=log_dir, threads=threads) as models:
-        result = questions_mod.clean_questions(questions, kept, rejected, config, models)
+        result = questions_mod.clean_questions(questions, kept, rejected, config, models, heldout)
         result["models"] = _log_stats(models)
     write_json(summary, result)
 

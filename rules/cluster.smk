@@ -1,0 +1,1 @@
+# cluster stage: see README (being built)
