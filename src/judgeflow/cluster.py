@@ -1,0 +1,230 @@
+"""SLURM support that rules/cluster.smk runs while the Snakefile is parsed (unit-tested here).
+
+- The site values of profiles/slurm (account, partitions, QoS, ...) are `JUDGEFLOW_SLURM_*`
+  environment variables that the profile's resource values reference as `$VARIABLE`; Snakemake
+  expands them when it evaluates a job's resources. They come from the environment or from one
+  site file (`site_path`), defaults fill the optional ones, and a missing required one is an error
+  naming the variable and the site-file key, raised before the DAG is built.
+- Rules the profile does not map fall back to the CPU defaults and are named in a warning.
+- Rules that call an oracle over a hosted API become `localrules` (compute nodes have no internet).
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from fnmatch import fnmatch
+from pathlib import Path
+from urllib.parse import urlparse
+
+PREFIX = "JUDGEFLOW_SLURM_"
+SITE_ENV = "JUDGEFLOW_SLURM_SITE"
+DEFAULT_SITE = "profiles/slurm/site.yaml"
+REQUIRED = object()
+
+# site-file key -> default: REQUIRED, a literal, or "=key" (the value of another key).
+# The environment variable of a key is PREFIX + key.upper(); it wins over the site file.
+SITE_KEYS: dict[str, object] = {
+    "account": REQUIRED,            # account of CPU jobs (Jean Zay: <project>@cpu)
+    "cpu_partition": REQUIRED,
+    "gpu_partition": REQUIRED,
+    "cpu_qos": "",
+    "cpu_extra": "",                # extra sbatch flags, e.g. --hint=nomultithread
+    "gpu_account": "=account",      # Jean Zay: <project>@a100 / @h100 / @v100
+    "gpu_qos": "",
+    "gpu_constraint": "",           # -C, e.g. a100
+    "gpu_extra": "",
+    "cpus_per_gpu": "8",
+    "gpu_mem_mb": "0",              # per GPU; 0 = no --mem (refused on Jean Zay's GPU partitions)
+    "train_account": "=gpu_account",
+    "train_partition": "=gpu_partition",
+    "train_qos": "=gpu_qos",
+    "train_constraint": "=gpu_constraint",
+    "train_extra": "=gpu_extra",
+    "train_gpus": "4",              # GPUs of one train_dpo job (one node)
+    "train_cpus_per_gpu": "=cpus_per_gpu",
+}
+INTEGER_KEYS = {"cpus_per_gpu", "gpu_mem_mb", "train_gpus", "train_cpus_per_gpu"}
+# Jobs must never try the network for models: they are on disk already.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+
+
+class ClusterConfigError(ValueError):
+    """A SLURM site value is missing or malformed (the message names the variable)."""
+
+
+def env_name(key: str) -> str:
+    return PREFIX + key.upper()
+
+
+def referenced_variables(expressions) -> set[str]:
+    """`$NAME` / `${NAME}` referenced in the profile's raw resource expressions."""
+    out: set[str] = set()
+    for expr in expressions:
+        if isinstance(expr, str):
+            out.update(_VAR.findall(expr))
+    return out
+
+
+def profile_expressions(resource_settings) -> list[str]:
+    """Raw resource/thread expressions of --default-resources, --set-resources, --set-threads."""
+    raw = []
+    defaults = getattr(resource_settings, "default_resources", None)
+    for res in (defaults.values() if defaults is not None else []):
+        raw.append(getattr(res, "raw", None))
+    for per_rule in (getattr(resource_settings, "overwrite_resources", None) or {}).values():
+        raw.extend(getattr(res, "raw", None) for res in per_rule.values())
+    for res in (getattr(resource_settings, "overwrite_threads", None) or {}).values():
+        raw.append(getattr(res, "raw", None))
+    return [r for r in raw if isinstance(r, str)]
+
+
+def mapped_rules(resource_settings) -> set[str]:
+    return set(getattr(resource_settings, "overwrite_resources", None) or {})
+
+
+def site_file(environ, basedir: str | Path) -> Path | None:
+    """The site file: $JUDGEFLOW_SLURM_SITE (must exist), else profiles/slurm/site.yaml if present."""
+    named = environ.get(SITE_ENV)
+    if named:
+        p = Path(named)
+        if not p.is_absolute() and not p.exists():
+            p = Path(basedir) / named
+        if not p.exists():
+            raise ClusterConfigError(f"{SITE_ENV}={named}: no such site file")
+        return p
+    p = Path(basedir) / DEFAULT_SITE
+    return p if p.exists() else None
+
+
+def load_site(path: str | Path) -> dict[str, str]:
+    """A flat YAML mapping of SITE_KEYS; values are strings or integers ($VARS expanded)."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ClusterConfigError(f"{path}: expected a mapping of site keys")
+    out = {}
+    for key, value in data.items():
+        if key not in SITE_KEYS:
+            raise ClusterConfigError(f"{path}: unknown key {key!r} (known: {', '.join(SITE_KEYS)})")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ClusterConfigError(f"{path}: {key} must be a string or an integer, got {value!r}")
+        out[key] = os.path.expandvars(str(value))
+    return out
+
+
+def resolve_site(environ, site: dict[str, str] | None = None, site_path=None) -> dict[str, str]:
+    """Environment variable name -> value for every site key: environment, then site file,
+    then defaults. Raises ClusterConfigError naming every required key that has no value."""
+    site = site or {}
+    values: dict[str, str] = {}
+    missing, bad = [], []
+    where = f" or `{{key}}:` in {site_path}" if site_path else f" or `{{key}}:` in a site file ({SITE_ENV})"
+    for key, default in SITE_KEYS.items():  # defaults only refer to earlier keys
+        name = env_name(key)
+        value = environ.get(name)
+        if value is None and key in site:
+            value = site[key]
+        if value is None:
+            if default is REQUIRED:
+                missing.append(key)
+                continue
+            value = values.get(env_name(default[1:]), "") if str(default).startswith("=") else default
+        value = str(value).strip()
+        if default is REQUIRED and not value:
+            missing.append(key)
+            continue
+        if "$" in value:
+            bad.append(f"{name}={value!r}: an unexpanded variable (is it exported?)")
+            continue
+        if key in INTEGER_KEYS and not re.fullmatch(r"\d+", value):
+            bad.append(f"{name}={value!r}: must be a whole number")
+            continue
+        values[name] = value
+    problems = [f"{env_name(k)} is not set (export {env_name(k)}=...{where.format(key=k)})"
+                for k in missing] + bad
+    if problems:
+        raise ClusterConfigError("SLURM profile: no job was submitted:\n  " + "\n  ".join(problems)
+                                 + "\nSee docs/cluster.md.")
+    return values
+
+
+def prepare_environment(expressions, environ, basedir) -> dict[str, str] | None:
+    """If the profile's resources reference JUDGEFLOW_SLURM_* variables: resolve the site values,
+    write them (and the offline flags) into `environ` (the jobs inherit it through sbatch
+    --export=ALL) and return them. None when the profile is not a judgeflow SLURM profile."""
+    refs = referenced_variables(expressions)
+    ours = {v for v in refs if v.startswith(PREFIX)}
+    if not ours:
+        return None
+    path = site_file(environ, basedir)
+    values = resolve_site(environ, load_site(path) if path else {}, path)
+    others = sorted(v for v in refs - set(values) if v not in environ)
+    if others:
+        raise ClusterConfigError("SLURM profile: the profile references unset variable(s) "
+                                 + ", ".join(others) + ". No job was submitted.")
+    environ.update(values)
+    environ.update(OFFLINE_ENV)
+    return values
+
+
+def unmapped_rules(rule_names, local_rules, mapped) -> list[str]:
+    """Rules that will be submitted with only the CPU defaults (not local, not in set-resources)."""
+    return sorted(r for r in rule_names if r not in local_rules and r not in mapped)
+
+
+# --- rules that call a hosted API ------------------------------------------------------------
+
+def _host_is_internal(host: str, internal_hosts) -> bool:
+    if not host:
+        return False
+    if host in ("localhost",) or host.endswith(".localhost") or "." not in host and ":" not in host:
+        return True  # localhost, or a single-label name such as gpu-node: the cluster's own
+    try:
+        ip = ipaddress.ip_address(host)
+        return ip.is_loopback or ip.is_private or ip.is_link_local
+    except ValueError:
+        pass
+    return any(fnmatch(host, pattern) for pattern in internal_hosts)
+
+
+def model_is_hosted(spec: dict, internal_hosts=()) -> bool:
+    """An `openai` model reached outside the cluster: no serve: block, and a base_url (or the
+    OpenAI default) whose host is not loopback, private, single-label or in internal_hosts."""
+    if spec.get("backend") != "openai" or spec.get("serve"):
+        return False
+    url = spec.get("base_url") or "https://api.openai.com/v1"
+    return not _host_is_internal(urlparse(url).hostname or "", internal_hosts)
+
+
+def _lookup(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def api_local_rules(config: dict) -> list[str]:
+    """Rules to run on the login node: per `cluster.api_rules` (rule -> config key(s) naming the
+    models it calls), those calling a hosted model (auto), all of them (always) or none (never)."""
+    cl = config.get("cluster") or {}
+    mode = cl.get("api_rules_local", "auto")
+    if mode == "never":
+        return []
+    out = []
+    for rule, keys in (cl.get("api_rules") or {}).items():
+        names = []
+        for key in [keys] if isinstance(keys, str) else keys:
+            value = _lookup(config, key)
+            names += value if isinstance(value, list) else [value]
+        specs = [config["models"][n] for n in names if isinstance(n, str) and n in config["models"]]
+        if mode == "always" or any(model_is_hosted(s, cl.get("internal_hosts", ())) for s in specs):
+            out.append(rule)
+    return sorted(out)
