@@ -1,0 +1,248 @@
+"""profiles/slurm without SLURM: the profile parses, rules map to partitions and GPUs, the
+full-scale dry-run builds its DAG fast with no SLURM binary on PATH, missing site values fail
+before any job, plus judgeflow.cluster and judgeflow.launch."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from judgeflow import cluster as jc
+from judgeflow.launch import accelerate_command, gpus_from_environment, gpus_per_node
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+PROFILE = ROOT / "profiles" / "slurm"
+FULL = ROOT / "config" / "examples" / "full-scale.yaml"
+GPU_RULES = ["sample_responses", "judge_responses", "refine_responses", "judge_refinements",
+             "sample_until_accept", "evaluate_policies"]
+CPU_RULES = ["prepare_model", "clean_questions", "label_oracle", "best_of_n"]
+SLURM_TOOLS = {"sbatch", "srun", "salloc", "sacct", "sacctmgr", "squeue", "sinfo", "scontrol",
+               "scancel", "sshare", "sstat", "sprio", "sreport", "sattach", "sbcast", "sdiag"}
+SITE = {"account": "acct", "cpu_partition": "cpuq", "gpu_partition": "gpuq", "gpu_account": "acct@a100",
+        "gpu_constraint": "a100", "gpu_qos": "qos_gpu-t3", "gpu_extra": "--hint=nomultithread",
+        "cpus_per_gpu": 8, "gpu_mem_mb": 0, "train_partition": "trainq", "train_gpus": 4}
+
+
+@pytest.fixture(scope="module")
+def no_slurm_path(tmp_path_factory) -> str:
+    """PATH with the venv and every system tool except SLURM's."""
+    d = tmp_path_factory.mktemp("bin")
+    for src in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for f in Path(src).glob("*") if Path(src).is_dir() else []:
+            if f.name not in SLURM_TOOLS and not (d / f.name).exists():
+                (d / f.name).symlink_to(f)
+    path = f"{Path(sys.executable).parent}:{d}"
+    assert not any(Path(p, t).exists() for p in path.split(":") for t in SLURM_TOOLS)
+    return path
+
+
+def _env(path, site_file=None, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUDGEFLOW_SLURM_")}
+    env.update(PATH=path, HF_HUB_OFFLINE="1", **extra)
+    if site_file:
+        env["JUDGEFLOW_SLURM_SITE"] = str(site_file)
+    return env
+
+
+def _dry_run(tmp_path, path, *args, site=SITE, profile=PROFILE, configfile=FULL, **env):
+    site_file = None
+    if site is not None:
+        site_file = tmp_path / "site.yaml"
+        site_file.write_text(yaml.safe_dump(site))
+    over = tmp_path / "paths.yaml"
+    over.write_text(yaml.safe_dump({"results_dir": str(tmp_path / "r"), "logs_dir": str(tmp_path / "l"),
+                                    "benchmarks_dir": str(tmp_path / "b")}))
+    cmd = [SNAKEMAKE, "-n", "--profile", str(profile), "--snakefile", str(ROOT / "Snakefile"),
+           "--directory", str(ROOT), "--nolock", "--configfile", str(configfile), str(over), *args]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=_env(path, site_file, **env), timeout=300)
+    return p, time.perf_counter() - t0
+
+
+def _job_resources(output: str) -> dict[str, list[dict]]:
+    """rule -> the resources of each of its jobs, from a dry-run's job listing."""
+    out: dict[str, list[dict]] = {}
+    for block in re.split(r"\n(?=\[.*\]\n(?:local)?rule )", output):
+        m = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        r = re.search(r"^\s+resources: (.*)$", block, re.M)
+        if m and r:
+            out.setdefault(m.group(1), []).append(dict(kv.split("=", 1) for kv in r.group(1).split(", ")))
+    return out
+
+
+def test_profile_parses_and_never_sets_tasks_on_gpu_rules():
+    prof = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    assert prof["executor"] == "slurm" and prof["retries"] >= 1 and prof["rerun-incomplete"] is True
+    sr = prof["set-resources"]
+    for rule in GPU_RULES + ["train_dpo"]:
+        assert "gpu" in sr[rule] and "tasks" not in sr[rule], rule   # tasks -> --ntasks-per-gpu
+        assert "GPU_PARTITION" in sr[rule]["slurm_partition"] or "TRAIN_PARTITION" in sr[rule]["slurm_partition"]
+    for rule in CPU_RULES:
+        assert rule in sr and "gpu" not in sr[rule]
+    refs = jc.referenced_variables(str(v) for d in [prof["default-resources"], *sr.values(), prof["set-threads"]]
+                                   for v in (d.values() if isinstance(d, dict) else [d]))
+    assert refs == {jc.env_name(k) for k in jc.SITE_KEYS}  # every site key is used, nothing else
+
+
+def test_full_scale_dry_run_maps_rules_without_slurm_binaries(tmp_path, no_slurm_path):
+    p, seconds = _dry_run(tmp_path, no_slurm_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    print(f"\nfull-scale dry-run with profiles/slurm: {seconds:.1f}s")
+    assert seconds < 10
+    jobs = _job_resources(p.stdout + p.stderr)
+    assert len(jobs["sample_responses"]) == len(jobs["judge_refinements"]) == 32
+    for rule in ["sample_responses", "judge_responses", "refine_responses", "judge_refinements",
+                 "sample_until_accept"]:
+        for res in jobs[rule]:
+            assert res["slurm_partition"] == "gpuq" and res["gpu"] == "1", (rule, res)
+            assert res["slurm_account"] == "acct@a100" and res["constraint"] == "a100"
+            assert res["qos"] == "qos_gpu-t3" and res["slurm_extra"] == "--hint=nomultithread"
+            assert res["cpus_per_task"] == "8" and res["mem_mb"] == "0"   # 0: no --mem
+            assert "tasks" not in res
+    for rule in ["clean_questions", "label_oracle", "best_of_n"]:
+        for res in jobs[rule]:
+            assert res["slurm_partition"] == "cpuq" and res["slurm_account"] == "acct", (rule, res)
+            assert "gpu" not in res and "qos" not in res and "constraint" not in res
+    # GPT-4.1 over api.openai.com: clean_questions runs on the login node
+    assert "run on this node (localrules): clean_questions" in p.stdout + p.stderr
+
+
+def test_missing_site_values_fail_before_any_job(tmp_path, no_slurm_path):
+    p, _ = _dry_run(tmp_path, no_slurm_path, site={"cpu_partition": "cpuq"})
+    err = p.stdout + p.stderr
+    assert p.returncode != 0
+    assert "JUDGEFLOW_SLURM_ACCOUNT is not set" in err and "JUDGEFLOW_SLURM_GPU_PARTITION is not set" in err
+    assert "JUDGEFLOW_SLURM_CPU_PARTITION is not set" not in err
+    assert "no job was submitted" in err and "Building DAG" not in err  # stopped while parsing
+
+
+def test_environment_wins_over_site_file_and_unmapped_rules_are_named(tmp_path, no_slurm_path):
+    prof = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    del prof["set-resources"]["judge_responses"]
+    (tmp_path / "prof").mkdir()
+    (tmp_path / "prof" / "config.yaml").write_text(yaml.safe_dump(prof))
+    p, _ = _dry_run(tmp_path, no_slurm_path, profile=tmp_path / "prof",
+                    JUDGEFLOW_SLURM_GPU_PARTITION="fromenv")
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-3000:]
+    assert re.search(r"no per-rule resources for judge_responses;", out)
+    jobs = _job_resources(out)
+    assert all(r["slurm_partition"] == "fromenv" for r in jobs["sample_responses"])
+    assert all(r["slurm_partition"] == "cpuq" and "gpu" not in r for r in jobs["judge_responses"])
+
+
+def test_local_profile_is_untouched(tmp_path, no_slurm_path):
+    p, _ = _dry_run(tmp_path, no_slurm_path, site=None, profile=ROOT / "profiles" / "local",
+                    configfile=ROOT / "config" / "config.yaml")
+    out = p.stdout + p.stderr
+    assert p.returncode == 0 and "SLURM" not in out and "slurm_partition" not in out, out[-2000:]
+
+
+# --- judgeflow.cluster ---------------------------------------------------------------------
+
+def test_resolve_site_defaults_and_errors(tmp_path):
+    v = jc.resolve_site({}, {"account": "p@cpu", "cpu_partition": "c", "gpu_partition": "g"})
+    assert v["JUDGEFLOW_SLURM_GPU_ACCOUNT"] == "p@cpu" and v["JUDGEFLOW_SLURM_TRAIN_PARTITION"] == "g"
+    assert v["JUDGEFLOW_SLURM_CPUS_PER_GPU"] == "8" and v["JUDGEFLOW_SLURM_GPU_QOS"] == ""
+    v = jc.resolve_site({"JUDGEFLOW_SLURM_ACCOUNT": "env"}, {"account": "site", "cpu_partition": "c",
+                                                              "gpu_partition": "g"})
+    assert v["JUDGEFLOW_SLURM_ACCOUNT"] == "env"
+    with pytest.raises(jc.ClusterConfigError, match="JUDGEFLOW_SLURM_CPUS_PER_GPU='eight'"):
+        jc.resolve_site({}, {"account": "a", "cpu_partition": "c", "gpu_partition": "g", "cpus_per_gpu": "eight"})
+    with pytest.raises(jc.ClusterConfigError, match="unexpanded variable"):
+        jc.resolve_site({}, {"account": "$IDRPROJ@cpu", "cpu_partition": "c", "gpu_partition": "g"})
+    bad = tmp_path / "s.yaml"
+    bad.write_text("acount: x\n")
+    with pytest.raises(jc.ClusterConfigError, match="unknown key 'acount'"):
+        jc.load_site(bad)
+
+
+def test_jean_zay_preset_resolves(monkeypatch):
+    monkeypatch.setenv("IDRPROJ", "abc")
+    site = jc.load_site(ROOT / "profiles/slurm/sites/jean-zay.yaml")
+    v = jc.resolve_site({}, site)
+    assert v["JUDGEFLOW_SLURM_ACCOUNT"] == "abc@cpu" and v["JUDGEFLOW_SLURM_GPU_ACCOUNT"] == "abc@a100"
+    assert v["JUDGEFLOW_SLURM_GPU_PARTITION"] == "gpu_p5" and v["JUDGEFLOW_SLURM_GPU_CONSTRAINT"] == "a100"
+    assert v["JUDGEFLOW_SLURM_TRAIN_PARTITION"] == "gpu_p6" and v["JUDGEFLOW_SLURM_TRAIN_ACCOUNT"] == "abc@h100"
+    assert v["JUDGEFLOW_SLURM_GPU_MEM_MB"] == "0" and v["JUDGEFLOW_SLURM_GPU_EXTRA"] == "--hint=nomultithread"
+
+
+def test_prepare_environment_sets_site_and_offline_flags(tmp_path):
+    env = {"JUDGEFLOW_SLURM_ACCOUNT": "a", "JUDGEFLOW_SLURM_CPU_PARTITION": "c",
+           "JUDGEFLOW_SLURM_GPU_PARTITION": "g", "HF_HUB_OFFLINE": "0"}
+    assert jc.prepare_environment(["8", "'$OTHER'"], dict(env), tmp_path) is None  # not our profile
+    jc.prepare_environment(["'$JUDGEFLOW_SLURM_ACCOUNT'"], env, tmp_path)
+    assert env["HF_HUB_OFFLINE"] == "1" and env["JUDGEFLOW_SLURM_TRAIN_GPUS"] == "4"
+
+
+@pytest.mark.parametrize("spec,hosted", [
+    ({"backend": "openai", "base_url": "https://api.openai.com/v1", "model": "gpt-4.1"}, True),
+    ({"backend": "openai", "model": "gpt-4.1", "base_url": None}, True),
+    ({"backend": "openai", "base_url": "https://api.deepseek.com/v1", "model": "m"}, True),
+    ({"backend": "openai", "base_url": "http://gpu-node:8000/v1", "model": "m"}, False),
+    ({"backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "m"}, False),
+    ({"backend": "openai", "base_url": "http://10.1.2.3:8000/v1", "model": "m"}, False),
+    ({"backend": "openai", "base_url": "http://vllm.jean-zay.idris.fr/v1", "model": "m"}, False),
+    ({"backend": "openai", "model": "m", "serve": {"path": "x"}}, False),
+    ({"backend": "hf", "path": "x"}, False),
+])
+def test_model_is_hosted(spec, hosted):
+    assert jc.model_is_hosted(spec, ["*.idris.fr"]) is hosted
+
+
+def test_api_local_rules_modes():
+    gpt = {"backend": "openai", "base_url": "https://api.openai.com/v1", "model": "gpt-4.1"}
+    config = {"models": {"gpt": gpt, "local": {"backend": "hf", "path": "x"}},
+              "cleaning": {"model": "gpt"}, "oracle": {"labeller": "verifier"},
+              "cluster": {"api_rules_local": "auto", "internal_hosts": [],
+                          "api_rules": {"clean_questions": "cleaning.model", "label_oracle": "oracle.labeller",
+                                        "evaluate_policies": ["evaluation.oracle", "evaluation.judge"]}}}
+    assert jc.api_local_rules(config) == ["clean_questions"]
+    config["oracle"]["labeller"] = "gpt"
+    config["evaluation"] = {"judge": "gpt"}
+    assert jc.api_local_rules(config) == ["clean_questions", "evaluate_policies", "label_oracle"]
+    config["cluster"]["api_rules_local"] = "never"
+    assert jc.api_local_rules(config) == []
+
+
+def test_unmapped_rules():
+    assert jc.unmapped_rules({"a", "b", "all", "c"}, {"all", "c"}, {"a"}) == ["b"]
+
+
+# --- judgeflow.launch ----------------------------------------------------------------------
+
+def test_accelerate_single_node():
+    assert accelerate_command(["train.py", "--lr", "1e-6"], gpus=4) == (
+        "accelerate launch --multi_gpu --num_machines 1 --num_processes 4 train.py --lr 1e-6")
+    assert accelerate_command(["-m", "judgeflow.train", "{input.cfg}"], gpus="{resources.gpu}") == (
+        "accelerate launch --num_machines 1 --num_processes {resources.gpu} -m judgeflow.train {input.cfg}")
+    assert "--num_processes 2 " in accelerate_command(["t.py"], resources={"gpu": 2})
+    assert "--num_processes 3 " in accelerate_command(["t.py"], environ={"CUDA_VISIBLE_DEVICES": "0,1,2"})
+    with pytest.raises(ValueError):
+        accelerate_command(["t.py"], gpus=0)
+
+
+def test_accelerate_multi_node_one_srun_task_per_node():
+    cmd = accelerate_command(["train.py", "a b"], resources={"nodes": 2, "gres": "gpu:4", "mpi": "srun"})
+    assert cmd.startswith("srun --nodes=2 --ntasks=2 --ntasks-per-node=1 ")
+    for part in ["--num_machines $SLURM_NNODES", "--machine_rank $SLURM_NODEID", "--num_processes 8",
+                 "--rdzv_backend c10d", 'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1']:
+        assert part in cmd
+    # the inner command survives one round of shell quoting intact
+    inner = subprocess.run(["bash", "-c", f"printf %s {cmd.split('bash -c ', 1)[1]}"],
+                           capture_output=True, text=True).stdout
+    assert inner.endswith("train.py 'a b'")
+
+
+def test_gpus_from_resources_and_environment():
+    assert gpus_per_node({"gres": "gpu:a100:4", "nodes": 2}) == (4, 2)
+    assert gpus_per_node({"gpu": 8, "nodes": 2}) == (4, 2)
+    assert gpus_from_environment({"SLURM_GPUS_ON_NODE": "2"}) == 2
+    assert gpus_from_environment({}) == 0
