@@ -126,7 +126,9 @@ pid_alive "$STATE/slurmdbd.pid" || slurmdbd
 wait_for 30 slurmdbd sacctmgr -n list cluster
 sacctmgr -i add cluster judgeflow >/dev/null 2>&1 || true
 sacctmgr -i add account judgeflow Cluster=judgeflow Description=tests Organization=judgeflow >/dev/null 2>&1 || true
-sacctmgr -i add user root Account=judgeflow Cluster=judgeflow >/dev/null 2>&1 || true
+for u in root ${SUDO_USER:-}; do  # root, and the user who ran this through sudo (.ci/run)
+  sacctmgr -i add user "$u" Account=judgeflow Cluster=judgeflow >/dev/null 2>&1 || true
+done
 pid_alive "$STATE/slurmctld.pid" || slurmctld
 wait_for 30 slurmctld scontrol ping
 pid_alive "$STATE/slurmd.pid" || slurmd
