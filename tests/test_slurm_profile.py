@@ -230,8 +230,9 @@ def test_accelerate_single_node():
 
 
 def test_accelerate_multi_node_one_srun_task_per_node():
-    cmd = accelerate_command(["train.py", "a b"], resources={"nodes": 2, "gres": "gpu:4", "mpi": "srun"})
-    assert cmd.startswith("srun --nodes=2 --ntasks=2 --ntasks-per-node=1 ")
+    cmd = accelerate_command(["train.py", "a b"], resources={"nodes": 2, "gres": "gpu:4", "gpu": 0, "mpi": "srun",
+                                                          "tasks": 2, "tasks_per_gpu": 0, "cpus_per_task": 32})
+    assert cmd.startswith("srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=32 ")
     for part in ["--num_machines $SLURM_NNODES", "--machine_rank $SLURM_NODEID", "--num_processes 8",
                  "--rdzv_backend c10d", 'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1']:
         assert part in cmd

@@ -13,8 +13,8 @@ SLURM_JOB_ID), and the command starts one task per node itself:
 
 The `$SLURM_*` of that inner command are expanded by each task's bash on its own node. Resources
 for N nodes of G GPUs (set-resources of train_dpo): nodes=N, gres="gpu:G", tasks=N,
-tasks_per_gpu=0 (so the plugin adds no --ntasks-per-gpu), mpi="srun", and gpu unset
-(--gpus counts GPUs of the whole job, gres counts per node). See docs/cluster.md.
+tasks_per_gpu=0 (so the plugin adds no --ntasks-per-gpu), mpi="srun", and gpu=0 (--gpus counts
+GPUs of the whole job, gres counts per node), cpus_per_task = CPUs per node. See docs/cluster.md.
 
 Wiring into a shell rule:
 
@@ -73,6 +73,7 @@ def accelerate_command(
     accelerate: str = "accelerate",
     accelerate_args: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
+    cpus_per_task: int | None = None,
 ) -> str:
     """A shell command line that runs `accelerate launch <accelerate_args> <script_args>`.
 
@@ -82,8 +83,11 @@ def accelerate_command(
       c10d rendezvous on the first node's host at `port` (`resources.nodes` wins when given).
     script_args: the training script and its arguments (e.g. ["-m", "judgeflow.train", ...] or
       ["train.py", "--lr", "1e-6"]); quoted here, so pass {placeholders} without quotes.
+    cpus_per_task: multi-node only, the CPUs of each node's task (default `resources.cpus_per_task`):
+      a step started inside the job gets 1 CPU per task unless told otherwise.
     """
     if resources is not None:
+        cpus_per_task = cpus_per_task or resources.get("cpus_per_task")
         per_node, res_nodes = gpus_per_node(resources, environ)
         nodes = res_nodes if resources.get("nodes") else nodes
         gpus = per_node if gpus is None else gpus
@@ -115,7 +119,8 @@ def accelerate_command(
         f"--main_process_port {int(port)} --rdzv_backend c10d --same_network "
         f"{extra + ' ' if extra else ''}{script}"
     ).strip()
-    return (f"{launcher} --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 "
+    cpus = f"--cpus-per-task={int(cpus_per_task)} " if cpus_per_task else ""
+    return (f"{launcher} --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 {cpus}--kill-on-bad-exit=1 "
             f"bash -c {shlex.quote(inner)}")
 
 
