@@ -128,4 +128,6 @@ def test_profile_runs_each_rule_in_its_partition(slurm_cluster, tmp_path):
         assert state == "COMPLETED", line
         assert account == "judgeflow", line
     assert seen == _expected(yaml.safe_load(SITE.read_text())), sacct
+    for jobid, rule in submitted.items():  # each job's SLURM log is kept (slurm-keep-successful-logs)
+        assert list(slurm_logs.glob(f"rule_{rule}/*/{jobid}.log")), (rule, jobid)
     print(f"\nreal SLURM: {len(seen)} sacct rows {seen}; {time.time() - t0:.0f}s")
