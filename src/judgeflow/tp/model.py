@@ -111,3 +111,28 @@ def curve_table(n_max: int, *, a: float, b: float, p0: float, p1: float) -> list
     check_params(a, b, p0, p1)
     return [{"n": n, "tp": tp(n, a, b, p0, p1), "p_first_accept": p_first_accept(n, a, b, p0, p1),
              "p_accept_within": p_accept_within(n, a, b, p0, p1)} for n in range(1, n_max + 1)]
+
+
+def log_tables(n_max: int, a: float, b: float, p0: float, p1: float):
+    """Vectorised (log P(N=n, X=1), log P(N=n, X=0), log P(N>n)) for n = 1..n_max (arrays).
+
+    The same binomial expansion as ``log_joint``/``log_no_accept``, as one (n, j) table; used by
+    the fit, where the likelihood is evaluated many times.
+    """
+    check_params(a, b, p0, p1)
+    n_max = _check_n(n_max, "n_max")
+    m = np.arange(n_max + 1)[:, None]          # exponent of q: 0..n_max
+    j = np.arange(n_max + 1)[None, :]
+    valid = j <= m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        l1 = np.where(j > 0, j * _log(1 - p1), 0.0)
+        l0 = np.where(m - j > 0, (m - j) * _log(1 - p0), 0.0)
+        base = gammaln(m + 1) - gammaln(j + 1) - gammaln(np.maximum(m - j, 0) + 1) + l1 + l0
+        base = np.where(valid, base, -np.inf)
+        jj, mj = np.where(valid, j, 0), np.where(valid, m - j, 0)
+        e10 = logsumexp(base + beta_moment_log(a, b, jj + 1, mj), axis=1)      # E[q^m p]
+        e01 = logsumexp(base + beta_moment_log(a, b, jj, mj + 1), axis=1)      # E[q^m (1-p)]
+        e00 = logsumexp(base + beta_moment_log(a, b, jj, mj), axis=1)          # E[q^m]
+    x1 = _log(p1) + e10[:n_max]
+    x0 = _log(p0) + e01[:n_max]
+    return x1, x0, e00[1:]
