@@ -28,6 +28,7 @@ include: "rules/refine.smk"
 include: "rules/pairs.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/draws.smk"
 include: "rules/oracle.smk"
 include: "rules/report.smk"
 
@@ -37,3 +38,4 @@ rule all:
         f"{RESULTS}/pairs/multi_feedback.jsonl",
         f"{RESULTS}/pairs/full_feedback.jsonl",
         f"{RESULTS}/pairs/summary.csv",
+        f"{RESULTS}/report.html",

@@ -17,6 +17,10 @@ localrules:
     all,
     prepare_questions,
     build_pairs,
+    report,
+
+# (heading, [files]) sections that later rule files add to the run's HTML report.
+REPORT_EXTRA = []
 
 
 def rule_resource(rule, key):

@@ -16,7 +16,8 @@ from judgeflow.questions import ifbench_file
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 STAGES = ["prepare_model", "prepare_questions", "clean_questions", "sample_responses", "judge_responses",
-          "refine_responses", "judge_refinements", "build_pairs"]
+          "refine_responses", "judge_refinements", "build_pairs", "sample_until_accept", "label_oracle",
+          "best_of_n", "report"]
 
 
 def smk(*args, configfile=None, check=True, timeout=900):
@@ -119,6 +120,26 @@ def test_tiny_run_end_to_end_then_rerun_only_what_changed(tmp_path, model_dir):
     cleaning = json.loads((res / "questions/cleaning.json").read_text())
     assert cleaning["models"]["oracle"]["calls"] == cleaning["asked_oracle"] > 0
 
+    # sample until accept: every kept question drawn until its first accept or n_max=2
+    draws = [json.loads(l) for l in (res / "draws/shard-0.jsonl").read_text().splitlines()]
+    for q in kept:
+        mine = [d for d in draws if d["question_id"] == q["question_id"]]
+        first = [d["draw"] for d in mine if d["first_accept"]]
+        assert len(first) <= 1 and [d["draw"] for d in mine] == list(range(1, len(mine) + 1))
+        assert mine[0]["n_accept"] == (first[0] if first else None)
+        assert len(mine) == (2 if not first or first[0] == 2 else 1)  # min_draws=1: stop at the first accept
+    # the oracle (exact IFBench checkers) labelled accepted draws; the free-text question abstains
+    nstar = json.loads((res / "oracle/nstar.json").read_text())
+    labels = [json.loads(l) for l in (res / "oracle/labels.jsonl").read_text().splitlines()]
+    assert nstar["calls"] == len(labels) <= 40 and nstar["strategy"] == "fixed_sequence"
+    assert nstar["abstains"] == sum(1 for l in labels if l["label"] is None)
+    assert all(l["label"] is None for l in labels if l["question_id"] == "rivers")
+    assert 0 <= nstar["nstar"] <= 2
+    curve = (res / "oracle/tp_curve.csv").read_text().splitlines()
+    assert curve[0].startswith("n,") and len(curve) == 1 + 2
+    assert (res / "oracle/tp_curve.png").stat().st_size > 1000 and (res / "oracle/bon_grid.png").exists()
+    assert "tp_curve.png" in (res / "report.html").read_text()
+
     # finished: a rerun has nothing to do
     assert "Nothing to be done" in smk("-n", configfile=path).stdout
 
@@ -128,7 +149,8 @@ def test_tiny_run_end_to_end_then_rerun_only_what_changed(tmp_path, model_dir):
                                  {"id": "j3", "model": "smollm2", "template": "judge_strict", "seed": 3}]}
     path.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(smk("-n", configfile=path).stdout)
-    assert set(jobs) == {"judge_responses", "refine_responses", "judge_refinements", "build_pairs", "all"}, jobs
+    assert set(jobs) == {"judge_responses", "refine_responses", "judge_refinements", "build_pairs",
+                         "sample_until_accept", "label_oracle", "best_of_n", "report", "all"}, jobs
     smk("--cores", "2", configfile=path)
 
     # and the oracle is not paid again: a forced rerun of cleaning is served from the cache

@@ -91,6 +91,20 @@ def check(config: dict) -> None:
                               f"made to continue 'Verdict:'); model '{j['model']}' is {models[j['model']]['backend']}")
     if config["judging"]["k"] > len(judges):
         raise ConfigError(f"judging.k: {config['judging']['k']} exceeds the number of judges J={len(judges)}")
+    draws, oracle = config.get("draws", {}), config.get("oracle", {})
+    if draws.get("enabled", True) and oracle:
+        if draws["min_draws"] > draws["n_max"]:
+            raise ConfigError(f"draws.min_draws: {draws['min_draws']} exceeds draws.n_max={draws['n_max']}")
+        bon = oracle["bon"]
+        if bon["enabled"] and max(bon["n"], default=0) > draws["min_draws"]:
+            raise ConfigError(f"oracle.bon.n: N up to {max(bon['n'])} needs every question drawn that often; "
+                              f"raise draws.min_draws (now {draws['min_draws']}) or lower the N grid")
+        for J in bon.get("j") or []:
+            if J > len(judges):
+                raise ConfigError(f"oracle.bon.j: J={J} exceeds the number of judges ({len(judges)})")
+        if oracle["labeller"] != "verifier" and oracle["labeller"] not in models:
+            raise ConfigError(f"oracle.labeller: '{oracle['labeller']}' is neither 'verifier' nor a model "
+                              f"(defined under models: {', '.join(sorted(models))})")
 
 
 def prepared_model_dir(config: dict, name: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from . import judging, pairs as pairs_mod, questions as questions_mod, refining, sampling
+from . import draws as draws_mod, judging, pairs as pairs_mod, questions as questions_mod, refining, sampling
 from .io import read_jsonl, read_jsonl_many, write_csv, write_json, write_jsonl
 from .models import open_models
 
@@ -91,3 +91,65 @@ def build_pairs(config: dict, kept: str, responses: list[str], response_aggregat
     write_csv(summary_csv, rows)
     write_json(summary_json, overall)
     log.info("pairs: %s", overall)
+
+
+def sample_until_accept(config: dict, kept: str, shard: int, output: str, verdicts_out: str,
+                        threads: int | None = None) -> None:
+    qs = sampling.shard_of(read_jsonl(kept), shard, config["sampling"]["shards"])
+    policy = config["draws"].get("model") or config["sampling"]["model"]
+    names = {"draws.model": policy,
+             **{f"judging.judges[{i}].model": j["model"] for i, j in enumerate(config["judging"]["judges"])}}
+    with open_models(config, names, threads=threads) as models:
+        draws_mod.sample_until_accept(qs, config, models, output, verdicts_out)
+        _log_stats(models)
+
+
+def label_oracle(config: dict, kept: str, draws_files: list[str], labels_out: str, nstar_out: str,
+                 curve_csv: str, curve_png: str, fit_out: str, log_dir: str | None = None,
+                 threads: int | None = None) -> None:
+    from . import oracle as oracle_mod, oracle_analysis as oa
+    from .tp import fit as tp_fit, model as tp_model
+
+    ocfg, n_max = config["oracle"], config["draws"]["n_max"]
+    draws = read_jsonl_many(draws_files)
+    questions = _questions_by_id(kept)
+    names = {} if ocfg["labeller"] == oracle_mod.VERIFIER else {"oracle.labeller": ocfg["labeller"]}
+    with open_models(config, names, log_dir=log_dir, threads=threads) as models:
+        result = oracle_mod.label_accepted(draws, questions, config, models, labels_out)
+        result["models"] = _log_stats(models)
+    labels = {r["draw_id"]: r for r in read_jsonl(labels_out)}
+    records = oa.per_question_records(draws, labels)
+    fit = tp_fit.fit_model(records)
+    write_json(fit_out, fit)
+    curve = tp_model.tp_curve(n_max, a=fit["a"], b=fit["b"], p0=fit["p0"], p1=fit["p1"]) if fit.get("ok") else None
+    rows = oa.tp_curve_rows(draws, labels, n_max, ocfg["interval"], ocfg["delta"], curve, result)
+    oa.write_curve(rows, curve_csv)
+    oa.plot_tp_curve(rows, ocfg["threshold"], result.get("nstar", 0), curve_png,
+                     f"run {config['run']}: N*={result.get('nstar', 0)} by {result['strategy']} after "
+                     f"{result['calls']} oracle calls (+{result['curve_calls']} for the curve), "
+                     f"T={ocfg['threshold']}, delta={ocfg['delta']}")
+    write_json(nstar_out, result)
+
+
+def best_of_n(config: dict, kept: str, draws_files: list[str], fit_file: str, labels_out: str, grid_csv: str,
+              grid_png: str, log_dir: str | None = None, threads: int | None = None) -> None:
+    import json
+
+    from . import oracle as oracle_mod, oracle_analysis as oa
+    from .tp.bon import bon_grid
+
+    ocfg = config["oracle"]
+    ns = sorted(set(ocfg["bon"]["n"]))
+    draws = read_jsonl_many(draws_files)
+    questions = _questions_by_id(kept)
+    names = {} if ocfg["labeller"] == oracle_mod.VERIFIER else {"oracle.labeller": ocfg["labeller"]}
+    with open_models(config, names, log_dir=log_dir, threads=threads) as models:
+        labels = oracle_mod.label_all(draws, questions, config, models, labels_out, max_draw=max(ns))
+        _log_stats(models)
+    judge_ids = [j.judge_id for j in judging.judges_from_config(config)]
+    qs = oa.bon_questions(draws, {r["draw_id"]: r for r in labels}, judge_ids, max(ns))
+    fit = json.loads(open(fit_file).read())
+    rows = bon_grid(qs, Ns=ns, Js=ocfg["bon"]["j"] or list(range(1, len(judge_ids) + 1)), delta=ocfg["delta"],
+                    model_params={"a": fit["a"], "b": fit["b"]} if fit.get("ok") else None)
+    write_csv(grid_csv, rows)
+    oa.plot_bon(rows, grid_png, f"run {config['run']}: Best-of-N, {len(qs)} questions, oracle={ocfg['labeller']}")
