@@ -412,6 +412,16 @@ class _CountBoundary:
         return int(self.upto(t)[t])
 
 
+class _NoBoundary:
+    """Futility switched off: c[t] = -1 (never)."""
+
+    def upto(self, t):
+        return np.full(t + 1, -1, dtype=np.int64)
+
+    def at(self, t):
+        return -1
+
+
 _BOUNDARIES: dict = {}
 
 
@@ -435,7 +445,8 @@ class FixedSequence(Strategy):
         super().__init__(*args, **kw)
         o = self.options
         min_gap = _number("min_gap", o["min_gap"], 0, 1)
-        self.gamma = _number("futility_level", o["futility_level"], 0, 1, hi_open=False)
+        # futility_level None: no futility rule (only max_labels_per_n, the budget or the pool stop n)
+        self.gamma = None if o["futility_level"] is None else _number("futility_level", o["futility_level"], 0, 1)
         fg = o["futility_gaps"]
         if not (isinstance(fg, (list, tuple)) and len(fg) == 2 and 0 < fg[0] <= fg[1] <= 1):
             raise ValueError(f"futility_gaps must be [min, max] with 0 < min <= max <= 1, got {fg!r}")
@@ -446,8 +457,8 @@ class FixedSequence(Strategy):
         self.grid_args = (min_gap, k, tuple(fg), power)
         self.bounds_up = _count_boundary(self.threshold, math.log(1.0 / self.delta), "upper", min_gap, 1.0, k,
                                          power)
-        self.bounds_down = _count_boundary(self.threshold, math.log(1.0 / self.gamma), "lower",
-                                           float(fg[0]), float(fg[1]), k, 1.0)
+        self.bounds_down = _NoBoundary() if self.gamma is None else _count_boundary(
+            self.threshold, math.log(1.0 / self.gamma), "lower", float(fg[0]), float(fg[1]), k, 1.0)
         self.n = 1
         self.status[1] = TESTING
 
