@@ -52,6 +52,8 @@ def test_oracle_budget_all_strategies_and_options(capsys):
     (["--curve", "0.9", "--threshold", "1"], "--threshold"), (["--curve", "0.9", "--threshold", "0"], "--threshold"),
     (["--curve", "0.9", "--delta", "0"], "--delta"), (["--curve", "0.9", "--delta", "1.5"], "--delta"),
     (["--curve", "0.9", "--runs", "0"], "--runs"), (["--curve", "0.9", "--option", "foo=1"], "--option"),
+    (["--curve", "0.9", "--strategy", "all", "--option", "foo=1"], "--option"),
+    (["--curve", "0.9", "--option", "futility_level=2"], "--option"),
 ])
 def test_oracle_budget_bad_input_exits_2_naming_the_argument(extra, arg, capsys):
     argv = ["oracle-budget", "--threshold", "0.8", "--delta", "0.05", "--runs", "2", *extra]

@@ -145,23 +145,29 @@ def _tp_model(args) -> int:
 
 def _oracle_budget(args, parser) -> int:
     from .tp.simulate import simulate, true_nstar
-    from .tp.strategies import STRATEGIES
+    from .tp.strategies import STRATEGIES, make_strategy
 
     options = dict(args.option)
     if args.batch_size is not None:
         options["batch_size"] = args.batch_size
     names = list(STRATEGIES) if args.strategy == "all" else [args.strategy]
+    if args.strategy == "all":
+        known = {"batch_size"}.union(*(STRATEGIES[n].defaults for n in names))
+        unknown = sorted(set(options) - known)
+        if unknown:
+            parser.error(f"argument --option: no strategy has the option(s) {', '.join(unknown)}")
     out = {}
     for name in names:
         # options meant for one strategy are not passed to the others under --strategy all
         own = {k: v for k, v in options.items()
                if k == "batch_size" or k in STRATEGIES[name].defaults or args.strategy != "all"}
-        try:
-            out[name] = simulate(args.curve, args.threshold, args.delta, name, runs=args.runs, seed=args.seed,
-                                 budget=args.budget, abstain_rate=args.abstain_rate, keep_runs=not args.no_runs,
-                                 **own)
+        try:  # options are checked by building the strategy once; every other input is checked already
+            make_strategy(name, n_max=len(args.curve), threshold=args.threshold, delta=args.delta,
+                          budget=args.budget, **own)
         except ValueError as e:
-            parser.error(f"argument --option: {e}" if "option" in str(e) else str(e))
+            parser.error(f"argument {'--batch-size' if 'batch_size' in str(e) else '--option'}: {e}")
+        out[name] = simulate(args.curve, args.threshold, args.delta, name, runs=args.runs, seed=args.seed,
+                             budget=args.budget, abstain_rate=args.abstain_rate, keep_runs=not args.no_runs, **own)
     if args.strategy == "all":
         result = {"curve": args.curve, "threshold": args.threshold, "delta": args.delta,
                   "true_nstar": true_nstar(args.curve, args.threshold), "strategies": out}
