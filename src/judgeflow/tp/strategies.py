@@ -19,8 +19,9 @@ something, so the outcome is the same whether labels come back one at a time or 
 (``update_counts``), and no label is bought after a decision could have been made.
 
 * ``uniform`` (baseline): every n in 1..n_max gets the same number of labels, on a geometric
-  schedule of looks; Hoeffding bounds at delta / n_max (Bonferroni over n) / (j (j+1)) at look j
-  (a union bound over the looks, since re-checking a fixed-n interval is not valid otherwise).
+  schedule of looks; a Hoeffding lower bound at delta / n_max (Bonferroni over n) / (j (j+1)) at
+  look j certifies (a union bound over the looks, since re-checking a fixed-n interval is not valid
+  otherwise); the matching upper bound below T decides that n fails.
 * ``bisection`` (the seed's scheme): assumes TP(n) decreasing; binary search for the crossing of
   T, one n at a time, Hoeffding bounds with the same union bound over looks and over the at most
   ceil(log2(n_max + 1)) tests. Valid only under the monotonicity assumption.
@@ -213,7 +214,12 @@ class _HoeffdingLooks:
         return self.delta_test / (j * (j + 1))
 
     def look(self, successes: int, m: int, j: int) -> tuple[float, float]:
-        return hoeffding(successes, m, self.level(j), "two-sided")
+        """One-sided lower and upper Hoeffding bounds, each at level(j). Only the lower bound can
+        certify (wrongly with probability <= level(j)); the upper one only gives up on n, which costs
+        power, never validity, so it needs no share of delta."""
+        lo, _ = hoeffding(successes, m, self.level(j), "lower")
+        _, hi = hoeffding(successes, m, self.level(j), "upper")
+        return lo, hi
 
 
 class Uniform(Strategy):
@@ -221,7 +227,7 @@ class Uniform(Strategy):
 
     name = "uniform"
     defaults = {"first_look": 100, "look_ratio": 2.0}
-    bounds_note = "two-sided Hoeffding at the last look, level delta/n_max/(j(j+1))"
+    bounds_note = "one-sided Hoeffding lower and upper at the last look j, each at level delta/n_max/(j(j+1))"
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
@@ -296,7 +302,7 @@ class Uniform(Strategy):
     def bounds(self, n):
         if self.look_of[n]:
             return self.bound[n]
-        return hoeffding(self.positives[n], self.labels[n], self.looks.level(max(self.j, 1)), "two-sided")
+        return self.looks.look(self.positives[n], self.labels[n], max(self.j, 1))
 
 
 class Bisection(Strategy):
@@ -304,7 +310,7 @@ class Bisection(Strategy):
 
     name = "bisection"
     defaults = {"first_look": 100, "look_ratio": 1.5}
-    bounds_note = "two-sided Hoeffding at the last look, level delta/tests/(j(j+1))"
+    bounds_note = "one-sided Hoeffding lower and upper at the last look j, each at level delta/tests/(j(j+1))"
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
@@ -355,7 +361,7 @@ class Bisection(Strategy):
     def bounds(self, n):
         if n in self.bound:
             return self.bound[n]
-        return hoeffding(self.positives[n], self.labels[n], self.looks.level(self.j), "two-sided")
+        return self.looks.look(self.positives[n], self.labels[n], self.j)
 
 
 class _CountBoundary:
