@@ -40,7 +40,7 @@ from collections import Counter
 
 import numpy as np
 
-from .intervals import betting, gap_grid, hoeffding, hoeffding_radius, log_mixture_wealth
+from .intervals import betting, gap_grid, hoeffding, log_mixture_wealth
 
 __all__ = ["STRATEGIES", "make_strategy", "Strategy", "Uniform", "Bisection", "FixedSequence"]
 
