@@ -14,13 +14,15 @@ export PYTHONUNBUFFERED := 1
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-data.txt pyproject.toml
+$(STAMP): requirements.txt requirements-data.txt requirements-train.txt pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first and pinned: an unpinned torch pulls GBs of CUDA wheels
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-deps -r requirements-data.txt
+	# DeepSpeed (ZeRO configs) and peft: built against the installed torch, no CUDA ops at install
+	DS_BUILD_OPS=0 $(PIP) install -q --no-build-isolation -r requirements-train.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $@
 
