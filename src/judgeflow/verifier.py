@@ -27,7 +27,10 @@ def is_verifiable(question: dict) -> bool:
 
 
 def verify(question: dict, response: str) -> dict | None:
-    """{criterion_id: bool} per instruction plus "all"; None when the question is not verifiable."""
+    """{criterion_id: bool} per instruction plus "all"; None when the question is not verifiable.
+
+    A checker that cannot run (its NLTK data missing) gives "all": None and "error": an abstain
+    for the oracle, never a guessed label."""
     from if_verifiable.common import evaluate_instructions
 
     crits = instruction_criteria(question)
@@ -39,6 +42,8 @@ def verify(question: dict, response: str) -> dict | None:
         results, _ = evaluate_instructions(response, [c["instruction_id"] for c in crits],
                                            [dict(c.get("kwargs") or {}) for c in crits],
                                            question["prompt"], _registry())
+    except LookupError as e:  # NLTK data missing (make install builds it into .venv/share/nltk_data)
+        return {"criteria": {}, "all": None, "error": f"checker data missing: {str(e).strip().splitlines()[0]}"}
     finally:
         random.setstate(state)
     passed = {r.instruction_id: r.strict_pass for r in results}
