@@ -86,6 +86,10 @@ def test_tiny_run_end_to_end_then_rerun_only_what_changed(tmp_path, model_dir):
         "sampling": {"n_samples": 2, "shards": 1, "max_new_tokens": 32},
         "refining": {"max_new_tokens": 32},
         "cleaning": {"max_new_tokens": 24},
+        "draws": {"n_max": 2, "min_draws": 1, "max_new_tokens": 32},
+        "oracle": {"labeller": "verifier", "budget": 40, "batch_size": 4, "bon": {"n": [1], "j": [1, 3]}},
+        "training": {"max_steps": 1, "per_device_train_batch_size": 1, "max_length": 256, "min_pairs": 1,
+                     "on_too_few": "skip", "save_steps": 1, "gradient_checkpointing": False},
         "resources": {"default": {"threads": 2}},
     }
     path = tmp_path / "tiny.yaml"
@@ -149,8 +153,10 @@ def test_tiny_run_end_to_end_then_rerun_only_what_changed(tmp_path, model_dir):
                                  {"id": "j3", "model": "smollm2", "template": "judge_strict", "seed": 3}]}
     path.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(smk("-n", configfile=path).stdout)
-    assert set(jobs) == {"judge_responses", "refine_responses", "judge_refinements", "build_pairs",
-                         "sample_until_accept", "label_oracle", "best_of_n", "report", "all"}, jobs
+    # judging and everything downstream of it; nothing upstream (no sampling, no oracle cleaning)
+    assert {"judge_responses", "refine_responses", "judge_refinements", "build_pairs", "sample_until_accept",
+            "label_oracle", "best_of_n", "report", "all"} <= set(jobs), jobs
+    assert not set(jobs) & {"prepare_model", "prepare_questions", "clean_questions", "sample_responses"}, jobs
     smk("--cores", "2", configfile=path)
 
     # and the oracle is not paid again: a forced rerun of cleaning is served from the cache
