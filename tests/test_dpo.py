@@ -1,0 +1,292 @@
+"""DPO training stage: pair loading and checks, config, launch command, diagnostics arithmetic,
+and (slow) a few real training steps on the embedded model under `accelerate launch`."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, base_config
+from judgeflow import dpo, dpo_diagnostics as diag
+from judgeflow.io import InputError
+from judgeflow.models import ConfigError
+
+
+def _pair(i, prompt="Say hi.", chosen="Hi!", rejected="Go away.", cids=("c1",), rid=None):
+    return {"prompt": [{"role": "user", "content": prompt}], "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}], "question_id": f"q{i}",
+            "response_id": rid or f"q{i}/r0", "refinement_id": f"q{i}/r0/mf/{cids[0]}", "criterion_ids": list(cids)}
+
+
+def _write(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+# ------------------------------------------------------------------------------- pair loading
+
+
+def test_read_pairs_checks_format_and_names_file_and_line(tmp_path):
+    good = _write(tmp_path / "p.jsonl", [_pair(0), _pair(1, cids=("c1", "c2"))])
+    pairs = dpo.read_pairs(good)
+    assert [p["pair_id"] for p in pairs] == ["q0/r0/mf/c1", "q1/r0/mf/c1"]
+    assert pairs[1]["criterion_ids"] == ["c1", "c2"]
+
+    bad_role = _pair(2)
+    bad_role["chosen"] = [{"role": "user", "content": "x"}]
+    for rows, msg in [
+        ([_pair(0), {k: v for k, v in _pair(1).items() if k != "rejected"}], "p.jsonl:2: missing field(s) rejected"),
+        ([bad_role], "p.jsonl:1: 'chosen' must end with a 'assistant' message"),
+        ([{**_pair(0), "prompt": "plain text"}], "p.jsonl:1: 'prompt' must be a non-empty list"),
+        ([_pair(0), _pair(0)], "p.jsonl:2: duplicate pair"),
+        (["{not json"], "p.jsonl:1: malformed JSON"),
+    ]:
+        with pytest.raises(InputError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+            dpo.read_pairs(_write(tmp_path / "p.jsonl", rows))
+
+
+def test_pair_whose_prompt_exceeds_max_length_is_dropped_and_counted(tokenizer):
+    long_prompt = "word " * 400
+    pairs = [_pair(0), _pair(1, prompt=long_prompt), _pair(2, chosen="ok " * 300)]
+    for p in pairs:
+        p["pair_id"] = p["refinement_id"]
+    n_short = dpo.prompt_token_count(tokenizer, pairs[0]["prompt"])
+    assert 5 < n_short < 64
+    kept, stats = dpo.filter_by_length(pairs, tokenizer, max_length=128)
+    assert [p["question_id"] for p in kept] == ["q0", "q2"]  # dropped, never truncated
+    assert stats["dropped_prompt_too_long"] == 1 and stats["dropped_pairs"][0]["pair_id"] == "q1/r0/mf/c1"
+    assert stats["dropped_pairs"][0]["prompt_tokens"] >= 128
+    assert stats["truncated_completions"] == 1  # q2's chosen is cut by TRL (keep_start), and counted
+    assert stats["pairs_read"] == 3 and stats["pairs_used"] == 2
+    kept, stats = dpo.filter_by_length(pairs, tokenizer, max_length=None)
+    assert len(kept) == 3 and stats["dropped_prompt_too_long"] == 0
+
+
+def test_too_few_pairs_error_names_file_and_count_or_skips(tmp_path):
+    tcfg = {"min_pairs": 4, "on_too_few": "error"}
+    with pytest.raises(dpo.TooFewPairs, match=r"pairs/full_feedback.jsonl: 0 usable pair\(s\) \(0 read"):
+        dpo.check_pair_count(0, 0, "pairs/full_feedback.jsonl", tcfg)
+    with pytest.raises(dpo.TooFewPairs, match=r"3 usable pair\(s\) \(5 read, 2 dropped for length\), fewer than "
+                                              r"training.min_pairs=4"):
+        dpo.check_pair_count(3, 5, "p.jsonl", tcfg)
+    reason = dpo.check_pair_count(1, 1, "p.jsonl", {**tcfg, "on_too_few": "skip"})
+    assert "variant skipped" in reason and "1 usable pair(s)" in reason
+    assert dpo.check_pair_count(4, 4, "p.jsonl", tcfg) is None
+
+
+def test_empty_pair_file_skipped_variant_writes_outputs_that_say_so(tmp_path, model_dir):
+    cfg = base_config(tmp_path, model_dir, training={"on_too_few": "skip", "min_pairs": 2})
+    pairs = _write(tmp_path / "full_feedback.jsonl", [])
+    out = dpo.train(dpo.settings(cfg), "full_feedback", str(pairs), str(model_dir), str(tmp_path / "dpo"))
+    assert out["skipped"]
+    summary = json.loads((tmp_path / "dpo" / "summary.json").read_text())
+    assert summary["skipped"] and "0 usable pair(s)" in summary["reason"] and str(pairs) in summary["reason"]
+    assert (tmp_path / "dpo" / "model" / dpo.SKIPPED_MARKER).exists()
+    assert (tmp_path / "dpo" / "train_log.csv").read_text().startswith("step,epoch,loss")
+
+
+# ------------------------------------------------------------------------------ configuration
+
+
+def test_training_config_defaults_and_fair_step_budget(tmp_path, model_dir):
+    cfg = base_config(tmp_path, model_dir, training={"max_steps": 7})
+    kw = dpo.dpo_config_kwargs(cfg["training"], "/tmp/x", 1, use_cpu=True, bf16=False)
+    assert kw["max_steps"] == 7 and "num_train_epochs" not in kw  # the same for every variant
+    assert kw["loss_type"] == ["sigmoid"] and kw["beta"] == cfg["training"]["beta"]
+    assert kw["max_length"] == cfg["training"]["max_length"] and kw["logging_steps"] == 1
+    cfg["training"]["max_steps"] = None
+    assert "max_steps" not in dpo.dpo_config_kwargs(cfg["training"], "/tmp/x", 1, True, False)
+    cfg["training"]["extra"] = {"beta": 3}
+    with pytest.raises(ConfigError, match=r"training.extra: \['beta'\]"):
+        dpo.dpo_config_kwargs(cfg["training"], "/tmp/x", 1, True, False)
+    s = dpo.settings(cfg)
+    assert s["policy"] == cfg["sampling"]["model"] and s["policy_path"] == str(model_dir)
+
+
+def test_missing_accelerate_config_names_the_key(tmp_path, model_dir):
+    cfg = base_config(tmp_path, model_dir, training={"accelerate_config": "config/accelerate/nope.yaml"})
+    with pytest.raises(ConfigError, match=r"training.accelerate_config: accelerate config "
+                                          r"'config/accelerate/nope.yaml' not found"):
+        dpo.accelerate_config_path(cfg, ROOT)
+    cfg["training"]["accelerate_config"] = ""
+    with pytest.raises(ConfigError, match="training.accelerate_config: no accelerate config"):
+        dpo.accelerate_config_path(cfg, ROOT)
+    cfg["training"]["accelerate_config"] = "config/accelerate/zero3.yaml"
+    path = dpo.accelerate_config_path(cfg, ROOT)
+    assert dpo.deepspeed_stage(dpo.read_accelerate_config(path)) == 3
+
+
+def test_precompute_ref_log_probs_refused_with_deepspeed(tmp_path, model_dir):
+    cfg = base_config(tmp_path, model_dir, training={"precompute_ref_log_probs": True})
+    dpo.check_training_config(cfg, dpo.read_accelerate_config(ROOT / "config/accelerate/cpu.yaml"))
+    for name in ("zero2.yaml", "zero3.yaml"):
+        with pytest.raises(ConfigError, match="training.precompute_ref_log_probs: not supported with a DeepSpeed"):
+            dpo.check_training_config(cfg, dpo.read_accelerate_config(ROOT / "config/accelerate" / name))
+
+
+def test_workflow_stops_on_a_missing_accelerate_config(tmp_path):
+    cfgfile = tmp_path / "c.yaml"
+    cfgfile.write_text("training: {accelerate_config: config/accelerate/missing.yaml}\n")
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(cfgfile), "--cores", "1",
+                        "--quiet", "all"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "training.accelerate_config: accelerate config 'config/accelerate/missing.yaml' not found" in (
+        r.stdout + r.stderr)
+
+
+@pytest.mark.parametrize("gpus,expected", [(0, 1), (1, 1), (4, 4)])
+def test_launch_command_takes_processes_from_the_gpu_resource(gpus, expected):
+    cmd = dpo.launch_command("train.py", ["--variant", "{wildcards.variant}"], conda=False, python="PY")
+    assert "--config_file {input.accelerate_config}" in cmd and "--num_processes $JF_NPROC" in cmd
+    assert "PY -m accelerate.commands.accelerate_cli launch" in cmd
+    assert "accelerate launch" in dpo.launch_command("t.py", [], conda=True, python="PY")
+    filled = cmd.replace("{resources.gpu}", str(gpus)).replace("{threads}", "8")
+    prefix = filled.split("PY -m")[0]
+    out = subprocess.run(["bash", "-c", prefix + ' echo "$JF_NPROC $OMP_NUM_THREADS"'], capture_output=True,
+                         text=True).stdout.split()
+    assert out == [str(expected), str(max(1, 8 // expected))]
+
+
+# ------------------------------------------------------------------------ diagnostics arithmetic
+
+
+def test_implicit_rewards_margin_weight_and_loss():
+    r = diag.implicit_rewards(-10.0, -20.0, -12.0, -18.0, beta=0.1)
+    assert r["reward_chosen"] == pytest.approx(0.2) and r["reward_rejected"] == pytest.approx(-0.2)
+    assert r["margin"] == pytest.approx(0.4)
+    assert r["weight"] == pytest.approx(1 / (1 + math.exp(0.4)))  # sigma(-margin)
+    assert r["loss"] == pytest.approx(-math.log(1 / (1 + math.exp(-0.4))))  # -log sigma(margin)
+    start = diag.implicit_rewards(-5.0, -7.0, -5.0, -7.0, beta=0.5)  # pi = pi_ref
+    assert start["margin"] == 0 and start["weight"] == 0.5 and start["loss"] == pytest.approx(math.log(2))
+    big = diag.implicit_rewards(0.0, -1e5, 0.0, 0.0, beta=1.0)  # stable far out
+    assert big["weight"] == pytest.approx(0.0) and big["loss"] == pytest.approx(0.0)
+    neg = diag.implicit_rewards(-1e5, 0.0, 0.0, 0.0, beta=1.0)
+    assert neg["weight"] == pytest.approx(1.0) and neg["loss"] == pytest.approx(1e5)
+    # the weight is the derivative of the loss in the margin: d/dm -log sigma(m) = -sigma(-m)
+    eps = 1e-6
+    m = 0.7
+    assert (-diag.log_sigmoid(m + eps) + diag.log_sigmoid(m - eps)) / (2 * eps) == pytest.approx(-diag.sigmoid(-m))
+
+
+def test_pair_records_and_summary_rows_per_criterion():
+    meta = {"a": {"question_id": "q", "response_id": "q/r0", "criterion_ids": ["c1"]},
+            "b": {"question_id": "q", "response_id": "q/r0", "criterion_ids": ["c2"]},
+            "c": {"question_id": "p", "response_id": "p/r0", "criterion_ids": ["c1"]}}
+    ref = {"a": [-10.0, -10.0], "b": [-10.0, -10.0], "c": [-10.0, -10.0]}
+    end = {"a": [-9.0, -11.0], "b": [-11.0, -10.0], "c": [-10.0, -14.0]}  # margins 0.2, -0.1, 0.4 at beta 0.1
+    records = diag.pair_records([("start", 0, ref), ("end", 5, end)], ref, meta, beta=0.1, variant="multi_feedback")
+    assert len(records) == 6
+    e = {r["pair_id"]: r for r in records if r["phase"] == "end"}
+    assert e["a"]["margin"] == pytest.approx(0.2) and e["b"]["margin"] == pytest.approx(-0.1)
+    assert diag.dpo_loss(list(e.values())) == pytest.approx(
+        sum(-diag.log_sigmoid(m) for m in (0.2, -0.1, 0.4)) / 3, abs=1e-5)
+    rows = {(r["phase"], r["criterion_id"]): r for r in diag.summary_rows(records)}
+    assert rows[("start", diag.ALL)]["weight_mean"] == 0.5 and rows[("start", diag.ALL)]["reward_accuracy"] == 0
+    c1 = rows[("end", "c1")]
+    assert c1["pairs"] == 2 and c1["margin_mean"] == pytest.approx(0.3)
+    assert c1["weight_mean"] == pytest.approx((diag.sigmoid(-0.2) + diag.sigmoid(-0.4)) / 2, abs=1e-5)
+    assert rows[("end", "c2")]["reward_accuracy"] == 0.0
+    allrow = rows[("end", diag.ALL)]
+    assert allrow["reward_accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+    # q/r0 is pushed down by two pairs (a, b), p/r0 by one: mean over responses of the summed weight
+    expect = ((diag.sigmoid(-0.2) + diag.sigmoid(0.1)) + diag.sigmoid(-0.4)) / 2
+    assert allrow["rejected_weight_per_response"] == pytest.approx(expect, abs=1e-5)
+    assert rows[("start", diag.ALL)]["rejected_weight_per_response"] == pytest.approx(0.75)
+
+
+def test_phase_store_survives_a_torn_line_and_orders_phases(tmp_path):
+    s = diag.PhaseStore(tmp_path / "ph.jsonl")
+    s.add("ref", 0, {"a": [1.0, 2.0]})
+    s.add("end", 4, {"a": [3.0, 4.0]})
+    s.add("start", 0, {"a": [1.0, 2.0]})
+    s.add("step2", 2, {"a": [2.0, 3.0]})
+    with open(tmp_path / "ph.jsonl", "a") as fh:
+        fh.write('{"phase": "step3", "st')  # a killed job's torn write
+    again = diag.PhaseStore(tmp_path / "ph.jsonl")
+    assert [p[0] for p in again.phases()] == ["start", "step2", "end"]
+    assert again.ref() == {"a": [1.0, 2.0]} and "step3" not in again
+
+
+def test_compare_variants_writes_table_plot_and_training_summary(tmp_path):
+    meta = {"a": {"question_id": "q", "response_id": "q/r0", "criterion_ids": ["c1"]}}
+    ref = {"a": [-10.0, -10.0]}
+    recs = diag.pair_records([("start", 0, ref), ("end", 3, {"a": [-9.0, -12.0]})], ref, meta, 0.1, "multi_feedback")
+    d1 = _write(tmp_path / "mf.jsonl", recs)
+    d2 = _write(tmp_path / "ff.jsonl", [])
+    s1 = tmp_path / "s1.json"
+    s1.write_text(json.dumps({"variant": "multi_feedback", "skipped": False, "optimizer_steps": 3}))
+    s2 = tmp_path / "s2.json"
+    s2.write_text(json.dumps({"variant": "full_feedback", "skipped": True, "reason": "p.jsonl: 0 usable pair(s)"}))
+    rows = diag.compare_variants([str(d1), str(d2)], [str(s1), str(s2)], str(tmp_path / "t.csv"),
+                                 str(tmp_path / "p.png"), str(tmp_path / "training.csv"), title="t")
+    assert {r["phase"] for r in rows} == {"start", "end"}
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    training = (tmp_path / "training.csv").read_text()
+    assert "full_feedback,True" in training and "0 usable pair(s)" in training
+
+
+# ------------------------------------------------------------------------- real training (slow)
+
+
+@pytest.mark.slow
+def test_train_few_steps_under_accelerate_launch_loss_below_log2_and_model_loads(tmp_path, model_dir):
+    """3 LoRA steps on 2 short pairs through the real entry point (accelerate launch, cpu.yaml):
+    the DPO loss on the training pairs ends below log 2, the logs/diagnostics are written, the
+    saved model loads with the hf backend; a rerun resumes from the kept checkpoint."""
+    pairs = _write(tmp_path / "multi_feedback.jsonl", [
+        _pair(0, "Reply with the word yes.", "yes", "no, I will not", ("c1",)),
+        _pair(1, "Name a colour.", "Blue.", "I do not know any colours at all.", ("c2",)),
+    ])
+    cfg = base_config(tmp_path, model_dir, training={
+        "max_steps": 3, "per_device_train_batch_size": 2, "learning_rate": 5e-4, "beta": 0.1, "min_pairs": 1,
+        "lora": {"enabled": True}, "gradient_checkpointing": False, "max_length": 256, "save_steps": 1,
+        "keep_checkpoints": True})
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps(dpo.settings(cfg)))
+    out = tmp_path / "dpo"
+    cmd = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file",
+           str(ROOT / "config/accelerate/cpu.yaml"), "--num_processes", "1",
+           str(ROOT / "workflow/scripts/train_dpo.py"), "--variant", "multi_feedback", "--pairs", str(pairs),
+           "--model", str(model_dir), "--out-dir", str(out), "--threads", "2", "--settings", str(settings)]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["optimizer_steps"] == 3 and summary["pairs_used"] == 2
+    assert summary["final_dpo_loss_on_training_pairs"] < math.log(2)
+    log_lines = (out / "train_log.csv").read_text().splitlines()
+    assert log_lines[0].startswith("step,epoch,loss,rewards/chosen,rewards/rejected,rewards/margins,"
+                                   "rewards/accuracies") and len(log_lines) == 4
+    records = [json.loads(l) for l in (out / "diagnostics.jsonl").read_text().splitlines()]
+    assert {r["phase"] for r in records} == {"start", "end"}
+    assert all(r["weight"] == 0.5 for r in records if r["phase"] == "start")
+    end = [r for r in records if r["phase"] == "end"]
+    assert diag.dpo_loss(end) == pytest.approx(summary["final_dpo_loss_on_training_pairs"], abs=1e-5)
+    assert all(r["weight"] < 0.5 for r in end)
+
+    from judgeflow.models import GenRequest, Sampling
+    from judgeflow.models.hf import HFModel
+
+    m = HFModel("trained", str(out / "model"), device="cpu", batch_size=2, threads=2)
+    g = m.generate([GenRequest.chat("Name a colour.", sampling=Sampling(max_new_tokens=4))])[0]
+    assert g.completion_tokens >= 1
+
+    # killed-and-rerun: the same job finds its checkpoint and resumes (nothing left to train)
+    assert (out / "checkpoints" / "checkpoint-3").is_dir() or (out / "checkpoints" / "checkpoint-2").is_dir()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = json.loads((out / "summary.json").read_text())
+    assert again["resumed_from"] and "checkpoint-" in again["resumed_from"]
+    assert again["optimizer_steps"] == 3
