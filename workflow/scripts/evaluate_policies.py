@@ -1,0 +1,7 @@
+from judgeflow import evaluation, smk
+
+smk.setup(snakemake)
+i, o = snakemake.input, snakemake.output
+evaluation.evaluate(snakemake.config, i.heldout, snakemake.params.variants, list(i.summaries), list(i.trained),
+                    o.generations, o.verdicts, o.comparisons, o.table, o.summary,
+                    log_dir=snakemake.params.log_dir, threads=snakemake.threads)
