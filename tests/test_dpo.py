@@ -136,6 +136,15 @@ def test_precompute_ref_log_probs_refused_with_deepspeed(tmp_path, model_dir):
             dpo.check_training_config(cfg, dpo.read_accelerate_config(ROOT / "config/accelerate" / name))
 
 
+def test_cpu_accelerate_config_refused_on_a_gpu_job():
+    cpu = dpo.read_accelerate_config(ROOT / "config/accelerate/cpu.yaml")
+    dpo.check_devices(cpu, "cpu.yaml", num_processes=1, cuda_devices=0)
+    with pytest.raises(ConfigError, match=r"training.accelerate_config: 'cpu.yaml' trains on one CPU process.*"
+                                          r"4 GPU\(s\)"):
+        dpo.check_devices(cpu, "cpu.yaml", num_processes=4, cuda_devices=4)
+    dpo.check_devices(dpo.read_accelerate_config(ROOT / "config/accelerate/zero3.yaml"), "z", 4, 4)
+
+
 def test_workflow_stops_on_a_missing_accelerate_config(tmp_path):
     cfgfile = tmp_path / "c.yaml"
     cfgfile.write_text("training: {accelerate_config: config/accelerate/missing.yaml}\n")
@@ -290,3 +299,19 @@ def test_train_few_steps_under_accelerate_launch_loss_below_log2_and_model_loads
     again = json.loads((out / "summary.json").read_text())
     assert again["resumed_from"] and "checkpoint-" in again["resumed_from"]
     assert again["optimizer_steps"] == 3
+
+
+def test_resume_only_from_checkpoints_of_the_same_job(tmp_path):
+    ck = tmp_path / "checkpoints"
+    assert dpo.resumable_checkpoint(ck, "abc") == (None, False)
+    (ck / "checkpoint-2").mkdir(parents=True)
+    (ck / "checkpoint-4").mkdir()
+    assert dpo.resumable_checkpoint(ck, "abc") == (None, True)  # no stamp: not ours
+    (ck / "fingerprint.txt").write_text("abc\n")
+    assert dpo.resumable_checkpoint(ck, "abc") == (str(ck / "checkpoint-4"), False)
+    assert dpo.resumable_checkpoint(ck, "other") == (None, True)  # config or data changed: start over
+    pairs = _write(tmp_path / "p.jsonl", [_pair(0)])
+    fp = dpo.fingerprint({"training": {"beta": 0.1}}, str(pairs), str(tmp_path))
+    assert fp != dpo.fingerprint({"training": {"beta": 0.2}}, str(pairs), str(tmp_path))
+    _write(pairs, [_pair(1)])
+    assert fp != dpo.fingerprint({"training": {"beta": 0.1}}, str(pairs), str(tmp_path))

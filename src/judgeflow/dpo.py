@@ -174,6 +174,14 @@ def check_training_config(config: dict, acc_cfg: dict) -> None:
         raise ConfigError(f"training.variants: unknown variant(s) {sorted(unknown)} (expected {list(VARIANTS)})")
 
 
+def check_devices(acc_cfg: dict, path, num_processes: int, cuda_devices: int) -> None:
+    """A CPU accelerate config on a GPU job (or with several processes) is a configuration error."""
+    if acc_cfg.get("use_cpu") and (cuda_devices > 0 or num_processes > 1):
+        raise ConfigError(f"training.accelerate_config: '{path}' trains on one CPU process (use_cpu: true), but "
+                          f"this job has {cuda_devices} GPU(s) and {num_processes} process(es); use "
+                          "config/accelerate/zero2.yaml or zero3.yaml (or a config with use_cpu: false)")
+
+
 def policy_model_name(config: dict) -> str:
     return config["training"].get("model") or config["sampling"]["model"]
 
@@ -243,22 +251,17 @@ def fingerprint(settings_: dict, pairs_path: str, model_dir: str) -> str:
     return h.hexdigest()[:16]
 
 
-def resumable_checkpoint(ckpt_dir: Path, fp: str, is_main: bool) -> str | None:
-    """The last `checkpoint-*` of this very job (same fingerprint), else None (stale ones removed)."""
+def resumable_checkpoint(ckpt_dir: Path, fp: str) -> tuple[str | None, bool]:
+    """(the last `checkpoint-*` of this very job (same fingerprint) or None, whether ckpt_dir holds
+    stale checkpoints of another configuration or data). Read-only: every rank can call it."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    stamp = ckpt_dir / "fingerprint.txt"
-    if ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != fp):
-        if is_main:
-            log.info("checkpoints in %s are from another configuration or data: starting over", ckpt_dir)
-            shutil.rmtree(ckpt_dir)
-        return None
     if not ckpt_dir.exists():
-        return None
-    last = get_last_checkpoint(str(ckpt_dir))
-    if last:
-        log.info("resuming from %s", last)
-    return last
+        return None, False
+    stamp = ckpt_dir / "fingerprint.txt"
+    if not stamp.exists() or stamp.read_text().strip() != fp:
+        return None, True
+    return get_last_checkpoint(str(ckpt_dir)), False
 
 
 # --------------------------------------------------------------------------------- the launch
@@ -330,6 +333,9 @@ def train(settings_: dict, variant: str, pairs_path: str, model_dir: str, out_di
         torch.set_num_threads(max(1, threads))
     t_start = time.time()
 
+    if accelerate_config:
+        check_devices(read_accelerate_config(accelerate_config), accelerate_config, state.num_processes,
+                      torch.cuda.device_count())
     if not Path(model_dir, "config.json").exists():
         raise ConfigError(f"models.{settings_['policy']}.path: no model at '{model_dir}'")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -345,11 +351,17 @@ def train(settings_: dict, variant: str, pairs_path: str, model_dir: str, out_di
         return {"skipped": True, "reason": reason}
 
     fp = fingerprint(settings_, pairs_path, model_dir)
-    resume = resumable_checkpoint(ckpt_dir, fp, is_main)
-    state.wait_for_everyone()
+    resume, stale = resumable_checkpoint(ckpt_dir, fp)
+    state.wait_for_everyone()  # every rank has decided before the main one touches the directory
     if is_main:
+        if stale:
+            log.info("checkpoints in %s are from another configuration or data: starting over", ckpt_dir)
+            shutil.rmtree(ckpt_dir)
+        elif resume:
+            log.info("resuming from %s", resume)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         (ckpt_dir / "fingerprint.txt").write_text(fp + "\n")
+    state.wait_for_everyone()
 
     use_cpu = not torch.cuda.is_available()
     bf16 = tcfg["bf16"] if tcfg["bf16"] is not None else (not use_cpu and torch.cuda.is_bf16_supported())
