@@ -52,5 +52,4 @@ rule evaluate_policies:
 
 
 if "REPORT_EXTRA" in globals():
-    REPORT_EXTRA.append(("Evaluation on held-out questions", [f"{RESULTS}/evaluation/table.csv",
-                                                              f"{RESULTS}/evaluation/evaluation.json"]))
+    REPORT_EXTRA.append(("Evaluation on held-out questions", [f"{RESULTS}/evaluation/table.csv"]))
