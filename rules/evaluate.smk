@@ -3,9 +3,9 @@
 # Logic: src/judgeflow/evaluation.py.
 
 
-def evaluation_model_names():
+def evaluation_model_names(oracle=True):
     names = {jf_dpo.policy_model_name(config)} | {j["model"] for j in config["judging"]["judges"]}
-    if config["evaluation"]["oracle"]:
+    if oracle and config["evaluation"]["oracle"]:
         names.add(config["evaluation"]["oracle"])
     return sorted(names)
 
@@ -15,26 +15,59 @@ if config["evaluation"]["oracle"] and config["evaluation"]["oracle"] not in conf
                              f"(defined under models: {', '.join(sorted(config['models']))})")
 
 
-rule evaluate_policies:
-    """Generate on the held-out questions with the base and each trained policy; judge pass rates
-    per criterion, verifier pass rates, oracle win rates vs the base with 95% intervals."""
+rule evaluate_responses:
+    """The base and each trained policy answer the held-out questions (same seeds: paired); the
+    judges label every (response, criterion), k-of-J per response. Runs the models: a GPU job."""
     input:
         heldout=f"{RESULTS}/questions/heldout.jsonl",
         trained=dpo_outputs("model"),
         summaries=dpo_outputs("summary.json"),
-        models=model_dirs(*evaluation_model_names()),
+        models=model_dirs(*evaluation_model_names(oracle=False)),
     output:
         generations=f"{RESULTS}/evaluation/generations.jsonl",
         verdicts=f"{RESULTS}/evaluation/verdicts.jsonl",
+        aggregates=f"{RESULTS}/evaluation/verdicts.aggregate.jsonl",
+    params:
+        evaluation={k: v for k, v in config["evaluation"].items() if not k.startswith("oracle") and k != "confidence"},
+        judging=config["judging"],
+        variants=DPO_VARIANTS,
+        models=models_params(*evaluation_model_names(oracle=False)),
+        sampling={k: config["sampling"][k] for k in ("max_new_tokens", "system_prompt")},
+        seed=config["seed"],
+    log:
+        f"{LOGS}/evaluate_responses/evaluate_responses.log",
+    benchmark:
+        f"{BENCH}/evaluate_responses/evaluate_responses.tsv"
+    threads: rule_threads("evaluate_responses")
+    resources:
+        mem_mb=rule_mem("evaluate_responses"),
+        runtime=rule_runtime("evaluate_responses"),
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../workflow/scripts/evaluate_responses.py"
+
+
+rule evaluate_policies:
+    """Exact verifier pass rates, the oracle's preference of each trained policy vs the base (both
+    orders, agreement required) with win-rate intervals, and the table. Calls the oracle only (a
+    hosted API runs where Snakemake runs, see cluster.api_rules; a serve: oracle in a job)."""
+    input:
+        heldout=f"{RESULTS}/questions/heldout.jsonl",
+        generations=f"{RESULTS}/evaluation/generations.jsonl",
+        verdicts=f"{RESULTS}/evaluation/verdicts.jsonl",
+        aggregates=f"{RESULTS}/evaluation/verdicts.aggregate.jsonl",
+        summaries=dpo_outputs("summary.json"),
+        models=model_dirs(*([config["evaluation"]["oracle"]] if config["evaluation"]["oracle"] else [])),
+    output:
         comparisons=f"{RESULTS}/evaluation/comparisons.jsonl",
         table=f"{RESULTS}/evaluation/table.csv",
         summary=f"{RESULTS}/evaluation/evaluation.json",
     params:
         evaluation=config["evaluation"],
-        judging=config["judging"],
         variants=DPO_VARIANTS,
-        models=models_params(*evaluation_model_names()),
-        sampling={k: config["sampling"][k] for k in ("max_new_tokens", "system_prompt")},
+        trained=dpo_outputs("model"),
+        models=models_params(*([config["evaluation"]["oracle"]] if config["evaluation"]["oracle"] else [])),
         seed=config["seed"],
         log_dir=f"{LOGS}/evaluate_policies",
     log:

@@ -133,9 +133,11 @@ def test_evaluate_end_to_end_on_the_real_model(tmp_path, model_dir):
     s1.write_text(json.dumps({"skipped": False}))
     s2.write_text(json.dumps({"skipped": True, "reason": "ff.jsonl: 0 usable pair(s)"}))
     out = tmp_path / "evaluation"
-    summary = ev.evaluate(cfg, str(held), ["multi_feedback", "full_feedback"], [str(s1), str(s2)],
-                          [str(model_dir), "missing"], str(out / "g.jsonl"), str(out / "v.jsonl"),
-                          str(out / "c.jsonl"), str(out / "table.csv"), str(out / "evaluation.json"), threads=2)
+    args = (cfg, str(held), ["multi_feedback", "full_feedback"], [str(s1), str(s2)], [str(model_dir), "missing"])
+    files = [str(out / f) for f in ("g.jsonl", "v.jsonl", "a.jsonl")]
+    ev.respond_and_judge(*args, *files, threads=2)
+    summary = ev.evaluate(*args, *files, str(out / "c.jsonl"), str(out / "table.csv"), str(out / "evaluation.json"),
+                          threads=2)
     assert set(summary["policies"]) == {"base", "multi_feedback"} and "full_feedback" in summary["skipped"]
     assert any("full_feedback: not evaluated" in n for n in summary["notes"])
     gens = [json.loads(l) for l in (out / "g.jsonl").read_text().splitlines()]

@@ -14,7 +14,6 @@ question `evaluation.n_samples` times with the same per-draw seeds (a paired des
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import logging
@@ -211,61 +210,79 @@ def compare_with_oracle(generations: list[dict], questions: dict[str, dict], con
     return out
 
 
-def evaluate(config: dict, heldout: str, variants: list[str], summaries: list[str], model_dirs: list[str],
-             generations_out: str, verdicts_out: str, comparisons_out: str, table_out: str, summary_out: str,
-             log_dir: str | None = None, threads: int | None = None) -> dict:
-    from . import judging
+def _policies(config: dict, variants, summaries, model_dirs) -> tuple[dict, dict, dict]:
     from .dpo import policy_model_path
+
+    trained, skipped = trained_policies(variants, summaries, model_dirs)
+    return {BASE: policy_model_path(config), **trained}, trained, skipped
+
+
+def respond_and_judge(config: dict, heldout: str, variants: list[str], summaries: list[str], model_dirs: list[str],
+                      generations_out: str, verdicts_out: str, aggregates_out: str,
+                      threads: int | None = None) -> None:
+    """Rule evaluate_responses (a GPU job): every policy answers the held-out questions, the judges label
+    every (response, criterion), k-of-J aggregates per response."""
+    from . import judging
     from .io import write_jsonl
+    from .models import open_models
+
+    qlist = read_jsonl(heldout, required=("question_id", "prompt"))
+    questions = {q["question_id"]: q for q in qlist}
+    policies, _, _ = _policies(config, variants, summaries, model_dirs)
+    generations = generate_all(qlist, policies, config, generations_out, threads) if qlist else []
+    if not qlist:
+        write_jsonl(generations_out, [])
+    if config["evaluation"]["judges"] and generations:
+        judges = judging.judges_from_config(config)
+        names = {f"judging.judges[{i}].model": j.model for i, j in enumerate(judges)}
+        with open_models(config, names, threads=threads) as models:
+            verdicts = judging.judge_items(generations, questions, config, models, verdicts_out)
+        write_jsonl(aggregates_out, judging.aggregate(verdicts, generations, questions, config))
+    else:
+        write_jsonl(verdicts_out, [])
+        write_jsonl(aggregates_out, [])
+
+
+def evaluate(config: dict, heldout: str, variants: list[str], summaries: list[str], model_dirs: list[str],
+             generations: str, verdicts: str, aggregates: str, comparisons_out: str, table_out: str,
+             summary_out: str, log_dir: str | None = None, threads: int | None = None) -> dict:
+    """Rule evaluate_policies (where the oracle is: an API call, or a server it starts): exact
+    verifier verdicts, the oracle's pairwise comparisons, the table and the summary."""
+    from .io import write_jsonl
+    from .judging import ABSTAIN as JUDGE_ABSTAIN
     from .models import open_models
 
     ecfg = config["evaluation"]
     qlist = read_jsonl(heldout, required=("question_id", "prompt"))
     questions = {q["question_id"]: q for q in qlist}
-    trained, skipped = trained_policies(variants, summaries, model_dirs)
-    policies = {BASE: policy_model_path(config), **trained}
+    policies, trained, skipped = _policies(config, variants, summaries, model_dirs)
     notes = []
     if not qlist:
         notes.append(f"{heldout}: no held-out questions (questions.heldout = 0?); nothing evaluated")
     for v, why in skipped.items():
         notes.append(f"{v}: not evaluated, training skipped: {why}")
+    gens = read_jsonl(generations)
+    verdict_list = read_jsonl(verdicts)
+    aggs = {a["item_id"]: a for a in read_jsonl(aggregates)}
+    verified, verifier_errors = verify_all(gens, questions)
 
-    with contextlib.ExitStack() as stack:
-        # The oracle first: a local server (serve:) boots while the policies generate and the judges run.
-        oracle = None
-        if ecfg["oracle"] and trained and qlist:
-            oracle = stack.enter_context(open_models(config, {"evaluation.oracle": ecfg["oracle"]}, log_dir=log_dir,
-                                                     threads=threads))[ecfg["oracle"]]
-        elif not ecfg["oracle"]:
-            notes.append("no oracle comparison (evaluation.oracle: null)")
-        generations = generate_all(qlist, policies, config, generations_out, threads) if qlist else []
-        if not qlist:
-            write_jsonl(generations_out, [])
-        verified, verifier_errors = verify_all(generations, questions)
-
-        aggregates: dict[str, dict] = {}
-        verdicts: list[dict] = []
-        if ecfg["judges"] and generations:
-            judges = judging.judges_from_config(config)
-            names = {f"judging.judges[{i}].model": j.model for i, j in enumerate(judges)}
-            with open_models(config, names, threads=threads) as models:
-                verdicts = judging.judge_items(generations, questions, config, models, verdicts_out)
-            aggregates = {a["item_id"]: a for a in judging.aggregate(verdicts, generations, questions, config)}
-        else:
-            write_jsonl(verdicts_out, [])
-
-        comparisons = compare_with_oracle(generations, questions, config, oracle) if oracle else []
-        oracle_stats = oracle.stats() if oracle else None
+    comparisons, oracle_stats = [], None
+    if ecfg["oracle"] and trained and gens:
+        with open_models(config, {"evaluation.oracle": ecfg["oracle"]}, log_dir=log_dir, threads=threads) as models:
+            oracle = models[ecfg["oracle"]]
+            comparisons = compare_with_oracle(gens, questions, config, oracle)
+            oracle_stats = oracle.stats()
+    elif not ecfg["oracle"]:
+        notes.append("no oracle comparison (evaluation.oracle: null)")
     write_jsonl(comparisons_out, comparisons)
 
-    rows = pass_rates(generations, aggregates, verified)
-    oracle = {}
-    for pol in trained:
-        oracle[pol] = win_rate(Counter(c["outcome"] for c in comparisons if c["policy"] == pol), ecfg["confidence"])
+    rows = pass_rates(gens, aggs, verified)
+    oracle_rates = {pol: win_rate(Counter(c["outcome"] for c in comparisons if c["policy"] == pol),
+                                  ecfg["confidence"]) for pol in trained}
     oracle_cols = ["wins", "losses", "ties", "inconsistent", "abstain", "comparisons", "win_rate",
                    "win_rate_ci_low", "win_rate_ci_high"]
     for r in rows:
-        o = oracle.get(r["policy"]) if r["criterion_id"] == ALL else None
+        o = oracle_rates.get(r["policy"]) if r["criterion_id"] == ALL else None
         for c in oracle_cols:
             r[f"oracle_{c}"] = o[c] if o else None
     write_csv(table_out, rows, list(rows[0]) if rows else
@@ -275,14 +292,14 @@ def evaluate(config: dict, heldout: str, variants: list[str], summaries: list[st
         "heldout_questions": len(qlist), "n_samples": ecfg["n_samples"], "policies": policies,
         "skipped": skipped, "notes": notes,
         "judges": {"J": len(config["judging"]["judges"]), "k": config["judging"]["k"],
-                   "verdicts": len(verdicts), "abstain": sum(v["label"] == judging.ABSTAIN for v in verdicts)},
+                   "verdicts": len(verdict_list), "abstain": sum(v["label"] == JUDGE_ABSTAIN for v in verdict_list)},
         "verifier": {"verifiable_responses": sum(v is not None for v in verified.values()), "errors": verifier_errors},
-        "oracle": {"model": ecfg["oracle"], "confidence": ecfg["confidence"], "per_policy": oracle,
+        "oracle": {"model": ecfg["oracle"], "confidence": ecfg["confidence"], "per_policy": oracle_rates,
                    "stats": oracle_stats},
         "table": rows,
     }
     write_json(summary_out, summary)
     for n in notes:
         log.warning("%s", n)
-    log.info("evaluation: %s", json.dumps({"oracle": oracle, "notes": notes}))
+    log.info("evaluation: %s", json.dumps({"oracle": oracle_rates, "notes": notes}))
     return summary

@@ -2,6 +2,6 @@ from judgeflow import evaluation, smk
 
 smk.setup(snakemake)
 i, o = snakemake.input, snakemake.output
-evaluation.evaluate(snakemake.config, i.heldout, snakemake.params.variants, list(i.summaries), list(i.trained),
-                    o.generations, o.verdicts, o.comparisons, o.table, o.summary,
-                    log_dir=snakemake.params.log_dir, threads=snakemake.threads)
+evaluation.evaluate(snakemake.config, i.heldout, snakemake.params.variants, list(i.summaries),
+                    list(snakemake.params.trained), i.generations, i.verdicts, i.aggregates,
+                    o.comparisons, o.table, o.summary, log_dir=snakemake.params.log_dir, threads=snakemake.threads)
