@@ -152,3 +152,20 @@ def test_evaluate_end_to_end_on_the_real_model(tmp_path, model_dir):
     table = (out / "table.csv").read_text().splitlines()
     assert table[0].startswith("policy,criterion_id,responses,judge_pass_rate")
     assert any(l.startswith("multi_feedback,(all),1,") for l in table)
+
+
+def test_no_heldout_questions_and_all_variants_skipped_still_write_outputs(tmp_path, model_dir):
+    cfg = base_config(tmp_path, model_dir)
+    held = tmp_path / "heldout.jsonl"
+    held.write_text("")
+    s = tmp_path / "s.json"
+    s.write_text(json.dumps({"skipped": True, "reason": "mf.jsonl: 0 usable pair(s)"}))
+    out = tmp_path / "e"
+    args = (cfg, str(held), ["multi_feedback"], [str(s)], ["m"])
+    files = [str(out / f) for f in ("g.jsonl", "v.jsonl", "a.jsonl")]
+    ev.respond_and_judge(*args, *files)
+    summary = ev.evaluate(*args, *files, str(out / "c.jsonl"), str(out / "t.csv"), str(out / "e.json"))
+    assert summary["heldout_questions"] == 0 and summary["skipped"] == {"multi_feedback": "mf.jsonl: 0 usable pair(s)"}
+    assert any("no held-out questions" in n for n in summary["notes"])
+    assert (out / "t.csv").read_text().startswith("policy,criterion_id,responses")
+    assert all((out / f).read_text() == "" for f in ("g.jsonl", "v.jsonl", "a.jsonl", "c.jsonl"))
