@@ -15,29 +15,47 @@ if config["evaluation"]["oracle"] and config["evaluation"]["oracle"] not in conf
                              f"(defined under models: {', '.join(sorted(config['models']))})")
 
 
+EVAL_POLICIES = ["base"] + DPO_VARIANTS
+
+
+wildcard_constraints:
+    policy="|".join(["base", *jf_dpo.VARIANTS]),
+
+
+def eval_policy_inputs(wc):
+    """base: the policy's prepared directory; a variant: its trained model and training summary."""
+    if wc.policy == "base":
+        return {"models": model_dirs(jf_dpo.policy_model_name(config))}
+    return {"trained": f"{RESULTS}/dpo/{wc.policy}/model", "summary": f"{RESULTS}/dpo/{wc.policy}/summary.json"}
+
+
+def eval_outputs(kind):
+    return expand(f"{RESULTS}/evaluation/{kind}/{{policy}}.jsonl", policy=EVAL_POLICIES)
+
+
 rule evaluate_responses:
-    """The base and each trained policy answer the held-out questions (same seeds: paired); the
-    judges label every (response, criterion), k-of-J per response. Runs the models: a GPU job."""
+    """One policy (the base, or a trained variant) answers the held-out questions (the same seeds for
+    every policy: paired); the judges label every (response, criterion), k-of-J per response.
+    Runs the models (a GPU job); the base's job does not wait for training."""
     input:
+        unpack(eval_policy_inputs),
         heldout=f"{RESULTS}/questions/heldout.jsonl",
-        trained=dpo_outputs("model"),
-        summaries=dpo_outputs("summary.json"),
-        models=model_dirs(*evaluation_model_names(oracle=False)),
+        judges=model_dirs(*{j["model"] for j in config["judging"]["judges"]}),
     output:
-        generations=f"{RESULTS}/evaluation/generations.jsonl",
-        verdicts=f"{RESULTS}/evaluation/verdicts.jsonl",
-        aggregates=f"{RESULTS}/evaluation/verdicts.aggregate.jsonl",
+        generations=f"{RESULTS}/evaluation/responses/{{policy}}.jsonl",
+        verdicts=f"{RESULTS}/evaluation/verdicts/{{policy}}.jsonl",
+        aggregates=f"{RESULTS}/evaluation/verdicts/{{policy}}.aggregate.jsonl",
     params:
         evaluation={k: v for k, v in config["evaluation"].items() if not k.startswith("oracle") and k != "confidence"},
         judging=config["judging"],
-        variants=DPO_VARIANTS,
         models=models_params(*evaluation_model_names(oracle=False)),
         sampling={k: config["sampling"][k] for k in ("max_new_tokens", "system_prompt")},
         seed=config["seed"],
+        base_path=DPO_POLICY_PATH,
     log:
-        f"{LOGS}/evaluate_responses/evaluate_responses.log",
+        f"{LOGS}/evaluate_responses/{{policy}}.log",
     benchmark:
-        f"{BENCH}/evaluate_responses/evaluate_responses.tsv"
+        f"{BENCH}/evaluate_responses/{{policy}}.tsv"
     threads: rule_threads("evaluate_responses")
     resources:
         mem_mb=rule_mem("evaluate_responses"),
@@ -54,9 +72,9 @@ rule evaluate_policies:
     hosted API runs where Snakemake runs, see cluster.api_rules; a serve: oracle in a job)."""
     input:
         heldout=f"{RESULTS}/questions/heldout.jsonl",
-        generations=f"{RESULTS}/evaluation/generations.jsonl",
-        verdicts=f"{RESULTS}/evaluation/verdicts.jsonl",
-        aggregates=f"{RESULTS}/evaluation/verdicts.aggregate.jsonl",
+        generations=eval_outputs("responses"),
+        verdicts=eval_outputs("verdicts"),
+        aggregates=expand(f"{RESULTS}/evaluation/verdicts/{{policy}}.aggregate.jsonl", policy=EVAL_POLICIES),
         summaries=dpo_outputs("summary.json"),
         models=model_dirs(*([config["evaluation"]["oracle"]] if config["evaluation"]["oracle"] else [])),
     output:

@@ -133,18 +133,22 @@ def test_evaluate_end_to_end_on_the_real_model(tmp_path, model_dir):
     s1.write_text(json.dumps({"skipped": False}))
     s2.write_text(json.dumps({"skipped": True, "reason": "ff.jsonl: 0 usable pair(s)"}))
     out = tmp_path / "evaluation"
-    args = (cfg, str(held), ["multi_feedback", "full_feedback"], [str(s1), str(s2)], [str(model_dir), "missing"])
-    files = [str(out / f) for f in ("g.jsonl", "v.jsonl", "a.jsonl")]
-    ev.respond_and_judge(*args, *files, threads=2)
-    summary = ev.evaluate(*args, *files, str(out / "c.jsonl"), str(out / "table.csv"), str(out / "evaluation.json"),
-                          threads=2)
+    files = {}
+    for pol, path, summ in [("base", str(model_dir), None), ("multi_feedback", str(model_dir), str(s1)),
+                            ("full_feedback", "missing", str(s2))]:
+        files[pol] = [str(out / f"{kind}-{pol}.jsonl") for kind in ("g", "v", "a")]
+        ev.respond_and_judge(cfg, str(held), pol, path, summ, *files[pol], threads=2)
+    assert (out / "g-full_feedback.jsonl").read_text() == ""  # skipped variant: empty outputs
+    summary = ev.evaluate(cfg, str(held), ["multi_feedback", "full_feedback"], [str(s1), str(s2)],
+                          [str(model_dir), "missing"], *[[f[k] for f in files.values()] for k in range(3)],
+                          str(out / "c.jsonl"), str(out / "table.csv"), str(out / "evaluation.json"), threads=2)
     assert set(summary["policies"]) == {"base", "multi_feedback"} and "full_feedback" in summary["skipped"]
     assert any("full_feedback: not evaluated" in n for n in summary["notes"])
-    gens = [json.loads(l) for l in (out / "g.jsonl").read_text().splitlines()]
+    gens = [json.loads(l) for p in ("base", "multi_feedback") for l in (out / f"g-{p}.jsonl").read_text().splitlines()]
     assert len(gens) == 2
     # the same weights and the same seed give the same draw: a paired design
     assert gens[0]["text"] == gens[1]["text"]
-    assert len((out / "v.jsonl").read_text().splitlines()) == 2 * 2 * 2  # items x criteria x judges
+    assert len((out / "v-base.jsonl").read_text().splitlines()) == 2 * 2  # criteria x judges
     comps = [json.loads(l) for l in (out / "c.jsonl").read_text().splitlines()]
     assert len(comps) == 1 and comps[0]["outcome"] in {ev.WIN, ev.LOSS, ev.TIE, ev.INCONSISTENT, ev.ABSTAIN}
     o = summary["oracle"]["per_policy"]["multi_feedback"]
@@ -161,10 +165,10 @@ def test_no_heldout_questions_and_all_variants_skipped_still_write_outputs(tmp_p
     s = tmp_path / "s.json"
     s.write_text(json.dumps({"skipped": True, "reason": "mf.jsonl: 0 usable pair(s)"}))
     out = tmp_path / "e"
-    args = (cfg, str(held), ["multi_feedback"], [str(s)], ["m"])
     files = [str(out / f) for f in ("g.jsonl", "v.jsonl", "a.jsonl")]
-    ev.respond_and_judge(*args, *files)
-    summary = ev.evaluate(*args, *files, str(out / "c.jsonl"), str(out / "t.csv"), str(out / "e.json"))
+    ev.respond_and_judge(cfg, str(held), "base", str(model_dir), None, *files)
+    summary = ev.evaluate(cfg, str(held), ["multi_feedback"], [str(s)], ["m"], *[[f] for f in files],
+                          str(out / "c.jsonl"), str(out / "t.csv"), str(out / "e.json"))
     assert summary["heldout_questions"] == 0 and summary["skipped"] == {"multi_feedback": "mf.jsonl: 0 usable pair(s)"}
     assert any("no held-out questions" in n for n in summary["notes"])
     assert (out / "t.csv").read_text().startswith("policy,criterion_id,responses")

@@ -21,7 +21,7 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .io import Checkpoint, read_jsonl, write_csv, write_json
+from .io import Checkpoint, read_jsonl, read_jsonl_many, write_csv, write_json
 from .models import GenRequest, Sampling
 from .prompting import load_template, stable_seed
 
@@ -217,19 +217,24 @@ def _policies(config: dict, variants, summaries, model_dirs) -> tuple[dict, dict
     return {BASE: policy_model_path(config), **trained}, trained, skipped
 
 
-def respond_and_judge(config: dict, heldout: str, variants: list[str], summaries: list[str], model_dirs: list[str],
+def respond_and_judge(config: dict, heldout: str, policy: str, model_dir: str, summary: str | None,
                       generations_out: str, verdicts_out: str, aggregates_out: str,
                       threads: int | None = None) -> None:
-    """Rule evaluate_responses (a GPU job): every policy answers the held-out questions, the judges label
-    every (response, criterion), k-of-J aggregates per response."""
+    """Rule evaluate_responses, one job per policy (base, or a trained variant; a GPU job): the policy
+    answers the held-out questions, the judges label every (response, criterion), k-of-J per response.
+    A variant whose training was skipped gets empty outputs."""
     from . import judging
     from .io import write_jsonl
     from .models import open_models
 
     qlist = read_jsonl(heldout, required=("question_id", "prompt"))
     questions = {q["question_id"]: q for q in qlist}
-    policies, _, _ = _policies(config, variants, summaries, model_dirs)
-    generations = generate_all(qlist, policies, config, generations_out, threads) if qlist else []
+    if summary:
+        with open(summary) as fh:
+            if json.load(fh).get("skipped"):
+                qlist = []
+                log.warning("%s: training was skipped, nothing to evaluate", policy)
+    generations = generate_all(qlist, {policy: model_dir}, config, generations_out, threads) if qlist else []
     if not qlist:
         write_jsonl(generations_out, [])
     if config["evaluation"]["judges"] and generations:
@@ -244,8 +249,8 @@ def respond_and_judge(config: dict, heldout: str, variants: list[str], summaries
 
 
 def evaluate(config: dict, heldout: str, variants: list[str], summaries: list[str], model_dirs: list[str],
-             generations: str, verdicts: str, aggregates: str, comparisons_out: str, table_out: str,
-             summary_out: str, log_dir: str | None = None, threads: int | None = None) -> dict:
+             generations: list[str], verdicts: list[str], aggregates: list[str], comparisons_out: str,
+             table_out: str, summary_out: str, log_dir: str | None = None, threads: int | None = None) -> dict:
     """Rule evaluate_policies (where the oracle is: an API call, or a server it starts): exact
     verifier verdicts, the oracle's pairwise comparisons, the table and the summary."""
     from .io import write_jsonl
@@ -261,9 +266,9 @@ def evaluate(config: dict, heldout: str, variants: list[str], summaries: list[st
         notes.append(f"{heldout}: no held-out questions (questions.heldout = 0?); nothing evaluated")
     for v, why in skipped.items():
         notes.append(f"{v}: not evaluated, training skipped: {why}")
-    gens = read_jsonl(generations)
-    verdict_list = read_jsonl(verdicts)
-    aggs = {a["item_id"]: a for a in read_jsonl(aggregates)}
+    gens = read_jsonl_many(generations)
+    verdict_list = read_jsonl_many(verdicts)
+    aggs = {a["item_id"]: a for a in read_jsonl_many(aggregates)}
     verified, verifier_errors = verify_all(gens, questions)
 
     comparisons, oracle_stats = [], None

@@ -1,6 +1,8 @@
 from judgeflow import evaluation, smk
 
 smk.setup(snakemake)
-i, o = snakemake.input, snakemake.output
-evaluation.respond_and_judge(snakemake.config, i.heldout, snakemake.params.variants, list(i.summaries),
-                             list(i.trained), o.generations, o.verdicts, o.aggregates, threads=snakemake.threads)
+i, o, p = snakemake.input, snakemake.output, snakemake.params
+policy = snakemake.wildcards.policy
+evaluation.respond_and_judge(snakemake.config, i.heldout, policy, p.base_path if policy == "base" else i.trained,
+                             None if policy == "base" else i.summary, o.generations, o.verdicts, o.aggregates,
+                             threads=snakemake.threads)
