@@ -1,4 +1,5 @@
-# judgeflow: clean -> sample -> judge -> refine -> judge refinements -> pairs.
+# judgeflow: clean -> sample -> judge -> refine -> judge refinements -> pairs -> DPO -> evaluation;
+# sample until accept -> oracle labels -> TP(N), N*, Best-of-N; one report.
 # Run: snakemake --profile profiles/local   (or profiles/slurm on a cluster)
 import sys
 
@@ -38,4 +39,7 @@ rule all:
         f"{RESULTS}/pairs/multi_feedback.jsonl",
         f"{RESULTS}/pairs/full_feedback.jsonl",
         f"{RESULTS}/pairs/summary.csv",
+        f"{RESULTS}/evaluation/evaluation.json",
+        # every table and figure of the report: DPO diagnostics, evaluation, TP(N), Best-of-N
+        [f for _, files in report_sections() for f in files],
         f"{RESULTS}/report.html",

@@ -21,8 +21,8 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 PROFILE = ROOT / "profiles" / "slurm"
 FULL = ROOT / "config" / "examples" / "full-scale.yaml"
 GPU_RULES = ["sample_responses", "judge_responses", "refine_responses", "judge_refinements",
-             "sample_until_accept", "evaluate_policies"]
-CPU_RULES = ["prepare_model", "clean_questions", "label_oracle", "best_of_n"]
+             "sample_until_accept", "evaluate_responses"]
+CPU_RULES = ["prepare_model", "clean_questions", "label_oracle", "best_of_n", "evaluate_policies"]
 SLURM_TOOLS = {"sbatch", "srun", "salloc", "sacct", "sacctmgr", "squeue", "sinfo", "scontrol",
                "scancel", "sshare", "sstat", "sprio", "sreport", "sattach", "sbcast", "sdiag"}
 SITE = {"account": "acct", "cpu_partition": "cpuq", "gpu_partition": "gpuq", "gpu_account": "acct@a100",
@@ -99,7 +99,8 @@ def test_full_scale_dry_run_maps_rules_without_slurm_binaries(tmp_path, no_slurm
     jobs = _job_resources(p.stdout + p.stderr)
     assert len(jobs["sample_responses"]) == len(jobs["judge_refinements"]) == 32
     for rule in ["sample_responses", "judge_responses", "refine_responses", "judge_refinements",
-                 "sample_until_accept"]:
+                 "sample_until_accept", "evaluate_responses"]:
+        assert jobs[rule], rule
         for res in jobs[rule]:
             assert res["slurm_partition"] == "gpuq" and res["gpu"] == "1", (rule, res)
             assert res["slurm_account"] == "acct@a100" and res["constraint"] == "a100"
@@ -110,8 +111,9 @@ def test_full_scale_dry_run_maps_rules_without_slurm_binaries(tmp_path, no_slurm
         for res in jobs[rule]:
             assert res["slurm_partition"] == "cpuq" and res["slurm_account"] == "acct", (rule, res)
             assert "gpu" not in res and "qos" not in res and "constraint" not in res
-    # GPT-4.1 over api.openai.com: clean_questions runs on the login node
-    assert "run on this node (localrules): clean_questions" in p.stdout + p.stderr
+    # GPT-4.1 over api.openai.com: cleaning and the pairwise evaluation run on the login node
+    assert "run on this node (localrules): clean_questions, evaluate_policies\n" in p.stdout + p.stderr
+    assert len(jobs["train_dpo"]) == 2 and all(r["gpu"] == "4" for r in jobs["train_dpo"])
 
 
 def test_missing_site_values_fail_before_any_job(tmp_path, no_slurm_path):

@@ -81,13 +81,14 @@ def test_tiny_run_end_to_end_then_rerun_only_what_changed(tmp_path, model_dir):
         "run": "tiny", "results_dir": str(tmp_path / "results"), "logs_dir": str(tmp_path / "logs"),
         "benchmarks_dir": str(tmp_path / "bench"), "cache_dir": str(tmp_path / "cache"),
         "resources_dir": str(tmp_path / "resources"),
-        "questions": {"source": "jsonl", "path": str(src)},
+        "questions": {"source": "jsonl", "path": str(src), "heldout": 0},
         "models": {"smollm2": {"path": mdir}, "oracle": {"model": mdir, "serve": {"path": mdir}}},
         "sampling": {"n_samples": 2, "shards": 1, "max_new_tokens": 32},
         "refining": {"max_new_tokens": 32},
         "cleaning": {"max_new_tokens": 24},
         "draws": {"n_max": 2, "min_draws": 1, "max_new_tokens": 32},
-        "oracle": {"labeller": "verifier", "budget": 40, "batch_size": 4, "bon": {"n": [1], "j": [1, 3]}},
+        "oracle": {"labeller": "verifier", "budget": 40, "batch_size": 4, "label_all_accepted": True,
+                   "bon": {"n": [1], "j": [1, 3]}},
         "training": {"max_steps": 1, "per_device_train_batch_size": 1, "max_length": 256, "min_pairs": 1,
                      "on_too_few": "skip", "save_steps": 1, "gradient_checkpointing": False},
         "resources": {"default": {"threads": 2}},
@@ -135,8 +136,11 @@ def test_tiny_run_end_to_end_then_rerun_only_what_changed(tmp_path, model_dir):
     # the oracle (exact IFBench checkers) labelled accepted draws; the free-text question abstains
     nstar = json.loads((res / "oracle/nstar.json").read_text())
     labels = [json.loads(l) for l in (res / "oracle/labels.jsonl").read_text().splitlines()]
-    assert nstar["calls"] == len(labels) <= 40 and nstar["strategy"] == "fixed_sequence"
-    assert nstar["abstains"] == sum(1 for l in labels if l["label"] is None)
+    # the strategy's calls (at most the budget), then (label_all_accepted) the rest for the curve
+    certify = [l for l in labels if l.get("for") != "curve"]
+    assert nstar["calls"] == len(certify) <= 40 and nstar["strategy"] == "fixed_sequence"
+    assert nstar["calls"] + nstar["curve_calls"] == len(labels) == sum(nstar["accepted_per_n"].values())
+    assert nstar["abstains"] == sum(1 for l in certify if l["label"] is None)
     assert all(l["label"] is None for l in labels if l["question_id"] == "rivers")
     assert 0 <= nstar["nstar"] <= 2
     curve = (res / "oracle/tp_curve.csv").read_text().splitlines()
@@ -157,7 +161,9 @@ def test_tiny_run_end_to_end_then_rerun_only_what_changed(tmp_path, model_dir):
     assert {"judge_responses", "refine_responses", "judge_refinements", "build_pairs", "sample_until_accept",
             "label_oracle", "best_of_n", "report", "all"} <= set(jobs), jobs
     assert not set(jobs) & {"prepare_model", "prepare_questions", "clean_questions", "sample_responses"}, jobs
-    smk("--cores", "2", configfile=path)
+    # the rerun itself, as far as the pairs (training and the oracle stages ran above already)
+    smk("--cores", "2", "--until", "build_pairs", configfile=path)
+    assert "Nothing to be done" in smk("-n", "--until", "build_pairs", configfile=path).stdout
 
     # and the oracle is not paid again: a forced rerun of cleaning is served from the cache
     smk("--cores", "2", "--forcerun", "clean_questions", "--until", "clean_questions", configfile=path)
