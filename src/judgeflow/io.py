@@ -106,6 +106,12 @@ def write_csv(path: str | os.PathLike, rows: list[dict], fieldnames: list[str] |
         w.writerows(rows)
 
 
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
+
+
 class Checkpoint:
     """Append-only record log beside an output, for resuming a killed job.
 
@@ -135,6 +141,8 @@ class Checkpoint:
     def add_many(self, records: Iterable[dict]) -> None:
         if self._fh is None:
             self._fh = open(self.path, "a", encoding="utf-8")
+            if self._fh.tell() and not _ends_with_newline(self.path):
+                self._fh.write("\n")  # end a torn last line, so the next record is not glued to it
         for r in records:
             self._fh.write(_dumps(r) + "\n")
             self.done[r[self.key]] = r

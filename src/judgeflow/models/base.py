@@ -57,6 +57,9 @@ class Generation:
     finish_reason: str  # "stop", "length", ...
     cached: bool = False
     p_yes: float | None = None  # see GenRequest.score_after
+    # why the answer cannot be used ("empty", "truncated": cut at max_new_tokens), None if it can;
+    # set by the openai backend, which also counts these in stats()["unusable"]
+    unusable: str | None = None
 
 
 class Model(Protocol):

@@ -4,7 +4,9 @@ Layout: `<cache_dir>/<namespace>/<host>-<pid>-<start>.jsonl`. Each process appen
 segment (no locks, safe on a cluster's shared file system) and reads every segment at start.
 Each entry is flushed and fsync'd as soon as its call returns, so a killed job keeps what it
 paid for. A torn last line is ignored. Entries hold the request body and the answer: never
-headers, never the API key.
+headers, never the API key. An answer that is paid for but unusable (empty, cut at max_tokens)
+is cached too, marked `"unusable"` in its response: the same seeded request would only pay
+again for the same answer; the backend counts it each time it is returned.
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ class CallCache:
                     e = json.loads(line)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     continue  # torn write from a killed job
-                self.entries[e["key"]] = e
+                if isinstance(e, dict) and "key" in e and "response" in e:
+                    self.entries[e["key"]] = e
         self.hits = 0
         self.misses = 0
         self._fh = None

@@ -1,16 +1,44 @@
 """OpenAI-compatible backend (OpenAI, DeepSeek, vLLM, `transformers serve`, ...).
 
-Async requests under a concurrency cap; the SDK's retries (exponential backoff with jitter,
-`Retry-After` honoured); a persistent cache so a rerun never pays twice for the same call.
-The API key is read from the environment variable *named* in the config and is never
-written anywhere.
+Fault tolerance, in layers:
+
+* Transient failures are retried by the openai SDK (`max_retries`): HTTP 408/409/429/5xx,
+  timeouts, refused or dropped connections, with exponential backoff (0.5 s doubling, capped at
+  8 s) and jitter (up to -25 %). A `Retry-After` / `retry-after-ms` header of up to 120 s is
+  honoured instead of the backoff; a longer one is not waited for (the call fails at once,
+  naming the endpoint). The SDK's retries of a request reuse its idempotency key.
+* A `200` whose body is not a chat completion (malformed JSON, no choices) is retried here with
+  the same backoff and jitter. `max_retries` bounds all retries of one call together (after a
+  malformed answer the SDK's own backoff starts again from 0.5 s).
+* `timeout` is the per-attempt timeout (connect, each read, write): a stalled server costs one
+  attempt, which is then retried.
+* At most `max_concurrency` calls are in flight; identical requests within one `generate` are
+  sent once.
+* After the retries run out, a `BackendError` names the endpoint, the model, the failure and the
+  number of retries actually made (never the API key).
+
+Usable answers: an answer with empty content (`unusable: "empty"`) or cut at `max_tokens`
+(finish_reason "length", `unusable: "truncated"`) is still a paid call: it is cached with that
+mark (a rerun sends the same seeded request and would only pay again for the same answer),
+returned with `Generation.unusable` set, and counted in `stats()["unusable"]`. Stages parse
+verdicts from the text; an answer with no verdict line is an abstain, never a label.
+
+Every answer is appended to a persistent cache (fsync'd) as soon as it arrives, so a killed job
+never pays twice for what it already received. `stats()` reports attempts, retries, failed
+attempts by kind, unusable answers and cache hits. The API key is read from the environment
+variable *named* in the config and is never written anywhere: not in the cache (request bodies
+only), not in `repr`, not in error messages (a server that echoes the key gets it masked).
 """
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import json
 import logging
 import os
+import random
 import sys
+from collections import Counter
 
 from tqdm.auto import tqdm
 
@@ -18,6 +46,30 @@ from .base import BackendError, ConfigError, GenRequest, Generation
 from .cache import CallCache, cache_key, namespace
 
 log = logging.getLogger(__name__)
+
+# the openai SDK's backoff (openai/_constants.py), reused for the retries made here
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
+# the attempts of the call running in this task (the HTTP hooks run in the caller's task)
+_CALL_ATTEMPTS: contextvars.ContextVar[list[int]] = contextvars.ContextVar("judgeflow_call_attempts")
+
+
+class MalformedResponse(Exception):
+    """A 200 answer that is not a usable chat completion (not JSON, no choices)."""
+
+
+def backoff_delay(retry: int) -> float:
+    """Seconds before retry number `retry` (0-based): the SDK's exponential backoff with jitter."""
+    return min(INITIAL_RETRY_DELAY * 2.0 ** min(retry, 30), MAX_RETRY_DELAY) * (1 - 0.25 * random.random())
+
+
+def classify(text: str, finish_reason: str) -> str | None:
+    """Why an answer is unusable ("empty", "truncated"), or None for a usable one."""
+    if not text.strip():
+        return "empty"
+    if finish_reason == "length":
+        return "truncated"
+    return None
 
 
 class OpenAIModel:
@@ -43,6 +95,11 @@ class OpenAIModel:
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.attempts = 0            # HTTP requests sent (first tries and retries)
+        self.retries = 0             # of which retries (the SDK's and the malformed-answer ones)
+        self.failed = Counter()      # failed attempts by kind: "http_429", ..., "malformed"
+        self.unusable = Counter()    # answers returned this run that are unusable, by reason
+        self.deduplicated = 0        # identical requests within one generate() sent once
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIModel(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
@@ -60,50 +117,125 @@ class OpenAIModel:
     def _key(self, req: GenRequest) -> str:
         return cache_key(self.model, req.message_dicts(), req.sampling.as_dict(), req.seed)
 
-    async def _one(self, client, sem, req: GenRequest, bar) -> dict:
-        key = self._key(req)
-        hit = self.cache.get(key)
-        if hit is not None:
-            bar.update(1)
-            return {**hit["response"], "cached": True}
+    def _redact(self, s: str) -> str:
+        key = self._api_key
+        if key and key != "EMPTY" and len(key) >= 4:
+            s = s.replace(key, "***")
+        return s
+
+    def _fail(self, what: str) -> BackendError:
+        return BackendError(self._redact(f"{self.base_url}: {what}"))
+
+    # --- HTTP event hooks: every attempt, whoever retries it -----------------------------
+    async def _on_request(self, request) -> None:
+        self.attempts += 1
+        tried = _CALL_ATTEMPTS.get(None)
+        if tried is not None:
+            tried[0] += 1
+        if request.headers.get("x-stainless-retry-count", "0") not in ("0", ""):
+            self.retries += 1
+
+    async def _on_response(self, response) -> None:
+        if response.status_code >= 400:
+            self.failed[f"http_{response.status_code}"] += 1
+
+    async def _create(self, client, body: dict):
+        """One call, within one retry budget: the SDK retries transport and HTTP errors, this loop
+        retries malformed answers; `max_retries` bounds the retries of both together."""
         import openai
 
-        body = self._body(req)
-        async with sem:
+        tried = [0]  # attempts of this call, counted by _on_request
+        _CALL_ATTEMPTS.set(tried)
+        while True:
+            left = max(0, self.max_retries - tried[0])
             try:
-                resp = await client.chat.completions.create(**body)
+                resp = await client.with_options(max_retries=left).chat.completions.create(**body)
+                if isinstance(resp, str) or not getattr(resp, "choices", None):
+                    raise MalformedResponse("no choices in the answer")
+                return resp
+            except (MalformedResponse, json.JSONDecodeError, openai.APIResponseValidationError) as e:
+                self.failed["malformed"] += 1
+                retries = tried[0] - 1
+                if retries >= self.max_retries:
+                    raise self._fail(f"malformed answer from model {self.model} after {retries} retries "
+                                     f"({_short(f'{type(e).__name__}: {e}')})") from None
+                self.retries += 1
+                await asyncio.sleep(backoff_delay(retries))
             except openai.APIStatusError as e:
-                raise BackendError(f"{self.base_url}: HTTP {e.status_code} from model {self.model} "
-                                   f"after {self.max_retries} retries: {_short(e.message)}") from None
+                note = f"after {tried[0] - 1} retries" if tried[0] > 1 else "not retried"
+                raise self._fail(f"HTTP {e.status_code} from model {self.model} {note}: "
+                                 f"{_short(e.message)}") from None
             except openai.APITimeoutError:
-                raise BackendError(f"{self.base_url}: request timed out after {self.timeout}s "
-                                   f"and {self.max_retries} retries") from None
+                raise self._fail(f"request timed out after {self.timeout}s "
+                                 f"and {tried[0] - 1} retries") from None
             except openai.APIConnectionError as e:
-                raise BackendError(f"{self.base_url}: cannot connect after {self.max_retries} retries "
-                                   f"({_short(str(e.__cause__ or e))})") from None
-        choice = resp.choices[0] if resp.choices else None
-        usage = resp.usage
-        result = {
-            "text": (choice.message.content if choice and choice.message else None) or "",
-            "finish_reason": (choice.finish_reason if choice else None) or "empty",
-            "prompt_tokens": usage.prompt_tokens if usage else 0,
-            "completion_tokens": usage.completion_tokens if usage else 0,
-        }
-        self.calls += 1
-        self.prompt_tokens += result["prompt_tokens"]
-        self.completion_tokens += result["completion_tokens"]
-        self.cache.put(key, body, result)
+                raise self._fail(f"cannot connect after {tried[0] - 1} retries "
+                                 f"({_short(str(e.__cause__ or e))})") from None
+
+    async def _one(self, client, sem, req: GenRequest, bar, inflight: dict) -> dict:
+        key = self._key(req)
+        if key in inflight:  # the same request earlier in this batch: wait for its answer
+            self.deduplicated += 1
+            result = await asyncio.shield(inflight[key])
+            self._count(result)
+            bar.update(1)
+            return {**result, "cached": True}
+        hit = self.cache.get(key)
+        if hit is not None:
+            result = dict(hit["response"])
+            result.setdefault("unusable", classify(result.get("text") or "", result.get("finish_reason") or ""))
+            self._count(result)
+            bar.update(1)
+            return {**result, "cached": True}
+        fut = asyncio.get_running_loop().create_future()
+        inflight[key] = fut
+        try:
+            body = self._body(req)
+            async with sem:
+                resp = await self._create(client, body)
+            choice = resp.choices[0]
+            usage = resp.usage
+            text = (choice.message.content if choice.message else None) or ""
+            finish = choice.finish_reason or "empty"
+            result = {
+                "text": text, "finish_reason": finish,
+                "prompt_tokens": usage.prompt_tokens if usage else 0,
+                "completion_tokens": usage.completion_tokens if usage else 0,
+                "unusable": classify(text, finish),
+            }
+            self.calls += 1
+            self.prompt_tokens += result["prompt_tokens"]
+            self.completion_tokens += result["completion_tokens"]
+            self.cache.put(key, body, result)  # on disk (fsync'd) before anything else happens
+            self._count(result)
+        except BaseException as e:
+            del inflight[key]
+            if isinstance(e, asyncio.CancelledError):
+                fut.cancel()
+            else:
+                fut.set_exception(e)
+                fut.exception()  # retrieved: no "never retrieved" warning when no copy waits on it
+            raise
+        fut.set_result(result)
         bar.update(1)
         return {**result, "cached": False}
+
+    def _count(self, result: dict) -> None:
+        if result.get("unusable"):
+            self.unusable[result["unusable"]] += 1
+            log.debug("%s: unusable answer (%s)", self.name, result["unusable"])
 
     async def _run(self, requests: list[GenRequest], desc: str) -> list[dict]:
         import openai
 
         sem = asyncio.Semaphore(self.max_concurrency)
         bar = tqdm(total=len(requests), desc=f"{self.name}: {desc}", mininterval=5, file=sys.stderr)
-        async with openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key,
+        http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [self._on_request],
+                                                           "response": [self._on_response]})
+        inflight: dict[str, asyncio.Future] = {}
+        async with openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, http_client=http,
                                       timeout=self.timeout, max_retries=self.max_retries) as client:
-            tasks = [asyncio.ensure_future(self._one(client, sem, r, bar)) for r in requests]
+            tasks = [asyncio.ensure_future(self._one(client, sem, r, bar, inflight)) for r in requests]
             try:
                 return await asyncio.gather(*tasks)
             except BaseException:
@@ -118,12 +250,24 @@ class OpenAIModel:
         results = asyncio.run(self._run(requests, desc))
         return [Generation(text=r["text"], prompt_tokens=r["prompt_tokens"],
                            completion_tokens=r["completion_tokens"], finish_reason=r["finish_reason"],
-                           cached=r["cached"]) for r in results]
+                           cached=r["cached"], unusable=r.get("unusable")) for r in results]
 
     def stats(self) -> dict:
         return {"backend": "openai", "model": self.model, "base_url": self.base_url,
                 "calls": self.calls, "cache_hits": self.cache.hits, "cache_misses": self.cache.misses,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "attempts": self.attempts, "retries": self.retries,
+                "failed_attempts": self.failed_attempts(),
+                "unusable": dict(sorted(self.unusable.items())), "deduplicated": self.deduplicated}
+
+    def failed_attempts(self) -> dict:
+        """Attempts that brought no answer, by kind. "transport": timed out, refused, dropped or cut
+        mid-body (no status to tell them apart); the rest are HTTP statuses and malformed answers."""
+        out = dict(sorted(self.failed.items()))
+        transport = self.attempts - self.calls - sum(out.values())
+        if transport:
+            out["transport"] = transport
+        return out
 
     def close(self) -> None:
         self.cache.close()

@@ -1,0 +1,383 @@
+"""A real HTTP server on 127.0.0.1 that injects faults in front of an OpenAI-compatible endpoint.
+
+It either stands in for the endpoint itself (a deterministic answer per request: the same
+body always gets the same completion) or proxies to a real one (`upstream=`, e.g. the URL of
+`transformers serve`). Before a request reaches the upstream, a seeded schedule decides
+whether this *attempt* is faulted; a faulted attempt never reaches the upstream, so it is
+never paid for:
+
+    429     HTTP 429 with `Retry-After: <retry_after>` (seconds)
+    500     HTTP 500 with an error body
+    503     HTTP 503 with an error body
+    close   the connection is closed without a response
+    partial headers and half of a body, then the connection is closed
+    stall   nothing for `stall_s` seconds (past the client's timeout), then closed
+    badjson HTTP 200, application/json, and a body that is not JSON
+
+The schedule is a function of (seed, sha256 of the request body, how many times this body
+arrived before), so it does not depend on the order in which concurrent requests arrive.
+At most `max_in_a_row` consecutive attempts of one body are faulted (so a client with that
+many retries always gets through). Counters: attempts, faults by kind, upstream calls per
+distinct body (`paid`), and the arrival times of every attempt (to check Retry-After).
+
+Run alone (`python tests/fault_server.py --rate 0.3`) it serves until interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter, defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+KINDS = ("429", "500", "503", "close", "partial", "stall", "badjson")
+
+
+def _u(*parts) -> float:
+    """A uniform number in [0, 1) from a hash of the parts (seeded, order-free)."""
+    h = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2 ** 64
+
+
+def standin_answer(body: dict) -> dict:
+    """The stand-in upstream: a deterministic chat completion for a request body.
+
+    Mostly "Verdict: YES" / "Verdict: NO" with a reason; about 1 in 12 answers has no verdict
+    line, 1 in 25 is empty and 1 in 25 stops at max_tokens (finish_reason "length"), so the
+    client's handling of unusable answers is exercised too.
+    """
+    prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
+    u = _u("answer", json.dumps(body.get("messages"), sort_keys=True), body.get("seed"))
+    finish = "stop"
+    if u < 0.04:
+        text = ""
+    elif u < 0.08:
+        text, finish = "The question is about", "length"
+    elif u < 0.16:
+        text = "I am not sure what to make of this."
+    else:
+        verdict = "YES" if _u("verdict", prompt, body.get("seed")) < 0.7 else "NO"
+        text = f"Reason: stand-in decision for a prompt of {len(prompt)} characters.\nVerdict: {verdict}"
+    n_prompt = max(1, len(prompt) // 4)
+    return {"id": "chatcmpl-" + hashlib.sha256(prompt.encode()).hexdigest()[:12], "object": "chat.completion",
+            "created": 0, "model": body.get("model", "standin"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(text.split()),
+                      "total_tokens": n_prompt + len(text.split())}}
+
+
+class FaultServer:
+    """`with FaultServer(rate=0.3, seed=1) as fs: fs.url` -> "http://127.0.0.1:<port>/v1"."""
+
+    def __init__(self, rate: float = 0.0, seed: int = 0, kinds=KINDS, upstream: str | None = None,
+                 api_key: str | None = None, retry_after: int = 1, stall_s: float = 3.0,
+                 max_in_a_row: int = 3, delay_s: float = 0.0, port: int = 0):
+        self.rate, self.seed, self.kinds = rate, seed, tuple(kinds)
+        self.upstream = upstream.rstrip("/") if upstream else None
+        self.api_key, self.retry_after, self.stall_s = api_key, retry_after, stall_s
+        self.max_in_a_row, self.delay_s = max_in_a_row, delay_s
+        self.lock = threading.Lock()
+        self.attempts = 0
+        self.faults: Counter = Counter()
+        self.paid: Counter = Counter()          # upstream calls answered, per body digest
+        self.arrivals: dict[str, list[tuple[float, str]]] = defaultdict(list)  # digest -> [(time, outcome)]
+        self.auth_seen: Counter = Counter()     # Authorization headers seen (for the secrets test)
+        self.gate: int | None = None            # hold requests once this many upstream calls were paid
+        self.gate_open = threading.Event()
+        self.gate_open.set()
+        self.held = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"  # one request per connection: no stale keep-alive sockets
+
+            def log_message(self, *a):  # quiet
+                pass
+
+            def do_GET(self):
+                if self.path.rstrip("/").endswith("/models"):
+                    self._json(200, {"object": "list", "data": [{"id": "standin", "object": "model"}]})
+                else:
+                    self._json(404, {"error": {"message": f"no route {self.path}"}})
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(n)
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    return self._json(404, {"error": {"message": f"no route {self.path}"}})
+                outer._handle(self, raw)
+
+            def _json(self, status: int, obj, extra: dict | None = None):
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (extra or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 128
+
+        self.httpd = Server(("127.0.0.1", port), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread: threading.Thread | None = None
+
+    # --- the schedule -------------------------------------------------------------------
+    def _fault_for(self, digest: str, index: int, in_a_row: int) -> str | None:
+        if not self.rate or in_a_row >= self.max_in_a_row or _u(self.seed, "fault?", digest, index) >= self.rate:
+            return None
+        return self.kinds[int(_u(self.seed, "kind", digest, index) * len(self.kinds))]
+
+    def _handle(self, h, raw: bytes) -> None:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return h._json(400, {"error": {"message": "request body is not JSON"}})
+        auth = h.headers.get("Authorization", "")
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        with self.lock:
+            self.attempts += 1
+            self.auth_seen[auth] += 1
+            past = self.arrivals[digest]
+            in_a_row = 0
+            for _, o in reversed(past):
+                if o == "ok" or o == "held":
+                    break
+                in_a_row += 1
+            kind = self._fault_for(digest, len(past), in_a_row)
+            past.append((time.monotonic(), kind or "ok"))
+            if kind:
+                self.faults[kind] += 1
+        if self.api_key is not None and auth != f"Bearer {self.api_key}":
+            # like a hosted API, the error echoes (part of) the key it was given
+            return h._json(401, {"error": {"message": f"Incorrect API key provided: {auth[7:]}",
+                                           "type": "invalid_request_error"}})
+        if kind == "429":
+            return h._json(429, {"error": {"message": "Rate limit reached", "type": "rate_limit"}},
+                           {"Retry-After": str(self.retry_after)})
+        if kind in ("500", "503"):
+            return h._json(int(kind), {"error": {"message": f"injected {kind}", "type": "server_error"}})
+        if kind == "close":
+            return self._drop(h)
+        if kind == "partial":
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", "400")
+            h.end_headers()
+            h.wfile.write(b'{"id": "chatcmpl-x", "choices": [{"index": 0, "mess')
+            h.wfile.flush()
+            return self._drop(h)
+        if kind == "stall":
+            time.sleep(self.stall_s)
+            return self._drop(h)
+        if kind == "badjson":
+            data = b'{"id": "chatcmpl-x", "object": "chat.completion", "choices": [{"index": 0, "message": '
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data)
+            return
+        # not faulted: wait at the gate (kill tests), then the upstream answers (and is paid)
+        if not self.gate_open.is_set():
+            with self.lock:
+                self.held += 1
+                past[-1] = (past[-1][0], "held")
+            self.gate_open.wait()
+            return self._drop(h)  # the client that sent it is gone; never forwarded, never paid
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        try:
+            status, answer = self._upstream(body, auth)
+        except Exception as e:  # noqa: BLE001 - the proxy reports upstream trouble as a 502
+            return h._json(502, {"error": {"message": f"upstream failed: {type(e).__name__}"}})
+        if status == 200:
+            with self.lock:
+                self.paid[digest] += 1
+                if self.gate is not None and sum(self.paid.values()) >= self.gate:
+                    self.gate_open.clear()
+        h._json(status, answer)
+
+    def _upstream(self, body: dict, auth: str) -> tuple[int, dict]:
+        if self.upstream is None:
+            return 200, standin_answer(body)
+        req = urllib.request.Request(self.upstream + "/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": auth or "Bearer x"})
+        try:
+            with urllib.request.urlopen(req, timeout=600) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    @staticmethod
+    def _drop(h) -> None:
+        try:
+            h.wfile.flush()
+            h.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        h.close_connection = True
+
+    # --- results --------------------------------------------------------------------------
+    def distinct(self) -> int:
+        return len(self.paid)
+
+    def paid_twice(self) -> int:
+        return sum(c - 1 for c in self.paid.values() if c > 1)
+
+    def upstream_calls(self) -> int:
+        return sum(self.paid.values())
+
+    def summary(self) -> dict:
+        with self.lock:
+            return {"attempts": self.attempts, "faulted": sum(self.faults.values()),
+                    "faults": dict(sorted(self.faults.items())), "upstream_calls": sum(self.paid.values()),
+                    "distinct_requests": len(self.paid), "paid_twice": self.paid_twice()}
+
+    def release_gate(self) -> None:
+        self.gate = None
+        self.gate_open.set()
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self) -> "FaultServer":
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.gate_open.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> "FaultServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rate", type=float, default=0.3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--upstream", help="proxy to this OpenAI-compatible base URL instead of standing in")
+    args = ap.parse_args()
+    fs = FaultServer(rate=args.rate, seed=args.seed, upstream=args.upstream, port=args.port).start()
+    print(fs.url, flush=True)
+    try:
+        while True:
+            time.sleep(5)
+            print(json.dumps(fs.summary()), flush=True)
+    except KeyboardInterrupt:
+        fs.stop()
+
+
+# --- driving the oracle stages against a FaultServer (tests and benchmarks/faults.py) -------------
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+VOLATILE = {"cached", "models", "asked_this_run", "from_checkpoint"}  # differ between runs, by design
+
+
+def stage_config(root, url: str, *, timeout: float = 2.0, max_retries: int = 5, max_concurrency: int = 8,
+                 api_key_env: str | None = None, batch_size: int = 8, **overrides) -> dict:
+    """The shipped config with the oracle roles on model `flaky` (openai backend at `url`),
+    results/logs/cache under `root`."""
+    from judgeflow import config as jf_config
+
+    flaky = {"backend": "openai", "base_url": url, "model": "standin", "timeout": timeout,
+             "max_retries": max_retries, "max_concurrency": max_concurrency}
+    if api_key_env:
+        flaky["api_key_env"] = api_key_env
+    merged = {"results_dir": str(root / "results"), "logs_dir": str(root / "logs"),
+              "benchmarks_dir": str(root / "benchmarks"), "cache_dir": str(root / "cache"),
+              "models": {"flaky": flaky}, "cleaning": {"model": "flaky", "max_new_tokens": 32},
+              "questions": {"heldout": 2},
+              "oracle": {"labeller": "flaky", "max_new_tokens": 32, "batch_size": batch_size, "budget": 400,
+                         "label_all_accepted": True}}
+    merged = jf_config.deep_merge(merged, overrides)
+    return jf_config.load(ROOT / "config" / "config.yaml", overrides=merged)
+
+
+def write_questions(path, n: int, bad: bool = True) -> list[dict]:
+    """n prepared questions (with criteria); with `bad`, one empty and one huge prompt more."""
+    qs = [{"question_id": f"q{i:03d}", "prompt": f"Question {i}: name {i % 7 + 1} things about topic {i}.",
+           "source": "jsonl", "criteria": [{"criterion_id": "c0", "description": f"Exactly {i % 7 + 1} items.",
+                                            "kind": "given"}]} for i in range(n)]
+    if bad:
+        qs += [{"question_id": "empty", "prompt": "  ", "source": "jsonl", "criteria": []},
+               {"question_id": "huge", "prompt": "x" * 25000, "source": "jsonl", "criteria": []}]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(q) + "\n" for q in qs))
+    return qs
+
+
+def write_draws(path, questions: list[dict], n_max: int = 4, seed: int = 0) -> list[dict]:
+    """Draw records as sample_until_accept writes them: a seeded first accept per question (or none)."""
+    out = []
+    for q in questions:
+        qid = q["question_id"]
+        u = _u(seed, "accept", qid)
+        n_accept = None if u > 0.85 else 1 + int(u / 0.85 * n_max)
+        for r in range(1, (n_accept or n_max) + 1):
+            acc = r == n_accept
+            out.append({"draw_id": f"{qid}/d{r}", "question_id": qid, "draw": r, "model": "policy",
+                        "text": f"Answer {r} to {qid}: " + ", ".join(f"item{k}" for k in range(r + 1)),
+                        "accepted": acc, "failed": [] if acc else ["c0"], "first_accept": acc,
+                        "n_accept": n_accept, "n_max": n_max})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(d) + "\n" for d in out))
+    return out
+
+
+def paths(root) -> dict:
+    r = root / "results" / "run"
+    return {"questions": root / "data" / "questions.jsonl", "draws": root / "data" / "draws.jsonl",
+            "kept": r / "questions" / "kept.jsonl", "rejected": r / "questions" / "rejected.jsonl",
+            "heldout": r / "questions" / "heldout.jsonl", "cleaning": r / "questions" / "cleaning.json",
+            "labels": r / "oracle" / "labels.jsonl", "nstar": r / "oracle" / "nstar.json",
+            "curve_csv": r / "oracle" / "tp_curve.csv", "curve_png": r / "oracle" / "tp_curve.png",
+            "fit": r / "oracle" / "fit.json", "log_dir": root / "logs" / "run"}
+
+
+def run_clean(config: dict, p: dict) -> None:
+    from judgeflow import stages
+
+    stages.clean_questions(config, str(p["questions"]), str(p["kept"]), str(p["rejected"]), str(p["cleaning"]),
+                           str(p["log_dir"]), threads=1, heldout=str(p["heldout"]))
+
+
+def run_label(config: dict, p: dict) -> None:
+    from judgeflow import stages
+
+    stages.label_oracle(config, str(p["kept"]), [str(p["draws"])], str(p["labels"]), str(p["nstar"]),
+                        str(p["curve_csv"]), str(p["curve_png"]), str(p["fit"]), log_dir=str(p["log_dir"]),
+                        threads=1)
+
+
+def fingerprint(p: dict) -> dict:
+    """Every output of the two stages, minus what differs between runs by design (cache hits,
+    call statistics): {name: text}."""
+    out = {}
+    for name in ("kept", "rejected", "heldout", "labels"):
+        recs = [json.loads(l) for l in p[name].read_text().splitlines()]
+        out[name] = "\n".join(json.dumps(_strip(r)) for r in recs)
+    for name in ("cleaning", "nstar", "fit"):
+        out[name] = json.dumps(_strip(json.loads(p[name].read_text())), sort_keys=True)
+    out["curve_csv"] = p["curve_csv"].read_text()
+    return out
+
+
+def _strip(obj):
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in obj.items() if k not in VOLATILE}
+    return obj
