@@ -23,18 +23,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fault_server import FaultServer, fingerprint, paths, run_clean, run_label, stage_config, \
+from fault_server import KINDS, FaultServer, fingerprint, paths, run_clean, run_label, stage_config, \
     write_draws, write_questions  # noqa: E402
 from judgeflow.io import read_jsonl  # noqa: E402
 
 
 def one_run(root: Path, n: int, rate: float, seed: int, upstream: str | None, stall_s: float,
-            timeout: float) -> dict:
+            timeout: float, kinds: tuple[str, ...], concurrency: int) -> dict:
     p = paths(root)
     qs = write_questions(p["questions"], n)
     t0 = time.perf_counter()
-    with FaultServer(rate=rate, seed=seed, upstream=upstream, stall_s=stall_s) as fs:
-        config = stage_config(root, fs.url, timeout=timeout, batch_size=32)
+    with FaultServer(rate=rate, seed=seed, upstream=upstream, stall_s=stall_s, kinds=kinds) as fs:
+        config = stage_config(root, fs.url, timeout=timeout, batch_size=32, max_concurrency=concurrency)
         run_clean(config, p)
         write_draws(p["draws"], read_jsonl(p["kept"]))
         run_label(config, p)
@@ -59,11 +59,11 @@ def one_run(root: Path, n: int, rate: float, seed: int, upstream: str | None, st
 
 def faults(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="jf-faults-") as tmp:
-        ref = one_run(Path(tmp) / "ref", args.questions, 0.0, args.seed, args.upstream, args.stall, args.timeout)
-        got = one_run(Path(tmp) / "faulted", args.questions, args.rate, args.seed, args.upstream, args.stall,
-                      args.timeout)
+        common = (args.seed, args.upstream, args.stall, args.timeout, tuple(args.kinds.split(",")), args.concurrency)
+        ref = one_run(Path(tmp) / "ref", args.questions, 0.0, *common)
+        got = one_run(Path(tmp) / "faulted", args.questions, args.rate, *common)
     s = got["server"]
-    return {"rate": args.rate, "seed": args.seed, "questions": got["questions"],
+    return {"rate": args.rate, "seed": args.seed, "kinds": args.kinds, "upstream": args.upstream or "stand-in", "questions": got["questions"],
             "accepted_draws": got["accepted_draws"], "attempts": s["attempts"],
             "calls_faulted": s["faulted"], "faults": s["faults"], "retries_made": got["client"]["retries"],
             "upstream_calls": s["upstream_calls"], "distinct_requests": s["distinct_requests"],
@@ -96,6 +96,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=2.0, help="the client's per-attempt timeout (s)")
     ap.add_argument("--stall", type=float, default=2.5, help="how long a stalled attempt hangs (s)")
+    ap.add_argument("--kinds", default=",".join(KINDS), help=f"fault kinds (default: all of {','.join(KINDS)})")
+    ap.add_argument("--concurrency", type=int, default=8, help="the client's max_concurrency")
     ap.add_argument("--upstream", help="proxy to this OpenAI-compatible URL instead of the stand-in")
     ap.add_argument("--bad-input", action="store_true", help="run the bad-input table instead")
     ap.add_argument("--json", action="store_true")

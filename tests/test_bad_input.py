@@ -66,7 +66,8 @@ def _clean(rows, heldout: int = 0, **cfg):
         from judgeflow import stages
 
         q = _questions_file(tmp, rows)
-        config = stage_config(tmp, cfg.pop("url", url), questions={"heldout": heldout}, **cfg)
+        extra = dict(cfg)
+        config = stage_config(tmp, extra.pop("url", url), questions={"heldout": heldout}, **extra)
         out = tmp / "out"
         stages.clean_questions(config, str(q), str(out / "kept.jsonl"), str(out / "rejected.jsonl"),
                                str(out / "cleaning.json"), str(tmp / "logs"), threads=1,
