@@ -42,7 +42,7 @@ dag: install
 	$(VENV)/bin/snakemake --dag > dag.dot
 
 test: install
-	$(VENV)/bin/pytest -ra tests
+	$(VENV)/bin/pytest -ra --durations=15 tests
 
 bench: install
 	$(PY) benchmarks/hf_batching.py
