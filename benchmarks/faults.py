@@ -5,7 +5,7 @@ with a fault-free run; and, with --bad-input, how each case of tests/test_bad_in
     .venv/bin/python benchmarks/faults.py                      # 300 questions, 30 % faulted
     .venv/bin/python benchmarks/faults.py --questions 100 --rate 0.5 --json
     .venv/bin/python benchmarks/faults.py --bad-input
-    .venv/bin/python benchmarks/faults.py --upstream http://127.0.0.1:8000/v1  # in front of a real server
+    .venv/bin/python benchmarks/faults.py --upstream http://127.0.0.1:8000/v1 --model MODEL  # a real server
 
 Printed: calls faulted (by kind), retries made (as the client counted them), items lost (questions
 with no cleaning verdict + accepted draws with no label record: must be 0), calls paid twice
@@ -29,12 +29,13 @@ from judgeflow.io import read_jsonl  # noqa: E402
 
 
 def one_run(root: Path, n: int, rate: float, seed: int, upstream: str | None, stall_s: float,
-            timeout: float, kinds: tuple[str, ...], concurrency: int) -> dict:
+            timeout: float, kinds: tuple[str, ...], concurrency: int, model: str) -> dict:
     p = paths(root)
     qs = write_questions(p["questions"], n)
     t0 = time.perf_counter()
     with FaultServer(rate=rate, seed=seed, upstream=upstream, stall_s=stall_s, kinds=kinds) as fs:
-        config = stage_config(root, fs.url, timeout=timeout, batch_size=32, max_concurrency=concurrency)
+        config = stage_config(root, fs.url, timeout=timeout, batch_size=32, max_concurrency=concurrency,
+                              model=model)
         run_clean(config, p)
         write_draws(p["draws"], read_jsonl(p["kept"]))
         run_label(config, p)
@@ -59,7 +60,8 @@ def one_run(root: Path, n: int, rate: float, seed: int, upstream: str | None, st
 
 def faults(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="jf-faults-") as tmp:
-        common = (args.seed, args.upstream, args.stall, args.timeout, tuple(args.kinds.split(",")), args.concurrency)
+        common = (args.seed, args.upstream, args.stall, args.timeout, tuple(args.kinds.split(",")), args.concurrency,
+                  args.model)
         ref = one_run(Path(tmp) / "ref", args.questions, 0.0, *common)
         got = one_run(Path(tmp) / "faulted", args.questions, args.rate, *common)
     s = got["server"]
@@ -99,6 +101,7 @@ def main() -> int:
     ap.add_argument("--kinds", default=",".join(KINDS), help=f"fault kinds (default: all of {','.join(KINDS)})")
     ap.add_argument("--concurrency", type=int, default=8, help="the client's max_concurrency")
     ap.add_argument("--upstream", help="proxy to this OpenAI-compatible URL instead of the stand-in")
+    ap.add_argument("--model", default="standin", help="model name sent (with --upstream: what it serves)")
     ap.add_argument("--bad-input", action="store_true", help="run the bad-input table instead")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()

@@ -289,12 +289,12 @@ VOLATILE = {"cached", "models", "asked_this_run", "from_checkpoint"}  # differ b
 
 
 def stage_config(root, url: str, *, timeout: float = 2.0, max_retries: int = 5, max_concurrency: int = 8,
-                 api_key_env: str | None = None, batch_size: int = 8, **overrides) -> dict:
+                 api_key_env: str | None = None, batch_size: int = 8, model: str = "standin", **overrides) -> dict:
     """The shipped config with the oracle roles on model `flaky` (openai backend at `url`),
     results/logs/cache under `root`."""
     from judgeflow import config as jf_config
 
-    flaky = {"backend": "openai", "base_url": url, "model": "standin", "timeout": timeout,
+    flaky = {"backend": "openai", "base_url": url, "model": model, "timeout": timeout,
              "max_retries": max_retries, "max_concurrency": max_concurrency}
     if api_key_env:
         flaky["api_key_env"] = api_key_env
