@@ -85,9 +85,8 @@ def bad_input() -> list[dict]:
                 ended = try_case(case, Path(tmp) / str(i), fs.url)
                 ok = True
             except AssertionError as e:
-                ended, ok = f"NOT AS EXPECTED: {str(e).splitlines()[0]}", case.xfail is not None
-            out.append({"case": case.name, "ended": ended.replace(tmp, "<tmp>"), "as_expected": ok,
-                        "known_gap": case.xfail})
+                ended, ok = f"NOT AS EXPECTED: {str(e).splitlines()[0]}", False
+            out.append({"case": case.name, "ended": ended.replace(tmp, "<tmp>"), "as_expected": ok})
     return out
 
 
@@ -115,10 +114,8 @@ def main() -> int:
         else:
             for r in rows:
                 flag = "ok " if r["as_expected"] else "BAD"
-                print(f"{flag} {r['case']:<48} {r['ended'][:150]}" + (f"  [known gap: {r['known_gap']}]"
-                                                                        if r["known_gap"] else ""))
-            print(f"{len(rows)} bad inputs tried, {sum(r['as_expected'] for r in rows)} ended as expected "
-                  f"({sum(bool(r['known_gap']) for r in rows)} known gaps)")
+                print(f"{flag} {r['case']:<48} {r['ended'][:150]}")
+            print(f"{len(rows)} bad inputs tried, {sum(r['as_expected'] for r in rows)} ended as expected")
         return 0 if all(r["as_expected"] for r in rows) else 1
     r = faults(args)
     if args.json:

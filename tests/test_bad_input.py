@@ -31,7 +31,6 @@ class Case:
     run: Callable[[Path, str], object]   # (tmp dir, stand-in server URL) -> raises, or returns a check's input
     error: type | None                   # the exception expected, or None: the stage succeeds
     match: str                           # regex the message must match (or the check's outcome)
-    xfail: str | None = None             # a known gap, with the reason
 
 
 def _src(tmp: Path, lines: list, raw: bytes | None = None) -> Path:
@@ -200,9 +199,7 @@ CASES = [
     Case("endpoint at a wrong path", _wrong_path, BackendError,
          r"^http://127\.0\.0\.1:\d+/nope: HTTP 404 from model standin not retried"),
     # draws for the oracle
-    Case("draw record without its index", _label_with_bad_draws, InputError, r"draws\.jsonl:1: missing field",
-         xfail="stages.label_oracle reads draws without required fields: a KeyError('draw') instead of an "
-               "error naming the file and line (fix: read_jsonl_many(draws_files, required=...) in stages.py)"),
+    Case("draw record without its index", _label_with_bad_draws, InputError, r"draws\.jsonl:1: missing field"),
 ]
 
 
@@ -235,8 +232,7 @@ def standin():
         yield fs
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=[pytest.mark.xfail(reason=c.xfail, strict=False)]
-                                                if c.xfail else []) for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(case, tmp_path, standin):
     before = standin.summary()["upstream_calls"]
     try_case(case, tmp_path, standin.url)

@@ -15,6 +15,14 @@ def _questions_by_id(path: str) -> dict[str, dict]:
     return {q["question_id"]: q for q in read_jsonl(path, required=("question_id", "prompt"))}
 
 
+# The fields of a draw record (draws.sample_until_accept) that the oracle stages read.
+DRAW_FIELDS = ("draw_id", "question_id", "draw", "text", "n_max")
+
+
+def _read_draws(paths: list[str]) -> list[dict]:
+    return read_jsonl_many(paths, required=DRAW_FIELDS)
+
+
 def _log_stats(models: dict) -> dict:
     stats = {name: m.stats() for name, m in models.items()}
     for s in stats.values():
@@ -111,7 +119,7 @@ def label_oracle(config: dict, kept: str, draws_files: list[str], labels_out: st
     from .tp import fit as tp_fit, model as tp_model
 
     ocfg, n_max = config["oracle"], config["draws"]["n_max"]
-    draws = read_jsonl_many(draws_files)
+    draws = _read_draws(draws_files)
     questions = _questions_by_id(kept)
     names = {} if ocfg["labeller"] == oracle_mod.VERIFIER else {"oracle.labeller": ocfg["labeller"]}
     with open_models(config, names, log_dir=log_dir, threads=threads) as models:
@@ -140,7 +148,7 @@ def best_of_n(config: dict, kept: str, draws_files: list[str], fit_file: str, la
 
     ocfg = config["oracle"]
     ns = sorted(set(ocfg["bon"]["n"]))
-    draws = read_jsonl_many(draws_files)
+    draws = _read_draws(draws_files)
     questions = _questions_by_id(kept)
     names = {} if ocfg["labeller"] == oracle_mod.VERIFIER else {"oracle.labeller": ocfg["labeller"]}
     with open_models(config, names, log_dir=log_dir, threads=threads) as models:
