@@ -1,5 +1,5 @@
 """profiles/slurm without SLURM: the profile parses, rules map to partitions and GPUs, the
-full-scale dry-run builds its DAG fast with no SLURM binary on PATH, missing site values fail
+full-scale dry-run builds its DAG with no SLURM binary on PATH, missing site values fail
 before any job, plus judgeflow.cluster and judgeflow.launch."""
 from __future__ import annotations
 
@@ -30,10 +30,8 @@ SITE = {"account": "acct", "cpu_partition": "cpuq", "gpu_partition": "gpuq", "gp
         "cpus_per_gpu": 8, "gpu_mem_mb": 0, "train_partition": "trainq", "train_gpus": 4}
 
 
-@pytest.fixture(scope="module")
-def no_slurm_path(tmp_path_factory) -> str:
-    """PATH with the venv and every system tool except SLURM's."""
-    d = tmp_path_factory.mktemp("bin")
+def make_no_slurm_path(d: Path) -> str:
+    """PATH with the venv and every system tool except SLURM's (links in the empty folder `d`)."""
     for src in ("/usr/local/bin", "/usr/bin", "/bin"):
         for f in Path(src).glob("*") if Path(src).is_dir() else []:
             if f.name not in SLURM_TOOLS and not (d / f.name).exists():
@@ -41,6 +39,11 @@ def no_slurm_path(tmp_path_factory) -> str:
     path = f"{Path(sys.executable).parent}:{d}"
     assert not any(Path(p, t).exists() for p in path.split(":") for t in SLURM_TOOLS)
     return path
+
+
+@pytest.fixture(scope="module")
+def no_slurm_path(tmp_path_factory) -> str:
+    return make_no_slurm_path(tmp_path_factory.mktemp("bin"))
 
 
 def _env(path, site_file=None, **extra):
@@ -92,10 +95,8 @@ def test_profile_parses_and_never_sets_tasks_on_gpu_rules():
 
 
 def test_full_scale_dry_run_maps_rules_without_slurm_binaries(tmp_path, no_slurm_path):
-    p, seconds = _dry_run(tmp_path, no_slurm_path)
+    p, _ = _dry_run(tmp_path, no_slurm_path)   # its time: benchmarks/dry_run.py
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    print(f"\nfull-scale dry-run with profiles/slurm: {seconds:.1f}s")
-    assert seconds < 10
     jobs = _job_resources(p.stdout + p.stderr)
     assert len(jobs["sample_responses"]) == len(jobs["judge_refinements"]) == 32
     for rule in ["sample_responses", "judge_responses", "refine_responses", "judge_refinements",
