@@ -68,7 +68,8 @@ def test_tp_model_bad_input_exits_2(flag, value, capsys):
     argv = {"--a": "2", "--b": "1", "--p0": "0.2", "--p1": "0.9", "--n-max": "3", flag: value}
     with pytest.raises(SystemExit) as e:
         main(["tp-model", *[x for kv in argv.items() for x in kv]])
-    assert e.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"argument {flag}: {flag} must be " in err and f"got {value}" in err.replace("'", "")
 
 
 def test_console_script_runs():

@@ -16,52 +16,35 @@ import sys
 __all__ = ["main", "build_parser"]
 
 
-def _open_unit(name):
+def _checked(name, cast, what, ok):
+    """An argparse type: `cast` the text, then require ok(value); errors say `name` must be `what`."""
+    noun = "an integer" if cast is int else "a number"
+
     def parse(text):
         try:
-            v = float(text)
+            v = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number in (0, 1), got {text!r}") from None
-        if not 0 < v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be in (0, 1), got {text}")
+            raise argparse.ArgumentTypeError(f"{name} must be {noun} {what}, got {text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"{name} must be {noun} {what}, got {text}")
         return v
     return parse
+
+
+def _open_unit(name):
+    return _checked(name, float, "in (0, 1)", lambda v: 0 < v < 1)
 
 
 def _closed_unit(name):
-    def parse(text):
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number in [0, 1], got {text!r}") from None
-        if not 0 <= v <= 1:
-            raise argparse.ArgumentTypeError(f"{name} must be in [0, 1], got {text}")
-        return v
-    return parse
+    return _checked(name, float, "in [0, 1]", lambda v: 0 <= v <= 1)
 
 
 def _positive(name):
-    def parse(text):
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number > 0, got {text!r}") from None
-        if not (v > 0 and math.isfinite(v)):
-            raise argparse.ArgumentTypeError(f"{name} must be a finite number > 0, got {text}")
-        return v
-    return parse
+    return _checked(name, float, "> 0 (finite)", lambda v: v > 0 and math.isfinite(v))
 
 
 def _int_at_least(name, lo):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {lo}, got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {lo}, got {v}")
-        return v
-    return parse
+    return _checked(name, int, f">= {lo}", lambda v: v >= lo)
 
 
 def _curve(text):

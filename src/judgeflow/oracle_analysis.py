@@ -55,6 +55,13 @@ def tp_curve_rows(draws: list[dict], labels: dict[str, dict], n_max: int, interv
     return rows
 
 
+def _wrap(title: str, width: int = 75) -> str:
+    """A plot title on as many lines as it needs (a long one is cut at the figure's edge)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, width))
+
+
 def plot_tp_curve(rows: list[dict], threshold: float, nstar: int, output: str, title: str) -> None:
     import matplotlib
 
@@ -80,7 +87,7 @@ def plot_tp_curve(rows: list[dict], threshold: float, nstar: int, output: str, t
     ax.set_ylabel("TP(N) = P(X=1 | first accepted at N)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xticks([r["n"] for r in rows])
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrap(title), fontsize=9)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     with atomic_path(output) as tmp:
@@ -138,7 +145,7 @@ def plot_bon(rows: list[dict], output: str, title: str) -> None:
         ax.set_ylim(-0.02, 1.02)
         ax.set_xticks(sorted({r["N"] for r in rows}))
     axes[1].legend(fontsize=7, title="judges (dashed: independent-judge model)", title_fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(_wrap(title, 110), fontsize=9)
     fig.tight_layout()
     with atomic_path(output) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

@@ -207,6 +207,12 @@ class _HoeffdingLooks:
     def __init__(self, first: int, ratio: float, delta_test: float):
         self.first, self.ratio, self.delta_test = first, ratio, delta_test
 
+    @classmethod
+    def from_options(cls, options: dict, delta_test: float) -> "_HoeffdingLooks":
+        """From a strategy's checked `first_look` and `look_ratio` options."""
+        return cls(_int("first_look", options["first_look"], 1),
+                   _number("look_ratio", options["look_ratio"], 1, math.inf), delta_test)
+
     def size(self, j: int) -> int:
         return int(math.ceil(self.first * self.ratio ** (j - 1)))
 
@@ -231,9 +237,7 @@ class Uniform(Strategy):
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
-        first = _int("first_look", self.options["first_look"], 1)
-        ratio = _number("look_ratio", self.options["look_ratio"], 1, math.inf)
-        self.looks = _HoeffdingLooks(first, ratio, self.delta / self.n_max)
+        self.looks = _HoeffdingLooks.from_options(self.options, self.delta / self.n_max)
         self.j = 1                       # the look being filled
         self.look_of = [0] * (self.n_max + 1)
         self.bound = [(0.0, 1.0)] * (self.n_max + 1)
@@ -314,10 +318,8 @@ class Bisection(Strategy):
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
-        first = _int("first_look", self.options["first_look"], 1)
-        ratio = _number("look_ratio", self.options["look_ratio"], 1, math.inf)
         self.max_tests = max(1, math.ceil(math.log2(self.n_max + 1)))
-        self.looks = _HoeffdingLooks(first, ratio, self.delta / self.max_tests)
+        self.looks = _HoeffdingLooks.from_options(self.options, self.delta / self.max_tests)
         self.lo, self.hi = 0, self.n_max + 1
         self.mid = (self.lo + self.hi + 1) // 2
         self.j = 1
