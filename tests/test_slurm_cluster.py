@@ -72,6 +72,26 @@ def _expected(site: dict) -> dict[str, tuple[str, int]]:
     return out
 
 
+def _profile_run(tmp_path: Path, cfg: dict, target: str, *extra: str) -> tuple[list[str], dict, Path]:
+    """The command, environment and SLURM log folder of `snakemake --profile profiles/slurm` with the
+    test site file, config `cfg` and `target` (status checks every 2 s instead of the plugin's 40 s)."""
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    slurm_logs = tmp_path / "slurm_logs"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUDGEFLOW_SLURM_") or k == "JUDGEFLOW_SLURM_STATE"}
+    env.update(JUDGEFLOW_SLURM_SITE=str(SITE), PYTHONUNBUFFERED="1")
+    cmd = [SNAKEMAKE, target, "--profile", str(ROOT / "profiles/slurm"), "--snakefile", str(ROOT / "Snakefile"),
+           "--directory", str(ROOT), "--configfile", str(cfg_path), "--nolock", "--jobs", "4",
+           "--slurm-logdir", str(slurm_logs), "--slurm-init-seconds-before-status-checks", "2",
+           "--seconds-between-status-checks", "2", "--latency-wait", "5", *extra]  # extra last: nargs="+" options
+    return cmd, env, slurm_logs
+
+
+def _sacct(*args: str) -> list[list[str]]:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", *args], capture_output=True, text=True, check=True).stdout
+    return [line.split("|") for line in out.strip().splitlines()]
+
+
 def test_profile_runs_each_rule_in_its_partition(slurm_cluster, tmp_path):
     t0 = time.time()
     rows = [json.loads(l) for l in ifbench_file().read_text().splitlines()[:40]]
@@ -96,16 +116,8 @@ def test_profile_runs_each_rule_in_its_partition(slurm_cluster, tmp_path):
         "judging": {"generic_criteria": []},
         "resources": {"default": {"threads": 1}},
     }
-    cfg_path = tmp_path / "tiny.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    slurm_logs = tmp_path / "slurm_logs"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUDGEFLOW_SLURM_") or k == "JUDGEFLOW_SLURM_STATE"}
-    env.update(JUDGEFLOW_SLURM_SITE=str(SITE), PYTHONUNBUFFERED="1")
     target = f"{tmp_path}/results/slurm/verdicts/responses/shard-0.aggregate.jsonl"
-    cmd = [SNAKEMAKE, "--profile", str(ROOT / "profiles/slurm"), "--snakefile", str(ROOT / "Snakefile"),
-           "--directory", str(ROOT), "--configfile", str(cfg_path), "--nolock", "--jobs", "4",
-           "--slurm-logdir", str(slurm_logs), "--slurm-init-seconds-before-status-checks", "2",
-           "--seconds-between-status-checks", "2", "--latency-wait", "5", target]
+    cmd, env, slurm_logs = _profile_run(tmp_path, cfg, target)
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=540)
     out = p.stdout + p.stderr
     assert p.returncode == 0, f"snakemake on SLURM failed:\n{out[-6000:]}\n" + "\n".join(
@@ -115,12 +127,10 @@ def test_profile_runs_each_rule_in_its_partition(slurm_cluster, tmp_path):
     # jobid -> rule, from the plugin's submission lines
     submitted = dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+?)/", out))
     assert set(submitted.values()) == {"prepare_model", "sample_responses", "judge_responses"}, out[-4000:]
-    sacct = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ",".join(submitted),
-                            "--format=JobID,Partition,ReqTRES,State,Account,Comment"],
-                           capture_output=True, text=True, check=True).stdout
+    sacct = _sacct("-j", ",".join(submitted), "--format=JobID,Partition,ReqTRES,State,Account,Comment")
     seen = {}
-    for line in sacct.strip().splitlines():
-        jobid, partition, tres, state, account, comment = line.split("|")
+    for line in sacct:
+        jobid, partition, tres, state, account, comment = line
         rule = submitted[jobid]
         assert comment.startswith(f"rule_{rule}")
         gpus = int(m.group(1)) if (m := re.search(r"gres/gpu=(\d+)", tres)) else 0
@@ -131,3 +141,72 @@ def test_profile_runs_each_rule_in_its_partition(slurm_cluster, tmp_path):
     for jobid, rule in submitted.items():  # each job's SLURM log is kept (slurm-keep-successful-logs)
         assert list(slurm_logs.glob(f"rule_{rule}/*/{jobid}.log")), (rule, jobid)
     print(f"\nreal SLURM: {len(seen)} sacct rows {seen}; {time.time() - t0:.0f}s")
+
+
+def test_job_killed_for_time_is_retried_and_resumes_without_paying_twice(slurm_cluster, tmp_path):
+    """clean_questions as a SLURM job with a 1-minute limit against an oracle stand-in that stops
+    answering after GATE paid calls: SLURM kills the job for time (state TIMEOUT), the profile's
+    `retries: 1` submits it again, and the second job takes the answers already paid from the cache
+    and asks only for the rest: every question gets a verdict and no call is paid twice."""
+    import threading
+
+    from fault_server import FaultServer
+
+    n, gate = 40, 12
+    src = tmp_path / "q.jsonl"
+    src.write_text("".join(json.dumps({"question_id": f"q{i:02d}", "prompt": f"Name {i % 5 + 1} rivers.",
+                                       "criteria": [f"Exactly {i % 5 + 1} rivers."]}) + "\n" for i in range(n)))
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    with FaultServer() as fs:
+        fs.gate = gate   # after `gate` paid calls, requests hang until the test releases them
+        cfg = {
+            "run": "timeout", "results_dir": str(tmp_path / "results"), "logs_dir": str(tmp_path / "logs"),
+            "benchmarks_dir": str(tmp_path / "bench"), "cache_dir": str(tmp_path / "cache"),
+            "resources_dir": str(tmp_path / "resources"),
+            "questions": {"source": "jsonl", "path": str(src), "limit": None, "heldout": 0},
+            "models": {"standin": {"backend": "openai", "base_url": fs.url, "model": "standin",
+                                   "max_concurrency": 2, "timeout": 600}},
+            "cleaning": {"model": "standin", "max_new_tokens": 32},
+            "cluster": {"api_rules_local": "never"},   # the API rule is a SLURM job here
+        }
+        target = f"{tmp_path}/results/timeout/questions/kept.jsonl"
+        cmd, env, slurm_logs = _profile_run(tmp_path, cfg, target, "--set-resources", "clean_questions:runtime=1")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        paid_before_kill: list[int] = []
+
+        def release_after_timeout():  # once SLURM has killed the first job, the stand-in answers again
+            while proc.poll() is None:
+                rows = _sacct("-S", started, "--format=JobID,State,Comment")
+                if any(r[1] == "TIMEOUT" and r[2].startswith("rule_clean_questions") for r in rows):
+                    paid_before_kill.append(fs.upstream_calls())
+                    fs.release_gate()
+                    return
+                time.sleep(2)
+
+        watcher = threading.Thread(target=release_after_timeout, daemon=True)
+        watcher.start()
+        try:
+            out, _ = proc.communicate(timeout=420)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            fs.release_gate()
+        watcher.join(timeout=10)
+        assert proc.returncode == 0, f"snakemake on SLURM failed:\n{out[-6000:]}\n" + "\n".join(
+            f"--- {f}\n{f.read_text()[-2000:]}" for f in slurm_logs.rglob("*.log"))
+        summary = fs.summary()
+
+    jobs = [r for r in _sacct("-S", started, "--format=JobID,State,Comment")
+            if r[2].startswith("rule_clean_questions")]
+    assert [state for _, state, _ in jobs] == ["TIMEOUT", "COMPLETED"], jobs
+    assert paid_before_kill and gate <= paid_before_kill[0] < n and fs.held >= 1
+    # every question has its verdict; each distinct request was paid once, across the two jobs
+    res = tmp_path / "results" / "timeout" / "questions"
+    kept = (res / "kept.jsonl").read_text().splitlines()
+    rejected = (res / "rejected.jsonl").read_text().splitlines()
+    assert len(kept) + len(rejected) == n
+    assert summary["upstream_calls"] == summary["distinct_requests"] == n and summary["paid_twice"] == 0
+    stats = json.loads((res / "cleaning.json").read_text())["models"]["standin"]
+    assert stats["cache_hits"] == paid_before_kill[0] and stats["calls"] == n - paid_before_kill[0]
+    print(f"\nSLURM time limit: job states {[s for _, s, _ in jobs]}, {paid_before_kill[0]} calls paid before "
+          f"the kill, {stats['calls']} after, {summary['paid_twice']} paid twice")
