@@ -56,7 +56,7 @@ def tp_curve_rows(draws: list[dict], labels: dict[str, dict], n_max: int, interv
 
 
 def _wrap(title: str, width: int = 75) -> str:
-    """A plot title on as many lines as it needs (a long one is cut at the figure's edge)."""
+    """A plot title on as many lines as it needs (on one line, a long title runs off the figure)."""
     import textwrap
 
     return "\n".join(textwrap.wrap(title, width))
