@@ -157,6 +157,10 @@ def test_job_killed_for_time_is_retried_and_resumes_without_paying_twice(slurm_c
     src.write_text("".join(json.dumps({"question_id": f"q{i:02d}", "prompt": f"Name {i % 5 + 1} rivers.",
                                        "criteria": [f"Exactly {i % 5 + 1} rivers."]}) + "\n" for i in range(n)))
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
+
+    def clean_jobs() -> list[list[str]]:  # (job id, state, comment) of this test's clean_questions jobs
+        return [r for r in _sacct("-S", started, "--format=JobID,State,Comment")
+                if r[2].startswith("rule_clean_questions")]
     with FaultServer() as fs:
         fs.gate = gate   # after `gate` paid calls, requests hang until the test releases them
         cfg = {
@@ -176,8 +180,7 @@ def test_job_killed_for_time_is_retried_and_resumes_without_paying_twice(slurm_c
 
         def release_after_timeout():  # once SLURM has killed the first job, the stand-in answers again
             while proc.poll() is None:
-                rows = _sacct("-S", started, "--format=JobID,State,Comment")
-                if any(r[1] == "TIMEOUT" and r[2].startswith("rule_clean_questions") for r in rows):
+                if any(state == "TIMEOUT" for _, state, _ in clean_jobs()):
                     paid_before_kill.append(fs.upstream_calls())
                     fs.release_gate()
                     return
@@ -196,8 +199,7 @@ def test_job_killed_for_time_is_retried_and_resumes_without_paying_twice(slurm_c
             f"--- {f}\n{f.read_text()[-2000:]}" for f in slurm_logs.rglob("*.log"))
         summary = fs.summary()
 
-    jobs = [r for r in _sacct("-S", started, "--format=JobID,State,Comment")
-            if r[2].startswith("rule_clean_questions")]
+    jobs = clean_jobs()
     assert [state for _, state, _ in jobs] == ["TIMEOUT", "COMPLETED"], jobs
     assert paid_before_kill and gate <= paid_before_kill[0] < n and fs.held >= 1
     # every question has its verdict; each distinct request was paid once, across the two jobs
