@@ -3,7 +3,10 @@
 `workflow/scripts/train_dpo.py` runs under `accelerate launch` (one process per GPU, or one CPU
 process) and calls `train()`. Everything that does not need a model (pair loading and checks,
 the DPOConfig arguments, the accelerate-config checks, the launch command) is here and
-unit-tested without one.
+unit-tested without one. `train` is the job, in steps: `check_job`, `prepare_data` (tokenizer,
+pairs, length filter, too-few check), `prepare_checkpoints` (resume or start over), DPOTrainer with
+the `TrainingHooks` callback (diagnostics phases, step timing), `save_model`,
+`write_logs_and_diagnostics` and `training_summary`. TRL and transformers: public API only.
 
 Traps avoided:
 - The reference model is never a copy of the policy: TRL loads it with `from_pretrained` from the
@@ -22,10 +25,13 @@ import os
 import resource
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from . import dpo_diagnostics as diag
 from .io import InputError, iter_jsonl, write_csv, write_json, write_jsonl
 from .models import ConfigError
 
@@ -76,17 +82,23 @@ def read_pairs(path: str | os.PathLike) -> list[dict]:
     return out
 
 
+def chat_token_ids(tokenizer, messages: list[dict], *, add_generation_prompt: bool = False) -> list[int]:
+    """Token ids of a conversation as TRL's DPOTrainer tokenizes a conversational example: the chat
+    template applied and tokenized in one call (`apply_chat_template(tokenize=True, return_dict=True)`,
+    what TRL's dataset preparation calls; no `tools` here, as build_pairs writes none)."""
+    enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                        add_generation_prompt=add_generation_prompt)
+    return list(enc["input_ids"])
+
+
 def prompt_token_count(tokenizer, prompt: list[dict]) -> int:
     """Tokens of the prompt as TRL's DPOTrainer tokenizes it (chat template + generation prompt)."""
-    from trl.data_utils import _tokenize
-
-    return len(_tokenize(tokenizer, prompt, add_generation_prompt=True)["input_ids"])
+    return len(chat_token_ids(tokenizer, prompt, add_generation_prompt=True))
 
 
 def sequence_token_count(tokenizer, messages: list[dict]) -> int:
-    from trl.data_utils import _tokenize
-
-    return len(_tokenize(tokenizer, messages)["input_ids"])
+    """Tokens of prompt + completion as TRL's DPOTrainer tokenizes it (chat template, no generation prompt)."""
+    return len(chat_token_ids(tokenizer, messages))
 
 
 def filter_by_length(pairs: list[dict], tokenizer, max_length: int | None) -> tuple[list[dict], dict]:
@@ -205,18 +217,18 @@ def settings(config: dict) -> dict:
 
 def dpo_config_kwargs(tcfg: dict, output_dir: str, seed: int, use_cpu: bool, bf16: bool) -> dict:
     """Keyword arguments of trl.DPOConfig from `training` (same optimizer-step budget for every variant)."""
-    kw = dict(
-        output_dir=output_dir, seed=seed, data_seed=seed,
-        beta=tcfg["beta"], loss_type=[tcfg["loss_type"]] if isinstance(tcfg["loss_type"], str) else tcfg["loss_type"],
-        learning_rate=tcfg["learning_rate"], lr_scheduler_type=tcfg["lr_scheduler_type"],
-        warmup_steps=tcfg["warmup_steps"], weight_decay=tcfg["weight_decay"],
-        per_device_train_batch_size=tcfg["per_device_train_batch_size"],
-        gradient_accumulation_steps=tcfg["gradient_accumulation_steps"],
-        max_length=tcfg["max_length"], gradient_checkpointing=tcfg["gradient_checkpointing"],
-        bf16=bf16, use_cpu=use_cpu, precompute_ref_log_probs=tcfg["precompute_ref_log_probs"],
-        logging_steps=1, logging_first_step=True, save_strategy="steps", save_steps=tcfg["save_steps"],
-        save_total_limit=1, report_to=[], disable_tqdm=True, dataloader_num_workers=0,
-    )
+    kw = {
+        "output_dir": output_dir, "seed": seed, "data_seed": seed, "beta": tcfg["beta"],
+        "loss_type": [tcfg["loss_type"]] if isinstance(tcfg["loss_type"], str) else tcfg["loss_type"],
+        "learning_rate": tcfg["learning_rate"], "lr_scheduler_type": tcfg["lr_scheduler_type"],
+        "warmup_steps": tcfg["warmup_steps"], "weight_decay": tcfg["weight_decay"],
+        "per_device_train_batch_size": tcfg["per_device_train_batch_size"],
+        "gradient_accumulation_steps": tcfg["gradient_accumulation_steps"],
+        "max_length": tcfg["max_length"], "gradient_checkpointing": tcfg["gradient_checkpointing"],
+        "bf16": bf16, "use_cpu": use_cpu, "precompute_ref_log_probs": tcfg["precompute_ref_log_probs"],
+        "logging_steps": 1, "logging_first_step": True, "save_strategy": "steps", "save_steps": tcfg["save_steps"],
+        "save_total_limit": 1, "report_to": [], "disable_tqdm": True, "dataloader_num_workers": 0,
+    }
     if tcfg["max_steps"] is not None:
         kw["max_steps"] = tcfg["max_steps"]
     else:
@@ -264,6 +276,27 @@ def resumable_checkpoint(ckpt_dir: Path, fp: str) -> tuple[str | None, bool]:
     return get_last_checkpoint(str(ckpt_dir)), False
 
 
+def prepare_checkpoints(state, ckpt_dir: Path, fp: str) -> str | None:
+    """The checkpoint this job resumes from (None: it starts over), with ckpt_dir made and stamped.
+
+    `state`: accelerate's PartialState (its barrier and main-rank flag). Every rank decides from
+    the directory as it is (read-only) before the main rank removes stale checkpoints or stamps
+    it; the second barrier keeps the other ranks from training before the directory is ready.
+    """
+    resume, stale = resumable_checkpoint(ckpt_dir, fp)
+    state.wait_for_everyone()  # every rank has decided before the main one touches the directory
+    if state.is_main_process:
+        if stale:
+            log.info("checkpoints in %s are from another configuration or data: starting over", ckpt_dir)
+            shutil.rmtree(ckpt_dir)
+        elif resume:
+            log.info("resuming from %s", resume)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (ckpt_dir / "fingerprint.txt").write_text(fp + "\n")
+    state.wait_for_everyone()
+    return resume
+
+
 # --------------------------------------------------------------------------------- the launch
 
 
@@ -287,8 +320,32 @@ def launch_command(script: str, script_args: list[str], *, conda: bool, python: 
 # ---------------------------------------------------------------------------------- training
 
 
+@dataclass(frozen=True)
+class OutputPaths:
+    """What `train` writes in a variant's out_dir (checkpoints/ only while it trains, unless kept)."""
+
+    root: Path
+    model: Path
+    train_log: Path
+    diagnostics: Path
+    summary: Path
+    checkpoints: Path
+
+    @classmethod
+    def of(cls, out_dir: str | os.PathLike) -> OutputPaths:
+        root = Path(out_dir)
+        return cls(root, root / "model", root / "train_log.csv", root / "diagnostics.jsonl", root / "summary.json",
+                   root / "checkpoints")
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _peak_gpu_mem_mb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
 def log_rows(log_history: list[dict]) -> list[dict]:
@@ -301,176 +358,185 @@ def log_rows(log_history: list[dict]) -> list[dict]:
     return rows
 
 
-def write_skipped(out_dir: Path, model_out: Path, log_csv: Path, diag_out: Path, summary_out: Path,
-                  stats: dict, reason: str, variant: str) -> None:
+def write_skipped(out: OutputPaths, stats: dict, reason: str, variant: str) -> None:
     """Outputs of a skipped variant: empty tables, a marker in model/, the reason in the summary."""
-    model_out.mkdir(parents=True, exist_ok=True)
-    (model_out / SKIPPED_MARKER).write_text(reason + "\n")
-    write_csv(log_csv, [], LOG_COLUMNS)
-    write_jsonl(diag_out, [])
-    write_json(summary_out, {"variant": variant, "skipped": True, "reason": reason, **stats})
+    out.model.mkdir(parents=True, exist_ok=True)
+    (out.model / SKIPPED_MARKER).write_text(reason + "\n")
+    write_csv(out.train_log, [], LOG_COLUMNS)
+    write_jsonl(out.diagnostics, [])
+    write_json(out.summary, {"variant": variant, "skipped": True, "reason": reason, **stats})
     log.warning("%s", reason)
 
 
-def train(settings_: dict, variant: str, pairs_path: str, model_dir: str, out_dir: str,
-          accelerate_config: str | None = None, threads: int | None = None) -> dict:
-    """Train one variant; write model/, train_log.csv, diagnostics.jsonl and summary.json in out_dir."""
+def check_job(settings_: dict, model_dir: str, accelerate_config: str | None, num_processes: int) -> None:
+    """What only the running job can check: the accelerate config against its devices, the model directory."""
     import torch
-    from accelerate import PartialState
-    from datasets import Dataset
-    from transformers import AutoTokenizer, TrainerCallback
-    from trl import DPOConfig, DPOTrainer
-
-    from . import dpo_diagnostics as diag
-
-    tcfg = settings_["training"]
-    out = Path(out_dir)
-    model_out, log_csv, diag_out, summary_out = out / "model", out / "train_log.csv", out / "diagnostics.jsonl", out / "summary.json"
-    ckpt_dir = out / "checkpoints"
-    state = PartialState()
-    is_main = state.is_main_process
-    if threads:
-        torch.set_num_threads(max(1, threads))
-    t_start = time.time()
 
     if accelerate_config:
-        check_devices(read_accelerate_config(accelerate_config), accelerate_config, state.num_processes,
+        check_devices(read_accelerate_config(accelerate_config), accelerate_config, num_processes,
                       torch.cuda.device_count())
     if not Path(model_dir, "config.json").exists():
         raise ConfigError(f"models.{settings_['policy']}.path: no model at '{model_dir}'")
+
+
+# ------------------------------------------------------------------------- data preparation
+
+
+@dataclass
+class TrainingData:
+    """A job's pairs after the length filter, their stats, the tokenizer, and why the variant is
+    skipped (None: it trains)."""
+
+    tokenizer: Any
+    pairs: list[dict]
+    stats: dict
+    skip_reason: str | None
+
+    def meta(self) -> dict[str, dict]:
+        """pair_id -> pair record (question, response and criterion ids, for the diagnostics)."""
+        return {p["pair_id"]: p for p in self.pairs}
+
+    def dataset(self):
+        """The datasets.Dataset DPOTrainer trains on: TRL's conversational preference format + pair_id."""
+        from datasets import Dataset
+
+        return Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"],
+                                   "pair_id": p["pair_id"]} for p in self.pairs])
+
+
+def load_tokenizer(model_dir: str):
+    """The policy's tokenizer, with the EOS token as pad token where it has none."""
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    pairs = read_pairs(pairs_path)
-    pairs, stats = filter_by_length(pairs, tokenizer, tcfg["max_length"])
+    return tokenizer
+
+
+def prepare_data(pairs_path: str, model_dir: str, tcfg: dict) -> TrainingData:
+    """The tokenizer, the checked pairs, the length filter and the too-few check (TooFewPairs is
+    raised, or the skip reason returned with `on_too_few: skip`)."""
+    tokenizer = load_tokenizer(model_dir)
+    pairs, stats = filter_by_length(read_pairs(pairs_path), tokenizer, tcfg["max_length"])
     reason = check_pair_count(len(pairs), stats["pairs_read"], pairs_path, tcfg)
-    if reason:
-        if is_main:
-            write_skipped(out, model_out, log_csv, diag_out, summary_out, stats, reason, variant)
-        state.wait_for_everyone()
-        return {"skipped": True, "reason": reason}
+    return TrainingData(tokenizer, pairs, stats, reason)
 
-    fp = fingerprint(settings_, pairs_path, model_dir)
-    resume, stale = resumable_checkpoint(ckpt_dir, fp)
-    state.wait_for_everyone()  # every rank has decided before the main one touches the directory
-    if is_main:
-        if stale:
-            log.info("checkpoints in %s are from another configuration or data: starting over", ckpt_dir)
-            shutil.rmtree(ckpt_dir)
-        elif resume:
-            log.info("resuming from %s", resume)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (ckpt_dir / "fingerprint.txt").write_text(fp + "\n")
-    state.wait_for_everyone()
 
+def dpo_args(settings_: dict, ckpt_dir: Path) -> tuple[Any, bool]:
+    """(the job's trl.DPOConfig, bf16): bf16 is training.bf16, else on where the GPU supports it; the
+    policy and the reference are loaded in that dtype (model_init_kwargs)."""
+    import torch
+    from trl import DPOConfig
+
+    tcfg = settings_["training"]
     use_cpu = not torch.cuda.is_available()
     bf16 = tcfg["bf16"] if tcfg["bf16"] is not None else (not use_cpu and torch.cuda.is_bf16_supported())
     args = DPOConfig(**dpo_config_kwargs(tcfg, str(ckpt_dir), settings_["seed"], use_cpu, bf16))
     args.model_init_kwargs = {"dtype": torch.bfloat16 if bf16 else torch.float32}
-    meta = {p["pair_id"]: p for p in pairs}
-    dataset = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"],
-                                  "pair_id": p["pair_id"]} for p in pairs])
+    return args, bf16
 
-    store = diag.PhaseStore(ckpt_dir / "diagnostics_phases.jsonl")
-    dbs = tcfg["diagnostics"]["batch_size"]
-    timing = {"step_seconds": [], "t": None}
 
-    class Hooks(TrainerCallback):
-        trainer = None
+# ------------------------------------------------------------------------------ the callback
 
-        def on_train_begin(self, args_, state_, control, **kw):
-            # The reference log-probabilities, once. At step 0 the policy *is* the reference (same
-            # weights from the same directory, dropout off; a LoRA adapter starts at zero), so the
-            # start margins are 0 and the weights 1/2 by construction: recorded, not recomputed.
-            if "ref" not in store:
-                store.add("ref", 0, diag.pair_logps(self.trainer, dbs, ref=True), is_main)
-            if "start" not in store and state_.global_step == 0:
-                store.add("start", 0, store.ref(), is_main)
 
-        def on_step_begin(self, args_, state_, control, **kw):
-            timing["t"] = time.perf_counter()
+def _ignore_event(*args, **kwargs) -> None:
+    return None
 
-        def on_step_end(self, args_, state_, control, **kw):
-            if timing["t"] is not None:
-                timing["step_seconds"].append(time.perf_counter() - timing["t"])
-            step = state_.global_step
-            if step >= state_.max_steps and not tcfg["keep_checkpoints"]:
-                control.should_save = False  # the final model is saved whole right after
-            every = tcfg["diagnostics"]["every_steps"]
-            if every and step % every == 0 and step < state_.max_steps and f"step{step}" not in store:
-                store.add(f"step{step}", step, diag.pair_logps(self.trainer, dbs), is_main)
 
-        def on_log(self, args_, state_, control, logs=None, **kw):
-            if is_main and logs and "loss" in logs:
-                log.info("step %d: %s", state_.global_step,
-                         ", ".join(f"{k}={logs[k]:.4g}" for k in LOG_COLUMNS[2:8] if isinstance(logs.get(k), float)))
+class TrainingHooks:
+    """The job's Trainer callback: the diagnostics phases (reference and start once, then every
+    `every_steps` optimizer steps), the time of each optimizer step, no checkpoint at the last step
+    (the model is saved whole right after) unless checkpoints are kept, and a log line per step.
 
-    hooks = Hooks()
-    # The policy is given as its directory: TRL loads it (model_init_kwargs) and the reference model
-    # with from_pretrained from the same directory (never a deepcopy; ZeRO-3 safe).
-    trainer = DPOTrainer(model=model_dir, ref_model=None, args=args, train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=lora_config(tcfg), callbacks=[hooks])
-    hooks.trainer = trainer
-    t_train = time.time()
-    result = trainer.train(resume_from_checkpoint=resume)
-    train_seconds = time.time() - t_train
-    store.add("end", trainer.state.global_step, diag.pair_logps(trainer, dbs), is_main)
+    It follows transformers' TrainerCallback protocol without subclassing TrainerCallback, so that
+    importing this module (the Snakefile does) does not import transformers: the Trainer calls
+    `getattr(callback, event)(args, state, control, **kwargs)` for every event, and each `on_*`
+    event not handled here is a no-op returning None, as in TrainerCallback. Add it with
+    `trainer.add_callback`.
+    """
 
-    # Save: full model (ZeRO-3: 16-bit weights gathered by save_model), or the LoRA adapter merged
-    # into a copy of the base model, so the sampling stage loads a plain transformers directory.
-    tmp_out = out / ".model.tmp"
-    if is_main and tmp_out.exists():
-        shutil.rmtree(tmp_out)
-    if tcfg["lora"]["enabled"] and not trainer.is_deepspeed_enabled and state.num_processes == 1:
+    def __init__(self, trainer, store: diag.PhaseStore, *, batch_size: int, every_steps: int | None,
+                 keep_checkpoints: bool, is_main: bool):
+        self.trainer = trainer
+        self.store = store
+        self.batch_size = batch_size
+        self.every_steps = every_steps
+        self.keep_checkpoints = keep_checkpoints
+        self.is_main = is_main
+        self.step_seconds: list[float] = []
+        self.step_started: float | None = None
+
+    def __getattr__(self, name: str):
+        if name.startswith("on_"):
+            return _ignore_event
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def record(self, phase: str, step: int, ref: bool = False) -> None:
+        """The log-probabilities of every training pair now (every rank computes, the main one writes)."""
+        self.store.add(phase, step, diag.pair_logps(self.trainer, self.batch_size, ref=ref), self.is_main)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # The reference log-probabilities, once. At step 0 the policy *is* the reference (same
+        # weights from the same directory, dropout off; a LoRA adapter starts at zero), so the
+        # start margins are 0 and the weights 1/2 by construction: recorded, not recomputed.
+        if "ref" not in self.store:
+            self.record("ref", 0, ref=True)
+        if "start" not in self.store and state.global_step == 0:
+            self.store.add("start", 0, self.store.ref(), self.is_main)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.step_started is not None:
+            self.step_seconds.append(time.perf_counter() - self.step_started)
+        step = state.global_step
+        if step >= state.max_steps and not self.keep_checkpoints:
+            control.should_save = False  # the final model is saved whole right after
+        if (self.every_steps and step % self.every_steps == 0 and step < state.max_steps
+                and f"step{step}" not in self.store):
+            self.record(f"step{step}", step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.is_main and logs and "loss" in logs:
+            log.info("step %d: %s", state.global_step,
+                     ", ".join(f"{k}={logs[k]:.4g}" for k in LOG_COLUMNS[2:8] if isinstance(logs.get(k), float)))
+
+
+# ---------------------------------------------------------------------------- save and summary
+
+
+def save_model(trainer, tokenizer, out: OutputPaths, state, *, lora: bool, model_dir: str) -> None:
+    """The trained model, whole, in out/model (replaced atomically by the main rank): the full model
+    (ZeRO-3: 16-bit weights gathered by save_model), or the LoRA adapter merged into the base model,
+    so the sampling stage loads a plain transformers directory. Every rank calls it (gathers, barrier)."""
+    tmp = out.root / ".model.tmp"
+    is_main = state.is_main_process
+    if is_main and tmp.exists():
+        shutil.rmtree(tmp)
+    if lora and not trainer.is_deepspeed_enabled and state.num_processes == 1:
         # one process holding the whole model: merge in place
         merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-        merged.save_pretrained(str(tmp_out))
-        tokenizer.save_pretrained(str(tmp_out))
-    elif tcfg["lora"]["enabled"]:
+        merged.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+    elif lora:
         # sharded or replicated: save the adapter (gathered), merge into a fresh copy of the base
-        adapter_dir = out / ".adapter.tmp"
+        adapter_dir = out.root / ".adapter.tmp"
         trainer.save_model(str(adapter_dir))
         if is_main:
-            merge_lora(model_dir, str(adapter_dir), str(tmp_out), args.model_init_kwargs["dtype"])
-            tokenizer.save_pretrained(str(tmp_out))
+            merge_lora(model_dir, str(adapter_dir), str(tmp), trainer.args.model_init_kwargs["dtype"])
+            tokenizer.save_pretrained(str(tmp))
             shutil.rmtree(adapter_dir, ignore_errors=True)
     else:
-        trainer.save_model(str(tmp_out))
+        trainer.save_model(str(tmp))
         if is_main:
-            tokenizer.save_pretrained(str(tmp_out))
+            tokenizer.save_pretrained(str(tmp))
     state.wait_for_everyone()
-    if not is_main:
-        return {}
-
-    if model_out.exists():
-        shutil.rmtree(model_out)
-    os.replace(tmp_out, model_out)
-    rows = log_rows(trainer.state.log_history)
-    write_csv(log_csv, rows, LOG_COLUMNS)
-    records = diag.pair_records(store.phases(), store.ref(), meta, tcfg["beta"], variant)
-    write_jsonl(diag_out, records)
-    end_loss = diag.dpo_loss([r for r in records if r["phase"] == "end"])
-    steps = timing["step_seconds"]
-    summary = {
-        "variant": variant, "skipped": False, **stats,
-        "optimizer_steps": trainer.state.global_step,
-        "pairs_per_step": args.per_device_train_batch_size * args.gradient_accumulation_steps * state.num_processes,
-        "epochs": round(float(trainer.state.epoch or 0), 3),
-        "resumed_from": resume, "num_processes": state.num_processes,
-        "accelerate_config": accelerate_config, "bf16": bf16, "lora": tcfg["lora"]["enabled"],
-        "train_loss_logged_mean": round(float(result.training_loss), 6),
-        "final_dpo_loss_on_training_pairs": None if end_loss is None else round(end_loss, 6),
-        "seconds_per_step_median": round(sorted(steps)[len(steps) // 2], 3) if steps else None,
-        "seconds_per_step_mean": round(sum(steps) / len(steps), 3) if steps else None,
-        "train_seconds": round(train_seconds, 1), "total_seconds": round(time.time() - t_start, 1),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
-        "peak_gpu_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
-    }
-    write_json(summary_out, summary)
-    if not tcfg["keep_checkpoints"]:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    log.info("trained %s: %s", variant, {k: v for k, v in summary.items() if k != "dropped_pairs"})
-    return summary
+    if is_main:
+        if out.model.exists():
+            shutil.rmtree(out.model)
+        os.replace(tmp, out.model)
 
 
 def merge_lora(base_dir: str, adapter_dir: str, out_dir: str, dtype) -> None:
@@ -482,3 +548,93 @@ def merge_lora(base_dir: str, adapter_dir: str, out_dir: str, dtype) -> None:
     merged.save_pretrained(out_dir)
 
 
+def write_logs_and_diagnostics(out: OutputPaths, log_history: list[dict], store: diag.PhaseStore,
+                               meta: dict[str, dict], beta: float, variant: str) -> float | None:
+    """train_log.csv (a row per step) and diagnostics.jsonl (a record per phase and pair); returns the
+    mean DPO loss on the training pairs at the end (None without end records)."""
+    write_csv(out.train_log, log_rows(log_history), LOG_COLUMNS)
+    records = diag.pair_records(store.phases(), store.ref(), meta, beta, variant)
+    write_jsonl(out.diagnostics, records)
+    return diag.dpo_loss([r for r in records if r["phase"] == "end"])
+
+
+def training_summary(variant: str, stats: dict, *, optimizer_steps: int, epoch: float | None,
+                     pairs_per_step: int, resumed_from: str | None, num_processes: int,
+                     accelerate_config: str | None, bf16: bool, lora: bool, train_loss: float,
+                     end_loss: float | None, step_seconds: list[float], train_seconds: float,
+                     total_seconds: float, peak_rss_mb: float, peak_gpu_mem_mb: float | None) -> dict:
+    """summary.json of a trained variant: the length-filter stats, the training run, its timing and memory."""
+    steps = step_seconds
+    return {
+        "variant": variant, "skipped": False, **stats,
+        "optimizer_steps": optimizer_steps, "pairs_per_step": pairs_per_step,
+        "epochs": round(float(epoch or 0), 3),
+        "resumed_from": resumed_from, "num_processes": num_processes,
+        "accelerate_config": accelerate_config, "bf16": bf16, "lora": lora,
+        "train_loss_logged_mean": round(float(train_loss), 6),
+        "final_dpo_loss_on_training_pairs": None if end_loss is None else round(end_loss, 6),
+        "seconds_per_step_median": round(sorted(steps)[len(steps) // 2], 3) if steps else None,
+        "seconds_per_step_mean": round(sum(steps) / len(steps), 3) if steps else None,
+        "train_seconds": round(train_seconds, 1), "total_seconds": round(total_seconds, 1),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "peak_gpu_mem_mb": None if peak_gpu_mem_mb is None else round(peak_gpu_mem_mb, 1),
+    }
+
+
+# --------------------------------------------------------------------------------- the job
+
+
+def train(settings_: dict, variant: str, pairs_path: str, model_dir: str, out_dir: str,
+          accelerate_config: str | None = None, threads: int | None = None) -> dict:
+    """Train one variant; write model/, train_log.csv, diagnostics.jsonl and summary.json in out_dir."""
+    import torch
+    from accelerate import PartialState
+    from trl import DPOTrainer
+
+    tcfg = settings_["training"]
+    out = OutputPaths.of(out_dir)
+    state = PartialState()
+    if threads:
+        torch.set_num_threads(max(1, threads))
+    t_start = time.time()
+    check_job(settings_, model_dir, accelerate_config, state.num_processes)
+    data = prepare_data(pairs_path, model_dir, tcfg)
+    if data.skip_reason:
+        if state.is_main_process:
+            write_skipped(out, data.stats, data.skip_reason, variant)
+        state.wait_for_everyone()
+        return {"skipped": True, "reason": data.skip_reason}
+
+    resume = prepare_checkpoints(state, out.checkpoints, fingerprint(settings_, pairs_path, model_dir))
+    args, bf16 = dpo_args(settings_, out.checkpoints)
+    # The policy is given as its directory: TRL loads it (model_init_kwargs) and the reference model
+    # with from_pretrained from the same directory (never a deepcopy; ZeRO-3 safe).
+    trainer = DPOTrainer(model=model_dir, ref_model=None, args=args, train_dataset=data.dataset(),
+                         processing_class=data.tokenizer, peft_config=lora_config(tcfg))
+    hooks = TrainingHooks(trainer, diag.PhaseStore(out.checkpoints / "diagnostics_phases.jsonl"),
+                          batch_size=tcfg["diagnostics"]["batch_size"],
+                          every_steps=tcfg["diagnostics"]["every_steps"],
+                          keep_checkpoints=tcfg["keep_checkpoints"], is_main=state.is_main_process)
+    trainer.add_callback(hooks)
+    t_train = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.time() - t_train
+    hooks.record("end", trainer.state.global_step)
+    save_model(trainer, data.tokenizer, out, state, lora=tcfg["lora"]["enabled"], model_dir=model_dir)
+    if not state.is_main_process:
+        return {}
+
+    end_loss = write_logs_and_diagnostics(out, trainer.state.log_history, hooks.store, data.meta(),
+                                          tcfg["beta"], variant)
+    summary = training_summary(
+        variant, data.stats, optimizer_steps=trainer.state.global_step, epoch=trainer.state.epoch,
+        pairs_per_step=args.per_device_train_batch_size * args.gradient_accumulation_steps * state.num_processes,
+        resumed_from=resume, num_processes=state.num_processes, accelerate_config=accelerate_config,
+        bf16=bf16, lora=tcfg["lora"]["enabled"], train_loss=result.training_loss, end_loss=end_loss,
+        step_seconds=hooks.step_seconds, train_seconds=train_seconds, total_seconds=time.time() - t_start,
+        peak_rss_mb=_peak_rss_mb(), peak_gpu_mem_mb=_peak_gpu_mem_mb())
+    write_json(out.summary, summary)
+    if not tcfg["keep_checkpoints"]:
+        shutil.rmtree(out.checkpoints, ignore_errors=True)
+    log.info("trained %s: %s", variant, {k: v for k, v in summary.items() if k != "dropped_pairs"})
+    return summary

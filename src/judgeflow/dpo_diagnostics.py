@@ -215,7 +215,11 @@ def _sequence_logps(trainer, model, inputs: dict, ref: bool):
 
 def pair_logps(trainer, batch_size: int = 8, ref: bool = False) -> dict[str, list[float]]:
     """{pair_id: [chosen, rejected]} summed log-probabilities of the policy (or the reference) over the
-    whole training set, on every process (ZeRO-3 needs all ranks in each forward), in eval mode."""
+    whole training set, on every process (ZeRO-3 needs all ranks in each forward), in eval mode.
+    Batches are collated by the trainer's collator and moved to the accelerator's device (the integer
+    tensors the model takes need no dtype cast, also under DeepSpeed)."""
+    from accelerate.utils import send_to_device
+
     ds = trainer.train_dataset
     model = trainer.model_wrapped if trainer.model_wrapped is not None else trainer.model
     was_training = model.training
@@ -230,7 +234,7 @@ def pair_logps(trainer, batch_size: int = 8, ref: bool = False) -> dict[str, lis
             else:
                 examples = [{"prompt_ids": rows["prompt_ids"][i], "chosen_ids": rows["chosen_ids"][i],
                              "rejected_ids": rows["rejected_ids"][i]} for i in range(n)]
-                inputs = trainer._prepare_inputs(trainer.data_collator(examples))
+                inputs = send_to_device(trainer.data_collator(examples), trainer.accelerator.device)
                 c, r = (t.tolist() for t in _sequence_logps(trainer, model, inputs, ref=ref))
             for i, pid in enumerate(rows["pair_id"]):
                 out[pid] = [float(c[i]), float(r[i])]
