@@ -1,22 +1,28 @@
 # judgeflow: clean -> sample -> judge -> refine -> judge refinements -> pairs -> DPO -> evaluation;
 # sample until accept -> oracle labels -> TP(N), N*, Best-of-N; one report.
-# Run: snakemake --profile profiles/local   (or profiles/slurm on a cluster)
+# Run: snakemake --profile profiles/local   (or --profile slurm on a cluster, docs/cluster.md)
 import sys
 
 from snakemake.utils import min_version
 
 min_version("9.0")
 sys.path.insert(0, f"{workflow.basedir}/src")
-from judgeflow import config as jf_config
+from judgeflow import cluster as jf_cluster, settings as jf_settings
+from judgeflow.rulekit import Rules
 
 
-configfile: "config/config.yaml"
+# The embedded default (the demo) unless the command line names config files: those are the whole
+# config then (with the documented defaults), never merged over the demo's settings. `--config
+# key=value` alone changes the demo.
+if not jf_cluster.command_line_configfiles(workflow):
+
+    configfile: f"{workflow.basedir}/config/config.yaml"
 
 
-# First, before any rule is read: snakemake.utils.validate against the schema (fills in
-# defaults; errors name the config key), then the cross-field checks.
-jf_config.validate(config, f"{workflow.basedir}/config/schema.yaml")
-jf_config.check(config)
+# First, before any rule is read: the typed settings (judgeflow.settings) check every key, fill in
+# the defaults and resolve "null = another key"; an error names the config key.
+config.update(jf_settings.validate(config))
+JF = Rules(config, api_local=jf_cluster.api_local_rules(config))
 
 
 include: "rules/common.smk"
@@ -34,12 +40,16 @@ include: "rules/oracle.smk"
 include: "rules/report.smk"
 
 
+# After the last include: on SLURM, name the rules the profile gives no resources of their own.
+jf_cluster.after_parse(JF, JF_SLURM_SITE, workflow.resource_settings)
+
+
 rule all:
     input:
         f"{RESULTS}/pairs/multi_feedback.jsonl",
         f"{RESULTS}/pairs/full_feedback.jsonl",
         f"{RESULTS}/pairs/summary.csv",
         f"{RESULTS}/evaluation/evaluation.json",
-        # every table and figure of the report: DPO diagnostics, evaluation, TP(N), Best-of-N
-        [f for _, files in report_sections() for f in files],
+        JF.report_files(),
         f"{RESULTS}/report.html",
+    default_target: True

@@ -2,50 +2,54 @@
 
 
 rule judge_responses:
+    """The judges label every (response, criterion) of one shard; k-of-J per criterion and overall."""
     input:
+        unpack(JF.inputs("judge_responses")),
         kept=f"{RESULTS}/questions/kept.jsonl",
         responses=f"{RESULTS}/responses/shard-{{shard}}.jsonl",
-        models=judge_model_dirs(),
     output:
         verdicts=f"{RESULTS}/verdicts/responses/shard-{{shard}}.jsonl",
         aggregate=f"{RESULTS}/verdicts/responses/shard-{{shard}}.aggregate.jsonl",
     params:
-        judging=config["judging"],
-        models=models_params(*(j["model"] for j in config["judging"]["judges"])),
+        settings=JF.params("judge_responses"),
+        code=JF.code("judge_responses"),
     log:
         f"{LOGS}/judge_responses/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/judge_responses/shard-{{shard}}.tsv"
-    threads: rule_threads("judge_responses")
+    localrule: JF.local("judge_responses")
+    threads: JF.threads("judge_responses")
     resources:
-        mem_mb=rule_mem("judge_responses"),
-        runtime=rule_runtime("judge_responses"),
+        mem_mb=JF.mem_mb("judge_responses"),
+        runtime=JF.runtime("judge_responses"),
     conda:
         "../envs/models.yaml"
     script:
-        "../workflow/scripts/judge_responses.py"
+        STAGE_SCRIPT
 
 
 rule judge_refinements:
+    """The judges label every (refinement, criterion) of one shard."""
     input:
+        unpack(JF.inputs("judge_refinements")),
         kept=f"{RESULTS}/questions/kept.jsonl",
         refinements=f"{RESULTS}/refinements/shard-{{shard}}.jsonl",
-        models=judge_model_dirs(),
     output:
         verdicts=f"{RESULTS}/verdicts/refinements/shard-{{shard}}.jsonl",
         aggregate=f"{RESULTS}/verdicts/refinements/shard-{{shard}}.aggregate.jsonl",
     params:
-        judging=config["judging"],
-        models=models_params(*(j["model"] for j in config["judging"]["judges"])),
+        settings=JF.params("judge_refinements"),
+        code=JF.code("judge_refinements"),
     log:
         f"{LOGS}/judge_refinements/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/judge_refinements/shard-{{shard}}.tsv"
-    threads: rule_threads("judge_refinements")
+    localrule: JF.local("judge_refinements")
+    threads: JF.threads("judge_refinements")
     resources:
-        mem_mb=rule_mem("judge_refinements"),
-        runtime=rule_runtime("judge_refinements"),
+        mem_mb=JF.mem_mb("judge_refinements"),
+        runtime=JF.runtime("judge_refinements"),
     conda:
         "../envs/models.yaml"
     script:
-        "../workflow/scripts/judge_refinements.py"
+        STAGE_SCRIPT

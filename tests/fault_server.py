@@ -13,6 +13,7 @@ never paid for:
     partial headers and half of a body, then the connection is closed
     stall   nothing for `stall_s` seconds (past the client's timeout), then closed
     badjson HTTP 200, application/json, and a body that is not JSON
+    null    HTTP 200, a chat completion whose content is null (a transient glitch)
 
 The schedule is a function of (seed, sha256 of the request body, how many times this body
 arrived before), so it does not depend on the order in which concurrent requests arrive.
@@ -35,7 +36,7 @@ import urllib.request
 from collections import Counter, defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-KINDS = ("429", "500", "503", "close", "partial", "stall", "badjson")
+KINDS = ("429", "500", "503", "close", "partial", "stall", "badjson", "null")
 
 
 def _u(*parts) -> float:
@@ -48,15 +49,14 @@ def standin_answer(body: dict) -> dict:
     """The stand-in upstream: a deterministic chat completion for a request body.
 
     Mostly "Verdict: YES" / "Verdict: NO" with a reason; about 1 in 12 answers has no verdict
-    line, 1 in 25 is empty and 1 in 25 stops at max_tokens (finish_reason "length"), so the
-    client's handling of unusable answers is exercised too.
+    line and 1 in 12 stops at max_tokens (finish_reason "length"), so the client's handling of
+    unusable answers is exercised too. (An empty answer is a fault of the schedule, `null`: the
+    client retries it, as it would a hosted API's glitch.)
     """
     prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
     u = _u("answer", json.dumps(body.get("messages"), sort_keys=True), body.get("seed"))
     finish = "stop"
-    if u < 0.04:
-        text = ""
-    elif u < 0.08:
+    if u < 0.08:
         text, finish = "The question is about", "length"
     elif u < 0.16:
         text = "I am not sure what to make of this."
@@ -179,6 +179,11 @@ class FaultServer:
         if kind == "stall":
             time.sleep(self.stall_s)
             return self._drop(h)
+        if kind == "null":
+            return h._json(200, {"id": "chatcmpl-null", "object": "chat.completion", "created": 0,
+                                 "model": body.get("model", "standin"),
+                                 "choices": [{"index": 0, "message": {"role": "assistant", "content": None},
+                                              "finish_reason": "stop"}]})
         if kind == "badjson":
             data = b'{"id": "chatcmpl-x", "object": "chat.completion", "choices": [{"index": 0, "message": '
             h.send_response(200)

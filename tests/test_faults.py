@@ -41,7 +41,7 @@ def test_backend_retries_every_fault_kind_and_pays_each_call_once(tmp_path):
     assert st["retries"] == s["faulted"] and st["attempts"] == s["attempts"]
     f = st["failed_attempts"]
     assert f.get("http_429", 0) == s["faults"]["429"] and f.get("http_503", 0) == s["faults"]["503"]
-    assert f.get("malformed", 0) == s["faults"]["badjson"]
+    assert f.get("malformed", 0) == s["faults"]["badjson"] and f.get("empty", 0) == s["faults"]["null"]
     assert f.get("transport", 0) == s["faults"]["close"] + s["faults"]["partial"] + s["faults"]["stall"]
     # unusable answers (empty, cut at max_tokens) are marked and counted, not hidden
     marks = [g.unusable for g in got]
@@ -55,13 +55,13 @@ def test_backend_retries_every_fault_kind_and_pays_each_call_once(tmp_path):
         sdk_start = 0
         for i, ((t0, o0), (t1, _)) in enumerate(zip(arrivals, arrivals[1:])):
             wait = t1 - t0 - (2.0 if o0 == "stall" else 0.0)  # a stall costs the client its timeout first
-            k = i if o0 == "badjson" else i - sdk_start
+            k = i if o0 in ("badjson", "null") else i - sdk_start
             if o0 == "429":
                 assert wait >= fs.retry_after - 0.02, arrivals
             else:
                 ratios.append(wait / (0.5 * 2 ** k))
                 assert wait >= 0.75 * 0.5 * 2 ** k - 0.02, arrivals
-            if o0 == "badjson":
+            if o0 in ("badjson", "null"):
                 sdk_start = i + 1
     assert ratios and max(ratios) - min(ratios) > 0.01  # jittered, not a fixed delay
     m.close()
@@ -106,7 +106,7 @@ def test_oracle_stages_with_30_percent_faults_match_a_fault_free_run(tmp_path):
     nstar, cleaning = stats["nstar"], stats["cleaning"]
     # each stage reports its retries: together, one per faulted attempt
     assert nstar["models"]["flaky"]["retries"] + cleaning["models"]["flaky"]["retries"] == s["faulted"]
-    unusable = [r for r in labels if r["raw"] == ""]
+    unusable = [r for r in labels if r["raw"] == "The question is about"]  # cut at max_tokens
     assert unusable and all(r["label"] is None for r in unusable)
     assert sum(r["label"] is None for r in labels if r.get("for") != "curve") == nstar["abstains"]
     assert cleaning["abstained"] > 0 and sum(cleaning["models"]["flaky"]["unusable"].values()) > 0

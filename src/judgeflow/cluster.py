@@ -228,3 +228,48 @@ def api_local_rules(config: dict) -> list[str]:
         if mode == "always" or any(model_is_hosted(s, cl.get("internal_hosts", ())) for s in specs):
             out.append(rule)
     return sorted(out)
+
+
+# --- the Snakefile's hooks (public Snakemake API only) -------------------------------------------
+
+
+def command_line_configfiles(workflow) -> list[str]:
+    """The config files named on the command line (--configfile), as the Snakemake API passes them
+    (snakemake.settings.types.ConfigSettings); the same list reaches every cluster job."""
+    settings = getattr(workflow, "config_settings", None)
+    if settings is None or not hasattr(settings, "configfiles"):
+        raise RuntimeError("this Snakemake version does not expose workflow.config_settings.configfiles "
+                           "(judgeflow needs Snakemake >=9,<10)")
+    return [str(f) for f in settings.configfiles or []]
+
+
+def site_values(workflow) -> dict[str, str] | None:
+    """The SLURM site values when this is a run with the judgeflow SLURM profile (else None); a
+    missing required value stops the parse with an error naming it."""
+    from snakemake.exceptions import WorkflowError
+
+    if workflow.remote_exec:
+        return None
+    try:
+        return prepare_environment(profile_expressions(workflow.resource_settings), os.environ, workflow.basedir)
+    except ClusterConfigError as e:
+        raise WorkflowError(str(e)) from None
+
+
+def after_parse(rules, site: dict | None, resource_settings) -> None:
+    """After the last include: on SLURM, say which rules run on this node (a hosted API) and warn
+    about rules the profile gives no resources of their own."""
+    from snakemake.logging import logger
+
+    from .pipeline import STAGES
+
+    if site is None:
+        return
+    if rules.api_local:
+        logger.info("SLURM: calling a hosted API, run on this node (localrule): " + ", ".join(sorted(rules.api_local)))
+    local = {name for name in STAGES if rules.local(name)}
+    unmapped = unmapped_rules(STAGES, local, mapped_rules(resource_settings))
+    if unmapped:
+        logger.warning("SLURM profile: no per-rule resources for " + ", ".join(unmapped)
+                       + "; they get the CPU defaults (default-resources). "
+                       "Map them under set-resources in profiles/slurm/config.yaml.")

@@ -16,11 +16,13 @@ from pathlib import Path
 
 from .generation import generate_resumable
 from .io import read_jsonl, write_jsonl
-from .judging import YES, aggregate, criteria_for, judge_items, judges_from_config
+from .judging import YES, aggregate, criteria_for, judge_items
 from .models import GenRequest, Sampling
 from .prompting import stable_seed
 
 log = logging.getLogger(__name__)
+# the fields of a draw record that the oracle stages read
+DRAW_FIELDS = ("draw_id", "question_id", "draw", "text", "n_max")
 
 
 def draw_id(question_id: str, index: int) -> str:
@@ -29,8 +31,8 @@ def draw_id(question_id: str, index: int) -> str:
 
 def _round(questions: list[dict], r: int, config: dict, models: dict, work: Path) -> tuple[list, list, list]:
     dcfg, scfg = config["draws"], config["sampling"]
-    name = dcfg.get("model") or scfg["model"]
-    sampling = Sampling(dcfg.get("max_new_tokens") or scfg["max_new_tokens"], scfg["temperature"], scfg["top_p"])
+    name = dcfg["model"]
+    sampling = Sampling(dcfg["max_new_tokens"], scfg["temperature"], scfg["top_p"])
     texts_file, verdicts_file, agg_file = (work / f"round-{r}.{kind}.jsonl"
                                            for kind in ("draws", "verdicts", "aggregate"))
     if texts_file.exists():
@@ -39,7 +41,7 @@ def _round(questions: list[dict], r: int, config: dict, models: dict, work: Path
         jobs = []
         for q in questions:
             did = draw_id(q["question_id"], r)
-            req = GenRequest.chat(q["prompt"], system=scfg.get("system_prompt"), sampling=sampling,
+            req = GenRequest.chat(q["prompt"], system=scfg["system_prompt"], sampling=sampling,
                                   seed=stable_seed(config["seed"], "draw", q["question_id"], r))
             jobs.append((did, req, {"draw_id": did, "question_id": q["question_id"], "draw": r, "model": name}))
         drawn = generate_resumable(models[name], jobs, str(texts_file), key="draw_id", desc=f"draw {r}")
@@ -61,9 +63,9 @@ def judge_accepts(verdicts: list[dict], question: dict, config: dict) -> dict[st
     """Per judge: did it say YES on every criterion of this draw (its own, un-aggregated verdict)?"""
     crits = {c["criterion_id"] for c in criteria_for(question, config)}
     out = {}
-    for j in judges_from_config(config):
-        yes = {v["criterion_id"] for v in verdicts if v["judge_id"] == j.judge_id and v["label"] == YES}
-        out[j.judge_id] = crits <= yes
+    for j in config["judging"]["judges"]:
+        yes = {v["criterion_id"] for v in verdicts if v["judge_id"] == j["id"] and v["label"] == YES}
+        out[j["id"]] = crits <= yes
     return out
 
 

@@ -133,15 +133,14 @@ def generate_all(questions: list[dict], policies: dict[str, str], config: dict, 
     from .models.hf import HFModel
 
     ecfg, scfg = config["evaluation"], config["sampling"]
-    base_name = config["training"].get("model") or scfg["model"]
-    spec = config["models"][base_name]
-    sampling = Sampling(ecfg["max_new_tokens"] or scfg["max_new_tokens"], ecfg["temperature"], ecfg["top_p"])
+    spec = config["models"][config["training"]["model"]]
+    sampling = Sampling(ecfg["max_new_tokens"], ecfg["temperature"], ecfg["top_p"])
     work = []
     for pol in policies:
         for q in questions:
             for i in range(ecfg["n_samples"]):
                 iid = f"{pol}/{q['question_id']}/s{i}"
-                req = GenRequest.chat(q["prompt"], system=scfg.get("system_prompt"), sampling=sampling,
+                req = GenRequest.chat(q["prompt"], system=scfg["system_prompt"], sampling=sampling,
                                       seed=stable_seed(config["seed"], "evaluate", q["question_id"], i))
                 work.append((pol, iid, req, {"item_id": iid, "response_id": iid, "refinement_id": None,
                                              "policy": pol, "question_id": q["question_id"], "sample_index": i}))
@@ -150,8 +149,8 @@ def generate_all(questions: list[dict], policies: dict[str, str], config: dict, 
         todo = [w for w in work if w[0] == pol and w[1] not in ckpt]
         if not todo:
             continue
-        model = HFModel(f"policy:{pol}", path, device=spec.get("device", "auto"), dtype=spec.get("dtype", "auto"),
-                        batch_size=spec.get("batch_size", 8), threads=threads)
+        model = HFModel(f"policy:{pol}", path, device=spec["device"], dtype=spec["dtype"],
+                        batch_size=spec["batch_size"], threads=threads)
         gens = model.generate([w[2] for w in todo], desc=f"evaluate {pol}")
         ckpt.add_many({**w[3], "text": g.text, "finish_reason": g.finish_reason,
                        "completion_tokens": g.completion_tokens, "seed": w[2].seed} for w, g in zip(todo, gens))
@@ -211,15 +210,13 @@ def compare_with_oracle(generations: list[dict], questions: dict[str, dict], con
 
 
 def _policies(config: dict, variants, summaries, model_dirs) -> tuple[dict, dict, dict]:
-    from .dpo import policy_model_path
-
     trained, skipped = trained_policies(variants, summaries, model_dirs)
-    return {BASE: policy_model_path(config), **trained}, trained, skipped
+    return {BASE: f"models.{config['training']['model']}", **trained}, trained, skipped
 
 
 def respond_and_judge(config: dict, heldout: str, policy: str, model_dir: str, summary: str | None,
                       generations_out: str, verdicts_out: str, aggregates_out: str,
-                      threads: int | None = None) -> None:
+                      threads: int | None = None, log_dir: str | None = None) -> None:
     """Rule evaluate_responses, one job per policy (base, or a trained variant; a GPU job): the policy
     answers the held-out questions, the judges label every (response, criterion), k-of-J per response.
     A variant whose training was skipped gets empty outputs."""
@@ -240,7 +237,7 @@ def respond_and_judge(config: dict, heldout: str, policy: str, model_dir: str, s
     if config["evaluation"]["judges"] and generations:
         judges = judging.judges_from_config(config)
         names = {f"judging.judges[{i}].model": j.model for i, j in enumerate(judges)}
-        with open_models(config, names, threads=threads) as models:
+        with open_models(config, names, log_dir=log_dir, threads=threads) as models:
             verdicts = judging.judge_items(generations, questions, config, models, verdicts_out)
         write_jsonl(aggregates_out, judging.aggregate(verdicts, generations, questions, config))
     else:

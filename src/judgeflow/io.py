@@ -10,7 +10,7 @@ import contextlib
 import csv
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -43,15 +43,30 @@ def iter_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterato
             raise InputError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):
             raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        if b"\\ud" in line.lower():  # a \uD800-\uDFFF escape: a lone one cannot be written back
+            _check_surrogates(obj, f"{path}:{lineno}")
         missing = [k for k in required if k not in obj]
         if missing:
             raise InputError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
         yield lineno, obj
 
 
+def _check_surrogates(obj: Any, where: str) -> None:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"{where}: holds a lone surrogate escape ({e.object[e.start:e.end]!r}), which is no "
+                         "character: not valid Unicode text") from None
+
+
 def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[dict]:
     """All records of a JSONL file (see `iter_jsonl`)."""
     return [obj for _, obj in iter_jsonl(path, required)]
+
+
+def questions_by_id(path: str | os.PathLike) -> dict[str, dict]:
+    """{question_id: question} of a question file (kept.jsonl, heldout.jsonl)."""
+    return {q["question_id"]: q for q in read_jsonl(path, required=("question_id", "prompt"))}
 
 
 def read_jsonl_many(paths: Iterable[str | os.PathLike], required: Iterable[str] = ()) -> list[dict]:
@@ -70,9 +85,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # created like open() creates a file (0666 less the umask), so the team can read the outputs
+    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
@@ -117,25 +132,29 @@ class Checkpoint:
 
     Each finished record is appended, flushed and fsync'd before the next is computed.
     A torn last line (a crash mid-write) is dropped on reload. `key` names the record field
-    that identifies a unit of work.
+    that identifies a unit of work, or a tuple of fields (the key is then the tuple of their values:
+    structured, so no two different units can share it).
     """
 
-    def __init__(self, output: str | os.PathLike, key: str):
+    def __init__(self, output: str | os.PathLike, key: str | tuple[str, ...]):
         output = Path(output)
         self.path = output.with_name(f".{output.name}.checkpoint")
         self.key = key
-        self.done: dict[str, dict] = {}
+        self.done: dict = {}
         if self.path.exists():
             for line in self.path.read_bytes().splitlines():
                 try:
                     rec = json.loads(line)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     continue  # torn write from a killed job
-                self.done[rec[key]] = rec
+                self.done[self.key_of(rec)] = rec
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = None
 
-    def __contains__(self, key: str) -> bool:
+    def key_of(self, record: dict):
+        return tuple(record[f] for f in self.key) if isinstance(self.key, tuple) else record[self.key]
+
+    def __contains__(self, key) -> bool:
         return key in self.done
 
     def add_many(self, records: Iterable[dict]) -> None:
@@ -145,12 +164,22 @@ class Checkpoint:
                 self._fh.write("\n")  # end a torn last line, so the next record is not glued to it
         for r in records:
             self._fh.write(_dumps(r) + "\n")
-            self.done[r[self.key]] = r
+            self.done[self.key_of(r)] = r
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
-    def finish(self, output: str | os.PathLike, order: Iterable[str]) -> int:
+    def finish(self, output: str | os.PathLike, order: Iterable) -> int:
         """Write the output atomically in `order` of keys, then drop the checkpoint."""
+        order = list(order)
+        if len(set(order)) != len(order):
+            seen, dup = set(), None
+            for k in order:
+                if k in seen:
+                    dup = k
+                    break
+                seen.add(k)
+            raise InputError(f"{output}: two units of work share the key {dup!r}; their records would "
+                             "overwrite each other")
         n = write_jsonl(output, (self.done[k] for k in order))
         self.close()
         self.path.unlink(missing_ok=True)

@@ -11,44 +11,19 @@ gets "Verdict:" appended and its own greedy continuation is parsed like any answ
 from __future__ import annotations
 
 import logging
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 
-from .io import Checkpoint
-from .models import ConfigError, GenRequest, Sampling
+from .io import Checkpoint, InputError
+from .models import GenRequest, Sampling
 from .prompting import load_template, stable_seed
+from .verdicts import ABSTAIN, NO, VERDICT_PREFIX, YES, critique_of, parse_verdict, prefix_for_score
 
+__all__ = ["ABSTAIN", "NO", "YES", "Judge", "aggregate", "criteria_for", "judge_items", "judges_from_config",
+           "parse_verdict", "verdict_key"]
 log = logging.getLogger(__name__)
-
-YES, NO, ABSTAIN = "yes", "no", "abstain"
-VERDICT_PREFIX = "Verdict:"
-# A line that is exactly the answer line, allowing markdown emphasis around it.
-_VERDICT_LINE = re.compile(r"^[\s*_`>#-]*verdict[\s*_`]*:[\s*_`]*(yes|no)[\s*_`.!]*$", re.IGNORECASE)
-
-
-def parse_verdict(text: str) -> str:
-    """'yes' / 'no' from the fixed answer line, else 'abstain'.
-
-    Only whole lines of the form "Verdict: YES" / "Verdict: NO" count. Several answer lines
-    that disagree give 'abstain'. No substring guessing: "Note", "Not sure", "yes, but" and a
-    quoted '"Verdict: YES"' inside a sentence are all abstain.
-    """
-    labels = {m.group(1).lower() for line in text.splitlines() if (m := _VERDICT_LINE.match(line))}
-    return labels.pop() if len(labels) == 1 else ABSTAIN
-
-
-def critique_of(text: str) -> str:
-    """The judge's text without its answer line(s)."""
-    return "\n".join(l for l in text.splitlines() if not _VERDICT_LINE.match(l)).strip()
-
-
-def prefix_for_score(text: str) -> str:
-    """Assistant text up to and including the first "Verdict:", or text + newline + "Verdict:"."""
-    for m in re.finditer(r"(?im)^[\s*_`>#-]*verdict[\s*_`]*:", text):
-        if _VERDICT_LINE.match(text[m.start():].splitlines()[0]):
-            return text[: m.end()]
-    return text.rstrip() + "\n" + VERDICT_PREFIX
+# the fields that identify one verdict: (item, criterion, judge) as a tuple, never a joined string
+VERDICT_KEY = ("response_id", "refinement_id", "criterion_id", "judge_id")
 
 
 @dataclass
@@ -62,28 +37,29 @@ class Judge:
 
 
 def judges_from_config(config: dict) -> list[Judge]:
-    jcfg = config["judging"]
-    out, seen = [], set()
-    for i, j in enumerate(jcfg["judges"]):
-        key = f"judging.judges[{i}]"
-        if j["id"] in seen:
-            raise ConfigError(f"{key}.id: duplicate judge id '{j['id']}'")
-        seen.add(j["id"])
-        out.append(Judge(j["id"], j["model"],
-                         load_template(j.get("template", "judge"), {"question", "response", "criterion"},
-                                       f"{key}.template"),
-                         j.get("seed", i),
-                         Sampling(j.get("max_new_tokens", 64), j.get("temperature", 0.0), j.get("top_p", 1.0)),
-                         j.get("answer_first", False)))
-    k = jcfg["k"]
-    if not 1 <= k <= len(out):
-        raise ConfigError(f"judging.k: {k} is not between 1 and the number of judges J={len(out)}")
-    return out
+    """The judges of `judging.judges` (validated: ids unique, k <= J), templates loaded."""
+    return [Judge(j["id"], j["model"],
+                  load_template(j["template"], {"question", "response", "criterion"}, f"judging.judges[{i}].template"),
+                  j["seed"], Sampling(j["max_new_tokens"], j["temperature"], j["top_p"]), j["answer_first"])
+            for i, j in enumerate(config["judging"]["judges"])]
 
 
 def criteria_for(question: dict, config: dict) -> list[dict]:
-    """The question's own criteria (one per instruction) plus the configured generic ones."""
-    return list(question.get("criteria", [])) + list(config["judging"].get("generic_criteria", []))
+    """The question's own criteria (one per instruction) plus the configured generic ones.
+
+    Generic criterion ids start with 'generic:' and a question's own never do (both checked where
+    they are read), so no criterion can shadow another; a clash is still refused here."""
+    out = list(question.get("criteria", [])) + list(config["judging"]["generic_criteria"])
+    ids = [c["criterion_id"] for c in out]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise InputError(f"question '{question['question_id']}': criterion ids {dup} occur twice "
+                         "(its own criteria and judging.generic_criteria must not share an id)")
+    return out
+
+
+def verdict_key(v: dict) -> tuple:
+    return tuple(v[f] for f in VERDICT_KEY)
 
 
 def judge_items(items: list[dict], questions: dict[str, dict], config: dict, models: dict,
@@ -94,22 +70,21 @@ def judge_items(items: list[dict], questions: dict[str, dict], config: dict, mod
     whatever ids to carry (`response_id`, `refinement_id`).
     """
     judges = judges_from_config(config)
-    force = config["judging"].get("force_verdict", True)
-    work = []  # (verdict_id, judge, request, base record)
+    force = config["judging"]["force_verdict"]
+    work = []  # (verdict key, judge, request, base record)
     for item in items:
         q = questions[item["question_id"]]
         for c in criteria_for(q, config):
             for j in judges:
-                vid = f"{item['item_id']}|{c['criterion_id']}|{j.judge_id}"
                 prompt = j.template.format(question=q["prompt"], response=item["text"], criterion=c["description"])
                 req = GenRequest.chat(prompt, sampling=j.sampling, score_after=VERDICT_PREFIX,
                                       prefix=VERDICT_PREFIX if j.answer_first else "",
                                       seed=stable_seed(j.seed, item["item_id"], c["criterion_id"]))
-                base = {"verdict_id": vid, "question_id": item["question_id"],
+                base = {"question_id": item["question_id"],
                         "response_id": item.get("response_id"), "refinement_id": item.get("refinement_id"),
                         "criterion_id": c["criterion_id"], "judge_id": j.judge_id, "model": j.model}
-                work.append((vid, j, req, base))
-    ckpt = Checkpoint(output, key="verdict_id")
+                work.append((verdict_key(base), j, req, base))
+    ckpt = Checkpoint(output, key=VERDICT_KEY)
     todo = [w for w in work if w[0] not in ckpt]
     log.info("judging: %d verdicts (%d items, %d judges), %d already done", len(work), len(items),
              len(judges), len(work) - len(todo))
@@ -161,14 +136,19 @@ def aggregate(verdicts: list[dict], items: list[dict], questions: dict[str, dict
     k = config["judging"]["k"]
     n_judges = len(config["judging"]["judges"])
     counts = defaultdict(lambda: {YES: 0, NO: 0, ABSTAIN: 0})
+    seen = set()
     for v in verdicts:
-        item_id = v["refinement_id"] or v["response_id"]
-        counts[(item_id, v["criterion_id"])][v["label"]] += 1
+        key = verdict_key(v)
+        if key in seen:  # one judge counted twice would pass a k-of-J gate it did not pass
+            raise InputError(f"two verdicts of judge '{v['judge_id']}' on criterion '{v['criterion_id']}' of "
+                             f"{v['refinement_id'] or v['response_id']}")
+        seen.add(key)
+        counts[(v["response_id"], v["refinement_id"], v["criterion_id"])][v["label"]] += 1
     out = []
     for item in items:
         per = {}
         for c in criteria_for(questions[item["question_id"]], config):
-            n = counts[(item["item_id"], c["criterion_id"])]
+            n = counts[(item.get("response_id"), item.get("refinement_id"), c["criterion_id"])]
             per[c["criterion_id"]] = {**n, "accepted": n[YES] >= k}
         failed = [cid for cid, n in per.items() if not n["accepted"]]
         out.append({"item_id": item["item_id"], "question_id": item["question_id"],

@@ -18,7 +18,7 @@ import random
 from collections import defaultdict
 
 from .io import Checkpoint
-from .judging import ABSTAIN, YES, critique_of, parse_verdict
+from .verdicts import ABSTAIN, YES, critique_of, parse_verdict
 from .models import GenRequest, Sampling
 from .prompting import load_template, stable_seed
 from .verifier import verify

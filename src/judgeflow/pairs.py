@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from .judging import ABSTAIN
+from .verdicts import ABSTAIN
 from .refining import FULL, MULTI
 
 

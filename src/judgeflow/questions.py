@@ -12,14 +12,28 @@ import importlib.util
 import json
 import logging
 import random
+import re
 from pathlib import Path
 
 from .io import InputError, iter_jsonl, read_jsonl, write_jsonl
-from .judging import ABSTAIN, YES, critique_of, parse_verdict
 from .models import ConfigError, GenRequest, Sampling
 from .prompting import load_template, stable_seed
+from .verdicts import ABSTAIN, YES, critique_of, parse_verdict
 
 log = logging.getLogger(__name__)
+# Ids name files and records and are joined into others ("<question>/r0", "<response>/mf/<criterion>"):
+# no separator, no space, no control character, so no two different ids can make the same one.
+ID_RULE = re.compile(r"^[^\s/|\\\x00-\x1f]+$")
+GENERIC_PREFIX = "generic:"
+
+
+def check_id(value, what: str, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{where}: '{what}' must be a non-empty string, got {value!r}")
+    if not ID_RULE.match(value):
+        raise InputError(f"{where}: {what} {value!r} may not contain '/', '|', '\\\\' or white space "
+                         "(ids are joined into other ids)")
+    return value
 
 
 def ifbench_file() -> Path:
@@ -70,8 +84,11 @@ def _own_criteria(raw, where: str) -> list[dict]:
             c = {"criterion_id": f"c{i}", "description": c}
         if not isinstance(c, dict) or not isinstance(c.get("description"), str) or not c["description"].strip():
             raise InputError(f"{where}: criteria[{i}] needs a non-empty 'description'")
-        out.append({"criterion_id": str(c.get("criterion_id", f"c{i}")), "description": c["description"],
-                    "kind": "given"})
+        cid = check_id(c["criterion_id"] if "criterion_id" in c else f"c{i}", f"criteria[{i}].criterion_id", where)
+        if cid.startswith(GENERIC_PREFIX):
+            raise InputError(f"{where}: criteria[{i}].criterion_id {cid!r}: ids starting with '{GENERIC_PREFIX}' "
+                             "are kept for judging.generic_criteria")
+        out.append({"criterion_id": cid, "description": c["description"], "kind": "given"})
     return out
 
 
@@ -84,22 +101,18 @@ def _rows(qcfg: dict):
             row = dict(row, question_id=f"ifbench-{row['key']}")
             yield f"{path}:{lineno}", row
     elif source == "jsonl":
-        if not qcfg.get("path"):
-            raise ConfigError("questions.path: required when questions.source is 'jsonl'")
         for lineno, row in iter_jsonl(qcfg["path"]):
             yield f"{qcfg['path']}:{lineno}", row
     elif source == "hf_dataset":
         import datasets
 
-        path = qcfg.get("path")
-        if not path:
-            raise ConfigError("questions.path: required when questions.source is 'hf_dataset'")
+        path = qcfg["path"]
         if Path(path).is_dir():
             ds = datasets.load_from_disk(path)
         else:
-            ds = datasets.load_dataset(path, split=qcfg.get("split", "train"))
+            ds = datasets.load_dataset(path, split=qcfg["split"])
         if isinstance(ds, datasets.DatasetDict):
-            ds = ds[qcfg.get("split", "train")]
+            ds = ds[qcfg["split"]]
         for i, row in enumerate(ds):
             yield f"{path} row {i}", row
     else:
@@ -109,13 +122,12 @@ def _rows(qcfg: dict):
 def prepare_questions(qcfg: dict, output: str) -> int:
     """Read the configured source, check it, and write the question file."""
     out, seen = [], {}
-    limit = qcfg.get("limit")
+    limit = qcfg["limit"]
     for where, row in _rows(qcfg):
         if limit is not None and len(out) >= limit:
             break
         qid, prompt = row.get("question_id"), row.get("prompt")
-        if not isinstance(qid, str) or not qid.strip():
-            raise InputError(f"{where}: 'question_id' must be a non-empty string, got {qid!r}")
+        check_id(qid, "question_id", where)
         if qid in seen:
             raise InputError(f"{where}: duplicate question_id '{qid}' (first seen at {seen[qid]})")
         seen[qid] = where
@@ -135,7 +147,8 @@ def prepare_questions(qcfg: dict, output: str) -> int:
         rec["criteria"] = criteria
         out.append(rec)
     if not out:
-        raise InputError(f"questions: the source '{qcfg['source']}' gave no questions")
+        src = qcfg["path"] if qcfg["source"] != "ifbench" else str(ifbench_file())
+        raise InputError(f"{src}: no questions (questions.source '{qcfg['source']}'): the file is empty")
     return write_jsonl(output, out)
 
 
@@ -161,7 +174,7 @@ def clean_questions(questions_path: str, kept_path: str, rejected_path: str, con
     """
     ccfg = config["cleaning"]
     questions = read_jsonl(questions_path, required=("question_id", "prompt"))
-    max_chars = config["questions"].get("max_prompt_chars")
+    max_chars = config["questions"]["max_prompt_chars"]
     verdicts: dict[str, dict] = {}
     to_ask = []
     for q in questions:
@@ -176,9 +189,9 @@ def clean_questions(questions_path: str, kept_path: str, rejected_path: str, con
         else:
             to_ask.append(q)
     if to_ask:
-        template = load_template(ccfg.get("template", "clean"), {"question"}, "cleaning.template")
+        template = load_template(ccfg["template"], {"question"}, "cleaning.template")
         oracle = models[ccfg["model"]]
-        sampling = Sampling(ccfg["max_new_tokens"], ccfg.get("temperature", 0.0), 1.0)
+        sampling = Sampling(ccfg["max_new_tokens"], ccfg["temperature"], 1.0)
         reqs = [GenRequest.chat(template.format(question=q["prompt"]), sampling=sampling,
                                 seed=stable_seed(config["seed"], "clean", q["question_id"])) for q in to_ask]
         for q, g in zip(to_ask, oracle.generate(reqs, desc="clean")):
@@ -195,7 +208,7 @@ def clean_questions(questions_path: str, kept_path: str, rejected_path: str, con
     for q in questions:
         rec = {**q, "cleaning": verdicts[q["question_id"]]}
         (kept if rec["cleaning"]["kept"] else rejected).append(rec)
-    n_held = config["questions"].get("heldout", 0)
+    n_held = config["questions"]["heldout"]
     if n_held and n_held >= len(kept):
         raise InputError(f"questions.heldout: {n_held} held-out questions asked for, but only {len(kept)} "
                          f"questions of {questions_path} were kept; nothing would be left for training")

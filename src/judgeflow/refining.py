@@ -28,9 +28,9 @@ def _bullets(texts: list[str]) -> str:
 def refine_responses(responses: list[dict], aggregates: list[dict], verdicts: list[dict],
                      questions: dict[str, dict], config: dict, model, output: str) -> list[dict]:
     rcfg = config["refining"]
-    one = load_template(rcfg.get("template_one", "refine_one"), {"question", "response", "criterion", "critiques"},
+    one = load_template(rcfg["template_one"], {"question", "response", "criterion", "critiques"},
                         "refining.template_one")
-    full = load_template(rcfg.get("template_all", "refine_all"), {"question", "response", "criteria"},
+    full = load_template(rcfg["template_all"], {"question", "response", "criteria"},
                          "refining.template_all")
     sampling = Sampling(rcfg["max_new_tokens"], rcfg["temperature"], rcfg["top_p"])
     crit = _critiques(verdicts)
@@ -61,4 +61,4 @@ def refine_responses(responses: list[dict], aggregates: list[dict], verdicts: li
                                               seed=stable_seed(config["seed"], "refine", fid)),
                          {**base, "refinement_id": fid, "mode": FULL, "criterion_ids": list(failed)}))
     return generate_resumable(model, work, output, key="refinement_id", desc="refine",
-                              chunk=rcfg.get("checkpoint_every", 64))
+                              chunk=rcfg["checkpoint_every"])

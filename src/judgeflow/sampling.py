@@ -20,9 +20,9 @@ def sample_responses(questions: list[dict], config: dict, model, output: str) ->
     for q in questions:
         for i in range(scfg["n_samples"]):
             rid = f"{q['question_id']}/r{i}"
-            req = GenRequest.chat(q["prompt"], system=scfg.get("system_prompt"), sampling=sampling,
+            req = GenRequest.chat(q["prompt"], system=scfg["system_prompt"], sampling=sampling,
                                   seed=stable_seed(config["seed"], "sample", q["question_id"], i))
             work.append((rid, req, {"response_id": rid, "question_id": q["question_id"], "sample_index": i,
                                     "model": scfg["model"]}))
     return generate_resumable(model, work, output, key="response_id", desc="sample",
-                              chunk=scfg.get("checkpoint_every", 64))
+                              chunk=scfg["checkpoint_every"])

@@ -1,19 +1,20 @@
-"""Glue for `workflow/scripts/*.py`: send logging, stdout and stderr of a rule to its log file.
-
-(No Snakemake import: it only reads the `snakemake` object a `script:` receives.)
+"""The one entry point of every `script:` rule (workflow/scripts/stage.py): the job's log file
+catches everything (C-level output too), then the rule's stage runs on exactly its declared
+settings. No Snakemake import: it only reads the `snakemake` object a `script:` receives.
 """
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from pathlib import Path
 
 
 def setup(snakemake) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if snakemake.log:
-        fd = os.open(str(snakemake.log[0]), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(str(snakemake.log[0]), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(fd, 1)  # file-descriptor level, so C extensions and child processes log there too
@@ -24,3 +25,22 @@ def setup(snakemake) -> None:
     for noisy in ("httpx", "httpx2", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.info("rule %s, wildcards %s, threads %s", snakemake.rule, dict(snakemake.wildcards), snakemake.threads)
+
+
+def _files(named) -> dict:
+    return {k: (str(v) if isinstance(v, str) else [str(x) for x in v]) for k, v in named.items()}
+
+
+def run(snakemake) -> None:
+    """Run the stage of `snakemake.rule` with the rule's named inputs, outputs and settings."""
+    setup(snakemake)
+    from . import pipeline
+
+    extra = {k: v for k, v in snakemake.params.items() if k not in ("settings", "code")}
+    settings = pipeline.run_stage(
+        snakemake.rule, _files(snakemake.input), _files(snakemake.output), snakemake.config,
+        threads=snakemake.threads, wildcards=dict(snakemake.wildcards.items()),
+        resources=dict(snakemake.resources.items()),
+        log_dir=str(Path(snakemake.log[0]).parent) if snakemake.log else None,
+        params=extra, settings_params=snakemake.params.settings)
+    logging.info("settings read: %s", ", ".join(sorted(settings.read)) or "(none)")

@@ -17,19 +17,25 @@ from .cache import namespace
 BACKENDS = ("hf", "openai")
 
 __all__ = ["BackendError", "ConfigError", "GenRequest", "Generation", "Model", "Sampling",
-           "open_models", "model_spec"]
+           "open_models", "model_spec", "log_stats"]
 
 
 def model_spec(config: dict, name: str, key: str) -> dict:
     """The `models.<name>` entry referenced from config key `key`, or a ConfigError naming it."""
-    models = config.get("models", {})
+    models = config["models"]
     if name not in models:
         raise ConfigError(f"{key}: unknown model '{name}' (defined models: {', '.join(sorted(models)) or 'none'})")
-    spec = models[name]
-    if spec.get("backend") not in BACKENDS:
-        raise ConfigError(f"models.{name}.backend: unknown backend '{spec.get('backend')}' "
-                          f"(expected one of {', '.join(BACKENDS)})")
-    return spec
+    return models[name]
+
+
+def log_stats(models: dict) -> dict:
+    """{model name: its stats()}, each logged (calls, cache hits, retries, tokens)."""
+    import logging
+
+    stats = {name: m.stats() for name, m in models.items()}
+    for s in stats.values():
+        logging.getLogger(__name__).info("model stats: %s", s)
+    return stats
 
 
 @contextlib.contextmanager
@@ -38,6 +44,7 @@ def open_models(config: dict, names: dict[str, str], log_dir: str | None = None,
     """Open each distinct model once. `names` maps a role's config key to a model name.
 
     Yields {model name: Model}. Local servers (`serve:`) are started first and stopped on exit.
+    `config` holds validated settings (every field present; judgeflow.settings).
     """
     opened: dict[str, Model] = {}
     with contextlib.ExitStack() as stack:
@@ -48,31 +55,28 @@ def open_models(config: dict, names: dict[str, str], log_dir: str | None = None,
             if spec["backend"] == "hf":
                 from .hf import HFModel
 
-                opened[name] = HFModel(name, spec["path"], device=spec.get("device", "auto"),
-                                       dtype=spec.get("dtype", "auto"), batch_size=spec.get("batch_size", 8),
-                                       threads=threads)
-            else:
+                opened[name] = HFModel(name, spec["path"], device=spec["device"], dtype=spec["dtype"],
+                                       batch_size=spec["batch_size"], threads=threads)
+            elif spec["backend"] == "openai":
                 from .openai_api import OpenAIModel
 
-                base_url, cache_ns = spec.get("base_url"), None
-                serve = spec.get("serve")
+                base_url, cache_ns = spec["base_url"], None
+                serve = spec["serve"]
                 if serve:
                     from .serve import transformers_server
 
                     log_path = Path(log_dir or "logs", f"serve-{name}.log")
                     base_url = stack.enter_context(transformers_server(
-                        name, serve["path"], log_path, port=serve.get("port"),
-                        device=serve.get("device", "cpu"), startup_timeout=serve.get("startup_timeout", 180),
-                        threads=threads))
+                        name, serve["path"], log_path, port=serve["port"], device=serve["device"],
+                        startup_timeout=serve["startup_timeout"], threads=threads))
                     cache_ns = namespace("local-serve", spec["model"])  # the port changes, the model does not
-                if not base_url:
-                    raise ConfigError(f"models.{name}.base_url: required for the openai backend "
-                                      "(or a serve: block to start a local server)")
-                m = OpenAIModel(name, base_url, spec["model"], config["cache_dir"],
-                                api_key_env=spec.get("api_key_env"),
-                                max_concurrency=spec.get("max_concurrency", 8),
-                                timeout=spec.get("timeout", 120), max_retries=spec.get("max_retries", 5),
-                                send_seed=spec.get("send_seed", True), cache_namespace=cache_ns)
+                m = OpenAIModel(name, base_url, spec["model"], config["cache_dir"], api_key_env=spec["api_key_env"],
+                                max_concurrency=spec["max_concurrency"], timeout=spec["timeout"],
+                                max_retries=spec["max_retries"], send_seed=spec["send_seed"],
+                                cache_namespace=cache_ns)
                 stack.callback(m.close)
                 opened[name] = m
+            else:
+                raise ConfigError(f"models.{name}.backend: unknown backend '{spec['backend']}' "
+                                  f"(expected one of {', '.join(BACKENDS)})")
         yield opened

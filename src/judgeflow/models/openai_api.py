@@ -7,9 +7,11 @@ Fault tolerance, in layers:
   8 s) and jitter (up to -25 %). A `Retry-After` / `retry-after-ms` header of up to 120 s is
   honoured instead of the backoff; a longer one is not waited for (the call fails at once,
   naming the endpoint). The SDK's retries of a request reuse its idempotency key.
-* A `200` whose body is not a chat completion (malformed JSON, no choices) is retried here with
-  the same backoff and jitter. `max_retries` bounds all retries of one call together (after a
-  malformed answer the SDK's own backoff starts again from 0.5 s).
+* A `200` whose body is not a chat completion (malformed JSON, no choices), or whose content is
+  null or empty (a transient glitch of some endpoints), is retried here with the same backoff and
+  jitter. `max_retries` bounds all retries of one call together (after such an answer the SDK's
+  own backoff starts again from 0.5 s). Only an answer still empty when the retries are spent is
+  kept (and cached) as unusable.
 * `timeout` is the per-attempt timeout (connect, each read, write): a stalled server costs one
   attempt, which is then retried.
 * At most `max_concurrency` calls are in flight; identical requests within one `generate` are
@@ -17,7 +19,7 @@ Fault tolerance, in layers:
 * After the retries run out, a `BackendError` names the endpoint, the model, the failure and the
   number of retries actually made (never the API key).
 
-Usable answers: an answer with empty content (`unusable: "empty"`) or cut at `max_tokens`
+Usable answers: an answer with empty content after every retry (`unusable: "empty"`) or cut at `max_tokens`
 (finish_reason "length", `unusable: "truncated"`) is still a paid call: it is cached with that
 mark (a rerun sends the same seeded request and would only pay again for the same answer),
 returned with `Generation.unusable` set, and counted in `stats()["unusable"]`. Stages parse
@@ -152,6 +154,15 @@ class OpenAIModel:
                 resp = await client.with_options(max_retries=left).chat.completions.create(**body)
                 if isinstance(resp, str) or not getattr(resp, "choices", None):
                     raise MalformedResponse("no choices in the answer")
+                message = resp.choices[0].message
+                if not ((message.content if message else None) or "").strip():
+                    retries = tried[0] - 1
+                    if retries >= self.max_retries:
+                        return resp  # still empty with the retries spent: kept, marked unusable
+                    self.failed["empty"] += 1
+                    self.retries += 1
+                    await asyncio.sleep(backoff_delay(retries))
+                    continue
                 return resp
             except (MalformedResponse, json.JSONDecodeError, openai.APIResponseValidationError) as e:
                 self.failed["malformed"] += 1

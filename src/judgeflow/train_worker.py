@@ -1,7 +1,8 @@
-"""train_dpo entry point, run under `accelerate launch` (one process per GPU, or one on CPU).
+"""The train_dpo worker, run under `accelerate launch -m judgeflow.train_worker` (one process per
+GPU, or one on CPU) by the train_dpo stage (judgeflow.stages.train_dpo).
 
-Not a Snakemake `script:` (accelerate starts it): the rule passes paths as arguments and the
-training settings (its params) as JSON in $JUDGEFLOW_TRAIN_SETTINGS. All logic: judgeflow.dpo.
+Paths come as arguments, the training settings (the stage's declared settings) as JSON in
+$JUDGEFLOW_TRAIN_SETTINGS. All logic: judgeflow.dpo.
 """
 import argparse
 import json

@@ -1,0 +1,519 @@
+"""The workflow's stages: what each one reads, the code it runs, the prompt templates it loads.
+
+One `Stage` per Snakemake rule. From its declaration come, by construction:
+
+* `params(stage, settings)`: the settings that shape its outputs -- the rule's `settings` param,
+  so a change to any of them reruns this stage and what follows, and a change to anything else
+  does not;
+* `tunes(stage, settings)`: the operational settings it also reads (timeouts, concurrency, batch
+  sizes: `judgeflow.settings.op`), handed to the stage but no rerun trigger;
+* `code_digest(stage)`: a digest of the package modules the stage imports (directly or not) --
+  the rule's `code` param, so editing `judging.py` reruns judging and what follows, but not
+  sampling;
+* `template_files(stage, settings)`: the prompt templates it loads, as rule inputs;
+* `view(stage, ...)`: what the stage's `run()` gets: exactly those settings. Reading any other
+  setting raises `UndeclaredSetting` (so a stage cannot depend on a setting that is no trigger).
+
+A declared path is dotted (`sampling.temperature`), may name a whole section (`judging`), a list's
+items (`judging.judges[*].template`) or a rule wildcard (`prepare.models.{model}`). `models:` lists
+the keys whose values name models; the models' own settings (`models.<name>.*`) are then read too.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+Decl = tuple[str, ...] | Callable[[dict], tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str                 # the rule
+    module: str               # judgeflow.stages.<x>: run(inp, out, settings, job)
+    reads: Decl = ()          # settings that shape the outputs
+    models: Decl = ()         # keys naming the models it runs
+    templates: Decl = ()      # keys naming the prompt templates it loads
+    local: bool = False       # runs where Snakemake runs (never a cluster job)
+    model_fields: tuple[str, ...] | None = None  # the models' settings it reads (None: all)
+    doc: str = ""
+
+    def decl(self, what: str, settings: dict) -> tuple[str, ...]:
+        d = getattr(self, what)
+        return tuple(d(settings)) if callable(d) else tuple(d)
+
+
+def _if(flag: str, *paths: str) -> Callable[[dict], tuple[str, ...]]:
+    """Paths read only while the boolean setting `flag` is true."""
+    return lambda s: paths if lookup(s, flag) else ()
+
+
+def _llm_oracle(*paths: str) -> Callable[[dict], tuple[str, ...]]:
+    return lambda s: paths if s["oracle"]["labeller"] != "verifier" else ()
+
+
+def _eval_oracle(*paths: str) -> Callable[[dict], tuple[str, ...]]:
+    return lambda s: paths if s["evaluation"]["oracle"] else ()
+
+
+SAMPLING_DRAW = ("sampling.system_prompt", "sampling.temperature", "sampling.top_p", "sampling.shards")
+JUDGES = ("judging.judges[*].model",)
+JUDGE_TEMPLATES = ("judging.judges[*].template",)
+ORACLE = ("oracle.labeller", "oracle.template", "oracle.max_new_tokens", "oracle.batch_size")
+
+def _stages() -> dict[str, Stage]:
+    llm = ("oracle.template", "oracle.max_new_tokens")
+    label = ("run", "seed", "draws.n_max", "oracle.labeller", "oracle.strategy", "oracle.strategy_options",
+             "oracle.threshold", "oracle.delta", "oracle.budget", "oracle.batch_size", "oracle.label_all_accepted",
+             "oracle.interval")
+    bon = ("run", "oracle.labeller", "oracle.batch_size", "oracle.delta", "oracle.bon", "judging.judges[*].id")
+    stages = [
+        Stage("prepare_model", "judgeflow.stages.prepare_model", reads=("prepare.models.{model}",),
+              doc="de-quantize a GGUF shipped in a package into a transformers directory"),
+        Stage("prepare_questions", "judgeflow.stages.prepare_questions",
+              reads=("questions.source", "questions.path", "questions.split", "questions.limit"), local=True,
+              doc="read the question source into judgeflow's question file"),
+        Stage("clean_questions", "judgeflow.stages.clean_questions",
+              reads=("seed", "cleaning", "questions.max_prompt_chars", "questions.heldout"),
+              models=_if("cleaning.enabled", "cleaning.model"),
+              templates=_if("cleaning.enabled", "cleaning.template"),
+              doc="the oracle keeps meaningful, answerable questions; held-out questions are set aside"),
+        Stage("sample_responses", "judgeflow.stages.sample_responses", reads=("seed", "sampling"),
+              models=("sampling.model",), doc="the policy samples n_samples responses per kept question of a shard"),
+        Stage("judge_responses", "judgeflow.stages.judge", reads=("judging",), models=JUDGES,
+              templates=JUDGE_TEMPLATES, doc="J judges label every (response, criterion); k-of-J aggregation"),
+        Stage("refine_responses", "judgeflow.stages.refine_responses",
+              reads=("seed", "refining", "judging.generic_criteria"), models=("refining.model",),
+              templates=("refining.template_one", "refining.template_all"),
+              doc="refine each failing response once per failed criterion and once on all of them"),
+        Stage("judge_refinements", "judgeflow.stages.judge", reads=("judging",), models=JUDGES,
+              templates=JUDGE_TEMPLATES, doc="the judges label every (refinement, criterion)"),
+        Stage("build_pairs", "judgeflow.stages.build_pairs", reads=("pairs",), local=True,
+              doc="preference pairs (refined > original) the judges accept, and a per-criterion summary"),
+        Stage("train_dpo", "judgeflow.stages.train_dpo", reads=("seed", "training"), models=("training.model",),
+              model_fields=("backend", "path"), doc="DPO of the policy on one pair dataset (TRL under accelerate launch)"),
+        Stage("dpo_diagnostics", "judgeflow.stages.dpo_diagnostics", reads=("run", "training.variants"),
+              local=True, doc="per-pair gradient weights at the start and end of training, per variant"),
+        Stage("evaluate_responses", "judgeflow.stages.evaluate_responses",
+              reads=("seed", "evaluation.n_samples", "evaluation.max_new_tokens", "evaluation.temperature",
+                     "evaluation.top_p", "evaluation.judges", "judging", "sampling.system_prompt"),
+              models=lambda s: ("training.model", *(JUDGES if s["evaluation"]["judges"] else ())),
+              templates=_if("evaluation.judges", *JUDGE_TEMPLATES),
+              doc="one policy answers the held-out questions; the judges label the answers"),
+        Stage("evaluate_policies", "judgeflow.stages.evaluate_policies",
+              reads=lambda s: ("seed", "evaluation.n_samples", "evaluation.oracle", "evaluation.confidence",
+                               "judging.k", "judging.judges[*].id", "training.variants", "training.model",
+                               *(("evaluation.oracle_template", "evaluation.oracle_max_new_tokens")
+                                 if s["evaluation"]["oracle"] else ())),
+              models=_eval_oracle("evaluation.oracle"), templates=_eval_oracle("evaluation.oracle_template"),
+              doc="verifier pass rates and the oracle's preference of each trained policy over the base"),
+        Stage("sample_until_accept", "judgeflow.stages.sample_until_accept",
+              reads=("seed", "draws.model", "draws.n_max", "draws.min_draws", "draws.max_new_tokens", *SAMPLING_DRAW,
+                     "judging"),
+              models=("draws.model", *JUDGES), templates=JUDGE_TEMPLATES,
+              doc="the policy draws until the k-of-J judges accept (N) or draws.n_max"),
+        Stage("label_oracle", "judgeflow.stages.label_oracle",
+              reads=lambda s: label + (llm if s["oracle"]["labeller"] != "verifier" else ()),
+              models=_llm_oracle("oracle.labeller"), templates=_llm_oracle("oracle.template"),
+              doc="the oracle labels accepted draws (strategy, budget): TP(N), certified N*, the fit"),
+        Stage("best_of_n", "judgeflow.stages.best_of_n",
+              reads=lambda s: bon + (llm if s["oracle"]["labeller"] != "verifier" else ()),
+              models=_llm_oracle("oracle.labeller"), templates=_llm_oracle("oracle.template"),
+              doc="Best-of-N over (N, J, k) from labelled draws"),
+        Stage("report", "judgeflow.stages.report", reads=("run", "draws.enabled", "oracle.bon.enabled"),
+              local=True, doc="every figure and table of the run on one page"),
+    ]
+    return {s.name: s for s in stages}
+
+
+STAGES: dict[str, Stage] = _stages()
+
+
+# ------------------------------------------------------------------------------ path selection
+
+_PART = re.compile(r"([^.\[\]]+)|\[(\*|\d+)\]")
+
+
+def _parts(path: str) -> list[str | int]:
+    out: list[str | int] = []
+    for name, index in _PART.findall(path):
+        out.append(name if name else ("*" if index == "*" else int(index)))
+    return out
+
+
+def lookup(settings: dict, path: str) -> Any:
+    node: Any = settings
+    for p in _parts(path):
+        node = node[p]
+    return node
+
+
+def select(settings: dict, path: str) -> list[tuple[tuple, Any]]:
+    """[(concrete path, value)] of a declared path (`[*]` expanded)."""
+    found = [((), settings)]
+    for p in _parts(path):
+        nxt = []
+        for where, node in found:
+            if p == "*":
+                if not isinstance(node, list):
+                    raise KeyError(f"{path}: [*] on a value that is not a list")
+                nxt += [((*where, i), v) for i, v in enumerate(node)]
+            elif isinstance(node, dict) and p in node:
+                nxt.append(((*where, p), node[p]))
+            elif isinstance(node, list) and isinstance(p, int) and p < len(node):
+                nxt.append(((*where, p), node[p]))
+            else:
+                raise KeyError(f"stage declaration names '{path}', which is no setting")
+        found = nxt
+    return found
+
+
+def leaves(value: Any, where: tuple) -> Iterator[tuple[tuple, Any]]:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            yield from leaves(v, (*where, k))
+    else:
+        yield where, value
+
+
+@lru_cache(maxsize=None)
+def operational_patterns() -> tuple[tuple, ...]:
+    """Paths (with '*' for any dict key or list index) of the operational settings."""
+    from pydantic import BaseModel
+
+    from . import settings as st
+
+    out = []
+
+    def walk(cls, where):
+        for name, f in cls.model_fields.items():
+            if name in cls.operational_fields():
+                out.append((*where, name))
+            shape = st._unwrap(f.annotation)
+            classes = []
+            if isinstance(shape, type) and issubclass(shape, BaseModel):
+                classes = [(shape, (*where, name))]
+            elif isinstance(shape, tuple) and shape and shape[0] == "container":
+                inner = shape[2] if isinstance(shape[2], tuple) and shape[2] and shape[2][0] != "container" \
+                    else (shape[2],)
+                classes = [(c, (*where, name, "*")) for c in inner if isinstance(c, type)]
+            elif isinstance(shape, tuple):
+                classes = [(c, (*where, name)) for c in shape if isinstance(c, type)]
+            for c, w in classes:
+                walk(c, w)
+
+    walk(st.Settings, ())
+    return tuple(sorted(set(out), key=str))
+
+
+def is_operational(path: tuple) -> bool:
+    for pat in operational_patterns():
+        if len(pat) <= len(path) and all(a == "*" or a == b for a, b in zip(pat, path)):
+            return True
+    return False
+
+
+# ------------------------------------------------------------------------ what a stage reads
+
+
+def model_names(stage: Stage, settings: dict) -> list[str]:
+    names = []
+    for key in stage.decl("models", settings):
+        for _, v in select(settings, key):
+            if v is not None and v not in names:
+                names.append(v)
+    return names
+
+
+def _expand(path: str, wildcards: dict | None) -> str:
+    if "{" in path:
+        try:
+            return path.format(**(wildcards or {}))
+        except KeyError as e:
+            raise KeyError(f"{path}: needs the rule wildcard {e}") from None
+    return path
+
+
+def read_leaves(stage: Stage, settings: dict, wildcards: dict | None = None) -> list[tuple[tuple, Any]]:
+    """Every setting the stage reads, as (concrete path, value), the models' settings included."""
+    out = []
+    for path in (*stage.decl("reads", settings), *stage.decl("models", settings)):  # a model key is read too
+        for where, value in select(settings, _expand(path, wildcards)):
+            out += list(leaves(value, where))
+    for name in model_names(stage, settings):
+        spec = settings["models"][name]
+        for field in stage.model_fields or spec:
+            out += list(leaves(spec[field], ("models", name, field)))
+        if settings["models"][name]["backend"] == "openai":
+            out.append((("cache_dir",), settings["cache_dir"]))
+    seen, unique = set(), []
+    for where, value in out:
+        if where not in seen:
+            seen.add(where)
+            unique.append((where, value))
+    return unique
+
+
+_HOLE = object()  # a list item no declared path reaches (yet)
+
+
+def _nest(items: list[tuple[tuple, Any]], settings: dict) -> dict:
+    """A nested copy of `settings` holding only the given leaves (lists keep their length)."""
+    root: dict = {}
+    for where, value in items:
+        node, src = root, settings
+        for p in where[:-1]:
+            src = src[p]
+            if (p not in node) if isinstance(node, dict) else (node[p] is _HOLE):
+                node[p] = [_HOLE] * len(src) if isinstance(src, list) else {}
+            node = node[p]
+        node[where[-1]] = value
+    return _fill(root)
+
+
+def _fill(node):
+    if node is _HOLE:
+        return {}
+    if isinstance(node, dict):
+        return {k: _fill(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fill(v) for v in node]
+    return node
+
+
+def params(stage: Stage, settings: dict, wildcards: dict | None = None) -> dict:
+    """The settings that shape the stage's outputs (its `settings` param: the rerun trigger)."""
+    return _nest([(w, v) for w, v in read_leaves(stage, settings, wildcards) if not is_operational(w)], settings)
+
+
+def tunes(stage: Stage, settings: dict, wildcards: dict | None = None) -> dict:
+    """The operational settings the stage reads (no rerun trigger)."""
+    return _nest([(w, v) for w, v in read_leaves(stage, settings, wildcards) if is_operational(w)], settings)
+
+
+def merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        elif isinstance(v, list) and isinstance(out.get(k), list):
+            out[k] = [merge(x, y) if isinstance(x, dict) and isinstance(y, dict) else y
+                      for x, y in zip(out[k], v)]
+        else:
+            out[k] = v
+    return out
+
+
+# ------------------------------------------------------------------------------------ templates
+
+
+def template_files(stage: Stage, settings: dict) -> list[str]:
+    """The template files the stage loads (rule inputs: editing one reruns the stage)."""
+    from .prompting import template_path
+
+    files = []
+    for key in stage.decl("templates", settings):
+        for where, value in select(settings, key):
+            f = _portable(template_path(value, _key(where)))
+            if f not in files:
+                files.append(f)
+    return files
+
+
+def _portable(path: Path) -> str:
+    """A path relative to the working directory when it lies below it (a moved project stays
+    the same run), else absolute."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _key(where: tuple) -> str:
+    out = ""
+    for p in where:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+# ----------------------------------------------------------------------------------- the code
+
+
+def _module_file(module: str) -> Path | None:
+    rel = module.split(".")[1:]
+    if not rel:
+        return PACKAGE_DIR / "__init__.py"
+    base = PACKAGE_DIR.joinpath(*rel)
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def _imports(module: str, path: Path) -> set[str]:
+    """judgeflow modules `module` imports anywhere in its source (function-level imports too)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "judgeflow"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "judgeflow":
+                continue
+            out.add(target)
+            out |= {f"{target}.{a.name}" for a in node.names}  # `from . import x` imports module x
+    return {m for m in out if _module_file(m) is not None}
+
+
+def module_closure(module: str) -> list[str]:
+    """`module` and every judgeflow module it imports, directly or not (parent packages included)."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        parts = m.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b runs a/__init__
+        path = _module_file(m)
+        if path is not None:
+            todo += sorted(_imports(m, path))
+    return sorted(m for m in seen if _module_file(m) is not None)
+
+
+def code_digest(stage: Stage) -> str:
+    """sha256 over the source of every package module the stage imports (its `code` param)."""
+    h = hashlib.sha256()
+    for m in module_closure(stage.module):
+        h.update(m.encode() + b"\0" + _module_file(m).read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------ the stage's view
+
+
+class UndeclaredSetting(RuntimeError):
+    """A stage read a setting its declaration (judgeflow.pipeline) does not list."""
+
+
+class Declared:
+    """Read-only settings of one stage: exactly what it declares. Anything else raises."""
+
+    __slots__ = ("_data", "_where", "_stage", "_read")
+
+    def __init__(self, data: dict, stage: str, where: str = "", read: set | None = None):
+        self._data, self._stage, self._where = data, stage, where
+        self._read = set() if read is None else read
+
+    def _path(self, key) -> str:
+        return f"{self._where}.{key}" if self._where else str(key)
+
+    def _wrap(self, value, path: str):
+        if isinstance(value, dict):
+            return Declared(value, self._stage, path, self._read)
+        if isinstance(value, list):
+            return [self._wrap(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        self._read.add(path)
+        return value
+
+    def __getitem__(self, key):
+        if key not in self._data:
+            raise UndeclaredSetting(f"stage {self._stage} read the setting '{self._path(key)}', which it does not "
+                                    f"declare (add it to the stage in src/judgeflow/pipeline.py, so that a change "
+                                    f"to it reruns the stage)")
+        return self._wrap(self._data[key], self._path(key))
+
+    def get(self, key, default=None):  # a declared setting is always present (defaults are filled)
+        return self[key]
+
+    def __contains__(self, key) -> bool:
+        return key in self._data
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def keys(self):
+        return self._data.keys()
+
+    def items(self):
+        return [(k, self[k]) for k in self._data]
+
+    def values(self):
+        return [self[k] for k in self._data]
+
+    def to_dict(self) -> dict:
+        """A plain copy (for JSON), counted as read whole."""
+        def walk(v, path):
+            if isinstance(v, dict):
+                return {k: walk(x, f"{path}.{k}" if path else k) for k, x in v.items()}
+            if isinstance(v, list):
+                return [walk(x, f"{path}[{i}]") for i, x in enumerate(v)]
+            self._read.add(path)
+            return v
+        return walk(self._data, self._where)
+
+    def __repr__(self) -> str:
+        return f"Declared({self._stage}: {self._where or '(settings)'})"
+
+    @property
+    def read(self) -> set[str]:
+        return self._read
+
+
+def view(stage: Stage, params_: dict, tunes_: dict) -> Declared:
+    return Declared(merge(params_, tunes_), stage.name)
+
+
+def declared_paths(stage: Stage, settings: dict, wildcards: dict | None = None) -> list[str]:
+    return [_key(w) for w, _ in read_leaves(stage, settings, wildcards)]
+
+
+def settings_keys(settings: dict) -> list[str]:
+    """Every leaf key of a validated config (dotted, list items as [i])."""
+    return [_key(w) for w, _ in leaves(settings, ())]
+
+
+def relpath_if_below(path: str | os.PathLike) -> str:
+    return _portable(Path(path))
+
+
+# ----------------------------------------------------------------------------------- running
+
+
+def run_stage(name: str, inp: dict, out: dict, config: dict, *, threads: int = 1, wildcards: dict | None = None,
+              resources: dict | None = None, log_dir: str | None = None, params: dict | None = None,
+              settings_params: dict | None = None) -> Declared:
+    """Run one stage on a validated config, the way the workflow does: the stage sees exactly the
+    settings it declares (`settings_params` = the rule's `settings` param, else computed here).
+    Returns the view it ran on (`.read`: the settings it read)."""
+    import importlib
+    from types import SimpleNamespace
+
+    stage = STAGES[name]
+    wildcards = {k: str(v) for k, v in (wildcards or {}).items()}
+    p = params(stage, config, wildcards) if settings_params is None else settings_params
+    settings = view(stage, p, tunes(stage, config, wildcards))
+    job = SimpleNamespace(rule=name, threads=threads, wildcards=wildcards, resources=dict(resources or {}),
+                          log_dir=log_dir, params=dict(params or {}))
+    module = importlib.import_module(stage.module)
+    module.run(SimpleNamespace(**inp), SimpleNamespace(**out), settings, job)
+    return settings

@@ -1,0 +1,134 @@
+"""What the rule files ask for, in one provider: `JF = Rules(config)` in the Snakefile, then
+`params: settings=JF.params("judge_responses"), code=JF.code("judge_responses")`,
+`input: unpack(JF.inputs("judge_responses"))`, `threads: JF.threads("judge_responses")`, ...
+
+Nothing here is hand-kept per rule: each answer comes from the stage's declaration
+(judgeflow.pipeline), so the rerun triggers are exact by construction. No Snakemake import.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from . import pipeline
+from .pipeline import STAGES
+
+
+class Rules:
+    def __init__(self, config: dict, api_local: set[str] = frozenset()):
+        self.config = config
+        self.api_local = set(api_local)
+        self.run = config["run"]
+        self.results = f"{config['results_dir']}/{self.run}"
+        self.logs = f"{config['logs_dir']}/{self.run}"
+        self.bench = f"{config['benchmarks_dir']}/{self.run}"
+        self.models_dir = f"{config['resources_dir']}/models"
+        self.shards = list(range(config["sampling"]["shards"]))
+        self._digests: dict[str, str] = {}
+
+    # --- params: what shapes the outputs, and the code ----------------------------------------
+    def params(self, name: str):
+        stage = STAGES[name]
+        return lambda wildcards: pipeline.params(stage, self.config, dict(wildcards.items()))
+
+    def code(self, name: str) -> str:
+        if name not in self._digests:
+            self._digests[name] = pipeline.code_digest(STAGES[name])
+        return self._digests[name]
+
+    # --- inputs: prepared models and prompt templates ------------------------------------------
+    def model_dirs(self, name: str) -> list[str]:
+        """Prepared model directories (from `prepare.models`) the stage's models load from."""
+        stage = STAGES[name]
+        prepared = {str(Path(self.models_dir, n)) for n in self.config["prepare"]["models"]}
+        out = set()
+        for model in pipeline.model_names(stage, self.config):
+            spec = self.config["models"][model]
+            for p in (spec.get("path"), (spec.get("serve") or {}).get("path")):
+                if p and str(Path(p)) in prepared:
+                    out.add(str(Path(p)))
+        return sorted(out)
+
+    def inputs(self, name: str):
+        """An input function (for unpack()): {models: the prepared model directories, templates: the
+        prompt template files} of a stage."""
+        files = {"models": self.model_dirs(name), "templates": pipeline.template_files(STAGES[name], self.config)}
+        return lambda wildcards: files
+
+    # --- where a rule runs, and with what ----------------------------------------------------
+    def local(self, name: str) -> bool:
+        return STAGES[name].local or name in self.api_local
+
+    def _resource(self, name: str, key: str):
+        value = (self.config["resources"]["rules"].get(name) or {}).get(key)
+        return value if value is not None else self.config["resources"]["default"][key]
+
+    def threads(self, name: str) -> int:
+        return self._resource(name, "threads")
+
+    def mem_mb(self, name: str):
+        return self._resource(name, "mem_mb")
+
+    def runtime(self, name: str):
+        return self._resource(name, "runtime")
+
+    # --- files -----------------------------------------------------------------------------------
+    def questions_file(self) -> str:
+        """resources/data/<source>[-first<N>]-<digest>.jsonl, keyed by the settings that shape it
+        (the source, its path and split, the limit) and nothing else: runs that differ in anything
+        else share it."""
+        q = self.config["questions"]
+        shaping = pipeline.params(STAGES["prepare_questions"], self.config)["questions"]
+        stem = "ifbench" if q["source"] == "ifbench" else Path(q["path"]).stem
+        digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:8]
+        limit = f"-first{q['limit']}" if q["limit"] else ""
+        return f"{self.config['resources_dir']}/data/{stem}{limit}-{digest}.jsonl"
+
+    def question_source(self) -> list[str]:
+        """The source file (an input: adding a question to it reruns prepare_questions)."""
+        q = self.config["questions"]
+        if q["source"] == "ifbench":
+            from .questions import ifbench_file
+
+            return [pipeline.relpath_if_below(ifbench_file())]
+        if q["source"] == "jsonl" or Path(q["path"]).exists():  # hf_dataset: a local directory
+            return [pipeline.relpath_if_below(q["path"])]
+        return []  # hf_dataset: a dataset name (from the datasets cache; offline on a cluster)
+
+    def shard_files(self, pattern: str) -> list[str]:
+        return [pattern.format(shard=s) for s in self.shards]
+
+    def variant_files(self, pattern: str) -> list[str]:
+        return [pattern.format(variant=v) for v in self.config["training"]["variants"]]
+
+    def policies(self) -> list[str]:
+        return ["base", *self.config["training"]["variants"]]
+
+    def policy_files(self, pattern: str) -> list[str]:
+        return [pattern.format(policy=p) for p in self.policies()]
+
+    def report_sections(self) -> list[tuple[str, list[str]]]:
+        """(heading, [files]) of the report, for the stages this config runs."""
+        r = self.results
+        s = [("Questions", [f"{r}/questions/cleaning.json"]),
+             ("Preference pairs", [f"{r}/pairs/summary.json", f"{r}/pairs/summary.csv"]),
+             ("DPO training: gradient weights per pair",
+              [f"{r}/dpo/diagnostics.png", f"{r}/dpo/training.csv", f"{r}/dpo/diagnostics.csv"]),
+             ("Evaluation on held-out questions", [f"{r}/evaluation/table.csv"])]
+        if self.config["draws"]["enabled"]:
+            s.append(("Oracle: TP(N) and N*", [f"{r}/oracle/tp_curve.png", f"{r}/oracle/tp_curve.csv",
+                                               f"{r}/oracle/nstar.json", f"{r}/oracle/fit.json"]))
+            if self.config["oracle"]["bon"]["enabled"]:
+                s.append(("Best-of-N", [f"{r}/oracle/bon_grid.png", f"{r}/oracle/bon_grid.csv"]))
+        return s
+
+    def report_files(self) -> list[str]:
+        return [f for _, files in self.report_sections() for f in files]
+
+    def policy_inputs(self, wildcards) -> dict:
+        """evaluate_responses: a trained variant's model and training summary (the base: none)."""
+        p = wildcards.policy
+        if p == "base":
+            return {}
+        return {"trained": f"{self.results}/dpo/{p}/model", "summary": f"{self.results}/dpo/{p}/summary.json"}

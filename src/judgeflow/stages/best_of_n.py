@@ -1,0 +1,30 @@
+"""best_of_n: Best-of-N over a grid of N, J and k from labelled draws, per question as the unit,
+with finite-sample bounds and the independent-judge model."""
+from __future__ import annotations
+
+import json
+
+from .. import oracle as oracle_mod, oracle_analysis as oa
+from ..draws import DRAW_FIELDS
+from ..io import questions_by_id, read_jsonl_many, write_csv
+from ..models import log_stats, open_models
+from ..tp.bon import bon_grid
+
+
+def run(inp, out, settings, job) -> None:
+    ocfg = settings["oracle"]
+    ns = sorted(set(ocfg["bon"]["n"]))
+    draws = read_jsonl_many(inp.draws, required=DRAW_FIELDS)
+    questions = questions_by_id(inp.kept)
+    names = {} if ocfg["labeller"] == oracle_mod.VERIFIER else {"oracle.labeller": ocfg["labeller"]}
+    with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
+        labels = oracle_mod.label_all(draws, questions, settings, models, out.labels, max_draw=max(ns))
+        log_stats(models)
+    judge_ids = [j["id"] for j in settings["judging"]["judges"]]
+    qs = oa.bon_questions(draws, {r["draw_id"]: r for r in labels}, judge_ids, max(ns))
+    with open(inp.fit, encoding="utf-8") as fh:
+        fit = json.load(fh)
+    rows = bon_grid(qs, Ns=ns, Js=ocfg["bon"]["j"] or list(range(1, len(judge_ids) + 1)), delta=ocfg["delta"],
+                    model_params={"a": fit["a"], "b": fit["b"]} if fit.get("ok") else None)
+    write_csv(out.grid, rows)
+    oa.plot_bon(rows, out.plot, f"run {settings['run']}: Best-of-N, {len(qs)} questions, oracle={ocfg['labeller']}")

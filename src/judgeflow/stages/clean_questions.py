@@ -1,0 +1,16 @@
+"""clean_questions: the oracle keeps meaningful, answerable questions and rejects the rest with a
+reason; `questions.heldout` kept questions are set aside for evaluation."""
+from __future__ import annotations
+
+from ..io import write_json
+from ..models import log_stats, open_models
+from ..questions import clean_questions
+
+
+def run(inp, out, settings, job) -> None:
+    ccfg = settings["cleaning"]
+    names = {"cleaning.model": ccfg["model"]} if ccfg["enabled"] else {}
+    with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
+        result = clean_questions(inp.questions, out.kept, out.rejected, settings, models, out.heldout)
+        result["models"] = log_stats(models)
+    write_json(out.summary, result)

@@ -1,0 +1,11 @@
+"""dpo_diagnostics: per-pair implicit reward margins and sigmoid weights at the start and end of
+training, per variant and criterion, and a plot comparing the variants."""
+from __future__ import annotations
+
+from ..dpo_diagnostics import compare_variants
+
+
+def run(inp, out, settings, job) -> None:
+    settings["training"]["variants"]  # the inputs hold one file per variant
+    compare_variants(list(inp.diagnostics), list(inp.summaries), out.table, out.plot, out.training,
+                     title=f"run {settings['run']}")

@@ -1,0 +1,30 @@
+"""label_oracle: the allocation strategy picks which accepted draws the oracle labels (budget, T,
+delta); the labels, the certified N*, the empirical and model TP(N) curves and the fit."""
+from __future__ import annotations
+
+from .. import oracle as oracle_mod, oracle_analysis as oa
+from ..draws import DRAW_FIELDS
+from ..io import questions_by_id, read_jsonl, read_jsonl_many, write_json
+from ..models import log_stats, open_models
+from ..tp import fit as tp_fit, model as tp_model
+
+
+def run(inp, out, settings, job) -> None:
+    ocfg, n_max = settings["oracle"], settings["draws"]["n_max"]
+    draws = read_jsonl_many(inp.draws, required=DRAW_FIELDS)
+    questions = questions_by_id(inp.kept)
+    names = {} if ocfg["labeller"] == oracle_mod.VERIFIER else {"oracle.labeller": ocfg["labeller"]}
+    with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
+        result = oracle_mod.label_accepted(draws, questions, settings, models, out.labels)
+        result["models"] = log_stats(models)
+    labels = {r["draw_id"]: r for r in read_jsonl(out.labels)}
+    fit = tp_fit.fit_model(oa.per_question_records(draws, labels))
+    write_json(out.fit, fit)
+    curve = tp_model.tp_curve(n_max, a=fit["a"], b=fit["b"], p0=fit["p0"], p1=fit["p1"]) if fit["ok"] else None
+    rows = oa.tp_curve_rows(draws, labels, n_max, ocfg["interval"], ocfg["delta"], curve, result)
+    oa.write_curve(rows, out.curve)
+    nstar = result.get("nstar", 0)
+    oa.plot_tp_curve(rows, ocfg["threshold"], nstar, out.plot,
+                     f"run {settings['run']}: N*={nstar} by {result['strategy']} after {result['calls']} oracle "
+                     f"calls (+{result['curve_calls']} for the curve), T={ocfg['threshold']}, delta={ocfg['delta']}")
+    write_json(out.nstar, result)

@@ -1,0 +1,16 @@
+"""refine_responses: each failing response refined once per failed criterion (multi-feedback)
+and once on all of them (full-feedback), with the judges' critiques in the prompt."""
+from __future__ import annotations
+
+from ..io import read_jsonl
+from ..models import log_stats, open_models
+from ..io import questions_by_id
+from ..refining import refine_responses
+
+
+def run(inp, out, settings, job) -> None:
+    name = settings["refining"]["model"]
+    with open_models(settings, {"refining.model": name}, log_dir=job.log_dir, threads=job.threads) as models:
+        refine_responses(read_jsonl(inp.responses), read_jsonl(inp.aggregate), read_jsonl(inp.verdicts),
+                         questions_by_id(inp.kept), settings, models[name], out.refinements)
+        log_stats(models)

@@ -1,0 +1,14 @@
+"""report: every figure and table of the run on one self-contained page, plus per-job timings."""
+from __future__ import annotations
+
+from glob import glob
+from pathlib import Path
+
+from ..report import benchmark_table, build_report
+
+
+def run(inp, out, settings, job) -> None:
+    p = job.params
+    benchmark_table([f for f in glob(f"{p['bench_dir']}/*/*.tsv") if "/report/" not in f], out.timings)
+    build_report([*p["sections"], ("Timings per job (benchmark: files)", [out.timings])], out.html,
+                 title=f"judgeflow run '{settings['run']}'", root=str(Path(out.html).parent))

@@ -1,0 +1,14 @@
+"""sample_responses: the policy samples n_samples responses per kept question of one shard."""
+from __future__ import annotations
+
+from ..io import read_jsonl
+from ..models import log_stats, open_models
+from ..sampling import sample_responses, shard_of
+
+
+def run(inp, out, settings, job) -> None:
+    scfg = settings["sampling"]
+    questions = shard_of(read_jsonl(inp.kept), int(job.wildcards["shard"]), scfg["shards"])
+    with open_models(settings, {"sampling.model": scfg["model"]}, log_dir=job.log_dir, threads=job.threads) as models:
+        sample_responses(questions, settings, models[scfg["model"]], out.responses)
+        log_stats(models)

@@ -1,0 +1,16 @@
+"""sample_until_accept: per question, draws until the k-of-J judges accept (N) or draws.n_max."""
+from __future__ import annotations
+
+from ..draws import sample_until_accept
+from ..io import read_jsonl
+from ..models import log_stats, open_models
+from ..sampling import shard_of
+
+
+def run(inp, out, settings, job) -> None:
+    questions = shard_of(read_jsonl(inp.kept), int(job.wildcards["shard"]), settings["sampling"]["shards"])
+    names = {"draws.model": settings["draws"]["model"],
+             **{f"judging.judges[{i}].model": j["model"] for i, j in enumerate(settings["judging"]["judges"])}}
+    with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
+        sample_until_accept(questions, settings, models, out.draws, out.verdicts)
+        log_stats(models)

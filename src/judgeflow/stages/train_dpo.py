@@ -1,0 +1,39 @@
+"""train_dpo: DPO (TRL DPOTrainer) of the policy on one pair dataset under `accelerate launch`,
+the same optimizer-step budget for every variant; resumes from its last checkpoint when rerun.
+
+The launch command is built here, at run time, from the job's resources (GPUs, nodes): the
+rule's own text holds no path, so a project moved to another directory is still finished.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .. import train_worker
+from ..launch import accelerate_command, gpus_per_node
+
+log = logging.getLogger(__name__)
+
+
+def run(inp, out, settings, job) -> None:
+    policy = settings["training"]["model"]
+    worker_settings = {"training": settings["training"].to_dict(), "seed": settings["seed"], "policy": policy,
+                       "policy_path": settings["models"][policy]["path"]}
+    per_node, nodes = gpus_per_node(job.resources)
+    nproc = max(1, per_node)
+    args = ["-m", train_worker.__name__, "--variant", job.wildcards["variant"], "--pairs", inp.pairs,
+            "--model", worker_settings["policy_path"], "--out-dir", str(Path(out.summary).parent),
+            "--accelerate-config", inp.accelerate_config, "--threads", str(job.threads)]
+    cmd = accelerate_command(args, gpus=nproc, nodes=nodes, cpus_per_task=job.resources.get("cpus_per_task"),
+                             accelerate=f"{sys.executable} -m accelerate.commands.accelerate_cli",
+                             accelerate_args=["--config_file", inp.accelerate_config])
+    package_root = str(Path(train_worker.__file__).resolve().parents[1])
+    env = dict(os.environ, JUDGEFLOW_TRAIN_SETTINGS=json.dumps(worker_settings, sort_keys=True),
+               OMP_NUM_THREADS=str(max(1, job.threads // nproc)),
+               PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+    log.info("%s", cmd)
+    subprocess.run(cmd, shell=True, check=True, env=env)
