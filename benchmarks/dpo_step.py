@@ -40,15 +40,15 @@ def synthetic_pairs(path: Path, n: int = 6) -> None:
 def one(args) -> None:
     import logging
 
-    from judgeflow import config as jf_config, dpo
+    from judgeflow import dpo, settings as jf_settings
 
     logging.basicConfig(level=logging.WARNING)
     kind, batch = args.one.split(":")
-    cfg = jf_config.load(ROOT / "config" / "config.yaml", overrides={"training": {
+    cfg = jf_settings.load(ROOT / "config" / "config.yaml", overrides={"training": {
         "max_steps": args.steps, "per_device_train_batch_size": int(batch), "save_steps": 10_000,
         "lora": {"enabled": kind == "lora"}, "min_pairs": 1, "max_length": args.max_length,
         "learning_rate": 1e-5 if kind == "full" else 1e-4}})
-    s = dpo.settings(cfg)
+    s = dpo.worker_settings(cfg)
     s["policy_path"] = str(ROOT / s["policy_path"])
     with tempfile.TemporaryDirectory() as tmp:
         pairs = Path(args.pairs) if args.pairs else None

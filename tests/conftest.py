@@ -32,8 +32,8 @@ def hf_model(model_dir):
 
 
 def base_config(tmp_path: Path, model_dir: Path, **overrides) -> dict:
-    """The shipped config, validated, with results/logs/cache under tmp_path and the real model."""
-    from judgeflow import config as jf_config
+    """The shipped config (the demo's), validated, with results/logs/cache under tmp_path and the real model."""
+    from judgeflow import settings as jf_settings
 
     merged = {
         "results_dir": str(tmp_path / "results"), "logs_dir": str(tmp_path / "logs"),
@@ -42,5 +42,5 @@ def base_config(tmp_path: Path, model_dir: Path, **overrides) -> dict:
         "models": {"smollm2": {"path": str(model_dir)},
                    "oracle": {"model": str(model_dir), "serve": {"path": str(model_dir)}}},
     }
-    merged = jf_config.deep_merge(merged, overrides)
-    return jf_config.load(ROOT / "config" / "config.yaml", overrides=merged)
+    merged = jf_settings.deep_merge(merged, overrides)
+    return jf_settings.load(ROOT / "config" / "config.yaml", overrides=merged)

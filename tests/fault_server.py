@@ -297,7 +297,7 @@ def stage_config(root, url: str, *, timeout: float = 2.0, max_retries: int = 5, 
                  api_key_env: str | None = None, batch_size: int = 8, model: str = "standin", **overrides) -> dict:
     """The shipped config with the oracle roles on model `flaky` (openai backend at `url`),
     results/logs/cache under `root`."""
-    from judgeflow import config as jf_config
+    from judgeflow import settings as jf_settings
 
     flaky = {"backend": "openai", "base_url": url, "model": model, "timeout": timeout,
              "max_retries": max_retries, "max_concurrency": max_concurrency}
@@ -309,8 +309,8 @@ def stage_config(root, url: str, *, timeout: float = 2.0, max_retries: int = 5, 
               "questions": {"heldout": 2},
               "oracle": {"labeller": "flaky", "max_new_tokens": 32, "batch_size": batch_size, "budget": 400,
                          "label_all_accepted": True}}
-    merged = jf_config.deep_merge(merged, overrides)
-    return jf_config.load(ROOT / "config" / "config.yaml", overrides=merged)
+    merged = jf_settings.deep_merge(merged, overrides)
+    return jf_settings.load(ROOT / "config" / "config.yaml", overrides=merged)
 
 
 def write_questions(path, n: int, bad: bool = True) -> list[dict]:
@@ -355,18 +355,21 @@ def paths(root) -> dict:
 
 
 def run_clean(config: dict, p: dict) -> None:
-    from judgeflow import stages
+    """clean_questions as the workflow runs it (exactly its declared settings)."""
+    from judgeflow.pipeline import run_stage
 
-    stages.clean_questions(config, str(p["questions"]), str(p["kept"]), str(p["rejected"]), str(p["cleaning"]),
-                           str(p["log_dir"]), threads=1, heldout=str(p["heldout"]))
+    run_stage("clean_questions", {"questions": str(p["questions"])},
+              {k: str(p[k]) for k in ("kept", "rejected", "heldout")} | {"summary": str(p["cleaning"])},
+              config, log_dir=str(p["log_dir"]))
 
 
 def run_label(config: dict, p: dict) -> None:
-    from judgeflow import stages
+    """label_oracle as the workflow runs it."""
+    from judgeflow.pipeline import run_stage
 
-    stages.label_oracle(config, str(p["kept"]), [str(p["draws"])], str(p["labels"]), str(p["nstar"]),
-                        str(p["curve_csv"]), str(p["curve_png"]), str(p["fit"]), log_dir=str(p["log_dir"]),
-                        threads=1)
+    run_stage("label_oracle", {"kept": str(p["kept"]), "draws": [str(p["draws"])]},
+              {"labels": str(p["labels"]), "nstar": str(p["nstar"]), "curve": str(p["curve_csv"]),
+               "plot": str(p["curve_png"]), "fit": str(p["fit"])}, config, log_dir=str(p["log_dir"]))
 
 
 def fingerprint(p: dict) -> dict:

@@ -45,11 +45,12 @@ def _src(tmp: Path, lines: list, raw: bytes | None = None) -> Path:
 
 def _prepare(lines=None, raw=None, missing: bool = False):
     def run(tmp, url):
-        from judgeflow import stages
+        from judgeflow.pipeline import run_stage
 
         src = tmp / "in" / "nope.jsonl" if missing else _src(tmp, lines or [], raw)
         config = stage_config(tmp, url, questions={"source": "jsonl", "path": str(src), "limit": None})
-        stages.prepare_questions(config, str(tmp / "out" / "questions.jsonl"))
+        run_stage("prepare_questions", {"source": str(src)}, {"questions": str(tmp / "out" / "questions.jsonl")},
+                  config)
     return run
 
 
@@ -62,15 +63,15 @@ def _questions_file(tmp: Path, rows) -> Path:
 
 def _clean(rows, heldout: int = 0, **cfg):
     def run(tmp, url):
-        from judgeflow import stages
+        from judgeflow.pipeline import run_stage
 
         q = _questions_file(tmp, rows)
         extra = dict(cfg)
         config = stage_config(tmp, extra.pop("url", url), questions={"heldout": heldout}, **extra)
         out = tmp / "out"
-        stages.clean_questions(config, str(q), str(out / "kept.jsonl"), str(out / "rejected.jsonl"),
-                               str(out / "cleaning.json"), str(tmp / "logs"), threads=1,
-                               heldout=str(out / "heldout.jsonl"))
+        run_stage("clean_questions", {"questions": str(q)},
+                  {name: str(out / f"{name}.jsonl") for name in ("kept", "rejected", "heldout")}
+                  | {"summary": str(out / "cleaning.json")}, config, log_dir=str(tmp / "logs"))
         return {r["question_id"]: r["cleaning"]["reason"] for r in map(json.loads, (out / "rejected.jsonl").open())}
     return run
 
@@ -82,20 +83,21 @@ def _config(**overrides):
 
 
 def _yaml_syntax(tmp, url):
-    from judgeflow import config as jf_config
+    from judgeflow import settings as jf_settings
 
     p = tmp / "in" / "config.yaml"
     p.parent.mkdir(parents=True)
     p.write_text("run: demo\nmodels: [smollm2\nseed: 1\n")
-    jf_config.load(p)
+    jf_settings.load(p)
 
 
 def _missing_hf_model(tmp, url):
-    from judgeflow import stages
+    from judgeflow.pipeline import run_stage
 
     q = _questions_file(tmp, [{"question_id": "a", "prompt": "Hi?", "criteria": []}])
     config = stage_config(tmp, url, models={"smollm2": {"path": str(tmp / "no-such-model")}})
-    stages.sample_responses(config, str(q), 0, str(tmp / "out" / "shard-0.jsonl"), threads=1)
+    run_stage("sample_responses", {"kept": str(q)}, {"responses": str(tmp / "out" / "shard-0.jsonl")}, config,
+              wildcards={"shard": 0})
 
 
 def _missing_served_model(tmp, url):
@@ -122,7 +124,7 @@ def _unset_key(tmp, url):
 
 
 def _label_with_bad_draws(tmp, url):
-    from judgeflow import stages
+    from judgeflow.pipeline import run_stage
 
     q = _questions_file(tmp, [{"question_id": "a", "prompt": "Hi?", "criteria": []}])
     d = tmp / "in" / "draws.jsonl"
@@ -130,8 +132,9 @@ def _label_with_bad_draws(tmp, url):
                              "n_accept": 1, "n_max": 4}) + "\n")  # no "draw"
     out = tmp / "out"
     config = stage_config(tmp, url)
-    stages.label_oracle(config, str(q), [str(d)], str(out / "labels.jsonl"), str(out / "nstar.json"),
-                        str(out / "tp.csv"), str(out / "tp.png"), str(out / "fit.json"), threads=1)
+    run_stage("label_oracle", {"kept": str(q), "draws": [str(d)]},
+              {"labels": str(out / "labels.jsonl"), "nstar": str(out / "nstar.json"), "curve": str(out / "tp.csv"),
+               "plot": str(out / "tp.png"), "fit": str(out / "fit.json")}, config)
 
 
 HUGE = {"question_id": "huge", "prompt": "lorem ipsum " * 100_000, "criteria": []}
@@ -164,7 +167,7 @@ CASES = [
          InputError, r"src\.jsonl:1: instruction_id_list and kwargs must be lists of the same length"),
     Case("non-UTF-8 bytes", _prepare(raw=json.dumps(GOOD).encode() + b'\n{"question_id": "b", "prompt": "\xff\xfe"}\n'),
          InputError, r"src\.jsonl:2: not valid UTF-8"),
-    Case("empty source file", _prepare(raw=b"\n\n"), InputError, r"questions: the source 'jsonl' gave no questions"),
+    Case("empty source file", _prepare(raw=b"\n\n"), InputError, r"in/src\.jsonl: no questions \(questions\.source 'jsonl'\): the file is empty"),
     Case("source file missing", _prepare(missing=True), InputError, r"in/nope\.jsonl: file not found"),
     # the question file of the cleaning stage
     Case("question file line without a prompt", _clean([GOOD, {"question_id": "b"}]), InputError,
@@ -180,13 +183,13 @@ CASES = [
     # configuration
     Case("config not valid YAML", _yaml_syntax, yaml.YAMLError, r'config\.yaml", line 3, column 5'),
     Case("invalid enum value", _config(cleaning={"on_abstain": "maybe"}), ConfigError,
-         r"config key cleaning\.on_abstain: 'maybe' is not one of"),
+         r"config key cleaning\.on_abstain: Input should be 'keep' or 'reject' \(got 'maybe'\)"),
     Case("timeout of zero", _config(models={"flaky": {"timeout": 0}}), ConfigError,
-         r"config key models\.flaky\.timeout: 0 is less than or equal to the minimum of 0"),
+         r"config key models\.flaky\.timeout: Input should be greater than 0 \(got 0\)"),
     Case("max_concurrency as a string", _config(models={"flaky": {"max_concurrency": "8"}}), ConfigError,
-         r"config key models\.flaky\.max_concurrency: '8' is not of type 'integer'"),
+         r"config key models\.flaky\.max_concurrency: Input should be a valid integer \(got '8'\)"),
     Case("negative max_retries", _config(models={"flaky": {"max_retries": -1}}), ConfigError,
-         r"config key models\.flaky\.max_retries: -1 is less than the minimum of 0"),
+         r"config key models\.flaky\.max_retries: Input should be greater than or equal to 0 \(got -1\)"),
     Case("oracle that is not a model", _config(oracle={"labeller": "gpt9"}), ConfigError,
          r"oracle\.labeller: 'gpt9' is neither 'verifier' nor a model"),
     # models and endpoints

@@ -150,7 +150,7 @@ def test_too_few_pairs_error_names_file_and_count_or_skips(tmp_path):
 def test_empty_pair_file_skipped_variant_writes_outputs_that_say_so(tmp_path, model_dir):
     cfg = base_config(tmp_path, model_dir, training={"on_too_few": "skip", "min_pairs": 2})
     pairs = _write(tmp_path / "full_feedback.jsonl", [])
-    out = dpo.train(dpo.settings(cfg), "full_feedback", str(pairs), str(model_dir), str(tmp_path / "dpo"))
+    out = dpo.train(dpo.worker_settings(cfg), "full_feedback", str(pairs), str(model_dir), str(tmp_path / "dpo"))
     assert out["skipped"]
     summary = json.loads((tmp_path / "dpo" / "summary.json").read_text())
     assert summary["skipped"] and "0 usable pair(s)" in summary["reason"] and str(pairs) in summary["reason"]
@@ -172,7 +172,7 @@ def test_training_config_defaults_and_fair_step_budget(tmp_path, model_dir):
     cfg["training"]["extra"] = {"beta": 3}
     with pytest.raises(ConfigError, match=r"training.extra: \['beta'\]"):
         dpo.dpo_config_kwargs(cfg["training"], "/tmp/x", 1, True, False)
-    s = dpo.settings(cfg)
+    s = dpo.worker_settings(cfg)
     assert s["policy"] == cfg["sampling"]["model"] and s["policy_path"] == str(model_dir)
 
 
@@ -209,7 +209,8 @@ def test_cpu_accelerate_config_refused_on_a_gpu_job():
 def test_workflow_stops_on_a_missing_accelerate_config(tmp_path):
     cfgfile = tmp_path / "c.yaml"
     cfgfile.write_text("training: {accelerate_config: config/accelerate/missing.yaml}\n")
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(cfgfile), "--cores", "1",
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "config/config.yaml", str(cfgfile),
+                        "--cores", "1",
                         "--quiet", "all"], cwd=ROOT, capture_output=True, text=True, check=False)
     assert r.returncode != 0
     assert "training.accelerate_config: accelerate config 'config/accelerate/missing.yaml' not found" in (
@@ -324,11 +325,11 @@ def test_train_few_steps_under_accelerate_launch_loss_below_log2_and_model_loads
         "lora": {"enabled": True}, "gradient_checkpointing": False, "max_length": 256, "save_steps": 1,
         "keep_checkpoints": True})
     settings = tmp_path / "settings.json"
-    settings.write_text(json.dumps(dpo.settings(cfg)))
+    settings.write_text(json.dumps(dpo.worker_settings(cfg)))
     out = tmp_path / "dpo"
     cmd = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file",
            str(ROOT / "config/accelerate/cpu.yaml"), "--num_processes", "1",
-           str(ROOT / "workflow/scripts/train_dpo.py"), "--variant", "multi_feedback", "--pairs", str(pairs),
+           "-m", "judgeflow.train_worker", "--variant", "multi_feedback", "--pairs", str(pairs),
            "--model", str(model_dir), "--out-dir", str(out), "--threads", "2", "--settings", str(settings)]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)

@@ -75,7 +75,7 @@ def test_empty_and_huge_prompts_are_rejected_with_a_reason_without_the_oracle(tm
     src = _write(tmp_path / "q.jsonl", [{"question_id": "e", "prompt": "   ", "criteria": []},
                                         {"question_id": "h", "prompt": "x" * 50, "criteria": []},
                                         {"question_id": "ok", "prompt": "Fine?", "criteria": []}])
-    config = {"seed": 0, "questions": {"max_prompt_chars": 20},
+    config = {"seed": 0, "questions": {"max_prompt_chars": 20, "heldout": 0},
               "cleaning": {"enabled": False, "model": "oracle", "on_abstain": "keep"}}
     summary = clean_questions(src, tmp_path / "kept.jsonl", tmp_path / "rej.jsonl", config, models={})
     rejected = {q["question_id"]: q["cleaning"]["reason"] for q in read_jsonl(tmp_path / "rej.jsonl")}

@@ -266,7 +266,7 @@ def after_parse(rules, site: dict | None, resource_settings) -> None:
     if site is None:
         return
     if rules.api_local:
-        logger.info("SLURM: calling a hosted API, run on this node (localrule): " + ", ".join(sorted(rules.api_local)))
+        logger.info("SLURM: calling a hosted API, run on this node (localrules): " + ", ".join(sorted(rules.api_local)))
     local = {name for name in STAGES if rules.local(name)}
     unmapped = unmapped_rules(STAGES, local, mapped_rules(resource_settings))
     if unmapped:

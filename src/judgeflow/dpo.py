@@ -194,25 +194,14 @@ def check_devices(acc_cfg: dict, path, num_processes: int, cuda_devices: int) ->
                           "config/accelerate/zero2.yaml or zero3.yaml (or a config with use_cpu: false)")
 
 
-def policy_model_name(config: dict) -> str:
-    return config["training"].get("model") or config["sampling"]["model"]
-
-
-def policy_model_path(config: dict) -> str:
-    name = policy_model_name(config)
-    key = "training.model" if config["training"].get("model") else "sampling.model"
-    spec = config["models"].get(name)
-    if spec is None:
-        raise ConfigError(f"{key}: unknown model '{name}'")
-    if spec.get("backend") != "hf" or not spec.get("path"):
-        raise ConfigError(f"{key}: DPO trains a local transformers model; models.{name} is not an hf model with a path")
-    return spec["path"]
-
-
-def settings(config: dict) -> dict:
-    """What a train_dpo job needs from the config (its params: a change reruns training)."""
-    return {"training": config["training"], "seed": config["seed"],
-            "policy": policy_model_name(config), "policy_path": policy_model_path(config)}
+def worker_settings(config) -> dict:
+    """What a train_dpo worker needs, from validated settings (training.model resolved): the training
+    section, the seed, the policy's name and directory."""
+    training = config["training"]
+    training = training.to_dict() if hasattr(training, "to_dict") else dict(training)
+    policy = training["model"]
+    return {"training": training, "seed": config["seed"], "policy": policy,
+            "policy_path": config["models"][policy]["path"]}
 
 
 def dpo_config_kwargs(tcfg: dict, output_dir: str, seed: int, use_cpu: bool, bf16: bool) -> dict:

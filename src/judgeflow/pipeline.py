@@ -500,7 +500,7 @@ def relpath_if_below(path: str | os.PathLike) -> str:
 
 
 def run_stage(name: str, inp: dict, out: dict, config: dict, *, threads: int = 1, wildcards: dict | None = None,
-              resources: dict | None = None, log_dir: str | None = None, params: dict | None = None,
+              resources: dict | None = None, log_dir: str | None = None, job_params: dict | None = None,
               settings_params: dict | None = None) -> Declared:
     """Run one stage on a validated config, the way the workflow does: the stage sees exactly the
     settings it declares (`settings_params` = the rule's `settings` param, else computed here).
@@ -513,7 +513,7 @@ def run_stage(name: str, inp: dict, out: dict, config: dict, *, threads: int = 1
     p = params(stage, config, wildcards) if settings_params is None else settings_params
     settings = view(stage, p, tunes(stage, config, wildcards))
     job = SimpleNamespace(rule=name, threads=threads, wildcards=wildcards, resources=dict(resources or {}),
-                          log_dir=log_dir, params=dict(params or {}))
+                          log_dir=log_dir, params=dict(job_params or {}))
     module = importlib.import_module(stage.module)
     module.run(SimpleNamespace(**inp), SimpleNamespace(**out), settings, job)
     return settings

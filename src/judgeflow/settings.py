@@ -18,6 +18,7 @@ Settings left null that mean "the same as another setting" (`draws.model` = `sam
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import types
 from pathlib import Path
@@ -41,7 +42,7 @@ def op(default: Any, description: str, **kw) -> Any:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
 
     @classmethod
     def operational_fields(cls) -> set[str]:
@@ -524,6 +525,17 @@ def _unwrap(tp):
     return None
 
 
+def _model_classes(shape) -> list[type]:
+    """The model classes a shape (from _unwrap) holds."""
+    if isinstance(shape, type):
+        return [shape]
+    if isinstance(shape, tuple) and shape and shape[0] == "container":
+        return _model_classes(shape[2])
+    if isinstance(shape, tuple):
+        return [c for x in shape for c in _model_classes(x)]
+    return []
+
+
 def _check_keys(data, shape, where: str) -> None:
     """Every key of `data` exists in `shape`; the error names the key and the closest valid one."""
     if shape is None or data is None:
@@ -565,7 +577,10 @@ def _describe(e: ValidationError) -> str:
         field, _, rest = msg.partition(":")
         return f"config key {_key([*loc, field])}:{rest}"
     if err["type"] == "missing":
-        return f"config key {_key(loc[:-1]) or '(top level)'}: '{loc[-1]}' is a required key"
+        hint = ("; a config file given with --configfile is the whole config (the demo's config/config.yaml "
+                "is not read then): to change the demo, name both, --configfile config/config.yaml yours.yaml"
+                if len(loc) == 1 else "")
+        return f"config key {_key(loc[:-1]) or '(top level)'}: '{loc[-1]}' is a required key{hint}"
     value = err.get("input")
     shown = repr(value) if isinstance(value, (int, float, str, bool)) or value is None else type(value).__name__
     if len(shown) > 80:
@@ -582,50 +597,63 @@ def json_schema() -> dict:
     return schema
 
 
+def _type_name(tp) -> str:
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin is Literal:
+        return " \\| ".join(repr(a) for a in args)
+    if origin is Union or origin is types.UnionType:
+        return " \\| ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    if origin is dict:
+        return f"map of {_type_name(args[1])}"
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "section"
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
 def docs_markdown() -> str:
     """docs/config.md: every key, its type, default and description, from the classes."""
     lines = ["# Configuration reference", "",
              "Generated from `src/judgeflow/settings.py` (`python -m judgeflow.settings --write`); do not edit.",
-             "*operational*: changes how a stage runs, never what it writes, so a change reruns nothing.", ""]
+             "", "*operational*: changes how a stage runs, never what it writes, so a change to it reruns nothing.",
+             "Every other key reruns exactly the stages that read it (see `src/judgeflow/pipeline.py`) and what "
+             "follows them.", ""]
 
-    def walk(cls, prefix: str, depth: int) -> None:
-        lines.append(f"{'#' * min(depth, 4)} `{prefix or 'top level'}`" + (f": {cls.__doc__.strip()}"
-                                                                              if cls.__doc__ and depth > 2 else ""))
-        lines.append("")
-        lines.append("| key | type | default | description |")
-        lines.append("| --- | --- | --- | --- |")
+    def walk(cls, prefix: str, heading: str, depth: int) -> None:
+        doc = (cls.__doc__ or "").strip() if cls is not Settings else ""
+        lines.extend([f"{'#' * min(depth, 4)} `{heading}`" + (f": {doc}" if doc else ""), "",
+                  "| key | type | default | description |", "| --- | --- | --- | --- |"])
         nested = []
         for name, f in cls.model_fields.items():
             key = f"{prefix}.{name}" if prefix else name
-            shape = _unwrap(f.annotation)
-            default = "(required)" if f.is_required() else repr(f.get_default(call_default_factory=True))
-            if isinstance(f.get_default(call_default_factory=True), BaseModel):
-                default = "(section)"
-            typ = re.sub(r"typing\.|judgeflow\.settings\.|Annotated\[|, FieldInfo\(.*?\)\]", "", str(f.annotation))
+            default = f.get_default(call_default_factory=True)
+            shown = "required" if f.is_required() else ("section" if isinstance(default, BaseModel) else
+                                                       json.dumps(default) if default is not None else "null")
             desc = (f.description or "").replace("|", "\\|")
             if name in cls.operational_fields():
                 desc = f"*operational*. {desc}"
-            lines.append(f"| `{key}` | `{typ}` | `{default}` | {desc} |")
-            if isinstance(shape, type):
-                nested.append((shape, key))
-            elif isinstance(shape, tuple) and shape and shape[0] == "container":
-                inner = shape[2]
+            lines.append(f"| `{key}` | {_type_name(f.annotation)} | `{shown}` | {desc} |")
+            shape = _unwrap(f.annotation)
+            suffix = ""
+            if isinstance(shape, tuple) and shape and shape[0] == "container":
                 suffix = ".<name>" if shape[1] is dict else "[i]"
-                for c in inner if isinstance(inner, tuple) else [inner]:
-                    if isinstance(c, type):
-                        nested.append((c, key + suffix + (f" (backend: {c.model_fields['backend'].annotation.__args__[0]})"
-                                                          if "backend" in c.model_fields else "")))
+            for c in _model_classes(shape):
+                tag = c.model_fields.get("backend")
+                nested.append((c, key + suffix, key + suffix + (f" (backend: {tag.annotation.__args__[0]})"
+                                                                if tag else "")))
         lines.append("")
-        for c, k in nested:
-            walk(c, k, depth + 1)
+        for c, k, h in nested:
+            walk(c, k, h, depth + 1)
 
-    walk(Settings, "", 2)
+    walk(Settings, "", "top level", 2)
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     import argparse
-    import json
 
     p = argparse.ArgumentParser(description="write config/schema.json and docs/config.md from the classes")
     p.add_argument("--write", action="store_true")

@@ -42,5 +42,5 @@ def run(snakemake) -> None:
         threads=snakemake.threads, wildcards=dict(snakemake.wildcards.items()),
         resources=dict(snakemake.resources.items()),
         log_dir=str(Path(snakemake.log[0]).parent) if snakemake.log else None,
-        params=extra, settings_params=snakemake.params.settings)
+        job_params=extra, settings_params=snakemake.params.settings)
     logging.info("settings read: %s", ", ".join(sorted(settings.read)) or "(none)")

@@ -14,15 +14,14 @@ import sys
 from pathlib import Path
 
 from .. import train_worker
+from ..dpo import worker_settings as dpo_worker_settings
 from ..launch import accelerate_command, gpus_per_node
 
 log = logging.getLogger(__name__)
 
 
 def run(inp, out, settings, job) -> None:
-    policy = settings["training"]["model"]
-    worker_settings = {"training": settings["training"].to_dict(), "seed": settings["seed"], "policy": policy,
-                       "policy_path": settings["models"][policy]["path"]}
+    worker_settings = dpo_worker_settings(settings)
     per_node, nodes = gpus_per_node(job.resources)
     nproc = max(1, per_node)
     args = ["-m", train_worker.__name__, "--variant", job.wildcards["variant"], "--pairs", inp.pairs,
