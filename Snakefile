@@ -10,7 +10,6 @@ sys.path.insert(0, f"{workflow.basedir}/src")
 from judgeflow import cluster as jf_cluster, settings as jf_settings
 from judgeflow.rulekit import Rules
 
-
 # The embedded default (the demo) unless the command line names config files: those are the whole
 # config then (with the documented defaults), never merged over the demo's settings. `--config
 # key=value` alone changes the demo.
@@ -45,6 +44,7 @@ jf_cluster.after_parse(JF, JF_SLURM_SITE, workflow.resource_settings)
 
 
 rule all:
+    default_target: True
     input:
         f"{RESULTS}/pairs/multi_feedback.jsonl",
         f"{RESULTS}/pairs/full_feedback.jsonl",
@@ -52,4 +52,3 @@ rule all:
         f"{RESULTS}/evaluation/evaluation.json",
         JF.report_files(),
         f"{RESULTS}/report.html",
-    default_target: True

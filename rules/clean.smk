@@ -1,6 +1,7 @@
 rule clean_questions:
     """The oracle keeps meaningful, answerable questions and rejects the rest with a reason;
-    `questions.heldout` kept questions are set aside for evaluation (never sampled for pairs)."""
+    `questions.heldout` kept questions are set aside for evaluation (never sampled for pairs).
+    """
     input:
         unpack(JF.inputs("clean_questions")),
         questions=JF.questions_file(),
@@ -9,19 +10,19 @@ rule clean_questions:
         rejected=f"{RESULTS}/questions/rejected.jsonl",
         heldout=f"{RESULTS}/questions/heldout.jsonl",
         summary=f"{RESULTS}/questions/cleaning.json",
-    params:
-        settings=JF.params("clean_questions"),
-        code=JF.code("clean_questions"),
     log:
         f"{LOGS}/clean_questions/clean_questions.log",
     benchmark:
         f"{BENCH}/clean_questions/clean_questions.tsv"
     localrule: JF.local("clean_questions")
+    conda:
+        "../envs/models.yaml"
     threads: JF.threads("clean_questions")
     resources:
         mem_mb=JF.mem_mb("clean_questions"),
         runtime=JF.runtime("clean_questions"),
-    conda:
-        "../envs/models.yaml"
+    params:
+        settings=JF.params("clean_questions"),
+        code=JF.code("clean_questions"),
     script:
         STAGE_SCRIPT

@@ -10,19 +10,19 @@ rule sample_until_accept:
     output:
         draws=f"{RESULTS}/draws/shard-{{shard}}.jsonl",
         verdicts=f"{RESULTS}/draws/shard-{{shard}}.verdicts.jsonl",
-    params:
-        settings=JF.params("sample_until_accept"),
-        code=JF.code("sample_until_accept"),
     log:
         f"{LOGS}/sample_until_accept/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/sample_until_accept/shard-{{shard}}.tsv"
     localrule: JF.local("sample_until_accept")
+    conda:
+        "../envs/models.yaml"
     threads: JF.threads("sample_until_accept")
     resources:
         mem_mb=JF.mem_mb("sample_until_accept"),
         runtime=JF.runtime("sample_until_accept"),
-    conda:
-        "../envs/models.yaml"
+    params:
+        settings=JF.params("sample_until_accept"),
+        code=JF.code("sample_until_accept"),
     script:
         STAGE_SCRIPT

@@ -19,20 +19,20 @@ rule evaluate_responses:
         generations=f"{RESULTS}/evaluation/responses/{{policy}}.jsonl",
         verdicts=f"{RESULTS}/evaluation/verdicts/{{policy}}.jsonl",
         aggregates=f"{RESULTS}/evaluation/verdicts/{{policy}}.aggregate.jsonl",
-    params:
-        settings=JF.params("evaluate_responses"),
-        code=JF.code("evaluate_responses"),
     log:
         f"{LOGS}/evaluate_responses/{{policy}}.log",
     benchmark:
         f"{BENCH}/evaluate_responses/{{policy}}.tsv"
     localrule: JF.local("evaluate_responses")
+    conda:
+        "../envs/training.yaml"
     threads: JF.threads("evaluate_responses")
     resources:
         mem_mb=JF.mem_mb("evaluate_responses"),
         runtime=JF.runtime("evaluate_responses"),
-    conda:
-        "../envs/training.yaml"
+    params:
+        settings=JF.params("evaluate_responses"),
+        code=JF.code("evaluate_responses"),
     script:
         STAGE_SCRIPT
 
@@ -40,7 +40,8 @@ rule evaluate_responses:
 rule evaluate_policies:
     """Exact verifier pass rates, the oracle's preference of each trained policy vs the base (both
     orders, agreement required) with win-rate intervals, and the table. Calls the oracle only (a
-    hosted API runs where Snakemake runs, see cluster.api_rules; a serve: oracle in a job)."""
+    hosted API runs where Snakemake runs, see cluster.api_rules; a serve: oracle in a job).
+    """
     input:
         unpack(JF.inputs("evaluate_policies")),
         heldout=f"{RESULTS}/questions/heldout.jsonl",
@@ -54,19 +55,19 @@ rule evaluate_policies:
         comparisons=f"{RESULTS}/evaluation/comparisons.jsonl",
         table=f"{RESULTS}/evaluation/table.csv",
         summary=f"{RESULTS}/evaluation/evaluation.json",
-    params:
-        settings=JF.params("evaluate_policies"),
-        code=JF.code("evaluate_policies"),
     log:
         f"{LOGS}/evaluate_policies/evaluate_policies.log",
     benchmark:
         f"{BENCH}/evaluate_policies/evaluate_policies.tsv"
     localrule: JF.local("evaluate_policies")
+    conda:
+        "../envs/training.yaml"
     threads: JF.threads("evaluate_policies")
     resources:
         mem_mb=JF.mem_mb("evaluate_policies"),
         runtime=JF.runtime("evaluate_policies"),
-    conda:
-        "../envs/training.yaml"
+    params:
+        settings=JF.params("evaluate_policies"),
+        code=JF.code("evaluate_policies"),
     script:
         STAGE_SCRIPT

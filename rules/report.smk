@@ -8,11 +8,6 @@ rule report:
     output:
         html=f"{RESULTS}/report.html",
         timings=f"{RESULTS}/timings.csv",
-    params:
-        settings=JF.params("report"),
-        code=JF.code("report"),
-        sections=JF.report_sections(),
-        bench_dir=BENCH,
     log:
         f"{LOGS}/report/report.log",
     benchmark:
@@ -20,5 +15,9 @@ rule report:
     localrule: JF.local("report")
     conda:
         "../envs/analysis.yaml"
+    params:
+        settings=JF.params("report"),
+        code=JF.code("report"),
+        sections=JF.report_sections(),
     script:
         STAGE_SCRIPT

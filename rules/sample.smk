@@ -5,19 +5,19 @@ rule sample_responses:
         kept=f"{RESULTS}/questions/kept.jsonl",
     output:
         responses=f"{RESULTS}/responses/shard-{{shard}}.jsonl",
-    params:
-        settings=JF.params("sample_responses"),
-        code=JF.code("sample_responses"),
     log:
         f"{LOGS}/sample_responses/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/sample_responses/shard-{{shard}}.tsv"
     localrule: JF.local("sample_responses")
+    conda:
+        "../envs/models.yaml"
     threads: JF.threads("sample_responses")
     resources:
         mem_mb=JF.mem_mb("sample_responses"),
         runtime=JF.runtime("sample_responses"),
-    conda:
-        "../envs/models.yaml"
+    params:
+        settings=JF.params("sample_responses"),
+        code=JF.code("sample_responses"),
     script:
         STAGE_SCRIPT

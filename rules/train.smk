@@ -16,7 +16,9 @@ DPO_ACCELERATE_CONFIG = relpath_if_below(
         ),
     )
 )
-jf_dpo.check_training_config(config, jf_dpo.read_accelerate_config(DPO_ACCELERATE_CONFIG))
+jf_dpo.check_training_config(
+    config, jf_dpo.read_accelerate_config(DPO_ACCELERATE_CONFIG)
+)
 
 
 wildcard_constraints:
@@ -25,7 +27,8 @@ wildcard_constraints:
 
 rule train_dpo:
     """DPO (TRL DPOTrainer under accelerate launch) of the policy on one pair dataset, the same
-    optimizer-step budget for every variant; resumes from its last checkpoint when rerun."""
+    optimizer-step budget for every variant; resumes from its last checkpoint when rerun.
+    """
     input:
         unpack(JF.inputs("train_dpo")),
         pairs=f"{RESULTS}/pairs/{{variant}}.jsonl",
@@ -35,28 +38,29 @@ rule train_dpo:
         train_log=f"{RESULTS}/dpo/{{variant}}/train_log.csv",
         diagnostics=f"{RESULTS}/dpo/{{variant}}/diagnostics.jsonl",
         summary=f"{RESULTS}/dpo/{{variant}}/summary.json",
-    params:
-        settings=JF.params("train_dpo"),
-        code=JF.code("train_dpo"),
     log:
         f"{LOGS}/train_dpo/{{variant}}.log",
     benchmark:
         f"{BENCH}/train_dpo/{{variant}}.tsv"
     localrule: JF.local("train_dpo")
+    conda:
+        "../envs/training.yaml"
     threads: JF.threads("train_dpo")
     resources:
         mem_mb=JF.mem_mb("train_dpo"),
         runtime=JF.runtime("train_dpo"),
         gpu=0,  # GPUs of the job (SLURM profile: set-resources); 0 = one CPU process
-    conda:
-        "../envs/training.yaml"
+    params:
+        settings=JF.params("train_dpo"),
+        code=JF.code("train_dpo"),
     script:
         STAGE_SCRIPT
 
 
 rule dpo_diagnostics:
     """Per-pair implicit reward margins and sigmoid weights at the start and end of training,
-    per variant and criterion (table) and a plot comparing the variants; a training summary."""
+    per variant and criterion (table) and a plot comparing the variants; a training summary.
+    """
     input:
         diagnostics=JF.variant_files(f"{RESULTS}/dpo/{{variant}}/diagnostics.jsonl"),
         summaries=JF.variant_files(f"{RESULTS}/dpo/{{variant}}/summary.json"),
@@ -64,9 +68,6 @@ rule dpo_diagnostics:
         table=f"{RESULTS}/dpo/diagnostics.csv",
         plot=f"{RESULTS}/dpo/diagnostics.png",
         training=f"{RESULTS}/dpo/training.csv",
-    params:
-        settings=JF.params("dpo_diagnostics"),
-        code=JF.code("dpo_diagnostics"),
     log:
         f"{LOGS}/dpo_diagnostics/dpo_diagnostics.log",
     benchmark:
@@ -74,5 +75,8 @@ rule dpo_diagnostics:
     localrule: JF.local("dpo_diagnostics")
     conda:
         "../envs/analysis.yaml"
+    params:
+        settings=JF.params("dpo_diagnostics"),
+        code=JF.code("dpo_diagnostics"),
     script:
         STAGE_SCRIPT

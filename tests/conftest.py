@@ -44,3 +44,18 @@ def base_config(tmp_path: Path, model_dir: Path, **overrides) -> dict:
     }
     merged = jf_settings.deep_merge(merged, overrides)
     return jf_settings.load(ROOT / "config" / "config.yaml", overrides=merged)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A project of its own (tests/project.py) with the tiny config, run to the end with the real
+    model, the real served oracle and real Snakemake: every stage, once per test session. Tests
+    read it, or work on a copy (project.copy_project keeps the run finished)."""
+    from project import smk, write_tiny_project
+
+    reuse = os.environ.get("JUDGEFLOW_TEST_TINY_RUN")  # a finished tiny project, to iterate on tests locally
+    if reuse:
+        return Path(reuse)
+    proj = write_tiny_project(tmp_path_factory.mktemp("tiny") / "project")
+    smk(proj, "--cores", "2", configfile=proj / "config" / "tiny.yaml")
+    return proj

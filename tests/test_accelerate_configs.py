@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, base_config
 from judgeflow import dpo
+
+from conftest import ROOT, base_config
 
 ACCELERATE_CONFIGS = sorted((ROOT / "config").rglob("*.yaml"))
 ACCELERATE_CONFIGS = [p for p in ACCELERATE_CONFIGS if "distributed_type" in (yaml.safe_load(p.read_text()) or {})]
@@ -46,7 +47,8 @@ def _deepspeed_dict(acc: dict) -> dict:
         return json.loads(Path(ROOT, ds["deepspeed_config_file"]).read_text())
     plugin = DeepSpeedPlugin(
         zero_stage=ds["zero_stage"], gradient_accumulation_steps=ds.get("gradient_accumulation_steps", "auto"),
-        gradient_clipping=ds.get("gradient_clipping", "auto"), offload_optimizer_device=ds.get("offload_optimizer_device"),
+        gradient_clipping=ds.get("gradient_clipping", "auto"),
+        offload_optimizer_device=ds.get("offload_optimizer_device"),
         offload_param_device=ds.get("offload_param_device"), zero3_init_flag=ds.get("zero3_init_flag"),
         zero3_save_16bit_model=ds.get("zero3_save_16bit_model"))
     out = dict(plugin.deepspeed_config)

@@ -11,16 +11,17 @@ unreachable endpoint beside a real server); the cases here go through the stage 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
 
-from fault_server import FaultServer, stage_config
 from judgeflow.io import InputError
 from judgeflow.models import BackendError, ConfigError
+
+from fault_server import FaultServer, stage_config
 
 GOOD = {"question_id": "ok", "prompt": "Name three rivers.", "criteria": ["Exactly three rivers."]}
 
@@ -167,7 +168,8 @@ CASES = [
          InputError, r"src\.jsonl:1: instruction_id_list and kwargs must be lists of the same length"),
     Case("non-UTF-8 bytes", _prepare(raw=json.dumps(GOOD).encode() + b'\n{"question_id": "b", "prompt": "\xff\xfe"}\n'),
          InputError, r"src\.jsonl:2: not valid UTF-8"),
-    Case("empty source file", _prepare(raw=b"\n\n"), InputError, r"in/src\.jsonl: no questions \(questions\.source 'jsonl'\): the file is empty"),
+    Case("empty source file", _prepare(raw=b"\n\n"), InputError,
+         r"in/src\.jsonl: no questions \(questions\.source 'jsonl'\): the file is empty"),
     Case("source file missing", _prepare(missing=True), InputError, r"in/nope\.jsonl: file not found"),
     # the question file of the cleaning stage
     Case("question file line without a prompt", _clean([GOOD, {"question_id": "b"}]), InputError,
@@ -186,15 +188,16 @@ CASES = [
          r"config key cleaning\.on_abstain: Input should be 'keep' or 'reject' \(got 'maybe'\)"),
     Case("timeout of zero", _config(models={"flaky": {"timeout": 0}}), ConfigError,
          r"config key models\.flaky\.timeout: Input should be greater than 0 \(got 0\)"),
-    Case("max_concurrency as a string", _config(models={"flaky": {"max_concurrency": "8"}}), ConfigError,
-         r"config key models\.flaky\.max_concurrency: Input should be a valid integer \(got '8'\)"),
+    Case("max_concurrency as a word", _config(models={"flaky": {"max_concurrency": "eight"}}), ConfigError,
+         r"config key models\.flaky\.max_concurrency: Input should be a valid integer.* \(got 'eight'\)"),
     Case("negative max_retries", _config(models={"flaky": {"max_retries": -1}}), ConfigError,
          r"config key models\.flaky\.max_retries: Input should be greater than or equal to 0 \(got -1\)"),
     Case("oracle that is not a model", _config(oracle={"labeller": "gpt9"}), ConfigError,
          r"oracle\.labeller: 'gpt9' is neither 'verifier' nor a model"),
     # models and endpoints
     Case("missing model files (hf)", _missing_hf_model, ConfigError, r"models\.smollm2\.path: no model at"),
-    Case("missing model files (served)", _missing_served_model, ConfigError, r"models\.oracle\.serve\.path: no model at"),
+    Case("missing model files (served)", _missing_served_model, ConfigError,
+         r"models\.oracle\.serve\.path: no model at"),
     Case("API key variable unset", _unset_key, ConfigError,
          r"models\.flaky\.api_key_env: environment variable JF_UNSET_TEST_KEY is not set"),
     Case("unreachable endpoint", _unreachable, BackendError,

@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, base_config
 
-from judgeflow import dpo
-from judgeflow import dpo_diagnostics as diag
+from judgeflow import dpo, dpo_diagnostics as diag
 from judgeflow.io import InputError
 from judgeflow.models import ConfigError
+
+from conftest import ROOT, base_config
 
 
 def _pair(i, prompt="Say hi.", chosen="Hi!", rejected="Go away.", cids=("c1",), rid=None):
@@ -182,7 +182,7 @@ def test_missing_accelerate_config_names_the_key(tmp_path, model_dir):
                                           r"'config/accelerate/nope.yaml' not found"):
         dpo.accelerate_config_path(cfg, ROOT)
     cfg["training"]["accelerate_config"] = ""
-    with pytest.raises(ConfigError, match="training.accelerate_config: no accelerate config"):
+    with pytest.raises(ConfigError, match=r"training\.accelerate_config: no accelerate config"):
         dpo.accelerate_config_path(cfg, ROOT)
     cfg["training"]["accelerate_config"] = "config/accelerate/zero3.yaml"
     path = dpo.accelerate_config_path(cfg, ROOT)
@@ -193,7 +193,7 @@ def test_precompute_ref_log_probs_refused_with_deepspeed(tmp_path, model_dir):
     cfg = base_config(tmp_path, model_dir, training={"precompute_ref_log_probs": True})
     dpo.check_training_config(cfg, dpo.read_accelerate_config(ROOT / "config/accelerate/cpu.yaml"))
     for name in ("zero2.yaml", "zero3.yaml"):
-        with pytest.raises(ConfigError, match="training.precompute_ref_log_probs: not supported with a DeepSpeed"):
+        with pytest.raises(ConfigError, match=r"training\.precompute_ref_log_probs: not supported with a DeepSpeed"):
             dpo.check_training_config(cfg, dpo.read_accelerate_config(ROOT / "config/accelerate" / name))
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from conftest import base_config
 from judgeflow import evaluation as ev
+
+from conftest import base_config
 
 
 def test_parse_preference_only_answer_lines():

@@ -9,11 +9,21 @@ import json
 
 import pytest
 
-from fault_server import KINDS, FaultServer, fingerprint, paths, run_clean, run_label, stage_config, \
-    write_draws, write_questions
 from judgeflow.io import read_jsonl
 from judgeflow.models import BackendError, GenRequest, Sampling
 from judgeflow.models.openai_api import OpenAIModel
+
+from fault_server import (
+    KINDS,
+    FaultServer,
+    fingerprint,
+    paths,
+    run_clean,
+    run_label,
+    stage_config,
+    write_draws,
+    write_questions,
+)
 
 S = Sampling(max_new_tokens=16)
 RATE = 0.3

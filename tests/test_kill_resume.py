@@ -19,9 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from fault_server import FaultServer, fingerprint, paths, run_clean, run_label, stage_config, write_draws, \
-    write_questions
 from judgeflow.io import read_jsonl
+
+from fault_server import (
+    FaultServer,
+    fingerprint,
+    paths,
+    run_clean,
+    run_label,
+    stage_config,
+    write_draws,
+    write_questions,
+)
 
 TESTS = Path(__file__).resolve().parent
 SCRIPT = ("import json, pathlib, sys; sys.path.insert(0, sys.argv[3]); import fault_server as f; "
@@ -82,7 +91,7 @@ def test_kill_9_midway_then_rerun_loses_nothing_and_pays_nothing_twice(tmp_path,
             fs.gate = total // 2
         cfg_file = root / "config.json"
         cfg_file.write_text(json.dumps(config))
-        log = open(root / "stage.log", "wb")
+        log = open(root / "stage.log", "wb")  # noqa: SIM115 - the child writes it until it is killed
         proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(cfg_file), str(root), str(TESTS), stage],
                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:

@@ -93,7 +93,7 @@ def test_heldout_split_is_stable_and_disjoint():
     assert len(held) == 5 and len(train) == 15
     assert not {q["question_id"] for q in train} & {q["question_id"] for q in held}
     # a question's fate does not depend on the others present: drop a training question, same held-out set
-    train2, held2 = split_heldout([q for q in qs if q is not train[0]], 5, seed=7)
+    _, held2 = split_heldout([q for q in qs if q is not train[0]], 5, seed=7)
     assert held2 == held
     assert split_heldout(qs, 5, seed=8)[1] != held  # the seed picks the split
     assert split_heldout(qs, 0, seed=7) == (qs, [])

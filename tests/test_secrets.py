@@ -9,10 +9,11 @@ import traceback
 
 import pytest
 
-from fault_server import FaultServer, paths, run_clean, run_label, stage_config, write_draws, write_questions
 from judgeflow.io import read_jsonl
 from judgeflow.models import BackendError, GenRequest, Sampling
 from judgeflow.models.openai_api import OpenAIModel
+
+from fault_server import FaultServer, paths, run_clean, run_label, stage_config, write_draws, write_questions
 
 ENV = "JF_FAULT_TEST_API_KEY"
 

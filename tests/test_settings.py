@@ -5,9 +5,10 @@ import json
 import pytest
 import yaml
 
-from conftest import ROOT
 from judgeflow import settings as st
 from judgeflow.models import ConfigError
+
+from conftest import ROOT
 
 CFG = ROOT / "config" / "config.yaml"
 
@@ -56,8 +57,10 @@ def test_bad_config_names_the_key(override, message):
     ({"samplin": {}}, r"config key samplin: unknown key \(did you mean 'sampling'\?\)"),
     ({"judging": {"judgs": []}}, r"config key judging\.judgs: unknown key \(did you mean 'judges'\?\)"),
     # inside a model entry: the typos that used to pass silently, the defaults applying
-    ({"models": {"oracle": {"timout": 5}}}, r"config key models\.oracle\.timout: unknown key \(did you mean 'timeout'\?\)"),
-    ({"models": {"oracle": {"max_retires": 2}}}, r"models\.oracle\.max_retires: unknown key \(did you mean 'max_retries'"),
+    ({"models": {"oracle": {"timout": 5}}},
+     r"config key models\.oracle\.timout: unknown key \(did you mean 'timeout'\?\)"),
+    ({"models": {"oracle": {"max_retires": 2}}},
+     r"models\.oracle\.max_retires: unknown key \(did you mean 'max_retries'"),
     ({"models": {"smollm2": {"batchsize": 2}}}, r"models\.smollm2\.batchsize: unknown key \(did you mean 'batch_size'"),
     ({"models": {"oracle": {"serve": {"prot": 1}}}}, r"models\.oracle\.serve\.prot: unknown key \(did you mean 'port'"),
     ({"judging": {"judges": [{"id": "j1", "model": "smollm2", "temprature": 0.1}]}},

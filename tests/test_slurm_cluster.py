@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
 from judgeflow.questions import ifbench_file
+
+from conftest import ROOT
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SLURM_DIR = ROOT / "tests" / "slurm"

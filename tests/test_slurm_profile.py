@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
 from judgeflow import cluster as jc
 from judgeflow.launch import accelerate_command, gpus_from_environment, gpus_per_node
+
+from conftest import ROOT
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 PROFILE = ROOT / "profiles" / "slurm"

@@ -85,7 +85,8 @@ def test_independent_judges_agree_with_the_model_and_bounds_cover():
     for r in rows:
         truth = model_bon(r["N"], r["J"], r["k"], 2.0, 2.0, 0.3, 0.8)
         assert abs(r["tp"] - r["model_tp"]) < 0.03 and abs(r["p_any"] - r["model_p_any"]) < 0.03
-        inside += (r["tp_lower"] <= truth["tp"] <= r["tp_upper"]) + (r["p_any_lower"] <= truth["p_any"] <= r["p_any_upper"])
+        inside += (r["tp_lower"] <= truth["tp"] <= r["tp_upper"]) + \
+            (r["p_any_lower"] <= truth["p_any"] <= r["p_any_upper"])
         assert r["bound"] == "hoeffding" and r["questions"] == 2500
     assert inside == 2 * len(rows)
 

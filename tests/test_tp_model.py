@@ -1,6 +1,6 @@
 """The closed-form TP(N) against exact rational arithmetic and a draw-by-draw Monte Carlo."""
-from fractions import Fraction as F
 import math
+from fractions import Fraction as F
 
 import numpy as np
 import pytest
@@ -98,5 +98,5 @@ def test_bad_parameters_name_the_parameter(kw, name):
 def test_bad_n():
     with pytest.raises(ValueError, match="n_max"):
         model.tp_curve(0, a=1, b=1, p0=0.1, p1=0.9)
-    with pytest.raises(ValueError, match="^n must"):
+    with pytest.raises(ValueError, match=r"^n must"):
         model.tp(0, 1, 1, 0.1, 0.9)

@@ -15,7 +15,7 @@ NAMES = list(STRATEGIES)
 def drive(s, streams, available=None, per_label=True):
     """Run strategy s on fixed label streams {n: [labels]}; per_label: update() one by one, else
     update_counts() per proposed batch. Returns the result and the largest batch seen."""
-    pos = {n: 0 for n in streams}
+    pos = dict.fromkeys(streams, 0)
     avail = dict(available) if available else {n: len(v) for n, v in streams.items()}
     biggest = 0
     while batch := s.propose(avail):
@@ -123,7 +123,7 @@ def test_budget_too_small_reports_nstar_zero(name):
     res, _ = drive(s, {n: [1] * 100 for n in range(1, 6)})
     assert res["nstar"] == 0 and res["calls"] <= 7 and res["budget_exhausted"] is True
     s = make_strategy(name, n_max=5, threshold=0.8, delta=0.05, budget=0)
-    assert s.propose({n: 10 for n in range(1, 6)}) == []
+    assert s.propose(dict.fromkeys(range(1, 6), 10)) == []
     assert s.result()["nstar"] == 0 and s.result()["calls"] == 0
 
 
@@ -137,7 +137,7 @@ def test_result_is_json_and_fixed_sequence_bounds_agree_with_decisions():
     assert set(back) >= {"nstar", "threshold", "delta", "strategy", "calls", "abstains", "budget",
                          "budget_exhausted", "per_n"}
     assert back["nstar"] == 2 and back["strategy"] == "fixed_sequence"
-    for n, v in res["per_n"].items():
+    for v in res["per_n"].values():
         assert set(v) >= {"labels", "positives", "lower", "upper", "decided"}
         if v["status"] == "certified":
             assert v["decided"] and v["lower"] >= 0.8 - 1e-9

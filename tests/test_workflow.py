@@ -1,8 +1,10 @@
-"""The real DAG: dry-run, --dag, and a run on the real model with a tiny config."""
+"""The real DAG: dry-runs, --dag, a run of every stage on the real model (the session's tiny_run),
+and the rerun property: after a change to any setting, the dry-run plans exactly the stages that
+read it and what depends on them."""
 from __future__ import annotations
 
+import copy
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,172 +13,315 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
-from judgeflow.questions import ifbench_file
+from project import ROOT, copy_project, nothing_to_do, planned_jobs, smk, tiny_config
 
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 STAGES = ["prepare_model", "prepare_questions", "clean_questions", "sample_responses", "judge_responses",
           "refine_responses", "judge_refinements", "build_pairs", "sample_until_accept", "label_oracle",
-          "best_of_n", "report"]
+          "best_of_n", "train_dpo", "dpo_diagnostics", "evaluate_responses", "evaluate_policies", "report"]
 
 
-def smk(*args, configfile=None, check=True, timeout=900):
-    cmd = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT), "--nolock"]
-    if configfile:
-        cmd += ["--configfile", str(configfile)]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    p = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, env=env)
-    if check and p.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p
+def test_dry_run_of_the_demo_lists_every_stage(tmp_path):
+    """The embedded default, in an empty directory: every stage planned, one job per shard."""
+    jobs = planned_jobs(smk(tmp_path, "-n", "--quiet", "rules").stdout)
+    assert set(STAGES) <= set(jobs), jobs
+    assert jobs["sample_responses"] == jobs["judge_refinements"] == 2
 
 
-def planned_jobs(output: str) -> dict[str, int]:
-    """Job counts from a dry-run's 'Job stats' table."""
-    table = output.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+def test_every_rule_is_a_declared_stage():
+    from judgeflow.pipeline import STAGES as DECLARED
+
+    out = smk(ROOT, "--list-rules").stdout.split()
+    assert sorted(set(out) - {"all"}) == sorted(DECLARED) == sorted(STAGES)
 
 
-def nothing_to_do(output: str) -> bool:
-    """A dry-run with --until plans no job: Snakemake says so, or prints a job table of total 0 (what
-    9.27 does when jobs past the --until rule are outdated but left out)."""
-    return "Nothing to be done" in output or re.search(r"^total\s+0$", output, re.M) is not None
-
-
-def test_dry_run_lists_every_stage(tmp_path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"results_dir": str(tmp_path / "r"), "resources_dir": str(tmp_path / "res"),
-                                   "models": {"smollm2": {"path": str(tmp_path / "res/models/SmolLM2-135M-Instruct")},
-                                              "oracle": {"model": "x", "serve": {
-                                                  "path": str(tmp_path / "res/models/SmolLM2-135M-Instruct")}}}}))
-    out = smk("-n", "--quiet", "rules", configfile=cfg).stdout
-    jobs = planned_jobs(out)
-    for stage in STAGES:
-        assert jobs.get(stage), f"{stage} missing from the dry-run:\n{out}"
-    assert jobs["sample_responses"] == jobs["judge_refinements"] == 2  # one job per shard
-
-
-def test_dag_renders():
-    out = smk("--dag").stdout
+def test_dag_renders(tmp_path):
+    out = smk(tmp_path, "--dag").stdout
     assert out.lstrip().startswith("digraph") and "judge_refinements" in out
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"judging": {"k": 9}}))
-    p = smk("-n", configfile=cfg, check=False)
+    p = smk(tmp_path, "-n", "--config", "judging={k: 9}", check=False)
     assert p.returncode != 0 and "judging.k: 9 exceeds the number of judges J=3" in p.stdout + p.stderr
 
 
-@pytest.mark.slow
-def test_tiny_run_end_to_end_then_rerun_only_what_changed(tmp_path, model_dir):
-    mdir = str(model_dir)
-    # A JSONL source of our own: the shortest of the first IFBench prompts (verifiable
-    # instructions), a question with its own criterion, and an empty prompt.
-    rows = [json.loads(l) for l in ifbench_file().read_text().splitlines()[:40]]
-    short = min(rows, key=lambda r: len(r["prompt"]))
-    src = tmp_path / "questions.jsonl"
-    src.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"question_id": f"ifbench-{short['key']}", "prompt": short["prompt"],
-         "instruction_id_list": short["instruction_id_list"], "kwargs": short["kwargs"]},
-        {"question_id": "rivers", "prompt": "Name three rivers in Europe.",
-         "criteria": ["The response names exactly three rivers."]},
-        {"question_id": "blank", "prompt": ""},
-    ]))
-    cfg = {
-        "run": "tiny", "results_dir": str(tmp_path / "results"), "logs_dir": str(tmp_path / "logs"),
-        "benchmarks_dir": str(tmp_path / "bench"), "cache_dir": str(tmp_path / "cache"),
-        "resources_dir": str(tmp_path / "resources"),
-        "questions": {"source": "jsonl", "path": str(src), "heldout": 0},
-        "models": {"smollm2": {"path": mdir}, "oracle": {"model": mdir, "serve": {"path": mdir}}},
-        "sampling": {"n_samples": 2, "shards": 1, "max_new_tokens": 32},
-        "refining": {"max_new_tokens": 32},
-        "cleaning": {"max_new_tokens": 24},
-        "draws": {"n_max": 2, "min_draws": 1, "max_new_tokens": 32},
-        "oracle": {"labeller": "verifier", "budget": 40, "batch_size": 4, "label_all_accepted": True,
-                   "bon": {"n": [1], "j": [1, 3]}},
-        "training": {"max_steps": 1, "per_device_train_batch_size": 1, "max_length": 256, "min_pairs": 1,
-                     "on_too_few": "skip", "save_steps": 1, "gradient_checkpointing": False},
-        "resources": {"default": {"threads": 2}},
-    }
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    smk("--cores", "2", configfile=path)
-    res = tmp_path / "results" / "tiny"
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
-    kept = [json.loads(l) for l in (res / "questions/kept.jsonl").read_text().splitlines()]
-    rejected = [json.loads(l) for l in (res / "questions/rejected.jsonl").read_text().splitlines()]
-    assert len(kept) + len(rejected) == 3
+
+@pytest.mark.slow
+def test_tiny_run_end_to_end(tiny_run):
+    res = tiny_run / "results" / "tiny"
+    kept, rejected, held = (_lines(res / f"questions/{f}.jsonl") for f in ("kept", "rejected", "heldout"))
+    assert len(kept) + len(rejected) + len(held) == 4 and len(held) == 1
     blank = next(q for q in rejected if q["question_id"] == "blank")
     assert blank["cleaning"]["reason"] == "empty prompt"  # rejected with a reason; the run went on
-    responses = [json.loads(l) for l in (res / "responses/shard-0.jsonl").read_text().splitlines()]
+    responses = _lines(res / "responses/shard-0.jsonl")
     assert len(responses) == 2 * len(kept)
-    verdicts = [json.loads(l) for l in (res / "verdicts/responses/shard-0.jsonl").read_text().splitlines()]
+    verdicts = _lines(res / "verdicts/responses/shard-0.jsonl")
     n_criteria = sum(len(q["criteria"]) + 1 for q in kept)  # + the generic criterion
     assert len(verdicts) == 2 * n_criteria * 3
+    keys = {(v["response_id"], v["refinement_id"], v["criterion_id"], v["judge_id"]) for v in verdicts}
+    assert len(keys) == len(verdicts) and "verdict_id" not in verdicts[0]  # keyed by tuples
     assert {v["label"] for v in verdicts} <= {"yes", "no", "abstain"}
     assert all(0 <= v["p_yes"] <= 1 for v in verdicts)  # hf judges give P(yes)
-    aggs = [json.loads(l) for l in (res / "verdicts/responses/shard-0.aggregate.jsonl").read_text().splitlines()]
-    refinements = [json.loads(l) for l in (res / "refinements/shard-0.jsonl").read_text().splitlines()]
-    expected = sum(len(a["failed"]) + 1 for a in aggs if not a["accepted"])  # K multi + 1 full per failing
-    assert len(refinements) == expected
+    aggs = _lines(res / "verdicts/responses/shard-0.aggregate.jsonl")
+    refinements = _lines(res / "refinements/shard-0.jsonl")
+    assert len(refinements) == sum(len(a["failed"]) + 1 for a in aggs if not a["accepted"])  # K multi + 1 full
     summary = json.loads((res / "pairs/summary.json").read_text())
-    multi = (res / "pairs/multi_feedback.jsonl").read_text().splitlines()
+    multi = _lines(res / "pairs/multi_feedback.jsonl")
     assert summary["multi_feedback_pairs"] == len(multi)
-    for line in multi:
-        p = json.loads(line)
-        assert p["prompt"][0]["role"] == "user" and p["chosen"][0]["role"] == "assistant"
+    assert all(p["prompt"][0]["role"] == "user" and p["chosen"][0]["role"] == "assistant" for p in multi)
     for rule in ("clean_questions", "sample_responses", "judge_responses", "build_pairs"):
-        assert list((tmp_path / "bench" / "tiny" / rule).glob("*.tsv")), f"no benchmark for {rule}"
+        assert list((tiny_run / "benchmarks" / "tiny" / rule).glob("*.tsv")), f"no benchmark for {rule}"
     cleaning = json.loads((res / "questions/cleaning.json").read_text())
     assert cleaning["models"]["oracle"]["calls"] == cleaning["asked_oracle"] > 0
+    # each job's log says what it read, all of it declared
+    log = (tiny_run / "logs" / "tiny" / "sample_responses" / "shard-0.log").read_text()
+    assert "settings read: " in log and "sampling.temperature" in log and "judging" not in log.split("settings read")[1]
 
     # sample until accept: every kept question drawn until its first accept or n_max=2
-    draws = [json.loads(l) for l in (res / "draws/shard-0.jsonl").read_text().splitlines()]
+    draws = _lines(res / "draws/shard-0.jsonl")
     for q in kept:
         mine = [d for d in draws if d["question_id"] == q["question_id"]]
         first = [d["draw"] for d in mine if d["first_accept"]]
         assert len(first) <= 1 and [d["draw"] for d in mine] == list(range(1, len(mine) + 1))
         assert mine[0]["n_accept"] == (first[0] if first else None)
         assert len(mine) == (2 if not first or first[0] == 2 else 1)  # min_draws=1: stop at the first accept
-    # the oracle (exact IFBench checkers) labelled accepted draws; the free-text question abstains
     nstar = json.loads((res / "oracle/nstar.json").read_text())
-    labels = [json.loads(l) for l in (res / "oracle/labels.jsonl").read_text().splitlines()]
-    # the strategy's calls (at most the budget), then (label_all_accepted) the rest for the curve
-    certify = [l for l in labels if l.get("for") != "curve"]
+    labels = _lines(res / "oracle/labels.jsonl")
+    certify = [lab for lab in labels if lab.get("for") != "curve"]
     assert nstar["calls"] == len(certify) <= 40 and nstar["strategy"] == "fixed_sequence"
     assert nstar["calls"] + nstar["curve_calls"] == len(labels) == sum(nstar["accepted_per_n"].values())
-    assert nstar["abstains"] == sum(1 for l in certify if l["label"] is None)
-    assert all(l["label"] is None for l in labels if l["question_id"] == "rivers")
-    assert 0 <= nstar["nstar"] <= 2
+    assert all(lab["label"] is None for lab in labels if lab["question_id"] == "rivers")  # not verifiable
     curve = (res / "oracle/tp_curve.csv").read_text().splitlines()
     assert curve[0].startswith("n,") and len(curve) == 1 + 2
     assert (res / "oracle/tp_curve.png").stat().st_size > 1000 and (res / "oracle/bon_grid.png").exists()
+    evaluation = json.loads((res / "evaluation/evaluation.json").read_text())
+    assert evaluation["heldout_questions"] == 1 and set(evaluation["policies"]) >= {"base"}
     assert "tp_curve.png" in (res / "report.html").read_text()
 
     # finished: a rerun has nothing to do
-    assert "Nothing to be done" in smk("-n", configfile=path).stdout
+    assert "Nothing to be done" in smk(tiny_run, "-n", configfile=tiny_run / "config/tiny.yaml").stdout
 
-    # a judge parameter changes: only the judge stage and what follows reruns
-    cfg["judging"] = {"judges": [{"id": "j1", "model": "smollm2", "seed": 1, "max_new_tokens": 24},
-                                 {"id": "j2", "model": "smollm2", "seed": 2},
-                                 {"id": "j3", "model": "smollm2", "template": "judge_strict", "seed": 3}]}
+
+@pytest.mark.slow
+def test_a_judge_change_reruns_judging_and_what_follows_and_pays_the_oracle_nothing(tiny_run, tmp_path):
+    proj = copy_project(tiny_run, tmp_path / "p")
+    cfg = yaml.safe_load((proj / "config/tiny.yaml").read_text())
+    cfg["judging"]["judges"][0]["max_new_tokens"] = 24
+    path = proj / "config/tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    jobs = planned_jobs(smk("-n", configfile=path).stdout)
-    # judging and everything downstream of it; nothing upstream (no sampling, no oracle cleaning)
+    jobs = planned_jobs(smk(proj, "-n", configfile=path).stdout)
     assert {"judge_responses", "refine_responses", "judge_refinements", "build_pairs", "sample_until_accept",
-            "label_oracle", "best_of_n", "report", "all"} <= set(jobs), jobs
+            "label_oracle", "best_of_n", "evaluate_responses", "report", "all"} <= set(jobs), jobs
     assert not set(jobs) & {"prepare_model", "prepare_questions", "clean_questions", "sample_responses"}, jobs
-    # the rerun itself, as far as the pairs (training and the oracle stages ran above already)
-    smk("--cores", "2", "--until", "build_pairs", configfile=path)
-    assert nothing_to_do(smk("-n", "--until", "build_pairs", configfile=path).stdout)
-
-    # and the oracle is not paid again: a forced rerun of cleaning is served from the cache
-    smk("--cores", "2", "--forcerun", "clean_questions", "--until", "clean_questions", configfile=path)
+    smk(proj, "--cores", "2", "--until", "build_pairs", configfile=path)
+    assert nothing_to_do(smk(proj, "-n", "--until", "build_pairs", configfile=path).stdout)
+    # the oracle is not paid again: a forced rerun of cleaning is served from the cache
+    res = proj / "results" / "tiny"
+    before = json.loads((res / "questions/cleaning.json").read_text())
+    kept = _lines(res / "questions/kept.jsonl")
+    smk(proj, "--cores", "2", "--forcerun", "clean_questions", "--until", "clean_questions", configfile=path)
     again = json.loads((res / "questions/cleaning.json").read_text())
     assert again["models"]["oracle"]["calls"] == 0
-    assert again["models"]["oracle"]["cache_hits"] == cleaning["asked_oracle"]
-    kept_again = [json.loads(l) for l in (res / "questions/kept.jsonl").read_text().splitlines()]
-    assert [(q["question_id"], q["cleaning"]["raw"]) for q in kept_again] == \
+    assert again["models"]["oracle"]["cache_hits"] == before["asked_oracle"]
+    assert [(q["question_id"], q["cleaning"]["raw"]) for q in _lines(res / "questions/kept.jsonl")] == \
         [(q["question_id"], q["cleaning"]["raw"]) for q in kept]
-    assert all(q["cleaning"]["cached"] for q in kept_again)
+
+
+# ------------------------------------------------------------------------------ the rerun property
+
+# Keys whose change moves outputs rather than changing them, with what a dry-run must then plan:
+# run and results_dir every stage under results/<run>/; resources_dir the question file and all
+# that follows (the models stay where models.<name>.path says).
+RELOCATING = {"run", "results_dir", "resources_dir"}
+RUN_SCOPED = set(STAGES) - {"prepare_model", "prepare_questions"}
+
+
+def _set(raw: dict, path: tuple, value) -> dict:
+    out = copy.deepcopy(raw)
+    node = out
+    for i, p in enumerate(path[:-1]):
+        if isinstance(node, list):
+            node = node[p]
+            continue
+        if p not in node or node[p] is None:
+            node[p] = [] if isinstance(path[i + 1], int) else {}
+        node = node[p]
+    node[path[-1]] = value
+    return out
+
+
+def _candidates(path: tuple, value, validated: dict) -> list:
+    """Changed values to try for one setting, the first that validates is used."""
+    name = path[-1]
+    models = sorted(validated["models"])
+    if name in ("model", "labeller", "oracle") and isinstance(value, str) and path[0] != "models":
+        return [m for m in models if m != value]
+    if "template" in name:
+        return [t for t in ("judge", "judge_strict", "refine_one", "clean", "pairwise") if t != value]
+    if name == "accelerate_config":
+        return ["config/accelerate/zero2.yaml"]
+    if path == ("questions", "path"):
+        return ["data/questions-copy.jsonl"]
+    if isinstance(value, bool):
+        return [not value]
+    if isinstance(value, int):
+        return [value + 1, value - 1, 1, 2, value * 2]
+    if isinstance(value, float):
+        return [round(value * 0.5, 6) if value else 0.5, round(value + 0.05, 6)]
+    if isinstance(value, str):
+        literal = _literal_choices(path, validated)
+        if literal:
+            return [c for c in literal if c != value]
+        if name in ("criterion_id",):
+            return [value + "x"]
+        return [value + "-changed", "http://127.0.0.1:9/v1" if name == "base_url" else value + "x"]
+    if value is None:
+        return {"system_prompt": ["Be brief."], "bf16": [False], "limit": [3], "max_prompt_chars": [None],
+                "base_url": ["http://127.0.0.1:9/v1"], "api_key_env": ["SOME_KEY"], "port": [8999],
+                "j": [[1]], "mem_mb": [1000], "threads": [2], "runtime": [5],
+                "max_steps": [None]}.get(name, [])
+    if isinstance(value, list) and value:
+        return [value[:-1], value + value[-1:], list(reversed(value))] if len(value) > 1 else [value + value]
+    if isinstance(value, list) and not value:
+        return [["*.idris.fr"]] if name == "internal_hosts" else []
+    if isinstance(value, dict) and not value:
+        return {"extra": [{"max_grad_norm": 0.5}], "rules": [{"sample_responses": {"threads": 2}}],
+                "strategy_options": [{"lookahead": 64}]}.get(name, [{"x": 1}])
+    return []
+
+
+def _literal_choices(path: tuple, validated: dict) -> list:
+    """The other values of a Literal setting (an enum), found through the settings classes."""
+    import typing
+
+    from judgeflow import settings as st
+
+    shape, node = st.Settings, validated
+    for p in path:
+        node = node[p]
+        if isinstance(shape, tuple) and shape[0] == "container":
+            shape = shape[2]
+            if isinstance(shape, tuple) and all(isinstance(c, type) for c in shape):  # a model: by backend
+                shape = {c.model_fields["backend"].annotation.__args__[0]: c for c in shape}[node["backend"]]
+            continue
+        if not (isinstance(shape, type) and p in shape.model_fields):
+            return []
+        field = shape.model_fields[p]
+        if typing.get_origin(field.annotation) is typing.Literal:
+            return list(typing.get_args(field.annotation))
+        shape = st._unwrap(field.annotation)
+    return []
+
+
+def setting_leaves(value, where: tuple = ()):
+    """Every leaf setting: into sections and into the items of lists of sections (judges, criteria)."""
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            yield from setting_leaves(v, (*where, k))
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for i, v in enumerate(value):
+            yield from setting_leaves(v, (*where, i))
+    else:
+        yield where, value
+
+
+def variants(raw: dict) -> tuple[list[dict], list[str]]:
+    """One changed config per leaf setting of the validated tiny config: (variants, keys left out)."""
+    from judgeflow import pipeline, settings as st
+    from judgeflow.models import ConfigError
+
+    validated = st.validate(copy.deepcopy(raw))
+    out, left_out = [], []
+    for where, value in setting_leaves(validated):
+        key = pipeline._key(where)
+        if where[0] == "models" and where[-1] == "backend":
+            left_out.append(f"{key}: another backend is another model entry (its own keys differ)")
+            continue
+        for candidate in _candidates(where, value, validated):
+            changed = _set(raw, where, candidate)
+            try:
+                new = st.validate(copy.deepcopy(changed))
+            except ConfigError:
+                continue
+            out.append({"name": key, "path": where, "config": changed, "old": validated, "new": new,
+                        "value": value})
+            break
+        else:
+            left_out.append(f"{key}: no other valid value found")
+    return out, left_out
+
+
+def expected_rules(path: tuple, old: dict, new: dict, rulegraph: list, present: set | None) -> set[str]:
+    """The declaring stages and what follows them (of the rules the changed config still has)."""
+    from judgeflow import pipeline
+
+    key = pipeline._key(path)
+    if key in RELOCATING:
+        return set(RUN_SCOPED) | ({"prepare_questions"} if key == "resources_dir" else set())
+    keys = {path} | {tuple(pipeline._parts(d)) for s in (old, new) for d, src in s.derived.items() if src == key}
+
+    def reads(w: tuple) -> bool:  # a declared leaf w covers the changed key k, or k covers w
+        return any((w[:len(k)] == k and not pipeline.is_operational(w)) or
+                   (k[:len(w)] == w and not pipeline.is_operational(k)) for k in keys)
+    direct = set()
+    for name, stage in pipeline.STAGES.items():
+        jobs = [{"model": m} for m in old["prepare"]["models"]] if name == "prepare_model" else [None]
+        for settings in (old, new):
+            for wildcards in jobs:
+                try:
+                    paths = pipeline.read_leaves(stage, settings, wildcards)
+                except KeyError:  # the job does not exist in this config
+                    continue
+                if any(reads(w) for w, _ in paths):
+                    direct.add(name)
+    downstream = set(direct)
+    changed = True
+    while changed:
+        changed = False
+        for up, down in rulegraph:
+            if up in downstream and down not in downstream:
+                downstream.add(down)
+                changed = True
+    return (downstream & present if present is not None else downstream) - {"all"}
+
+
+@pytest.mark.slow
+def test_every_setting_reruns_exactly_the_stages_that_read_it(tiny_run, tmp_path):
+    """For every leaf setting of the tiny config (defaults included): a dry-run after changing it
+    plans exactly the stages that declare it (judgeflow.pipeline), and what depends on them.
+    Operational settings (timeouts, concurrency, batch sizes, checkpoint frequency) plan nothing."""
+    raw = yaml.safe_load((tiny_run / "config/tiny.yaml").read_text())
+    assert raw == tiny_config()
+    (tiny_run / "data" / "questions-copy.jsonl").write_bytes((tiny_run / "data" / "questions.jsonl").read_bytes())
+    cases, left_out = variants(raw)
+    files = []
+    for i, case in enumerate(cases):
+        f = tmp_path / f"v{i}.yaml"
+        f.write_text(yaml.safe_dump(case["config"]))
+        files.append({"name": case["name"], "configfile": str(f),  # a flag or a list can change the DAG
+                      "structure": isinstance(case["value"], (bool, list))})
+    unchanged = {"name": "(unchanged)", "configfile": str(tiny_run / "config/tiny.yaml")}
+    procs, result = [], {}
+    for part in range(2):  # two processes, one per core
+        (tmp_path / f"variants{part}.json").write_text(json.dumps([unchanged] + files[part::2]))
+        procs.append(subprocess.Popen([sys.executable, str(ROOT / "tests" / "dryrun_batch.py"), str(tiny_run),
+                                       str(tmp_path / f"variants{part}.json"), str(tmp_path / f"out{part}.json")]))
+    for part, p in enumerate(procs):
+        assert p.wait(timeout=900) == 0
+        result.update(json.loads((tmp_path / f"out{part}.json").read_text()))
+    rulegraph = result["__rulegraph__"]
+    assert result["(unchanged)"]["ok"] and result["(unchanged)"]["jobs"] == {}, result["(unchanged)"]
+    wrong = []
+    for case in cases:
+        got = result[case["name"]]
+        planned = set(got["jobs"]) - {"all"}
+        want = expected_rules(case["path"], case["old"], case["new"], rulegraph,
+                              set(got["rules"]) if "rules" in got else None)
+        if not got["ok"] or planned != want:
+            wrong.append(f"{case['name']}: planned {sorted(planned)}, expected {sorted(want)}"
+                         + ("" if got["ok"] else f"\n{got['output']}"))
+    assert not wrong, f"{len(wrong)} of {len(cases)} settings:\n" + "\n".join(wrong)
+    # every leaf is covered but the ones listed, each with its reason
+    assert len(cases) > 140 and all(re.fullmatch(r"models\.\w+\.backend", x.split(":")[0]) for x in left_out), left_out

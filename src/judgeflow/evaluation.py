@@ -19,7 +19,6 @@ import json
 import logging
 import re
 from collections import Counter, defaultdict
-from pathlib import Path
 
 from .io import Checkpoint, read_jsonl, read_jsonl_many, write_csv, write_json
 from .models import GenRequest, Sampling
@@ -168,7 +167,7 @@ def verify_all(generations: list[dict], questions: dict[str, dict]) -> tuple[dic
     for g in generations:
         try:
             out[g["item_id"]] = verify(questions[g["question_id"]], g["text"])
-        except Exception as e:  # a checker that cannot run here: no exact verdict for this response
+        except Exception as e:  # noqa: BLE001 - a checker that cannot run here: no exact verdict, counted
             out[g["item_id"]] = None
             errors[f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"] += 1
     if errors:

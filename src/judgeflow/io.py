@@ -11,8 +11,9 @@ import csv
 import json
 import os
 import secrets
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 
 class InputError(ValueError):
@@ -159,7 +160,7 @@ class Checkpoint:
 
     def add_many(self, records: Iterable[dict]) -> None:
         if self._fh is None:
-            self._fh = open(self.path, "a", encoding="utf-8")
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - open until close()
             if self._fh.tell() and not _ends_with_newline(self.path):
                 self._fh.write("\n")  # end a torn last line, so the next record is not glued to it
         for r in records:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 DEFAULT_PORT = 29500
 

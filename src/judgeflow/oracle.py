@@ -18,9 +18,9 @@ import random
 from collections import defaultdict
 
 from .io import Checkpoint
-from .verdicts import ABSTAIN, YES, critique_of, parse_verdict
 from .models import GenRequest, Sampling
 from .prompting import load_template, stable_seed
+from .verdicts import ABSTAIN, YES, critique_of, parse_verdict
 from .verifier import verify
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ class Oracle:
             return out
         reqs = []
         for q, d in pairs:
-            criteria = "\n".join(f"- {c['description']}" for c in q.get("criteria", [])) or "- (none beyond the question)"
+            criteria = ("\n".join(f"- {c['description']}" for c in q.get("criteria", []))
+                        or "- (none beyond the question)")
             reqs.append(GenRequest.chat(self.template.format(question=q["prompt"], criteria=criteria,
                                                              response=d["text"]),
                                         sampling=self.sampling, seed=stable_seed("oracle", d["draw_id"])))

@@ -110,7 +110,7 @@ def bon_questions(draws: list[dict], labels: dict[str, dict], judge_ids: list[st
         if d["draw"] <= max_draw:
             by_q.setdefault(d["question_id"], []).append(d)
     out = []
-    for qid, ds in by_q.items():
+    for ds in by_q.values():
         ds.sort(key=lambda d: d["draw"])
         out.append([{"judges": [int(d["judge_accepts"][j]) for j in judge_ids],
                      "oracle": labels[d["draw_id"]]["label"]} for d in ds])

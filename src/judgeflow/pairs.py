@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from .verdicts import ABSTAIN
 from .refining import FULL, MULTI
+from .verdicts import ABSTAIN
 
 
 def is_accepted(agg: dict, targeted: list[str], require: str) -> bool:

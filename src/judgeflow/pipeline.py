@@ -24,10 +24,11 @@ import ast
 import hashlib
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 Decl = tuple[str, ...] | Callable[[dict], tuple[str, ...]]
@@ -42,6 +43,7 @@ class Stage:
     templates: Decl = ()      # keys naming the prompt templates it loads
     local: bool = False       # runs where Snakemake runs (never a cluster job)
     model_fields: tuple[str, ...] | None = None  # the models' settings it reads (None: all)
+    excludes: tuple[str, ...] = ()  # parts of a declared section it does not read
     doc: str = ""
 
     def decl(self, what: str, settings: dict) -> tuple[str, ...]:
@@ -77,7 +79,10 @@ def _stages() -> dict[str, Stage]:
         Stage("prepare_model", "judgeflow.stages.prepare_model", reads=("prepare.models.{model}",),
               doc="de-quantize a GGUF shipped in a package into a transformers directory"),
         Stage("prepare_questions", "judgeflow.stages.prepare_questions",
-              reads=("questions.source", "questions.path", "questions.split", "questions.limit"), local=True,
+              reads=lambda s: ("questions.source", "questions.limit",
+                               *(("questions.path",) if s["questions"]["source"] != "ifbench" else ()),
+                               *(("questions.split",) if s["questions"]["source"] == "hf_dataset" else ())),
+              local=True,
               doc="read the question source into judgeflow's question file"),
         Stage("clean_questions", "judgeflow.stages.clean_questions",
               reads=("seed", "cleaning", "questions.max_prompt_chars", "questions.heldout"),
@@ -97,7 +102,8 @@ def _stages() -> dict[str, Stage]:
         Stage("build_pairs", "judgeflow.stages.build_pairs", reads=("pairs",), local=True,
               doc="preference pairs (refined > original) the judges accept, and a per-criterion summary"),
         Stage("train_dpo", "judgeflow.stages.train_dpo", reads=("seed", "training"), models=("training.model",),
-              model_fields=("backend", "path"), doc="DPO of the policy on one pair dataset (TRL under accelerate launch)"),
+              model_fields=("backend", "path"), excludes=("training.variants",),  # one job per variant
+              doc="DPO of the policy on one pair dataset (TRL under accelerate launch)"),
         Stage("dpo_diagnostics", "judgeflow.stages.dpo_diagnostics", reads=("run", "training.variants"),
               local=True, doc="per-pair gradient weights at the start and end of training, per variant"),
         Stage("evaluate_responses", "judgeflow.stages.evaluate_responses",
@@ -126,7 +132,8 @@ def _stages() -> dict[str, Stage]:
               reads=lambda s: bon + (llm if s["oracle"]["labeller"] != "verifier" else ()),
               models=_llm_oracle("oracle.labeller"), templates=_llm_oracle("oracle.template"),
               doc="Best-of-N over (N, J, k) from labelled draws"),
-        Stage("report", "judgeflow.stages.report", reads=("run", "draws.enabled", "oracle.bon.enabled"),
+        Stage("report", "judgeflow.stages.report",
+              reads=("run", "benchmarks_dir", "draws.enabled", "oracle.bon.enabled"),
               local=True, doc="every figure and table of the run on one page"),
     ]
     return {s.name: s for s in stages}
@@ -164,9 +171,8 @@ def select(settings: dict, path: str) -> list[tuple[tuple, Any]]:
                 if not isinstance(node, list):
                     raise KeyError(f"{path}: [*] on a value that is not a list")
                 nxt += [((*where, i), v) for i, v in enumerate(node)]
-            elif isinstance(node, dict) and p in node:
-                nxt.append(((*where, p), node[p]))
-            elif isinstance(node, list) and isinstance(p, int) and p < len(node):
+            elif (isinstance(node, dict) and p in node) or (
+                    isinstance(node, list) and isinstance(p, int) and p < len(node)):
                 nxt.append(((*where, p), node[p]))
             else:
                 raise KeyError(f"stage declaration names '{path}', which is no setting")
@@ -182,7 +188,7 @@ def leaves(value: Any, where: tuple) -> Iterator[tuple[tuple, Any]]:
         yield where, value
 
 
-@lru_cache(maxsize=None)
+@cache
 def operational_patterns() -> tuple[tuple, ...]:
     """Paths (with '*' for any dict key or list index) of the operational settings."""
     from pydantic import BaseModel
@@ -252,8 +258,11 @@ def read_leaves(stage: Stage, settings: dict, wildcards: dict | None = None) -> 
             out += list(leaves(spec[field], ("models", name, field)))
         if settings["models"][name]["backend"] == "openai":
             out.append((("cache_dir",), settings["cache_dir"]))
+    skip = {tuple(_parts(p)) for p in stage.excludes}
     seen, unique = set(), []
     for where, value in out:
+        if any(where[:len(k)] == k for k in skip):
+            continue
         if where not in seen:
             seen.add(where)
             unique.append((where, value))
@@ -415,7 +424,7 @@ class UndeclaredSetting(RuntimeError):
 class Declared:
     """Read-only settings of one stage: exactly what it declares. Anything else raises."""
 
-    __slots__ = ("_data", "_where", "_stage", "_read")
+    __slots__ = ("_data", "_read", "_stage", "_where")
 
     def __init__(self, data: dict, stage: str, where: str = "", read: set | None = None):
         self._data, self._stage, self._where = data, stage, where

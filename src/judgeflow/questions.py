@@ -84,7 +84,7 @@ def _own_criteria(raw, where: str) -> list[dict]:
             c = {"criterion_id": f"c{i}", "description": c}
         if not isinstance(c, dict) or not isinstance(c.get("description"), str) or not c["description"].strip():
             raise InputError(f"{where}: criteria[{i}] needs a non-empty 'description'")
-        cid = check_id(c["criterion_id"] if "criterion_id" in c else f"c{i}", f"criteria[{i}].criterion_id", where)
+        cid = check_id(c.get("criterion_id", f"c{i}"), f"criteria[{i}].criterion_id", where)
         if cid.startswith(GENERIC_PREFIX):
             raise InputError(f"{where}: criteria[{i}].criterion_id {cid!r}: ids starting with '{GENERIC_PREFIX}' "
                              "are kept for judging.generic_criteria")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -19,8 +19,10 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.6em} h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 h3{font-size:1.05em;margin-bottom:.3em} .src{color:#777;font-size:.85em;font-family:monospace}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0} td,th{border:1px solid #ddd;padding:.2em .5em;text-align:right}
-th{background:#f4f4f4} img{max-width:100%;border:1px solid #eee} pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.85em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
+td,th{border:1px solid #ddd;padding:.2em .5em;text-align:right}
+th{background:#f4f4f4} img{max-width:100%;border:1px solid #eee}
+pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.85em}
 nav a{margin-right:1em}
 """
 
@@ -54,7 +56,7 @@ def build_report(sections: list[tuple[str, list[str]]], output: str, title: str,
                  root: str | None = None) -> None:
     """`sections`: [(heading, [file, ...])]; PNGs become pictures, CSV/TSV/JSON(L) tables."""
     parts = [f"<h1>{html.escape(title)}</h1>",
-             f"<p class=src>made {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>", "<nav>"]
+             f"<p class=src>made {datetime.now(UTC):%Y-%m-%d %H:%M UTC}</p>", "<nav>"]
     parts += [f'<a href="#s{i}">{html.escape(h)}</a>' for i, (h, files) in enumerate(sections) if files]
     parts.append("</nav>")
     for i, (heading, files) in enumerate(sections):

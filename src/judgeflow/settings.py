@@ -42,7 +42,9 @@ def op(default: Any, description: str, **kw) -> Any:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
+    # lax: `--config key={a: 1}` reaches the workflow with every nested value a string (Snakemake parses
+    # it with YAML's BaseLoader), so "1" must read as 1 and "true" as true; a word stays an error
+    model_config = ConfigDict(extra="forbid", validate_default=True, coerce_numbers_to_str=True)
 
     @classmethod
     def operational_fields(cls) -> set[str]:
@@ -100,7 +102,7 @@ class OpenAIModel(Section):
         return self
 
 
-ModelSpec = Annotated[Union[HFModel, OpenAIModel], Field(discriminator="backend")]
+ModelSpec = Annotated[HFModel | OpenAIModel, Field(discriminator="backend")]
 BACKENDS = ("hf", "openai")
 
 
@@ -241,7 +243,8 @@ class Diagnostics(Section):
 class Training(Section):
     """DPO of the policy on each pair dataset (train_dpo -> results/<run>/dpo/<variant>/)."""
     variants: list[RefineMode] = Field(default_factory=lambda: ["multi_feedback", "full_feedback"], min_length=1)
-    model: str | None = Field(None, description="models key of the policy to train (an hf model); null = sampling.model")
+    model: str | None = Field(None, description="models key of the policy to train (an hf model); "
+                                                "null = sampling.model")
     accelerate_config: str = Field("config/accelerate/cpu.yaml",
                                    description="accelerate config file: cpu.yaml, zero2.yaml, zero3.yaml")
     beta: float = Field(0.1, gt=0)
@@ -422,7 +425,7 @@ def _cross_checks(s: Settings) -> None:
             raise ConfigError(f"oracle.bon.n: N up to {max(bon.n)} needs every question drawn that often; "
                               f"raise draws.min_draws (now {s.draws.min_draws}) or lower the N grid")
         for J in bon.j or []:
-            if J > len(s.judging.judges):
+            if len(s.judging.judges) < J:
                 raise ConfigError(f"oracle.bon.j: J={J} exceeds the number of judges ({len(s.judging.judges)})")
     from .pipeline import STAGES
 

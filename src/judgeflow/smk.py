@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+log = logging.getLogger("judgeflow")
+
 
 def setup(snakemake) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,7 +26,7 @@ def setup(snakemake) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpx2", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.info("rule %s, wildcards %s, threads %s", snakemake.rule, dict(snakemake.wildcards), snakemake.threads)
+    log.info("rule %s, wildcards %s, threads %s", snakemake.rule, dict(snakemake.wildcards), snakemake.threads)
 
 
 def _files(named) -> dict:
@@ -43,4 +45,4 @@ def run(snakemake) -> None:
         resources=dict(snakemake.resources.items()),
         log_dir=str(Path(snakemake.log[0]).parent) if snakemake.log else None,
         job_params=extra, settings_params=snakemake.params.settings)
-    logging.info("settings read: %s", ", ".join(sorted(settings.read)) or "(none)")
+    log.info("settings read: %s", ", ".join(sorted(settings.read)) or "(none)")

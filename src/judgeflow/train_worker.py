@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         dpo.train(settings, a.variant, a.pairs, a.model, a.out_dir, accelerate_config=a.accelerate_config,
                   threads=a.threads)
     except (InputError, ConfigError) as e:
-        logging.error("%s", e)
+        logging.getLogger("judgeflow").error("%s", e)
         print(f"train_dpo: {e}", file=sys.stderr)
         return 1
     return 0

@@ -8,16 +8,25 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from .base import BackendError, ConfigError, GenRequest, Generation, Model, Sampling
+from .base import BackendError, ConfigError, Generation, GenRequest, Model, Sampling
 from .cache import namespace
 
 BACKENDS = ("hf", "openai")
 
-__all__ = ["BackendError", "ConfigError", "GenRequest", "Generation", "Model", "Sampling",
-           "open_models", "model_spec", "log_stats"]
+__all__ = [
+    "BackendError",
+    "ConfigError",
+    "GenRequest",
+    "Generation",
+    "Model",
+    "Sampling",
+    "log_stats",
+    "model_spec",
+    "open_models",
+]
 
 
 def model_spec(config: dict, name: str, key: str) -> dict:

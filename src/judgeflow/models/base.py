@@ -40,7 +40,7 @@ class GenRequest:
     score_after: str = ""
 
     @staticmethod
-    def chat(user: str, system: str | None = None, **kw) -> "GenRequest":
+    def chat(user: str, system: str | None = None, **kw) -> GenRequest:
         """A request of one user message (and an optional system message)."""
         msgs = ((("system", system),) if system else ()) + (("user", user),)
         return GenRequest(messages=msgs, **kw)

@@ -62,7 +62,7 @@ class CallCache:
     def put(self, key: str, request: dict, response: dict) -> None:
         entry = {"key": key, "request": request, "response": response, "time": time.time()}
         if self._fh is None:
-            self._fh = open(self._segment, "a", encoding="utf-8")
+            self._fh = open(self._segment, "a", encoding="utf-8")  # noqa: SIM115 - open until close()
         self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .base import ConfigError, GenRequest, Generation
+from .base import ConfigError, Generation, GenRequest
 
 log = logging.getLogger(__name__)
 

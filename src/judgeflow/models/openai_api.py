@@ -44,7 +44,7 @@ from collections import Counter
 
 from tqdm.auto import tqdm
 
-from .base import BackendError, ConfigError, GenRequest, Generation
+from .base import BackendError, ConfigError, Generation, GenRequest
 from .cache import CallCache, cache_key, namespace
 
 log = logging.getLogger(__name__)

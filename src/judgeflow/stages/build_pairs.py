@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from ..io import read_jsonl_many, write_csv, write_json, write_jsonl
+from ..io import questions_by_id, read_jsonl_many, write_csv, write_json, write_jsonl
 from ..pairs import build_pairs
-from ..io import questions_by_id
 from ..refining import FULL, MULTI
 
 log = logging.getLogger(__name__)

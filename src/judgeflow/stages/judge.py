@@ -2,10 +2,9 @@
 aggregation per criterion and overall."""
 from __future__ import annotations
 
-from ..io import read_jsonl, write_jsonl
+from ..io import questions_by_id, read_jsonl, write_jsonl
 from ..judging import aggregate, judge_items
 from ..models import log_stats, open_models
-from ..io import questions_by_id
 
 
 def run(inp, out, settings, job) -> None:

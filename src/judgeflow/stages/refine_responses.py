@@ -2,9 +2,8 @@
 and once on all of them (full-feedback), with the judges' critiques in the prompt."""
 from __future__ import annotations
 
-from ..io import read_jsonl
+from ..io import questions_by_id, read_jsonl
 from ..models import log_stats, open_models
-from ..io import questions_by_id
 from ..refining import refine_responses
 
 

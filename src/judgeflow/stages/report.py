@@ -9,6 +9,7 @@ from ..report import benchmark_table, build_report
 
 def run(inp, out, settings, job) -> None:
     p = job.params
-    benchmark_table([f for f in glob(f"{p['bench_dir']}/*/*.tsv") if "/report/" not in f], out.timings)
+    bench = f"{settings['benchmarks_dir']}/{settings['run']}"  # the timings of this run's jobs
+    benchmark_table([f for f in glob(f"{bench}/*/*.tsv") if "/report/" not in f], out.timings)
     build_report([*p["sections"], ("Timings per job (benchmark: files)", [out.timings])], out.html,
                  title=f"judgeflow run '{settings['run']}'", root=str(Path(out.html).parent))

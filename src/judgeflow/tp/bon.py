@@ -101,7 +101,7 @@ def _values(Y, X, nd, N, J, k):
 
 def judge_rates(questions, J: int | None = None) -> dict:
     """Pooled p1 = P(Y=1 | X=1) and p0 = P(Y=1 | X=0) over the first J judges (abstains left out)."""
-    Y, X, nd = _arrays(questions)
+    Y, X, _ = _arrays(questions)
     J = Y.shape[2] if J is None else J
     y = Y[:, :, :J]
     x = np.repeat(X[:, :, None], J, axis=2)

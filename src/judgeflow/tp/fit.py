@@ -25,7 +25,7 @@ from scipy.special import expit, logit
 
 from . import model
 
-__all__ = ["check_records", "log_likelihood", "fit_model", "simulate_records"]
+__all__ = ["check_records", "fit_model", "log_likelihood", "simulate_records"]
 
 
 def check_records(records) -> Counter:

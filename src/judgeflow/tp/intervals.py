@@ -25,8 +25,18 @@ import numpy as np
 from scipy import optimize, stats
 from scipy.special import logsumexp
 
-__all__ = ["KINDS", "SIDES", "interval", "hoeffding", "clopper_pearson", "betting", "hoeffding_radius",
-           "gap_grid", "log_mixture_wealth", "BettingCS"]
+__all__ = [
+    "KINDS",
+    "SIDES",
+    "BettingCS",
+    "betting",
+    "clopper_pearson",
+    "gap_grid",
+    "hoeffding",
+    "hoeffding_radius",
+    "interval",
+    "log_mixture_wealth",
+]
 
 KINDS = ("hoeffding", "clopper_pearson", "betting")
 SIDES = ("two-sided", "lower", "upper")
@@ -121,7 +131,8 @@ def _mixture_bound(successes, n, delta, side, min_gap, k, power):
     eps = 1e-12
     if side == "lower_bound":
         g, lw = gap_grid(min_gap, 1.0, k, power)
-        f = lambda m: float(log_mixture_wealth(successes, n, m, "upper", g, lw)) - L  # decreasing in m
+        def f(m):  # decreasing in m
+            return float(log_mixture_wealth(successes, n, m, "upper", g, lw)) - L
         if f(eps) < 0:
             return 0.0
         hi = successes / n if n else 1.0
@@ -129,7 +140,8 @@ def _mixture_bound(successes, n, delta, side, min_gap, k, power):
             return hi
         return float(optimize.brentq(f, eps, hi, xtol=1e-9))
     g, lw = gap_grid(min_gap, 1.0, k, power)
-    f = lambda m: float(log_mixture_wealth(successes, n, m, "lower", g, lw)) - L  # increasing in m
+    def f(m):  # increasing in m
+        return float(log_mixture_wealth(successes, n, m, "lower", g, lw)) - L
     if f(1 - eps) < 0:
         return 1.0
     lo = successes / n if n else 0.0

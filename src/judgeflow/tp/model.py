@@ -20,8 +20,17 @@ import math
 import numpy as np
 from scipy.special import betaln, gammaln, logsumexp
 
-__all__ = ["check_params", "log_joint", "log_no_accept", "tp", "tp_curve", "p_first_accept",
-           "p_accept_within", "curve_table", "beta_moment_log"]
+__all__ = [
+    "beta_moment_log",
+    "check_params",
+    "curve_table",
+    "log_joint",
+    "log_no_accept",
+    "p_accept_within",
+    "p_first_accept",
+    "tp",
+    "tp_curve",
+]
 
 
 def check_params(a: float, b: float, p0: float, p1: float) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .strategies import STRATEGIES, make_strategy
 
-__all__ = ["check_curve", "true_nstar", "simulate_run", "simulate"]
+__all__ = ["check_curve", "simulate", "simulate_run", "true_nstar"]
 
 
 def check_curve(curve) -> list[float]:
@@ -54,7 +54,7 @@ def simulate_run(strategy: str, curve, threshold: float, delta: float, budget: i
     curve = np.asarray(curve, float)
     s = make_strategy(strategy, n_max=len(curve), threshold=threshold, delta=delta, budget=budget, seed=seed,
                       **options)
-    left = {n: (pool if pool is not None else budget + 1) for n in range(1, len(curve) + 1)}
+    left = dict.fromkeys(range(1, len(curve) + 1), pool if pool is not None else budget + 1)
     while plan := s.propose_counts(left):
         for n, k in plan.items():
             left[n] -= k

@@ -37,12 +37,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import ClassVar
 
 import numpy as np
 
 from .intervals import betting, gap_grid, hoeffding, log_mixture_wealth
 
-__all__ = ["STRATEGIES", "make_strategy", "Strategy", "Uniform", "Bisection", "FixedSequence"]
+__all__ = ["STRATEGIES", "Bisection", "FixedSequence", "Strategy", "Uniform", "make_strategy"]
 
 UNTESTED, TESTING, CERTIFIED, FAILED, EXHAUSTED, UNDECIDED = (
     "untested", "testing", "certified", "failed", "exhausted", "undecided")
@@ -68,7 +69,7 @@ class Strategy:
     """Shared bookkeeping: calls, abstains, budget, per-n counts, pending requests, result()."""
 
     name = "base"
-    defaults: dict = {}
+    defaults: ClassVar[dict] = {}
 
     def __init__(self, n_max: int, threshold: float, delta: float, budget: int = 100_000, seed: int = 0,
                  batch_size: int | None = None, **options):
@@ -208,7 +209,7 @@ class _HoeffdingLooks:
         self.first, self.ratio, self.delta_test = first, ratio, delta_test
 
     @classmethod
-    def from_options(cls, options: dict, delta_test: float) -> "_HoeffdingLooks":
+    def from_options(cls, options: dict, delta_test: float) -> _HoeffdingLooks:
         """From a strategy's checked `first_look` and `look_ratio` options."""
         return cls(_int("first_look", options["first_look"], 1),
                    _number("look_ratio", options["look_ratio"], 1, math.inf), delta_test)
@@ -232,7 +233,7 @@ class Uniform(Strategy):
     """Same labels for every n, geometric looks, Hoeffding with Bonferroni over n and over looks."""
 
     name = "uniform"
-    defaults = {"first_look": 100, "look_ratio": 2.0}
+    defaults: ClassVar[dict] = {"first_look": 100, "look_ratio": 2.0}
     bounds_note = "one-sided Hoeffding lower and upper at the last look j, each at level delta/n_max/(j(j+1))"
 
     def __init__(self, *args, **kw):
@@ -313,7 +314,7 @@ class Bisection(Strategy):
     """Binary search for the crossing of T assuming TP decreasing; Hoeffding tests with looks."""
 
     name = "bisection"
-    defaults = {"first_look": 100, "look_ratio": 1.5}
+    defaults: ClassVar[dict] = {"first_look": 100, "look_ratio": 1.5}
     bounds_note = "one-sided Hoeffding lower and upper at the last look j, each at level delta/tests/(j(j+1))"
 
     def __init__(self, *args, **kw):
@@ -467,8 +468,8 @@ class FixedSequence(Strategy):
     """
 
     name = "fixed_sequence"
-    defaults = {"min_gap": 0.01, "grid": 48, "power": 1.5, "futility_level": 0.6, "futility_gaps": (0.002, 0.1),
-                "max_labels_per_n": None, "lookahead": 256}
+    defaults: ClassVar[dict] = {"min_gap": 0.01, "grid": 48, "power": 1.5, "futility_level": 0.6,
+                                "futility_gaps": (0.002, 0.1), "max_labels_per_n": None, "lookahead": 256}
     bounds_note = ("anytime-valid mixture-of-bets bounds per n, one-sided at level delta each "
                    "(lower > T exactly when the test martingale reached 1/delta)")
 
