@@ -46,7 +46,9 @@ def copy_project(src: Path, dst: Path) -> Path:
 
 def smk(project: Path, *args, configfile: Path | None = None, check: bool = True, timeout: int = 1500,
         env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "--snakefile", str(project / "Snakefile"), "--directory", str(project)]
+    """Snakemake in `project`, with the project's own workflow (else this repository's: a run directory)."""
+    snakefile = project / "Snakefile" if (project / "Snakefile").exists() else ROOT / "Snakefile"
+    cmd = [SNAKEMAKE, "--snakefile", str(snakefile), "--directory", str(project)]
     if configfile:
         cmd += ["--configfile", str(configfile)]
     e = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(env or {}))

@@ -135,16 +135,17 @@ def test_a_users_own_question_file_is_not_cut_to_the_demos_limit(tmp_path):
                                                           r"\(did you mean 'judge_responses'"),
 ])
 def test_a_typo_anywhere_stops_the_dry_run_naming_the_key(tmp_path, override, message):
-    p = smk(tmp_path, "-n", "--config", override, check=False)
+    p = smk(make_project(tmp_path / "p"), "-n", "--config", override, check=False)
     assert p.returncode != 0 and re.search(message, p.stdout + p.stderr), p.stdout[-2000:] + p.stderr[-2000:]
 
 
 def test_an_api_key_in_a_model_entry_is_refused_and_stored_nowhere(tmp_path):
-    p = smk(tmp_path, "-n", "--config", f"models={{oracle: {{api_key: {SECRET}}}}}", check=False)
+    proj = make_project(tmp_path / "p")
+    p = smk(proj, "-n", "--config", f"models={{oracle: {{api_key: {SECRET}}}}}", check=False)
     text = p.stdout + p.stderr
     assert p.returncode != 0 and "models.oracle.api_key" in text and "api_key_env" in text
     assert SECRET not in text
-    for f in (tmp_path / ".snakemake").rglob("*") if (tmp_path / ".snakemake").exists() else []:
+    for f in (proj / ".snakemake").rglob("*") if (proj / ".snakemake").exists() else []:
         if f.is_file():
             assert SECRET.encode() not in f.read_bytes(), f
 

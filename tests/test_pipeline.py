@@ -1,0 +1,106 @@
+"""The stage declarations (judgeflow.pipeline): params and operational settings apart, a stage sees
+only what it declares, code digests cover exactly the modules a stage imports."""
+import shutil
+
+import pytest
+
+from conftest import ROOT
+from judgeflow import pipeline, settings as st
+from judgeflow.pipeline import STAGES, Declared, UndeclaredSetting
+
+CFG = ROOT / "config" / "config.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return st.load(CFG)
+
+
+def test_every_declared_path_is_a_setting_of_the_demo(demo):
+    for name, stage in STAGES.items():
+        wildcards = {"model": "SmolLM2-135M-Instruct"} if name == "prepare_model" else None
+        assert pipeline.declared_paths(stage, demo, wildcards), name
+
+
+def test_operational_settings_are_handed_over_but_are_no_params(demo):
+    s = STAGES["sample_responses"]
+    params, tunes = pipeline.params(s, demo), pipeline.tunes(s, demo)
+    assert "checkpoint_every" not in params["sampling"] and tunes["sampling"] == {"checkpoint_every": 64}
+    assert params["models"]["smollm2"] == {"backend": "hf", "path": "resources/models/SmolLM2-135M-Instruct",
+                                           "device": "auto", "dtype": "float32"}
+    assert tunes["models"]["smollm2"] == {"batch_size": 32}
+    clean = STAGES["clean_questions"]
+    t = pipeline.tunes(clean, demo)
+    assert set(t["models"]["oracle"]) == {"api_key_env", "max_concurrency", "timeout", "max_retries", "serve"}
+    assert t["cache_dir"] == "cache" and "cache_dir" not in pipeline.params(clean, demo)
+    assert pipeline.params(clean, demo)["seed"] == 1234  # the seed shapes the held-out split
+
+
+def test_a_stage_reading_an_undeclared_setting_fails_naming_it(demo, tmp_path, monkeypatch):
+    from judgeflow.io import write_jsonl
+
+    kept = tmp_path / "kept.jsonl"
+    write_jsonl(kept, [{"question_id": "q", "prompt": "Hi?", "criteria": []}])
+    narrowed = pipeline.Stage("build_pairs", "judgeflow.stages.build_pairs", reads=("run",))
+    monkeypatch.setitem(STAGES, "build_pairs", narrowed)
+    empty = tmp_path / "e.jsonl"
+    write_jsonl(empty, [])
+    inp = {"kept": str(kept), **{k: [str(empty)] for k in ("responses", "response_verdicts", "response_aggregates",
+                                                          "refinements", "refinement_verdicts",
+                                                          "refinement_aggregates")}}
+    out = {k: str(tmp_path / f"{k}.out") for k in ("multi", "full", "summary", "overall")}
+    with pytest.raises(UndeclaredSetting, match=r"stage build_pairs read the setting 'pairs'"):
+        pipeline.run_stage("build_pairs", inp, out, demo)
+
+
+def test_declared_view_refuses_undeclared_keys_even_with_get():
+    v = Declared({"a": {"b": 1}, "l": [{"x": 2}]}, "s")
+    assert v["a"]["b"] == 1 and v["l"][0]["x"] == 2 and "a" in v
+    with pytest.raises(UndeclaredSetting, match="'a.c'"):
+        v["a"].get("c", 5)
+    with pytest.raises(UndeclaredSetting, match=r"'l\[0\]\.y'"):
+        v["l"][0]["y"]
+    assert v.read == {"a.b", "l[0].x"} and v.to_dict() == {"a": {"b": 1}, "l": [{"x": 2}]}
+
+
+def test_each_stage_digests_exactly_the_modules_it_imports():
+    closure = {n: set(pipeline.module_closure(s.module)) for n, s in STAGES.items()}
+    assert "judgeflow.judging" in closure["judge_responses"]
+    for name in ("sample_responses", "clean_questions", "prepare_questions", "prepare_model"):
+        assert "judgeflow.judging" not in closure[name], name
+    assert "judgeflow.sampling" not in closure["judge_responses"]
+    assert {"judgeflow.dpo", "judgeflow.train_worker"} <= closure["train_dpo"]
+    assert "judgeflow.pipeline" not in set().union(*closure.values())  # the declarations are no stage's code
+
+
+def test_a_module_edit_changes_the_digests_of_the_stages_that_import_it(tmp_path, monkeypatch):
+    pkg = tmp_path / "judgeflow"
+    shutil.copytree(pipeline.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(pipeline, "PACKAGE_DIR", pkg)
+    pipeline._imports.cache_clear()
+    before = {n: pipeline.code_digest(s) for n, s in STAGES.items()}
+    (pkg / "judging.py").write_text((pkg / "judging.py").read_text() + "\n# edited\n")
+    after = {n: pipeline.code_digest(s) for n, s in STAGES.items()}
+    pipeline._imports.cache_clear()
+    changed = {n for n in STAGES if before[n] != after[n]}
+    assert {"judge_responses", "judge_refinements", "sample_until_accept", "evaluate_responses"} <= changed
+    assert not changed & {"prepare_model", "prepare_questions", "clean_questions", "sample_responses"}
+
+
+def test_templates_are_files_packaged_or_the_users(demo, tmp_path):
+    files = pipeline.template_files(STAGES["judge_responses"], demo)
+    assert files == ["src/judgeflow/prompts/judge_first.txt", "src/judgeflow/prompts/judge_strict.txt"] or \
+        all(f.endswith(("judge_first.txt", "judge_strict.txt")) for f in files)
+    mine = tmp_path / "mine.txt"
+    mine.write_text("{question}")
+    c = st.load(CFG, overrides={"cleaning": {"template": str(mine)}})
+    assert pipeline.template_files(STAGES["clean_questions"], c) == [str(mine)]
+
+
+def test_the_prepared_question_file_is_keyed_by_what_shapes_it():
+    from judgeflow.rulekit import Rules
+
+    name = Rules(st.load(CFG)).questions_file()
+    assert name.startswith("resources/data/ifbench-first8-") and name.endswith(".jsonl")
+    assert Rules(st.load(CFG, overrides={"questions": {"heldout": 3}, "run": "b"})).questions_file() == name
+    assert Rules(st.load(CFG, overrides={"questions": {"limit": 9}})).questions_file() != name
