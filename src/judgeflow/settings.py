@@ -134,8 +134,8 @@ class Questions(Section):
 
 class Cleaning(Section):
     """clean_questions: the oracle keeps meaningful, answerable questions and rejects the rest with a reason."""
-    enabled: bool = Field(True, description="ask the oracle about each question; false = keep every question "
-                                            "within questions.max_prompt_chars")
+    enabled: bool = Field(True, description="ask the oracle about each question; false = keep every non-empty "
+                                            "question within questions.max_prompt_chars")
     model: str = Field("oracle", description="models key of the oracle that keeps or rejects each question")
     template: str = Field("clean", description="packaged template name or a .txt path with {question}")
     on_abstain: Literal["keep", "reject"] = Field(
@@ -146,13 +146,14 @@ class Cleaning(Section):
 
 
 class Sampling(Section):
-    """sample_responses: the policy's responses to the kept questions (also the draws' settings, see draws)."""
+    """sample_responses: the policy's responses to the kept questions (draws share its temperature and top_p)."""
     model: str = Field("policy", description="models key of the policy")
     n_samples: int = Field(4, ge=1, description="responses per kept question")
     shards: int = Field(1, ge=1, description="jobs that share the questions (every shards-th question)")
     system_prompt: str | None = Field(None, description="system message before each question (also in draws "
                                                         "and evaluation); null = none")
-    max_new_tokens: int = Field(256, ge=1, description="tokens per response at most")
+    max_new_tokens: int = Field(256, ge=1, description="tokens per response at most (also draws' and "
+                                                       "evaluation's when theirs is null)")
     temperature: float = Field(0.8, ge=0, description="sampling temperature of the policy (also for draws)")
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling probability mass (also for draws)")
     checkpoint_every: int = op(64, "responses per checkpointed batch", ge=1)
@@ -180,8 +181,7 @@ class GenericCriterion(Section):
 
 
 class Judging(Section):
-    """The J judges and the k-of-J aggregation (judge_responses, judge_refinements, sample_until_accept and
-    evaluate_responses)."""
+    """The J judges and k-of-J aggregation (judge_responses, judge_refinements, sample_until_accept, evaluate_*)."""
     k: int = Field(1, ge=1, description="k-of-J: a criterion passes when at least k of the J judges say YES")
     force_verdict: bool = Field(True, description="hf judges: with no 'Verdict:' line, append one and let the "
                                                   "judge's own next token decide (recorded as forced)")
@@ -282,7 +282,8 @@ class Training(Section):
                                                 "null = sampling.model")
     accelerate_config: str = Field("config/accelerate/cpu.yaml",
                                    description="accelerate config file: cpu.yaml, zero2.yaml, zero3.yaml")
-    beta: float = Field(0.1, gt=0, description="DPOConfig.beta: strength of the KL penalty towards the reference")
+    beta: float = Field(0.1, gt=0, description="DPOConfig.beta: weight of the implicit KL penalty "
+                                                   "(higher = closer to the reference)")
     loss_type: str = Field("sigmoid", description="DPOConfig.loss_type (sigmoid = the original DPO loss)")
     learning_rate: float = Field(5.0e-7, gt=0, description="DPOConfig.learning_rate: peak learning rate")
     lr_scheduler_type: str = Field("linear", description="DPOConfig.lr_scheduler_type: linear, cosine, constant, ...")
@@ -302,7 +303,8 @@ class Training(Section):
     bf16: bool | None = Field(None, description="null = bf16 on a GPU that supports it, fp32 on CPU")
     precompute_ref_log_probs: bool = Field(False, description="DPOConfig.precompute_ref_log_probs: one reference "
                                                               "pass before training (refused with DeepSpeed)")
-    lora: Lora = Field(default_factory=Lora, description="train a LoRA adapter instead of the whole model")
+    lora: Lora = Field(default_factory=Lora, description="the LoRA adapter (trained instead of the whole model "
+                                                        "when lora.enabled)")
     min_pairs: int = Field(16, ge=1, description="usable pairs a variant needs (after dropping pairs too long "
                                                  "for max_length)")
     on_too_few: Literal["error", "skip"] = Field(
@@ -350,7 +352,7 @@ class Draws(Section):
 
 class Bon(Section):
     """best_of_n: Best-of-N over a grid of N, J and k, from oracle labels of every question's first draws."""
-    enabled: bool = Field(True, description="run best_of_n (with draws.enabled)")
+    enabled: bool = Field(True, description="run best_of_n (only when draws.enabled)")
     n: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2, 4],
                                                  description="the N grid (at most draws.min_draws)")
     j: list[Annotated[int, Field(ge=1)]] | None = Field(None, description="judge counts; null = 1..J")
@@ -365,8 +367,8 @@ class Oracle(Section):
     strategy: Literal["uniform", "bisection", "fixed_sequence"] = Field(
         "fixed_sequence", description="which accepted draws the oracle labels, by their N (see the README's table)")
     strategy_options: dict[str, Any] = Field(
-        default_factory=dict, description="the strategy's own options (e.g. first_look, look_ratio); {} = its "
-                                          "defaults")
+        default_factory=dict, description="the strategy's own options (see `defaults` of its class in "
+                                          "judgeflow.tp.strategies); {} = its defaults")
     threshold: float = Field(0.8, gt=0, lt=1, description="T: certify N* with TP(n) >= T")
     delta: float = Field(0.05, gt=0, lt=1, description="1 - confidence")
     budget: int = Field(1000, ge=0, description="oracle calls at most")
@@ -395,8 +397,8 @@ class Cluster(Section):
 class Settings(Section):
     """judgeflow configuration."""
     run: str = Field("demo", pattern=ID_PATTERN, description="results/<run>/ holds this run")
-    seed: int = Field(0, description="seeds every draw (sampling, refining, draws, evaluation, the oracle's "
-                                     "order), the held-out split and DPO")
+    seed: int = Field(0, description="seeds the cleaning, sampling, refining, draw and evaluation requests, the "
+                                     "held-out split, the oracle's labelling order and DPO (judges: their own)")
     results_dir: str = Field("results", description="results/<run>/: every stage's outputs")
     resources_dir: str = Field("resources", description="prepared models (models/<name>) and question files (data/)")
     logs_dir: str = Field("logs", description="logs/<run>/: a log file per job")
@@ -409,7 +411,7 @@ class Settings(Section):
                                  description="the question source (prepare_questions), prompt length and held-out "
                                              "count (clean_questions)")
     models: dict[str, ModelSpec] = Field(min_length=1, description="name -> a model (hf or openai backend); "
-                                                                   "the roles below name these keys")
+                                                                   "the *.model settings name these keys")
     cleaning: Cleaning = Field(default_factory=Cleaning,
                                description="the oracle keeps or rejects each question (clean_questions)")
     sampling: Sampling = Field(default_factory=Sampling,
