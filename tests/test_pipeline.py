@@ -4,9 +4,10 @@ import shutil
 
 import pytest
 
-from conftest import ROOT
 from judgeflow import pipeline, settings as st
 from judgeflow.pipeline import STAGES, Declared, UndeclaredSetting
+
+from conftest import ROOT
 
 CFG = ROOT / "config" / "config.yaml"
 
@@ -56,7 +57,7 @@ def test_a_stage_reading_an_undeclared_setting_fails_naming_it(demo, tmp_path, m
 def test_declared_view_refuses_undeclared_keys_even_with_get():
     v = Declared({"a": {"b": 1}, "l": [{"x": 2}]}, "s")
     assert v["a"]["b"] == 1 and v["l"][0]["x"] == 2 and "a" in v
-    with pytest.raises(UndeclaredSetting, match="'a.c'"):
+    with pytest.raises(UndeclaredSetting, match=r"'a\.c'"):
         v["a"].get("c", 5)
     with pytest.raises(UndeclaredSetting, match=r"'l\[0\]\.y'"):
         v["l"][0]["y"]
