@@ -1,5 +1,7 @@
 # Shared paths. Everything a rule asks for (params, inputs, resources) comes from one provider,
 # JF = judgeflow.rulekit.Rules(config), filled from each stage's declaration (judgeflow.pipeline).
+from pathlib import Path
+
 RUN = JF.run
 RESULTS = JF.results
 LOGS = JF.logs

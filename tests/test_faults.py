@@ -33,6 +33,7 @@ def _reqs(n):
     return [GenRequest.chat(f"Is question {i} answerable?", sampling=S, seed=i) for i in range(n)]
 
 
+@pytest.mark.slow
 def test_backend_retries_every_fault_kind_and_pays_each_call_once(tmp_path):
     reqs = _reqs(120)
     with FaultServer(rate=0.0) as clean:
@@ -82,6 +83,7 @@ def test_backend_retries_every_fault_kind_and_pays_each_call_once(tmp_path):
     assert again.stats()["unusable"] == st["unusable"]  # still counted when they come from the cache
 
 
+@pytest.mark.slow
 def test_oracle_stages_with_30_percent_faults_match_a_fault_free_run(tmp_path):
     results = {}
     for name, rate in (("clean", 0.0), ("faulted", RATE)):

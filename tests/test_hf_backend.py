@@ -1,5 +1,9 @@
 """The hf backend on the real embedded model."""
+import pytest
+
 from judgeflow.models import GenRequest, Sampling
+
+pytestmark = pytest.mark.slow  # the real model
 
 SAMPLED = Sampling(max_new_tokens=12, temperature=0.9, top_p=0.95)
 

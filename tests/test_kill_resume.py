@@ -37,6 +37,8 @@ SCRIPT = ("import json, pathlib, sys; sys.path.insert(0, sys.argv[3]); import fa
           "getattr(f, sys.argv[4])(json.load(open(sys.argv[1])), f.paths(pathlib.Path(sys.argv[2])))")
 N_QUESTIONS = 40
 
+pytestmark = pytest.mark.slow  # real processes killed with SIGKILL mid-stage
+
 
 def _cache_lines(root: Path) -> int:
     n = 0

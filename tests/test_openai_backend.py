@@ -15,6 +15,7 @@ def server(model_dir, tmp_path_factory):
         yield url
 
 
+@pytest.mark.slow
 def test_calls_are_cached_and_never_paid_twice(server, model_dir, tmp_path):
     reqs = [GenRequest.chat(f"Say the number {i}.", sampling=S, seed=i) for i in range(3)]
     m = OpenAIModel("oracle", server, str(model_dir), str(tmp_path), max_concurrency=2)
@@ -32,6 +33,7 @@ def test_calls_are_cached_and_never_paid_twice(server, model_dir, tmp_path):
     assert not third[0].cached
 
 
+@pytest.mark.slow
 def test_unreachable_endpoint_names_the_url_and_keeps_what_was_paid(server, model_dir, tmp_path):
     ok = OpenAIModel("oracle", server, str(model_dir), str(tmp_path))
     ok.generate([GenRequest.chat("Say yes.", sampling=S)])
@@ -45,6 +47,7 @@ def test_unreachable_endpoint_names_the_url_and_keeps_what_was_paid(server, mode
     assert back.generate([GenRequest.chat("Say yes.", sampling=S)])[0].cached
 
 
+@pytest.mark.slow
 def test_server_that_does_not_come_up_gives_a_clear_error(model_dir, tmp_path):
     bad = tmp_path / "not-a-model"
     bad.mkdir()

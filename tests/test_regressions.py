@@ -113,6 +113,7 @@ def test_editing_the_judging_code_reruns_judging_not_sampling_or_cleaning(finish
 # --- a user's own config --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # runs Snakemake
 def test_a_users_own_question_file_is_not_cut_to_the_demos_limit(tmp_path):
     """`--configfile mine.yaml` with `questions: {source: jsonl, path: ...}` and no limit: every question."""
     proj = make_project(tmp_path / "p")
@@ -127,6 +128,7 @@ def test_a_users_own_question_file_is_not_cut_to_the_demos_limit(tmp_path):
     assert len(prepared) == 1 and len(prepared[0].read_text().splitlines()) == 20
 
 
+@pytest.mark.slow  # runs Snakemake
 @pytest.mark.parametrize("override,message", [
     ("models={oracle: {timout: 5}}", r"models\.oracle\.timout: unknown key \(did you mean 'timeout'\?\)"),
     ("models={oracle: {max_retires: 2}}", r"models\.oracle\.max_retires: unknown key \(did you mean 'max_retries'"),
@@ -139,6 +141,7 @@ def test_a_typo_anywhere_stops_the_dry_run_naming_the_key(tmp_path, override, me
     assert p.returncode != 0 and re.search(message, p.stdout + p.stderr), p.stdout[-2000:] + p.stderr[-2000:]
 
 
+@pytest.mark.slow  # runs Snakemake
 def test_an_api_key_in_a_model_entry_is_refused_and_stored_nowhere(tmp_path):
     proj = make_project(tmp_path / "p")
     p = smk(proj, "-n", "--config", f"models={{oracle: {{api_key: {SECRET}}}}}", check=False)
@@ -150,6 +153,7 @@ def test_an_api_key_in_a_model_entry_is_refused_and_stored_nowhere(tmp_path):
             assert SECRET.encode() not in f.read_bytes(), f
 
 
+@pytest.mark.slow  # runs Snakemake
 def test_the_documented_slurm_command_works_after_make_profile(tmp_path):
     """`snakemake --profile slurm`, as users type it, once `make profile` has linked the profile."""
     home = tmp_path / "home"
@@ -213,12 +217,14 @@ def _prepare(tmp_path, rows) -> str:
     return p.stdout + p.stderr + "".join(f.read_text() for f in (proj / "logs").rglob("*.log"))
 
 
+@pytest.mark.slow  # runs Snakemake
 def test_a_question_criterion_cannot_shadow_a_generic_one(tmp_path):
     out = _prepare(tmp_path, [{"question_id": "a", "prompt": "Hi?",
                                "criteria": [{"criterion_id": "generic:on_topic", "description": "x"}]}])
     assert re.search(r"q\.jsonl:1: criteria\[0\]\.criterion_id 'generic:on_topic'", out), out[-2000:]
 
 
+@pytest.mark.slow  # runs Snakemake
 @pytest.mark.parametrize("rows,line", [
     ([{"question_id": "a", "prompt": "x", "criteria": [{"criterion_id": "b/r0|c", "description": "d"}]},
       {"question_id": "a/r0|b", "prompt": "y", "criteria": [{"criterion_id": "c", "description": "d"}]}], 1),
@@ -275,11 +281,13 @@ def test_a_null_answer_is_retried_not_cached_as_an_abstain(tmp_path):
     assert len(cached) == len(reqs) and all(e["response"]["text"] for e in cached)
 
 
+@pytest.mark.slow  # runs Snakemake
 def test_a_lone_surrogate_in_a_question_names_the_file_and_line(tmp_path):
     out = _prepare(tmp_path, [{"question_id": "ok", "prompt": "fine"}, {"question_id": "s", "prompt": "\ud83d broken"}])
     assert re.search(r"q\.jsonl:2: .*lone surrogate", out), out[-2000:]
 
 
+@pytest.mark.slow  # runs Snakemake
 def test_an_empty_question_file_names_the_file(tmp_path):
     out = _prepare(tmp_path, [])
     assert re.search(r"q\.jsonl: no questions", out), out[-2000:]

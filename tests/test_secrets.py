@@ -23,6 +23,7 @@ def _needles(key: str) -> list[bytes]:
     return [key.encode(), key[-20:].encode()]
 
 
+@pytest.mark.slow
 def test_key_is_used_but_never_written(tmp_path, monkeypatch, capfd):
     key = "sk-jf-" + secrets.token_hex(16)
     monkeypatch.setenv(ENV, key)

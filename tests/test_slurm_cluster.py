@@ -75,14 +75,16 @@ def _expected(site: dict) -> dict[str, tuple[str, int]]:
 
 def _profile_run(tmp_path: Path, cfg: dict, target: str, *extra: str) -> tuple[list[str], dict, Path]:
     """The command, environment and SLURM log folder of `snakemake --profile profiles/slurm` with the
-    test site file, config `cfg` and `target` (status checks every 2 s instead of the plugin's 40 s)."""
+    test site file, the demo's config changed by `cfg`, and `target` (status checks every 2 s instead
+    of the plugin's 40 s)."""
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     slurm_logs = tmp_path / "slurm_logs"
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUDGEFLOW_SLURM_") or k == "JUDGEFLOW_SLURM_STATE"}
     env.update(JUDGEFLOW_SLURM_SITE=str(SITE), PYTHONUNBUFFERED="1")
     cmd = [SNAKEMAKE, target, "--profile", str(ROOT / "profiles/slurm"), "--snakefile", str(ROOT / "Snakefile"),
-           "--directory", str(ROOT), "--configfile", str(cfg_path), "--nolock", "--jobs", "4",
+           "--directory", str(ROOT), "--configfile", str(ROOT / "config" / "config.yaml"), str(cfg_path),
+           "--nolock", "--jobs", "4",
            "--slurm-logdir", str(slurm_logs), "--slurm-init-seconds-before-status-checks", "2",
            "--seconds-between-status-checks", "2", "--latency-wait", "5", *extra]  # extra last: nargs="+" options
     return cmd, env, slurm_logs
