@@ -67,7 +67,7 @@ def _eval_oracle(*paths: str) -> Callable[[dict], tuple[str, ...]]:
 SAMPLING_DRAW = ("sampling.system_prompt", "sampling.temperature", "sampling.top_p", "sampling.shards")
 JUDGES = ("judging.judges[*].model",)
 JUDGE_TEMPLATES = ("judging.judges[*].template",)
-ORACLE = ("oracle.labeller", "oracle.template", "oracle.max_new_tokens", "oracle.batch_size")
+
 
 def _stages() -> dict[str, Stage]:
     llm = ("oracle.template", "oracle.max_new_tokens")
