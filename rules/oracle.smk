@@ -63,3 +63,28 @@ rule best_of_n:
         code=JF.code("best_of_n"),
     script:
         STAGE_SCRIPT
+
+
+rule judge_quality:
+    """Each judge and the k-of-J aggregate against the oracle on every labelled draw (confusion matrix,
+    p1, p0 with intervals, kappa) and the judges against each other (kappa, correlation of YES)."""
+    input:
+        draws=JF.shard_files(f"{RESULTS}/draws/shard-{{shard}}.jsonl"),
+        labels=JF.oracle_label_files(),
+        fit=f"{RESULTS}/oracle/fit.json",
+    output:
+        quality=f"{RESULTS}/judges/quality.csv",
+        agreement=f"{RESULTS}/judges/agreement.csv",
+        summary=f"{RESULTS}/judges/quality.json",
+    log:
+        f"{LOGS}/judge_quality/judge_quality.log",
+    benchmark:
+        f"{BENCH}/judge_quality/judge_quality.tsv"
+    localrule: JF.local("judge_quality")
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        settings=JF.params("judge_quality"),
+        code=JF.code("judge_quality"),
+    script:
+        STAGE_SCRIPT

@@ -27,13 +27,14 @@ def test_operational_settings_are_handed_over_but_are_no_params(demo):
     s = STAGES["sample_responses"]
     params, tunes = pipeline.params(s, demo), pipeline.tunes(s, demo)
     assert "checkpoint_every" not in params["sampling"] and tunes["sampling"] == {"checkpoint_every": 64}
-    assert params["models"]["smollm2"] == {"backend": "hf", "path": "resources/models/SmolLM2-135M-Instruct",
-                                           "device": "auto", "dtype": "float32"}
-    assert tunes["models"]["smollm2"] == {"batch_size": 32}
+    spec = demo["models"]["smollm2"]
+    assert params["models"]["smollm2"] == {k: spec[k] for k in ("backend", "path", "device", "dtype")}
+    assert tunes["models"]["smollm2"] == {"batch_size": spec["batch_size"]}
     clean = STAGES["clean_questions"]
-    t = pipeline.tunes(clean, demo)
+    served = st.load(CFG, overrides={"cleaning": {"model": "oracle"}})
+    t = pipeline.tunes(clean, served)
     assert set(t["models"]["oracle"]) == {"api_key_env", "max_concurrency", "timeout", "max_retries", "serve"}
-    assert t["cache_dir"] == "cache" and "cache_dir" not in pipeline.params(clean, demo)
+    assert t["cache_dir"] == "cache" and "cache_dir" not in pipeline.params(clean, served)
     assert pipeline.params(clean, demo)["seed"] == 1234  # the seed shapes the held-out split
 
 
@@ -101,7 +102,13 @@ def test_templates_are_files_packaged_or_the_users(demo, tmp_path):
 def test_the_prepared_question_file_is_keyed_by_what_shapes_it():
     from judgeflow.rulekit import Rules
 
-    name = Rules(st.load(CFG)).questions_file()
+    ifbench = {"questions": {"source": "ifbench", "limit": 8}}
+    name = Rules(st.load(CFG, overrides=ifbench)).questions_file()
     assert name.startswith("resources/data/ifbench-first8-") and name.endswith(".jsonl")
-    assert Rules(st.load(CFG, overrides={"questions": {"heldout": 3}, "run": "b"})).questions_file() == name
-    assert Rules(st.load(CFG, overrides={"questions": {"limit": 9}})).questions_file() != name
+    assert Rules(st.load(CFG, overrides={**ifbench, "run": "b", "seed": 5})).questions_file() == name
+    assert Rules(st.load(CFG, overrides={"questions": {"source": "ifbench", "limit": 8, "heldout": 3}})
+                 ).questions_file() == name
+    assert Rules(st.load(CFG, overrides={"questions": {"source": "ifbench", "limit": 9}})).questions_file() != name
+    composed = Rules(st.load(CFG)).questions_file()
+    assert composed.startswith("resources/data/composed-")
+    assert Rules(st.load(CFG, overrides={"questions": {"composed": {"count": 50}}})).questions_file() != composed

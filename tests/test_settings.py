@@ -17,10 +17,10 @@ def test_shipped_config_validates_and_fills_defaults():
     c = st.load(CFG)
     assert c["run"] == "demo" and c["judging"]["k"] == 2 and len(c["judging"]["judges"]) == 3
     assert c["refining"]["modes"] == ["multi_feedback", "full_feedback"]  # default filled
-    assert c["judging"]["judges"][0]["max_new_tokens"] == 40  # default inside list items
+    assert c["judging"]["judges"][0]["top_p"] == 0.95  # default inside list items
     assert c["cache_dir"] == "cache"
     # one place per default: the model entry's batch size, the judges' sampling
-    assert c["models"]["oracle"]["max_concurrency"] == 2 and c["models"]["smollm2"]["batch_size"] == 32
+    assert c["models"]["oracle"]["max_concurrency"] == 2 and c["models"]["smollm2"]["batch_size"] == 64
     assert st.HFModel.model_fields["batch_size"].default == 16
     assert (st.Judge.model_fields["temperature"].default, st.Judge.model_fields["top_p"].default) == (0.7, 0.95)
 
@@ -28,7 +28,7 @@ def test_shipped_config_validates_and_fills_defaults():
 def test_null_means_another_key_is_resolved_once_and_recorded():
     c = st.load(CFG, overrides={"sampling": {"max_new_tokens": 77}, "draws": {"max_new_tokens": None}})
     assert c["draws"]["model"] == c["training"]["model"] == c["sampling"]["model"] == "smollm2"
-    assert c["draws"]["max_new_tokens"] == 77 and c["evaluation"]["max_new_tokens"] == 48
+    assert c["draws"]["max_new_tokens"] == 77 and c["evaluation"]["max_new_tokens"] == 32
     assert c.derived == {"draws.model": "sampling.model", "training.model": "sampling.model",
                          "draws.max_new_tokens": "sampling.max_new_tokens"}
 

@@ -17,7 +17,8 @@ from project import ROOT, copy_project, nothing_to_do, planned_jobs, smk, tiny_c
 
 STAGES = ["prepare_model", "prepare_questions", "clean_questions", "sample_responses", "judge_responses",
           "refine_responses", "judge_refinements", "build_pairs", "sample_until_accept", "label_oracle",
-          "best_of_n", "train_dpo", "dpo_diagnostics", "evaluate_responses", "evaluate_policies", "report"]
+          "best_of_n", "judge_quality", "train_dpo", "dpo_diagnostics", "evaluate_responses", "evaluate_policies",
+          "report"]
 
 
 def test_dry_run_of_the_demo_lists_every_stage(tmp_path):

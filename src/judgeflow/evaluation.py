@@ -175,13 +175,32 @@ def verify_all(generations: list[dict], questions: dict[str, dict]) -> tuple[dic
     return out, dict(errors)
 
 
+VERIFIER = "verifier"
+
+
+def _verifier_preferences(pending: list, questions: dict[str, dict], texts: dict) -> list[tuple[str, str]]:
+    """(label, raw) per pending comparison from the exact verifier; label as parse_preference gives it."""
+    from .verifier import compare
+
+    out = []
+    for (key, _, a, b) in pending:
+        label, why = compare(questions[key[1]], texts[a], texts[b])
+        out.append((label or ABSTAIN, why))
+    return out
+
+
 def compare_with_oracle(generations: list[dict], questions: dict[str, dict], config: dict, oracle) -> list[dict]:
-    """Both presentation orders of (trained, base) per question and draw; one record per comparison."""
+    """Both presentation orders of (trained, base) per question and draw; one record per comparison.
+
+    `oracle` is a model (its verdict line "Verdict: A|B|TIE") or "verifier": the exact comparer (the
+    response that satisfies more of the question's instructions wins; equal counts are a tie)."""
     ecfg = config["evaluation"]
-    template = load_template(ecfg["oracle_template"], {"question", "response_a", "response_b"},
-                             "evaluation.oracle_template")
     by = {(g["policy"], g["question_id"], g["sample_index"]): g for g in generations}
-    sampling = Sampling(ecfg["oracle_max_new_tokens"], 0.0, 1.0)
+    exact = oracle == VERIFIER
+    if not exact:
+        template = load_template(ecfg["oracle_template"], {"question", "response_a", "response_b"},
+                                 "evaluation.oracle_template")
+        sampling = Sampling(ecfg["oracle_max_new_tokens"], 0.0, 1.0)
     pending = []
     for (pol, qid, i), g in by.items():
         if pol == BASE:
@@ -190,16 +209,23 @@ def compare_with_oracle(generations: list[dict], questions: dict[str, dict], con
         q = questions[qid]
         for policy_is_a in (True, False):
             a, b = (g, base) if policy_is_a else (base, g)
+            if exact:
+                pending.append(((pol, qid, i), policy_is_a, a["item_id"], b["item_id"]))
+                continue
             req = GenRequest.chat(template.format(question=q["prompt"], response_a=a["text"], response_b=b["text"]),
                                   sampling=sampling,
                                   seed=stable_seed(config["seed"], "compare", pol, qid, i, policy_is_a))
             pending.append(((pol, qid, i), policy_is_a, req))
-    gens = oracle.generate([p[2] for p in pending], desc="oracle compare") if pending else []
+    if exact:
+        texts = {g["item_id"]: g["text"] for g in generations}
+        answers = [(label, why, False) for label, why in _verifier_preferences(pending, questions, texts)]
+    else:
+        gens = oracle.generate([p[2] for p in pending], desc="oracle compare") if pending else []
+        answers = [(parse_preference(g.text), g.text, g.cached) for g in gens]
     per = defaultdict(dict)
-    for (key, policy_is_a, _), gen in zip(pending, gens):
-        label = parse_preference(gen.text)
+    for (key, policy_is_a, *_), (label, raw, cached) in zip(pending, answers):
         per[key]["policy_first" if policy_is_a else "base_first"] = {
-            "label": label, "outcome": order_outcome(label, policy_is_a), "raw": gen.text, "cached": gen.cached}
+            "label": label, "outcome": order_outcome(label, policy_is_a), "raw": raw, "cached": cached}
     out = []
     for (pol, qid, i), orders in per.items():
         out.append({"comparison_id": f"{pol}/{qid}/s{i}", "policy": pol, "question_id": qid, "sample_index": i,
@@ -268,7 +294,9 @@ def evaluate(config: dict, heldout: str, variants: list[str], summaries: list[st
     verified, verifier_errors = verify_all(gens, questions)
 
     comparisons, oracle_stats = [], None
-    if ecfg["oracle"] and trained and gens:
+    if ecfg["oracle"] == VERIFIER and trained and gens:
+        comparisons = compare_with_oracle(gens, questions, config, VERIFIER)
+    elif ecfg["oracle"] and trained and gens:
         with open_models(config, {"evaluation.oracle": ecfg["oracle"]}, log_dir=log_dir, threads=threads) as models:
             oracle = models[ecfg["oracle"]]
             comparisons = compare_with_oracle(gens, questions, config, oracle)

@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from .io import Checkpoint, InputError
 from .models import GenRequest, Sampling
 from .prompting import load_template, stable_seed
-from .verdicts import ABSTAIN, NO, VERDICT_PREFIX, YES, critique_of, parse_verdict, prefix_for_score
+from .verdicts import (
+    ABSTAIN,
+    NO,
+    VERDICT_PREFIX,
+    YES,
+    critique_of,
+    label_from_answer_start,
+    parse_verdict,
+    prefix_for_score,
+)
 
 __all__ = ["ABSTAIN", "NO", "YES", "Judge", "aggregate", "criteria_for", "judge_items", "judges_from_config",
            "parse_verdict", "verdict_key"]
@@ -99,6 +108,10 @@ def judge_items(items: list[dict], questions: dict[str, dict], config: dict, mod
             gens = model.generate([w[2] for w in ws], desc="judge")
             raws = [w[2].prefix + g.text for w, g in zip(ws, gens)]  # the judge's whole answer
             labels = [parse_verdict(t) for t in raws]
+            for i, (w, g) in enumerate(zip(ws, gens)):
+                # a judge that answers first, in few tokens: its answer's first word ("Y" of "YES")
+                if labels[i] == ABSTAIN and w[1].answer_first and w[2].sampling.max_new_tokens <= 2:
+                    labels[i] = label_from_answer_start(g.text) or ABSTAIN
             p_yes = [g.p_yes for g in gens]
             forced = [False] * len(ws)
             # Where the generation gave no reading (no answer line, or "Verdict:" ending inside a

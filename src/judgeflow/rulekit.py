@@ -80,7 +80,7 @@ class Rules:
         else share it."""
         q = self.config["questions"]
         shaping = pipeline.params(STAGES["prepare_questions"], self.config)["questions"]
-        stem = "ifbench" if q["source"] == "ifbench" else Path(q["path"]).stem
+        stem = q["source"] if q["source"] in ("ifbench", "composed") else Path(q["path"]).stem
         digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:8]
         limit = f"-first{q['limit']}" if q["limit"] else ""
         return f"{self.config['resources_dir']}/data/{stem}{limit}-{digest}.jsonl"
@@ -92,6 +92,10 @@ class Rules:
             from .questions import ifbench_file
 
             return [pipeline.relpath_if_below(ifbench_file())]
+        if q["source"] == "composed":  # the base tasks (the instructions come from the installed checkers)
+            from .composed import tasks_file
+
+            return [pipeline.relpath_if_below(tasks_file(q["composed"]["tasks"]))]
         if q["source"] == "jsonl" or Path(q["path"]).exists():  # hf_dataset: a local directory
             return [pipeline.relpath_if_below(q["path"])]
         return []  # hf_dataset: a dataset name (from the datasets cache; offline on a cluster)
@@ -108,6 +112,12 @@ class Rules:
     def policy_files(self, pattern: str) -> list[str]:
         return [pattern.format(policy=p) for p in self.policies()]
 
+    def oracle_label_files(self) -> list[str]:
+        """The oracle's labels of draws: the strategy's (and the curve's), then Best-of-N's."""
+        r = self.results
+        return [f"{r}/oracle/labels.jsonl"] + ([f"{r}/oracle/bon_labels.jsonl"]
+                                                if self.config["oracle"]["bon"]["enabled"] else [])
+
     def report_sections(self) -> list[tuple[str, list[str]]]:
         """(heading, [files]) of the report, for the stages this config runs."""
         r = self.results
@@ -119,6 +129,8 @@ class Rules:
         if self.config["draws"]["enabled"]:
             s.append(("Oracle: TP(N) and N*", [f"{r}/oracle/tp_curve.png", f"{r}/oracle/tp_curve.csv",
                                                f"{r}/oracle/nstar.json", f"{r}/oracle/fit.json"]))
+            s.append(("Judges against the oracle", [f"{r}/judges/quality.csv", f"{r}/judges/agreement.csv",
+                                                    f"{r}/judges/quality.json"]))
             if self.config["oracle"]["bon"]["enabled"]:
                 s.append(("Best-of-N", [f"{r}/oracle/bon_grid.png", f"{r}/oracle/bon_grid.csv"]))
         return s

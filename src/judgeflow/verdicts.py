@@ -35,3 +35,13 @@ def prefix_for_score(text: str) -> str:
         if _VERDICT_LINE.match(text[m.start():].splitlines()[0]):
             return text[: m.end()]
     return text.rstrip() + "\n" + VERDICT_PREFIX
+
+
+def label_from_answer_start(text: str, choices: tuple[str, ...] = ("yes", "no")) -> str | None:
+    """The choice a verdict that was cut right after its first token begins with ("Verdict: Y" from a
+    judge that answers first in one token), or None: the start must be a prefix of exactly one choice."""
+    start = text.strip().strip("*_`").lower()
+    if not start:
+        return None
+    hits = [c for c in choices if c.startswith(start) or start.rstrip(".!") == c]
+    return hits[0] if len(hits) == 1 else None

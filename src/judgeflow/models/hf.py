@@ -87,6 +87,7 @@ class HFModel:
         self.eos_ids = self._eos_ids()
         self.calls = 0
         self.completion_tokens = 0
+        self.forward_passes = 0  # one-token requests: distinct prompts actually run
         self.yes_ids = self._first_token_ids(YES_VARIANTS)
         self.no_ids = self._first_token_ids(NO_VARIANTS)
 
@@ -130,6 +131,11 @@ class HFModel:
         bar = tqdm(total=len(requests), desc=f"{self.name}: {desc}", mininterval=5, file=_progress_stream())
         for (max_new, temperature, top_p), members in groups.items():
             sub = [requests[i] for i in members]
+            if max_new == 1:  # one token (a judge that answers first): one forward pass per distinct prompt
+                for i, g in zip(members, self._one_token(sub, temperature, top_p)):
+                    out[i] = g
+                bar.update(len(members))
+                continue
             for idx, texts in self._batches(sub):
                 enc = self._encode(texts)
                 want_scores = any(sub[i].score_after for i in idx)
@@ -159,6 +165,39 @@ class HFModel:
         bar.close()
         return out  # type: ignore[return-value]
 
+    def _one_token(self, requests: list[GenRequest], temperature: float, top_p: float) -> list[Generation]:
+        """Requests of one new token: the next-token logits of each distinct prompt, from one forward
+        pass (several judges that differ only in their seed share it), then each request's own draw
+        with its own generator -- the same draw and P(YES) as `generate` with max_new_tokens=1."""
+        texts = [self._prompt_text(r) for r in requests]
+        distinct = list(dict.fromkeys(texts))
+        logits: dict[str, torch.Tensor] = {}
+        lengths: dict[str, int] = {}
+        for start in range(0, len(distinct), self.batch_size):
+            part = distinct[start:start + self.batch_size]
+            enc = self._encode(part)
+            mask = enc["attention_mask"]
+            position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate() does (left padding)
+            last = self.model(**enc, position_ids=position_ids).logits[:, -1, :]
+            for t, row, n in zip(part, last, mask.sum(dim=1).tolist()):
+                logits[t], lengths[t] = row, int(n)
+        scores = torch.stack([logits[t] for t in texts])
+        want = any(r.score_after for r in requests)
+        sampler = PerRowSampler([r.seed for r in requests], temperature, top_p,
+                                *((self.yes_ids, self.no_ids) if want else (None, None)))
+        chosen = sampler(None, scores).argmax(dim=-1).tolist()
+        out = []
+        for row, (r, t, tok) in enumerate(zip(requests, texts, chosen)):
+            toks = [tok]
+            finish = "stop" if tok in self.eos_ids else "length"
+            p_yes = self._p_yes_at(r, toks, sampler.steps, row) if r.score_after else None
+            out.append(Generation(text=self.tokenizer.decode(toks, skip_special_tokens=True),
+                                  prompt_tokens=lengths[t], completion_tokens=1, finish_reason=finish, p_yes=p_yes))
+        self.calls += len(requests)
+        self.completion_tokens += len(requests)
+        self.forward_passes += len(distinct)
+        return out
+
     def _p_yes_at(self, req: GenRequest, toks: list[int], steps, row: int) -> float | None:
         """P(YES) at the step right after the first line-start `score_after`, if the text has one.
 
@@ -183,7 +222,7 @@ class HFModel:
 
     def stats(self) -> dict:
         return {"backend": "hf", "model": self.name, "calls": self.calls,
-                "completion_tokens": self.completion_tokens}
+                "completion_tokens": self.completion_tokens, "one_token_forward_passes": self.forward_passes}
 
 
 def _progress_stream():
