@@ -18,6 +18,9 @@ if not jf_cluster.command_line_configfiles(workflow):
     configfile: f"{workflow.basedir}/config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 # First, before any rule is read: the typed settings (judgeflow.settings) check every key, fill in
 # the defaults and resolve "null = another key"; an error names the config key.
 config.update(jf_settings.validate(config))

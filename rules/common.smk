@@ -8,6 +8,7 @@ LOGS = JF.logs
 BENCH = JF.bench
 MODELS_DIR = JF.models_dir
 STAGE_SCRIPT = "../workflow/scripts/stage.py"
+REPORT_DIR = "../workflow/report"  # captions of the outputs marked report(): snakemake --report report.zip
 
 
 wildcard_constraints:

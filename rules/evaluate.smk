@@ -53,7 +53,11 @@ rule evaluate_policies:
         summaries=JF.variant_files(f"{RESULTS}/dpo/{{variant}}/summary.json"),
     output:
         comparisons=f"{RESULTS}/evaluation/comparisons.jsonl",
-        table=f"{RESULTS}/evaluation/table.csv",
+        table=report(
+            f"{RESULTS}/evaluation/table.csv",
+            caption=f"{REPORT_DIR}/evaluation.rst",
+            category="Evaluation",
+        ),
         summary=f"{RESULTS}/evaluation/evaluation.json",
     log:
         f"{LOGS}/evaluate_policies/evaluate_policies.log",

@@ -13,8 +13,16 @@ rule label_oracle:
     output:
         labels=f"{RESULTS}/oracle/labels.jsonl",
         nstar=f"{RESULTS}/oracle/nstar.json",
-        curve=f"{RESULTS}/oracle/tp_curve.csv",
-        plot=f"{RESULTS}/oracle/tp_curve.png",
+        curve=report(
+            f"{RESULTS}/oracle/tp_curve.csv",
+            caption=f"{REPORT_DIR}/tp_table.rst",
+            category="Oracle",
+        ),
+        plot=report(
+            f"{RESULTS}/oracle/tp_curve.png",
+            caption=f"{REPORT_DIR}/tp_curve.rst",
+            category="Oracle",
+        ),
         fit=f"{RESULTS}/oracle/fit.json",
     log:
         f"{LOGS}/label_oracle/label_oracle.log",
@@ -45,8 +53,16 @@ rule best_of_n:
         fit=f"{RESULTS}/oracle/fit.json",
     output:
         labels=f"{RESULTS}/oracle/bon_labels.jsonl",
-        grid=f"{RESULTS}/oracle/bon_grid.csv",
-        plot=f"{RESULTS}/oracle/bon_grid.png",
+        grid=report(
+            f"{RESULTS}/oracle/bon_grid.csv",
+            caption=f"{REPORT_DIR}/bon_grid.rst",
+            category="Oracle",
+        ),
+        plot=report(
+            f"{RESULTS}/oracle/bon_grid.png",
+            caption=f"{REPORT_DIR}/bon_grid.rst",
+            category="Oracle",
+        ),
     log:
         f"{LOGS}/best_of_n/best_of_n.log",
     benchmark:
@@ -67,14 +83,23 @@ rule best_of_n:
 
 rule judge_quality:
     """Each judge and the k-of-J aggregate against the oracle on every labelled draw (confusion matrix,
-    p1, p0 with intervals, kappa) and the judges against each other (kappa, correlation of YES)."""
+    p1, p0 with intervals, kappa) and the judges against each other (kappa, correlation of YES).
+    """
     input:
         draws=JF.shard_files(f"{RESULTS}/draws/shard-{{shard}}.jsonl"),
         labels=JF.oracle_label_files(),
         fit=f"{RESULTS}/oracle/fit.json",
     output:
-        quality=f"{RESULTS}/judges/quality.csv",
-        agreement=f"{RESULTS}/judges/agreement.csv",
+        quality=report(
+            f"{RESULTS}/judges/quality.csv",
+            caption=f"{REPORT_DIR}/judge_quality.rst",
+            category="Judges",
+        ),
+        agreement=report(
+            f"{RESULTS}/judges/agreement.csv",
+            caption=f"{REPORT_DIR}/judge_agreement.rst",
+            category="Judges",
+        ),
         summary=f"{RESULTS}/judges/quality.json",
     log:
         f"{LOGS}/judge_quality/judge_quality.log",

@@ -20,7 +20,11 @@ rule build_pairs:
     output:
         multi=f"{RESULTS}/pairs/multi_feedback.jsonl",
         full=f"{RESULTS}/pairs/full_feedback.jsonl",
-        summary=f"{RESULTS}/pairs/summary.csv",
+        summary=report(
+            f"{RESULTS}/pairs/summary.csv",
+            caption=f"{REPORT_DIR}/pairs.rst",
+            category="Pairs",
+        ),
         overall=f"{RESULTS}/pairs/summary.json",
     log:
         f"{LOGS}/build_pairs/build_pairs.log",

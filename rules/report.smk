@@ -6,7 +6,11 @@ rule report:
     input:
         JF.report_files(),
     output:
-        html=f"{RESULTS}/report.html",
+        html=report(
+            f"{RESULTS}/report.html",
+            caption=f"{REPORT_DIR}/summary.rst",
+            category="Summary",
+        ),
         timings=f"{RESULTS}/timings.csv",
     log:
         f"{LOGS}/report/report.log",
@@ -19,5 +23,6 @@ rule report:
         settings=JF.params("report"),
         code=JF.code("report"),
         sections=JF.report_sections(),
+        headline=JF.headline_files(),
     script:
         STAGE_SCRIPT

@@ -66,7 +66,11 @@ rule dpo_diagnostics:
         summaries=JF.variant_files(f"{RESULTS}/dpo/{{variant}}/summary.json"),
     output:
         table=f"{RESULTS}/dpo/diagnostics.csv",
-        plot=f"{RESULTS}/dpo/diagnostics.png",
+        plot=report(
+            f"{RESULTS}/dpo/diagnostics.png",
+            caption=f"{REPORT_DIR}/dpo_diagnostics.rst",
+            category="Training",
+        ),
         training=f"{RESULTS}/dpo/training.csv",
     log:
         f"{LOGS}/dpo_diagnostics/dpo_diagnostics.log",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import socket
 import threading
 import time
@@ -64,11 +65,31 @@ def standin_answer(body: dict) -> dict:
         verdict = "YES" if _u("verdict", prompt, body.get("seed")) < 0.7 else "NO"
         text = f"Reason: stand-in decision for a prompt of {len(prompt)} characters.\nVerdict: {verdict}"
     n_prompt = max(1, len(prompt) // 4)
+    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+    if body.get("logprobs"):
+        choice["logprobs"] = {"content": standin_logprobs(text, prompt, body.get("seed"))}
     return {"id": "chatcmpl-" + hashlib.sha256(prompt.encode()).hexdigest()[:12], "object": "chat.completion",
-            "created": 0, "model": body.get("model", "standin"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "created": 0, "model": body.get("model", "standin"), "choices": [choice],
             "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(text.split()),
                       "total_tokens": n_prompt + len(text.split())}}
+
+
+def standin_logprobs(text: str, prompt: str, seed) -> list[dict]:
+    """Token log-probabilities for a stand-in answer: its words as tokens; the word after "Verdict:"
+    has YES and NO among its top tokens, P(YES) from a hash (a prompt with "[no-choice]" in it gets
+    top tokens without them, as an endpoint can)."""
+    import math
+
+    out = []
+    for i, word in enumerate(re.findall(r"\S+|\s+", text)):
+        tops = [{"token": word, "logprob": -0.1}]
+        if i > 0 and out[-2:] and "Verdict:" in "".join(t["token"] for t in out[-2:]) and word.strip():
+            p_yes = 0.05 + 0.9 * _u("p_yes", prompt, seed)
+            tops = ([{"token": "maybe", "logprob": -0.1}, {"token": "sure", "logprob": -2.0}]
+                    if "[no-choice]" in prompt else
+                    [{"token": "YES", "logprob": math.log(p_yes)}, {"token": "NO", "logprob": math.log(1 - p_yes)}])
+        out.append({"token": word, "logprob": tops[0]["logprob"], "top_logprobs": tops})
+    return out
 
 
 class FaultServer:

@@ -3,10 +3,11 @@ import json
 
 import pytest
 
-from conftest import ROOT
 from judgeflow import settings as st
 from judgeflow.composed import compose, constraint_sets, expand, instruction_ids
 from judgeflow.models import ConfigError
+
+from conftest import ROOT
 
 CFG = ROOT / "config" / "config.yaml"
 

@@ -55,3 +55,19 @@ def test_server_that_does_not_come_up_gives_a_clear_error(model_dir, tmp_path):
     with pytest.raises(BackendError, match=r"(exited with code|did not come up).*last lines of"):
         with transformers_server("oracle", str(bad), tmp_path / "s.log", startup_timeout=60):
             pass
+
+
+@pytest.mark.slow
+def test_transformers_serve_gives_no_logprobs_so_verdicts_come_from_the_text(server, model_dir, tmp_path, caplog):
+    """The real server ignores the logprobs field (it says so in its own log): the client reads the
+    verdicts from the text, says so once, and counts every such answer."""
+    import logging
+
+    reqs = [GenRequest.chat(f"Is {i} an even number? Answer with a line 'Verdict: YES' or 'Verdict: NO'.",
+                            sampling=S, seed=i, score_after="Verdict:") for i in range(3)]
+    m = OpenAIModel("oracle", server, str(model_dir), str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        got = m.generate(reqs)
+    assert all(g.p_yes is None and g.choice_probs is None for g in got)
+    assert m.stats()["logprobs"] == {"none": 3, "refused": False}
+    assert sum("returns no logprobs" in r.getMessage() for r in caplog.records) == 1

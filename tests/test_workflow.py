@@ -100,7 +100,15 @@ def test_tiny_run_end_to_end(tiny_run):
     assert (res / "oracle/tp_curve.png").stat().st_size > 1000 and (res / "oracle/bon_grid.png").exists()
     evaluation = json.loads((res / "evaluation/evaluation.json").read_text())
     assert evaluation["heldout_questions"] == 1 and set(evaluation["policies"]) >= {"base"}
-    assert "tp_curve.png" in (res / "report.html").read_text()
+    quality = json.loads((res / "judges/quality.json").read_text())
+    known = {}
+    for f in ("labels", "bon_labels"):  # every draw the oracle labelled, once
+        for lab in _lines(res / f"oracle/{f}.jsonl"):
+            known.setdefault(lab["draw_id"], lab["label"])
+    assert quality["labelled"] == sum(1 for x in known.values() if x in (0, 1))
+    assert [r["judge"] for r in quality["judges"]] == ["j1", "j2", "j3", "k-of-J"] and len(quality["agreement"]) == 3
+    page = (res / "report.html").read_text()
+    assert "tp_curve.png" in page and "id=headline" in page and "Certified N*" in page
 
     # finished: a rerun has nothing to do
     assert "Nothing to be done" in smk(tiny_run, "-n", configfile=tiny_run / "config/tiny.yaml").stdout

@@ -23,6 +23,7 @@ from collections import Counter, defaultdict
 from .io import Checkpoint, read_jsonl, read_jsonl_many, write_csv, write_json
 from .models import GenRequest, Sampling
 from .prompting import load_template, stable_seed
+from .verdicts import label_with_probs
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ def compare_with_oracle(generations: list[dict], questions: dict[str, dict], con
                 pending.append(((pol, qid, i), policy_is_a, a["item_id"], b["item_id"]))
                 continue
             req = GenRequest.chat(template.format(question=q["prompt"], response_a=a["text"], response_b=b["text"]),
-                                  sampling=sampling,
+                                  sampling=sampling, score_after="Verdict:", choices=("A", "B", "TIE"),
                                   seed=stable_seed(config["seed"], "compare", pol, qid, i, policy_is_a))
             pending.append(((pol, qid, i), policy_is_a, req))
     if exact:
@@ -221,7 +222,7 @@ def compare_with_oracle(generations: list[dict], questions: dict[str, dict], con
         answers = [(label, why, False) for label, why in _verifier_preferences(pending, questions, texts)]
     else:
         gens = oracle.generate([p[2] for p in pending], desc="oracle compare") if pending else []
-        answers = [(parse_preference(g.text), g.text, g.cached) for g in gens]
+        answers = [(label_with_probs(parse_preference(g.text), g.choice_probs)[0], g.text, g.cached) for g in gens]
     per = defaultdict(dict)
     for (key, policy_is_a, *_), (label, raw, cached) in zip(pending, answers):
         per[key]["policy_first" if policy_is_a else "base_first"] = {

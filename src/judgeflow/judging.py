@@ -7,6 +7,11 @@ and reported, never guessed. With the hf backend, P(YES) is read from the next-t
 distribution right after "Verdict:". With `force_verdict`, a judge that wrote no answer line
 gets "Verdict:" appended and its own greedy continuation is parsed like any answer line
 (still `abstain` unless it says YES or NO); the record says `forced: true`.
+
+Where the text has no verdict line, a judge that answers first in one or two tokens is read from its
+first word ("Y" of YES), and an openai judge from the logprobs at its answer token. A judge with a
+`threshold` says YES exactly when P(YES) reaches it (a calibrated judge). Each verdict record says
+where its label came from (`label_from`: text, first_token, logprobs, forced, threshold or none).
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from .verdicts import (
     YES,
     critique_of,
     label_from_answer_start,
+    label_with_probs,
     parse_verdict,
     prefix_for_score,
 )
@@ -43,13 +49,15 @@ class Judge:
     seed: int
     sampling: Sampling
     answer_first: bool = False  # the assistant turn starts with "Verdict:" (hf backend)
+    threshold: float | None = None  # YES iff P(YES) >= threshold, where P(YES) is known
 
 
 def judges_from_config(config: dict) -> list[Judge]:
     """The judges of `judging.judges` (validated: ids unique, k <= J), templates loaded."""
     return [Judge(j["id"], j["model"],
                   load_template(j["template"], {"question", "response", "criterion"}, f"judging.judges[{i}].template"),
-                  j["seed"], Sampling(j["max_new_tokens"], j["temperature"], j["top_p"]), j["answer_first"])
+                  j["seed"], Sampling(j["max_new_tokens"], j["temperature"], j["top_p"]), j["answer_first"],
+                  j["threshold"])
             for i, j in enumerate(config["judging"]["judges"])]
 
 
@@ -108,10 +116,14 @@ def judge_items(items: list[dict], questions: dict[str, dict], config: dict, mod
             gens = model.generate([w[2] for w in ws], desc="judge")
             raws = [w[2].prefix + g.text for w, g in zip(ws, gens)]  # the judge's whole answer
             labels = [parse_verdict(t) for t in raws]
+            sources = ["text" if lab != ABSTAIN else "none" for lab in labels]
             for i, (w, g) in enumerate(zip(ws, gens)):
                 # a judge that answers first, in few tokens: its answer's first word ("Y" of "YES")
                 if labels[i] == ABSTAIN and w[1].answer_first and w[2].sampling.max_new_tokens <= 2:
                     labels[i] = label_from_answer_start(g.text) or ABSTAIN
+                    sources[i] = "first_token" if labels[i] != ABSTAIN else "none"
+                if labels[i] == ABSTAIN:  # an endpoint's logprobs at the answer token, where the text slipped
+                    labels[i], sources[i] = label_with_probs(labels[i], g.choice_probs)
             p_yes = [g.p_yes for g in gens]
             forced = [False] * len(ws)
             # Where the generation gave no reading (no answer line, or "Verdict:" ending inside a
@@ -129,8 +141,12 @@ def judge_items(items: list[dict], questions: dict[str, dict], config: dict, mod
                         forced[i] = True
                         raws[i] = r.prefix + g.text.split("\n")[0]
                         labels[i] = parse_verdict(raws[i].splitlines()[-1])
+                        sources[i] = "forced" if labels[i] != ABSTAIN else "none"
+            for i, w in enumerate(ws):
+                if w[1].threshold is not None and p_yes[i] is not None:  # a calibrated judge
+                    labels[i], sources[i] = (YES if p_yes[i] >= w[1].threshold else NO), "threshold"
             for i, (w, g) in enumerate(zip(ws, gens)):
-                records.append({**w[3], "label": labels[i],
+                records.append({**w[3], "label": labels[i], "label_from": sources[i],
                                 "p_yes": None if p_yes[i] is None else round(p_yes[i], 6),
                                 "forced": forced[i], "critique": critique_of(raws[i]), "raw": raws[i],
                                 "finish_reason": g.finish_reason, "completion_tokens": g.completion_tokens,

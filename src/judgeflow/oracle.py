@@ -20,7 +20,7 @@ from collections import defaultdict
 from .io import Checkpoint
 from .models import GenRequest, Sampling
 from .prompting import load_template, stable_seed
-from .verdicts import ABSTAIN, YES, critique_of, parse_verdict
+from .verdicts import ABSTAIN, VERDICT_PREFIX, YES, critique_of, label_with_probs, parse_verdict
 from .verifier import verify
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,12 @@ class Oracle:
                         or "- (none beyond the question)")
             reqs.append(GenRequest.chat(self.template.format(question=q["prompt"], criteria=criteria,
                                                              response=d["text"]),
-                                        sampling=self.sampling, seed=stable_seed("oracle", d["draw_id"])))
+                                        sampling=self.sampling, score_after=VERDICT_PREFIX,
+                                        seed=stable_seed("oracle", d["draw_id"])))
         out = []
         for g in self.model.generate(reqs, desc="oracle"):
-            lab = parse_verdict(g.text)
-            out.append({"label": None if lab == ABSTAIN else int(lab == YES),
+            lab, source = label_with_probs(parse_verdict(g.text), g.choice_probs)
+            out.append({"label": None if lab == ABSTAIN else int(lab == YES), "label_from": source, "p_yes": g.p_yes,
                         "reason": critique_of(g.text) if lab != ABSTAIN else "oracle abstained (no verdict line)",
                         "raw": g.text, "cached": g.cached, "completion_tokens": g.completion_tokens})
         return out

@@ -18,7 +18,15 @@ from pathlib import Path
 from .io import InputError, iter_jsonl, read_jsonl, write_jsonl
 from .models import ConfigError, GenRequest, Sampling
 from .prompting import load_template, stable_seed
-from .verdicts import ABSTAIN, YES, critique_of, parse_verdict
+from .verdicts import (
+    ABSTAIN,
+    VERDICT_PREFIX,
+    YES,
+    critique_of,
+    label_from_answer_start,
+    label_with_probs,
+    parse_verdict,
+)
 from .verifier import registry_of
 
 log = logging.getLogger(__name__)
@@ -197,18 +205,24 @@ def clean_questions(questions_path: str, kept_path: str, rejected_path: str, con
         template = load_template(ccfg["template"], {"question"}, "cleaning.template")
         oracle = models[ccfg["model"]]
         sampling = Sampling(ccfg["max_new_tokens"], ccfg["temperature"], 1.0)
-        reqs = [GenRequest.chat(template.format(question=q["prompt"]), sampling=sampling,
-                                seed=stable_seed(config["seed"], "clean", q["question_id"])) for q in to_ask]
+        prefix = VERDICT_PREFIX if ccfg["answer_first"] else ""
+        reqs = [GenRequest.chat(template.format(question=q["prompt"]), sampling=sampling, score_after=VERDICT_PREFIX,
+                                prefix=prefix, seed=stable_seed(config["seed"], "clean", q["question_id"]))
+                for q in to_ask]
         for q, g in zip(to_ask, oracle.generate(reqs, desc="clean")):
-            label = parse_verdict(g.text)
+            label, source = label_with_probs(parse_verdict(prefix + g.text), g.choice_probs)
+            if label == ABSTAIN and prefix:  # answered first, in a token or two: "Y" of YES
+                label = label_from_answer_start(g.text) or ABSTAIN
+                source = "first_token" if label != ABSTAIN else source
             if label == ABSTAIN:
                 kept = ccfg["on_abstain"] == "keep"
                 reason = f"oracle abstained (no 'Verdict: YES/NO' line); on_abstain={ccfg['on_abstain']}"
             else:
                 kept = label == YES
                 reason = critique_of(g.text) or "(no reason given)"
-            verdicts[q["question_id"]] = {"kept": kept, "label": label, "reason": reason, "raw": g.text,
-                                          "model": ccfg["model"], "cached": g.cached}
+            verdicts[q["question_id"]] = {"kept": kept, "label": label, "label_from": source, "p_yes": g.p_yes,
+                                          "reason": reason, "raw": g.text, "model": ccfg["model"],
+                                          "cached": g.cached}
     kept, rejected = [], []
     for q in questions:
         rec = {**q, "cleaning": verdicts[q["question_id"]]}

@@ -1,7 +1,11 @@
-"""One self-contained HTML page with every figure and table of a run.
+"""One self-contained HTML page per run, read as a research summary.
 
-Images are embedded (base64), tables rendered from CSV/JSON/JSONL, and each section names the
-file it shows, so the page can be mailed or opened from a cluster's scratch without the files.
+First a headline panel (questions kept and rejected, pairs per variant, the certified N* with T,
+delta and the oracle calls spent, the win rates of the trained policies with their intervals, the
+judges' p0 and p1 against the oracle, measured and fitted); then every figure; then the tables,
+each in a box of its own that scrolls sideways; the raw JSON last, folded in `<details>`. Images
+are embedded (base64) and each item names the file it shows, so the page can be mailed or opened
+from a cluster's scratch without the files.
 """
 from __future__ import annotations
 
@@ -16,65 +20,149 @@ import pandas as pd
 from .io import atomic_path
 
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-h1{font-size:1.6em} h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-h3{font-size:1.05em;margin-bottom:.3em} .src{color:#777;font-size:.85em;font-family:monospace}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
-td,th{border:1px solid #ddd;padding:.2em .5em;text-align:right}
-th{background:#f4f4f4} img{max-width:100%;border:1px solid #eee}
-pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.85em}
+*{box-sizing:border-box}
+body{font-family:system-ui,sans-serif;margin:0 auto;padding:1em 1.2em;max-width:1100px;color:#222;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:.2em}
+h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+h3{font-size:1.02em;margin:1.2em 0 .2em} .src{color:#777;font-size:.82em;font-family:monospace;overflow-wrap:anywhere}
+.cards{display:flex;flex-wrap:wrap;gap:.8em;margin:1em 0}
+.card{flex:1 1 220px;min-width:0;border:1px solid #ddd;border-radius:6px;padding:.6em .8em;background:#fafafa}
+.card h3{margin:0 0 .3em;font-size:.95em;color:#555} .big{font-size:1.5em;font-weight:600}
+.card p{margin:.2em 0;font-size:.9em;overflow-wrap:anywhere}
+.scroll{overflow-x:auto;max-width:100%;border:1px solid #eee;margin:.3em 0}
+table{border-collapse:collapse;font-size:.82em;margin:0} td,th{border:1px solid #ddd;padding:.2em .5em;text-align:right;
+white-space:nowrap} th{background:#f4f4f4;position:sticky;top:0}
+figure{margin:1em 0} figure img{max-width:100%;height:auto;border:1px solid #eee} figcaption{font-size:.9em;color:#444}
+pre{background:#f7f7f7;padding:.6em;white-space:pre-wrap;overflow-wrap:anywhere;font-size:.8em;max-height:30em;overflow-y:auto}
+details{margin:.4em 0} summary{cursor:pointer;font-family:monospace;font-size:.9em}
 nav a{margin-right:1em}
 """
 
 
+def _read_json(path) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def _fmt(x, digits: int = 2) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _interval(v, lo, hi) -> str:
+    return f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]" if v is not None else "n/a"
+
+
+def _card(title: str, big: str, *lines: str) -> str:
+    body = "".join(f"<p>{line}</p>" for line in lines if line)
+    return f'<div class=card><h3>{html.escape(title)}</h3><div class=big>{big}</div>{body}</div>'
+
+
+def headline(files: dict[str, str]) -> str:
+    """The panel of headline figures, from the run's summary files (a missing one shows n/a)."""
+    e = html.escape
+    cards = []
+    c = _read_json(files.get("cleaning", "")) or {}
+    cards.append(_card("Questions", e(f"{c.get('kept', 'n/a')} kept"),
+                       e(f"{c.get('questions', 'n/a')} in all, {c.get('heldout', 'n/a')} held out for the "
+                         f"evaluation, {c.get('rejected', 'n/a')} rejected by the oracle")))
+    p = _read_json(files.get("pairs", "")) or {}
+    cards.append(_card("Preference pairs", e(f"{p.get('multi_feedback_pairs', 'n/a')} / "
+                                             f"{p.get('full_feedback_pairs', 'n/a')}"),
+                       "multi-feedback / full-feedback",
+                       e(f"{p.get('responses_accepted', 'n/a')} of {p.get('responses', 'n/a')} responses accepted "
+                         "by the judges")))
+    n = _read_json(files.get("nstar", ""))
+    if n is not None:
+        fit = _read_json(files.get("fit", "")) or {}
+        labelled = sum(n.get("accepted_per_n", {}).values())
+        cards.append(_card("Certified N*", e(f"N* = {n.get('nstar')}"),
+                           e(f"TP(n) >= T = {n.get('threshold')} at confidence 1 - delta = "
+                             f"{1 - n.get('delta', 0):.2f}"),
+                           e(f"{n.get('calls')} oracle calls ({n.get('strategy')}), +{n.get('curve_calls', 0)} for "
+                             f"the curve; {labelled} accepted draws"),
+                           e("model fit: " + ("converged" if fit.get("ok") else f"not ok ({fit.get('message', '')})"))))
+    ev = _read_json(files.get("evaluation", ""))
+    if ev is not None:
+        per = (ev.get("oracle") or {}).get("per_policy") or {}
+        lines, big = [], "n/a"
+        for pol, r in per.items():
+            decided = r["comparisons"] - r["abstain"]
+            share = f", {decided} of {r['comparisons']} decided" if r["comparisons"] else ""
+            lines.append(e(f"{pol}: {_interval(r['win_rate'], r['win_rate_ci_low'], r['win_rate_ci_high'])} "
+                           f"({r['wins']} wins, {r['losses']} losses, {r['ties']} ties{share})"))
+            if big == "n/a" and r["win_rate"] is not None:
+                big = e(_fmt(r["win_rate"]))
+        cards.append(_card(f"Win rate vs the base (oracle: {ev['oracle'].get('model')})", big,
+                           *lines, e(f"{ev.get('heldout_questions')} held-out questions")))
+    j = _read_json(files.get("judges", ""))
+    if j is not None:
+        m, f = j.get("measured") or {}, j.get("fitted")
+        lo0, hi0 = m.get("p0_interval") or (None, None)
+        lo1, hi1 = m.get("p1_interval") or (None, None)
+        cards.append(_card(f"Judges ({j.get('k')}-of-{j.get('J')}) against the oracle",
+                           e(f"p1 {_fmt(m.get('p1'))} / p0 {_fmt(m.get('p0'))}"),
+                           e(f"p1 = P(accept | X=1) {_interval(m.get('p1'), lo1, hi1)}"),
+                           e(f"p0 = P(accept | X=0) {_interval(m.get('p0'), lo0, hi0)}"),
+                           e(f"fitted by the TP(N) model: p1 {_fmt(f['p1'])}, p0 {_fmt(f['p0'])}" if f else
+                             "no TP(N) model fit"),
+                           e(f"mean kappa between judges {_fmt(j.get('mean_pairwise_kappa'))}, over "
+                             f"{j.get('labelled')} labelled draws")))
+    return '<section id=headline><div class=cards>' + "".join(cards) + "</div></section>"
+
+
 def _table(path: Path, max_rows: int) -> str:
-    suffix = path.suffix
-    if suffix == ".csv":
+    if path.suffix == ".csv":
         df = pd.read_csv(path)
-    elif suffix == ".tsv":
+    elif path.suffix == ".tsv":
         df = pd.read_csv(path, sep="\t")
-    elif suffix == ".jsonl":
-        df = pd.read_json(path, lines=True)
-    elif suffix == ".json":
-        data = json.loads(path.read_text())
-        flat = pd.json_normalize(data, sep=".") if isinstance(data, dict) else pd.DataFrame(data)
-        if isinstance(data, dict):
-            return "<pre>" + html.escape(json.dumps(data, indent=2)[:20000]) + "</pre>"
-        df = flat
     else:
-        return "<pre>" + html.escape(path.read_text()[:20000]) + "</pre>"
+        df = pd.read_json(path, lines=True)
     more = f"<p class=src>{len(df) - max_rows} more rows in the file</p>" if len(df) > max_rows else ""
-    return df.head(max_rows).to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="") + more
+    table = df.head(max_rows).to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="", border=0)
+    return f"<div class=scroll>{table}</div>{more}"
 
 
-def _image(path: Path) -> str:
+def _image(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
 def build_report(sections: list[tuple[str, list[str]]], output: str, title: str, max_rows: int = 60,
-                 root: str | None = None) -> None:
-    """`sections`: [(heading, [file, ...])]; PNGs become pictures, CSV/TSV/JSON(L) tables."""
-    parts = [f"<h1>{html.escape(title)}</h1>",
-             f"<p class=src>made {datetime.now(UTC):%Y-%m-%d %H:%M UTC}</p>", "<nav>"]
-    parts += [f'<a href="#s{i}">{html.escape(h)}</a>' for i, (h, files) in enumerate(sections) if files]
-    parts.append("</nav>")
-    for i, (heading, files) in enumerate(sections):
-        if not files:
-            continue
-        parts.append(f'<h2 id="s{i}">{html.escape(heading)}</h2>')
+                 root: str | None = None, headline_files: dict[str, str] | None = None) -> None:
+    """`sections`: [(heading, [file, ...])]: the headline first, then every PNG (captioned with its
+    section), then the CSV/TSV/JSONL tables, then the JSON files folded."""
+    def shown(p: Path) -> str:
+        return html.escape(str(p.relative_to(root)) if root and p.is_relative_to(root) else str(p))
+
+    figures, tables, raw = [], [], []
+    for heading, files in sections:
         for f in files:
             p = Path(f)
-            shown = str(p.relative_to(root)) if root and p.is_relative_to(root) else str(p)
-            parts.append(f"<h3>{html.escape(p.name)}</h3><p class=src>{html.escape(shown)}</p>")
+            name = f"{heading}: {p.name}"
             if not p.exists():
-                parts.append("<p>(missing)</p>")
+                tables.append(f"<h3>{html.escape(name)}</h3><p>(missing)</p>")
             elif p.suffix == ".png":
-                parts.append(_image(p))
+                figures.append(_image(p, f"{heading} ({p.name})") + f"<p class=src>{shown(p)}</p>")
+            elif p.suffix in (".csv", ".tsv", ".jsonl"):
+                tables.append(f"<h3>{html.escape(name)}</h3><p class=src>{shown(p)}</p>" + _table(p, max_rows))
             else:
-                parts.append(_table(p, max_rows))
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+                text = html.escape(p.read_text(encoding="utf-8", errors="replace")[:50000])
+                raw.append(f"<details><summary>{shown(p)}</summary><pre>{text}</pre></details>")
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p class=src>made {datetime.now(UTC):%Y-%m-%d %H:%M UTC}</p>",
+             '<nav><a href="#headline">Headline</a><a href="#figures">Figures</a><a href="#tables">Tables</a>'
+             '<a href="#raw">Raw files</a></nav>',
+             headline(headline_files or {}),
+             '<h2 id=figures>Figures</h2>', *figures, '<h2 id=tables>Tables</h2>', *tables,
+             '<h2 id=raw>Raw files</h2>', *raw]
+    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f'<meta name=viewport content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
     with atomic_path(output) as tmp:
         tmp.write_text(page, encoding="utf-8")
 

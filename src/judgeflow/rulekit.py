@@ -125,7 +125,7 @@ class Rules:
              ("Preference pairs", [f"{r}/pairs/summary.json", f"{r}/pairs/summary.csv"]),
              ("DPO training: gradient weights per pair",
               [f"{r}/dpo/diagnostics.png", f"{r}/dpo/training.csv", f"{r}/dpo/diagnostics.csv"]),
-             ("Evaluation on held-out questions", [f"{r}/evaluation/table.csv"])]
+             ("Evaluation on held-out questions", [f"{r}/evaluation/table.csv", f"{r}/evaluation/evaluation.json"])]
         if self.config["draws"]["enabled"]:
             s.append(("Oracle: TP(N) and N*", [f"{r}/oracle/tp_curve.png", f"{r}/oracle/tp_curve.csv",
                                                f"{r}/oracle/nstar.json", f"{r}/oracle/fit.json"]))
@@ -134,6 +134,15 @@ class Rules:
             if self.config["oracle"]["bon"]["enabled"]:
                 s.append(("Best-of-N", [f"{r}/oracle/bon_grid.png", f"{r}/oracle/bon_grid.csv"]))
         return s
+
+    def headline_files(self) -> dict[str, str]:
+        """The summary files the report's headline panel reads (each is also one of its inputs)."""
+        r = self.results
+        out = {"cleaning": f"{r}/questions/cleaning.json", "pairs": f"{r}/pairs/summary.json",
+               "evaluation": f"{r}/evaluation/evaluation.json"}
+        if self.config["draws"]["enabled"]:
+            out.update(nstar=f"{r}/oracle/nstar.json", fit=f"{r}/oracle/fit.json", judges=f"{r}/judges/quality.json")
+        return out
 
     def report_files(self) -> list[str]:
         return [f for _, files in self.report_sections() for f in files]

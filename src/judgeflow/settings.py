@@ -94,6 +94,9 @@ class OpenAIModel(Section):
     base_url: str | None = Field(None, description="the endpoint, e.g. https://api.openai.com/v1 (or a serve: block)")
     serve: Serve | None = Field(None, description="start `transformers serve` on 127.0.0.1 inside the job instead")
     send_seed: bool = Field(True, description="send each request's seed (reproducible draws where supported)")
+    logprobs: bool | Literal["auto"] = Field(
+        "auto", description="verdicts from the answer token's top_logprobs (P(YES) vs P(NO), A/B/TIE): auto = ask, "
+                            "and read the text where the endpoint gives none; false = never ask")
     api_key_env: str | None = op(None, "NAME of the environment variable holding the API key (never the key)")
     max_concurrency: int = op(8, "API calls in flight at most", ge=1)
     timeout: float = op(120, "seconds per attempt (connect, each read)", gt=0)
@@ -173,6 +176,8 @@ class Cleaning(Section):
     max_new_tokens: int = Field(48, ge=1, description="tokens the oracle may write per question (a reason and "
                                                       "the verdict line)")
     temperature: float = Field(0.0, ge=0, description="sampling temperature of the oracle (0 = greedy)")
+    answer_first: bool = Field(False, description="hf only: the oracle's turn starts with 'Verdict:' (a template "
+                                                  "such as clean_first); with max_new_tokens 1 one forward pass each")
 
 
 class Sampling(Section):
@@ -197,6 +202,10 @@ class Judge(Section):
     answer_first: bool = Field(False, description="hf only: the answer turn starts with 'Verdict:'")
     seed: int = Field(0, description="this judge's own seed: each verdict's draw is seeded from it, the item "
                                      "and the criterion")
+    threshold: float | None = Field(
+        None, gt=0, lt=1, description="say YES when P(YES) at the answer token is at least this (a calibrated "
+                                      "judge: the demo's 135M judges say YES to almost anything they sample); null = "
+                                      "the judge's own (sampled) answer")
     max_new_tokens: int = Field(40, ge=1, description="tokens per verdict (a critique and the verdict line)")
     temperature: float = Field(0.7, ge=0, description="sampling temperature of the judge")
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling probability mass of the judge")
@@ -524,6 +533,9 @@ def _cross_checks(s: Settings) -> None:
                                   f"(defined under models: {', '.join(sorted(s.models))})")
             raise ConfigError(f"{key}: unknown model '{name}'{_closest(name, s.models)} "
                               f"(defined under models: {', '.join(sorted(s.models))})")
+    if s.cleaning.enabled and s.cleaning.answer_first and s.models[s.cleaning.model].backend != "hf":
+        raise ConfigError(f"cleaning.answer_first: needs an hf model (an API cannot be made to continue "
+                          f"'Verdict:'); model '{s.cleaning.model}' is {s.models[s.cleaning.model].backend}")
     for i, j in enumerate(s.judging.judges):
         if j.answer_first and s.models[j.model].backend != "hf":
             raise ConfigError(f"judging.judges[{i}].answer_first: needs an hf model (an API cannot be made to "

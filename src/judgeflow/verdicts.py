@@ -45,3 +45,15 @@ def label_from_answer_start(text: str, choices: tuple[str, ...] = ("yes", "no"))
         return None
     hits = [c for c in choices if c.startswith(start) or start.rstrip(".!") == c]
     return hits[0] if len(hits) == 1 else None
+
+
+def label_with_probs(label: str, probs: dict[str, float] | None) -> tuple[str, str]:
+    """(label, where it came from): the text's verdict line; where it has none, the most probable of the
+    choices at the answer token (the logprobs of an openai endpoint): "text", "logprobs" or "none"."""
+    if label != ABSTAIN:
+        return label, "text"
+    if probs:
+        best = max(probs, key=probs.get)
+        if sum(1 for v in probs.values() if v == probs[best]) == 1:
+            return best.lower() if best.upper() in ("YES", "NO") else best.upper(), "logprobs"
+    return ABSTAIN, "none"

@@ -82,7 +82,7 @@ def open_models(config: dict, names: dict[str, str], log_dir: str | None = None,
                 m = OpenAIModel(name, base_url, spec["model"], config["cache_dir"], api_key_env=spec["api_key_env"],
                                 max_concurrency=spec["max_concurrency"], timeout=spec["timeout"],
                                 max_retries=spec["max_retries"], send_seed=spec["send_seed"],
-                                cache_namespace=cache_ns)
+                                cache_namespace=cache_ns, logprobs=spec["logprobs"])
                 stack.callback(m.close)
                 opened[name] = m
             else:

@@ -35,9 +35,11 @@ class GenRequest:
     sampling: Sampling = field(default_factory=Sampling)
     seed: int = 0  # per-draw seed: the same request and seed give the same draw
     prefix: str = ""  # text the assistant turn starts with (hf backend only)
-    # hf backend: report P(YES) for the token right after the first line-start `score_after`
-    # in prefix + generated text (a judge's "Verdict:"), read off the generation's own logits
+    # report the probabilities of `choices` at the token right after the first line-start
+    # `score_after` in prefix + generated text (a judge's "Verdict:"): the hf backend from the
+    # generation's own logits (P(YES)), the openai backend from the answer's top_logprobs
     score_after: str = ""
+    choices: tuple[str, ...] = ("YES", "NO")
 
     @staticmethod
     def chat(user: str, system: str | None = None, **kw) -> GenRequest:
@@ -57,6 +59,9 @@ class Generation:
     finish_reason: str  # "stop", "length", ...
     cached: bool = False
     p_yes: float | None = None  # see GenRequest.score_after
+    # the request's choices at the answer token, normalised to sum to 1 ({"A": .7, "B": .2, "TIE": .1});
+    # None where the backend gave no reading (no logprobs, or none of the choices among them)
+    choice_probs: dict[str, float] | None = None
     # why the answer cannot be used ("empty", "truncated": cut at max_new_tokens), None if it can;
     # set by the openai backend, which also counts these in stats()["unusable"]
     unusable: str | None = None

@@ -155,7 +155,7 @@ class HFModel:
                             break
                     text = self.tokenizer.decode(toks, skip_special_tokens=True)
                     p_yes = None
-                    if sub[i].score_after:
+                    if sub[i].score_after and tuple(sub[i].choices) == ("YES", "NO"):
                         p_yes = self._p_yes_at(sub[i], toks, sampler.steps, row)
                     out[members[i]] = Generation(text=text, prompt_tokens=int(prompt_lens[row]),
                                                  completion_tokens=len(toks), finish_reason=finish, p_yes=p_yes)
@@ -190,7 +190,8 @@ class HFModel:
         for row, (r, t, tok) in enumerate(zip(requests, texts, chosen)):
             toks = [tok]
             finish = "stop" if tok in self.eos_ids else "length"
-            p_yes = self._p_yes_at(r, toks, sampler.steps, row) if r.score_after else None
+            p_yes = (self._p_yes_at(r, toks, sampler.steps, row)
+                     if r.score_after and tuple(r.choices) == ("YES", "NO") else None)
             out.append(Generation(text=self.tokenizer.decode(toks, skip_special_tokens=True),
                                   prompt_tokens=lengths[t], completion_tokens=1, finish_reason=finish, p_yes=p_yes))
         self.calls += len(requests)

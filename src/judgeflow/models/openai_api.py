@@ -25,6 +25,16 @@ mark (a rerun sends the same seeded request and would only pay again for the sam
 returned with `Generation.unusable` set, and counted in `stats()["unusable"]`. Stages parse
 verdicts from the text; an answer with no verdict line is an abstain, never a label.
 
+Verdicts from log-probabilities: a request with `score_after` ("Verdict:") asks for the answer's
+`top_logprobs` (`logprobs: auto`, the default, or `true`). The token right after the first
+"Verdict:" of the answer (the first token where the answer has none) gives the probabilities of the
+request's choices (YES/NO, or A/B/TIE), as AlpacaEval reads its preferences: `Generation.p_yes` and
+`choice_probs`. An endpoint that returns no logprobs (`transformers serve` ignores the field) or
+refuses them (HTTP 400/422 naming them: asked again without) gets its verdicts read from the text,
+and the log says so once; answers without the choices among their top tokens are counted
+(`stats()["logprobs"]`). The stages parse the text first and use the
+probabilities where the text has no verdict line, so a format slip never makes an abstain.
+
 Every answer is appended to a persistent cache (fsync'd) as soon as it arrives, so a killed job
 never pays twice for what it already received. `stats()` reports attempts, retries, failed
 attempts by kind, unusable answers and cache hits. The API key is read from the environment
@@ -80,7 +90,7 @@ class OpenAIModel:
     def __init__(self, name: str, base_url: str, model: str, cache_dir: str,
                  api_key_env: str | None = None, max_concurrency: int = 8, timeout: float = 120.0,
                  max_retries: int = 5, send_seed: bool = True,
-                 cache_namespace: str | None = None):
+                 cache_namespace: str | None = None, logprobs: bool | str = "auto"):
         if api_key_env:
             key = os.environ.get(api_key_env)
             if not key:
@@ -93,6 +103,10 @@ class OpenAIModel:
         self.name, self.base_url, self.model = name, base_url, model
         self.max_concurrency, self.timeout, self.max_retries = max_concurrency, timeout, max_retries
         self.send_seed = send_seed
+        self.logprobs = logprobs          # True, False or "auto" (asked for; dropped if refused)
+        self.logprobs_refused = False
+        self.said_no_logprobs = False
+        self.logprob_stats = Counter()    # verdict requests: read from logprobs / without the choices / none
         self.cache = CallCache(os.path.join(cache_dir, "openai", cache_namespace or namespace(base_url, model)))
         self.calls = 0
         self.prompt_tokens = 0
@@ -106,6 +120,9 @@ class OpenAIModel:
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIModel(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
 
+    def _wants_logprobs(self, req: GenRequest) -> bool:
+        return bool(req.score_after) and self.logprobs is not False
+
     def _body(self, req: GenRequest) -> dict:
         if req.prefix:
             raise ConfigError(f"models.{self.name}: the openai backend cannot continue an assistant prefix")
@@ -114,10 +131,15 @@ class OpenAIModel:
                 "top_p": req.sampling.top_p}
         if self.send_seed:
             body["seed"] = req.seed
+        if self._wants_logprobs(req) and not self.logprobs_refused:
+            body["logprobs"], body["top_logprobs"] = True, TOP_LOGPROBS
         return body
 
     def _key(self, req: GenRequest) -> str:
-        return cache_key(self.model, req.message_dicts(), req.sampling.as_dict(), req.seed)
+        sampling = req.sampling.as_dict()
+        if self._wants_logprobs(req):  # what was asked for, whether or not the endpoint gives it
+            sampling = {**sampling, "logprobs": list(req.choices), "score_after": req.score_after}
+        return cache_key(self.model, req.message_dicts(), sampling, req.seed)
 
     def _redact(self, s: str) -> str:
         key = self._api_key
@@ -173,6 +195,13 @@ class OpenAIModel:
                 self.retries += 1
                 await asyncio.sleep(backoff_delay(retries))
             except openai.APIStatusError as e:
+                if body.get("logprobs") and e.status_code in (400, 422) and "logprob" in str(e.message).lower():
+                    if not self.logprobs_refused:
+                        log.warning("%s: the endpoint refuses logprobs (%s); verdicts are read from the text",
+                                    self.name, _short(e.message, 120))
+                    self.logprobs_refused = True
+                    body = {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
+                    continue
                 note = f"after {tried[0] - 1} retries" if tried[0] > 1 else "not retried"
                 raise self._fail(f"HTTP {e.status_code} from model {self.model} {note}: "
                                  f"{_short(e.message)}") from None
@@ -214,6 +243,13 @@ class OpenAIModel:
                 "completion_tokens": usage.completion_tokens if usage else 0,
                 "unusable": classify(text, finish),
             }
+            if self._wants_logprobs(req):
+                content = getattr(getattr(choice, "logprobs", None), "content", None)
+                result["choice_probs"] = choice_probs(content, req.score_after, req.choices) if content else None
+                result["logprobs"] = "none" if not content else ("read" if result["choice_probs"] else "no_choice")
+                if not content and not self.said_no_logprobs:
+                    log.warning("%s: the endpoint returns no logprobs; verdicts are read from the text", self.name)
+                    self.said_no_logprobs = True
             self.calls += 1
             self.prompt_tokens += result["prompt_tokens"]
             self.completion_tokens += result["completion_tokens"]
@@ -232,6 +268,8 @@ class OpenAIModel:
         return {**result, "cached": False}
 
     def _count(self, result: dict) -> None:
+        if "logprobs" in result:
+            self.logprob_stats[result["logprobs"]] += 1
         if result.get("unusable"):
             self.unusable[result["unusable"]] += 1
             log.debug("%s: unusable answer (%s)", self.name, result["unusable"])
@@ -259,9 +297,14 @@ class OpenAIModel:
 
     def generate(self, requests: list[GenRequest], desc: str = "generate") -> list[Generation]:
         results = asyncio.run(self._run(requests, desc))
-        return [Generation(text=r["text"], prompt_tokens=r["prompt_tokens"],
-                           completion_tokens=r["completion_tokens"], finish_reason=r["finish_reason"],
-                           cached=r["cached"], unusable=r.get("unusable")) for r in results]
+        out = []
+        for req, r in zip(requests, results):
+            probs = r.get("choice_probs")
+            p_yes = probs.get("YES") if probs and "YES" in req.choices else None
+            out.append(Generation(text=r["text"], prompt_tokens=r["prompt_tokens"],
+                                  completion_tokens=r["completion_tokens"], finish_reason=r["finish_reason"],
+                                  cached=r["cached"], unusable=r.get("unusable"), p_yes=p_yes, choice_probs=probs))
+        return out
 
     def stats(self) -> dict:
         return {"backend": "openai", "model": self.model, "base_url": self.base_url,
@@ -269,7 +312,8 @@ class OpenAIModel:
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "attempts": self.attempts, "retries": self.retries,
                 "failed_attempts": self.failed_attempts(),
-                "unusable": dict(sorted(self.unusable.items())), "deduplicated": self.deduplicated}
+                "unusable": dict(sorted(self.unusable.items())), "deduplicated": self.deduplicated,
+                "logprobs": {**dict(sorted(self.logprob_stats.items())), "refused": self.logprobs_refused}}
 
     def failed_attempts(self) -> dict:
         """Attempts that brought no answer, by kind. "transport": timed out, refused, dropped or cut
@@ -282,6 +326,49 @@ class OpenAIModel:
 
     def close(self) -> None:
         self.cache.close()
+
+
+TOP_LOGPROBS = 20  # the most OpenAI returns
+
+
+def _norm(token: str) -> str:
+    return token.strip().strip("*_`\"'").upper()
+
+
+def choice_probs(content, score_after: str, choices: tuple[str, ...]) -> dict[str, float] | None:
+    """The probabilities of `choices` at the answer token of a chat completion's logprobs `content`
+    (a list of {token, logprob, top_logprobs}): the first token after the first `score_after` of the
+    answer ("Verdict:"), else the first token. A top token counts for the choice it is a non-empty
+    prefix of (" Y" for YES; "T" for TIE), and only when it is a prefix of no other choice.
+    Normalised over the choices; None when none of them is among the top tokens."""
+    import math
+    import re
+
+    tokens = [getattr(t, "token", None) if not isinstance(t, dict) else t.get("token") for t in content]
+    text, starts = "", []
+    for tok in tokens:
+        starts.append(len(text))
+        text += tok or ""
+    at = 0
+    if score_after:
+        m = re.search(rf"(?im)^[\s*_`>#-]*{re.escape(score_after.rstrip(':'))}[\s*_`]*:", text)
+        if m:
+            after = [i for i, s in enumerate(starts) if s >= m.end() and (tokens[i] or "").strip(" *_`")]
+            if not after:
+                return None
+            at = after[0]
+    entry = content[at]
+    tops = entry.get("top_logprobs") if isinstance(entry, dict) else getattr(entry, "top_logprobs", None)
+    mass = dict.fromkeys(choices, 0.0)
+    for t in tops or []:
+        tok = t.get("token") if isinstance(t, dict) else t.token
+        lp = t.get("logprob") if isinstance(t, dict) else t.logprob
+        n = _norm(tok or "")
+        hits = [c for c in choices if n and c.upper().startswith(n)]
+        if len(hits) == 1 and lp is not None:
+            mass[hits[0]] += math.exp(lp)
+    total = sum(mass.values())
+    return {c: round(v / total, 6) for c, v in mass.items()} if total > 0 else None
 
 
 def _short(s: str, n: int = 200) -> str:

@@ -12,4 +12,5 @@ def run(inp, out, settings, job) -> None:
     bench = f"{settings['benchmarks_dir']}/{settings['run']}"  # the timings of this run's jobs
     benchmark_table([f for f in glob(f"{bench}/*/*.tsv") if "/report/" not in f], out.timings)
     build_report([*p["sections"], ("Timings per job (benchmark: files)", [out.timings])], out.html,
-                 title=f"judgeflow run '{settings['run']}'", root=str(Path(out.html).parent))
+                 title=f"judgeflow run '{settings['run']}'", root=str(Path(out.html).parent),
+                 headline_files=p["headline"])
