@@ -7,7 +7,7 @@ settings of the draws, and the exact IFEval checker decides. Prints one row per 
 answers, passed, rate and its 95 % Clopper-Pearson interval (the README's table), then the
 instructions whose rate lies in [0.1, 0.9], the ones the demo can learn from.
 
-    .venv/bin/python benchmarks/constraint_pass_rates.py [--tasks 24] [--samples 1] [--max-new-tokens 64]
+    .venv/bin/python benchmarks/constraint_pass_rates.py [--tasks 24] [--samples 1] [--max-new-tokens 32] [--dtype bfloat16]
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def main(argv=None) -> int:
                                                           "length_constraints"])
     ap.add_argument("--tasks", type=int, default=24)
     ap.add_argument("--samples", type=int, default=1)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=32, help="the demo's sampling.max_new_tokens")
+    ap.add_argument("--dtype", default="bfloat16", help="the demo's models.smollm2.dtype")
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--model", default=str(ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"))
     ap.add_argument("--batch-size", type=int, default=32)
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
         for r in rows:
             questions.append({**r, "criteria": instruction_criteria(r["instruction_id_list"], r["kwargs"],
                                                                    r["question_id"], r["registry"])})
-    model = HFModel("policy", a.model, device="cpu", dtype="float32", batch_size=a.batch_size, threads=a.threads)
+    model = HFModel("policy", a.model, device="cpu", dtype=a.dtype, batch_size=a.batch_size, threads=a.threads)
     sampling = Sampling(a.max_new_tokens, a.temperature, 0.95)
     reqs = [GenRequest.chat(q["prompt"], sampling=sampling, seed=stable_seed("pass-rate", q["question_id"], s))
             for q in questions for s in range(a.samples)]
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
         print(json.dumps({"rows": rows, "seconds": round(seconds, 1), "tokens": tokens}))
         return 0
     print(f"{len(reqs)} answers, {tokens} tokens in {seconds:.0f} s ({tokens / seconds:.0f} tok/s), "
-          f"max_new_tokens={a.max_new_tokens}, temperature={a.temperature}")
+          f"max_new_tokens={a.max_new_tokens}, temperature={a.temperature}, dtype={a.dtype}")
     print("| instruction | answers | passed | rate | 95% CI |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:

@@ -47,7 +47,7 @@ def one(args) -> None:
     cfg = jf_settings.load(ROOT / "config" / "config.yaml", overrides={"training": {
         "max_steps": args.steps, "per_device_train_batch_size": int(batch), "save_steps": 10_000,
         "lora": {"enabled": kind == "lora"}, "min_pairs": 1, "max_length": args.max_length,
-        "learning_rate": 1e-5 if kind == "full" else 1e-4}})
+        "learning_rate": 1e-5 if kind == "full" else 1e-4, "bf16": args.bf16}})
     s = dpo.worker_settings(cfg)
     s["policy_path"] = str(ROOT / s["policy_path"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,6 +73,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--bf16", action="store_true", help="training.bf16: bfloat16 weights and autocast (CPUs with AVX512-BF16)")
     p.add_argument("--pairs", default=str(ROOT / "results" / "demo" / "pairs" / "multi_feedback.jsonl"))
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -81,7 +82,7 @@ def main() -> None:
     print(f"{'config':10} {'s/step':>8} {'pairs/step':>10} {'tok/pair':>9} {'peak RSS MB':>12} {'end loss':>9}")
     for c in args.configs.split(","):
         r = subprocess.run([sys.executable, __file__, "--one", c, "--steps", str(args.steps), "--threads",
-                            str(args.threads), "--max-length", str(args.max_length), "--pairs", args.pairs],
+                            str(args.threads), "--max-length", str(args.max_length), "--pairs", args.pairs, *(["--bf16"] if args.bf16 else [])],
                            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
         line = [l for l in r.stdout.splitlines() if l.startswith("{")]
         if r.returncode or not line:

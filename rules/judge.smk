@@ -14,6 +14,7 @@ rule judge_responses:
         f"{LOGS}/judge_responses/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/judge_responses/shard-{{shard}}.tsv"
+    priority: 1
     localrule: JF.local("judge_responses")
     conda:
         "../envs/models.yaml"
@@ -41,6 +42,7 @@ rule judge_refinements:
         f"{LOGS}/judge_refinements/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/judge_refinements/shard-{{shard}}.tsv"
+    priority: 1
     localrule: JF.local("judge_refinements")
     conda:
         "../envs/models.yaml"

@@ -30,6 +30,7 @@ rule build_pairs:
         f"{LOGS}/build_pairs/build_pairs.log",
     benchmark:
         f"{BENCH}/build_pairs/build_pairs.tsv"
+    priority: 1
     localrule: JF.local("build_pairs")
     conda:
         "../envs/analysis.yaml"

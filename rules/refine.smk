@@ -12,6 +12,7 @@ rule refine_responses:
         f"{LOGS}/refine_responses/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/refine_responses/shard-{{shard}}.tsv"
+    priority: 1
     localrule: JF.local("refine_responses")
     conda:
         "../envs/models.yaml"

@@ -9,6 +9,8 @@ rule sample_responses:
         f"{LOGS}/sample_responses/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/sample_responses/shard-{{shard}}.tsv"
+    # the path to training, the longest one, before the draws of TP(N) (scheduling only)
+    priority: 1
     localrule: JF.local("sample_responses")
     conda:
         "../envs/models.yaml"

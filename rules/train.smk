@@ -42,6 +42,7 @@ rule train_dpo:
         f"{LOGS}/train_dpo/{{variant}}.log",
     benchmark:
         f"{BENCH}/train_dpo/{{variant}}.tsv"
+    priority: 1
     localrule: JF.local("train_dpo")
     conda:
         "../envs/training.yaml"

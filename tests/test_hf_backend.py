@@ -75,3 +75,33 @@ def test_p_yes_at_every_prefix_the_forced_verdict_uses(hf_model):
     gens = hf_model.generate([GenRequest.chat(q, prefix=prefix_for_score(t), sampling=Sampling(max_new_tokens=2),
                                               score_after="Verdict:") for t in texts])
     assert all(g.p_yes is not None and 0.0 <= g.p_yes <= 1.0 for g in gens), [g.p_yes for g in gens]
+
+
+def test_one_token_requests_take_one_forward_pass_per_distinct_prompt_and_match_generate(hf_model):
+    """max_new_tokens=1 (a judge that answers first) skips generate(): the last position's logits of
+    each distinct prompt, once, batched longest first. Its draw and P(YES) must be those of the
+    generate() path, which a request of two tokens takes, and prompts of different lengths in one
+    batch must not change them."""
+    qs = ["Is 2 + 2 = 4? Answer 'Verdict: YES' or 'Verdict: NO'.",
+          "Is the following sentence written in English, with no spelling mistakes and with a final period: "
+          "'The quick brown fox jumps over the lazy dog.'? Answer 'Verdict: YES' or 'Verdict: NO'.",
+          "Is snow hot? Answer 'Verdict: YES' or 'Verdict: NO'."]
+
+    def reqs(max_new):
+        return [GenRequest.chat(q, prefix="Verdict:", score_after="Verdict:", seed=seed,
+                                sampling=Sampling(max_new_tokens=max_new, temperature=0.9))
+                for q in qs for seed in (1, 2)]  # two judges (seeds) on each prompt
+
+    before = hf_model.forward_passes
+    one = hf_model.generate(reqs(1))
+    assert hf_model.forward_passes - before == len(qs)  # one per distinct prompt, not per request
+    two = hf_model.generate(reqs(2))
+    hf_model.batch_size, saved = 1, hf_model.batch_size
+    try:
+        alone = hf_model.generate(reqs(1))
+    finally:
+        hf_model.batch_size = saved
+    for a, b, c in zip(one, two, alone):
+        assert a.completion_tokens == 1 and b.text.startswith(a.text), (a.text, b.text)
+        assert abs(a.p_yes - b.p_yes) < 1e-4 and abs(a.p_yes - c.p_yes) < 1e-4, (a.p_yes, b.p_yes, c.p_yes)
+        assert a.text == c.text

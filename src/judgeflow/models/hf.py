@@ -171,6 +171,9 @@ class HFModel:
         with its own generator -- the same draw and P(YES) as `generate` with max_new_tokens=1."""
         texts = [self._prompt_text(r) for r in requests]
         distinct = list(dict.fromkeys(texts))
+        # longest first, so a batch pads to prompts of about its own length
+        n_tokens = {t: len(self.tokenizer.encode(t, add_special_tokens=False)) for t in distinct}
+        distinct.sort(key=lambda t: -n_tokens[t])
         logits: dict[str, torch.Tensor] = {}
         lengths: dict[str, int] = {}
         for start in range(0, len(distinct), self.batch_size):
@@ -178,7 +181,8 @@ class HFModel:
             enc = self._encode(part)
             mask = enc["attention_mask"]
             position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate() does (left padding)
-            last = self.model(**enc, position_ids=position_ids).logits[:, -1, :]
+            # logits of the last position only: the full (batch, length, vocab) tensor is ~1 GB at batch 64
+            last = self.model(**enc, position_ids=position_ids, logits_to_keep=1).logits[:, -1, :]
             for t, row, n in zip(part, last, mask.sum(dim=1).tolist()):
                 logits[t], lengths[t] = row, int(n)
         scores = torch.stack([logits[t] for t in texts])
