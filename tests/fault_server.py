@@ -326,7 +326,9 @@ def stage_config(root, url: str, *, timeout: float = 2.0, max_retries: int = 5, 
         flaky["api_key_env"] = api_key_env
     merged = {"results_dir": str(root / "results"), "logs_dir": str(root / "logs"),
               "benchmarks_dir": str(root / "benchmarks"), "cache_dir": str(root / "cache"),
-              "models": {"flaky": flaky}, "cleaning": {"model": "flaky", "max_new_tokens": 32},
+              "models": {"flaky": flaky},
+              # the demo cleans answer-first in-process; a served cleaner writes its verdict line
+              "cleaning": {"model": "flaky", "max_new_tokens": 32, "answer_first": False, "template": "clean"},
               "questions": {"heldout": 2},
               "oracle": {"labeller": "flaky", "max_new_tokens": 32, "batch_size": batch_size, "budget": 400,
                          "label_all_accepted": True}}
