@@ -174,6 +174,8 @@ def _candidates(path: tuple, value, validated: dict) -> list:
         return ["config/accelerate/zero2.yaml"]
     if path == ("questions", "path"):
         return ["data/questions-copy.jsonl"]
+    if name == "logprobs":  # bool | "auto"
+        return [c for c in (True, False, "auto") if c != value]
     if isinstance(value, bool):
         return [not value]
     if isinstance(value, int):
@@ -191,14 +193,15 @@ def _candidates(path: tuple, value, validated: dict) -> list:
         return {"system_prompt": ["Be brief."], "bf16": [False], "limit": [3], "max_prompt_chars": [None],
                 "base_url": ["http://127.0.0.1:9/v1"], "api_key_env": ["SOME_KEY"], "port": [8999],
                 "j": [[1]], "mem_mb": [1000], "threads": [2], "runtime": [5],
-                "max_steps": [None]}.get(name, [])
+                "max_steps": [None], "tasks": ["data/tasks.txt"], "threshold": [0.9]}.get(name, [])
     if isinstance(value, list) and value:
         return [value[:-1], value + value[-1:], list(reversed(value))] if len(value) > 1 else [value + value]
     if isinstance(value, list) and not value:
         return [["*.idris.fr"]] if name == "internal_hosts" else []
     if isinstance(value, dict) and not value:
         return {"extra": [{"max_grad_norm": 0.5}], "rules": [{"sample_responses": {"threads": 2}}],
-                "strategy_options": [{"lookahead": 64}]}.get(name, [{"x": 1}])
+                "strategy_options": [{"lookahead": 64}],
+                "kwargs": [{"startend:end_checker": {"end_phrase": "Any questions?"}}]}.get(name, [{"x": 1}])
     return []
 
 
@@ -248,6 +251,9 @@ def variants(raw: dict) -> tuple[list[dict], list[str]]:
         key = pipeline._key(where)
         if where[0] == "models" and where[-1] == "backend":
             left_out.append(f"{key}: another backend is another model entry (its own keys differ)")
+            continue
+        if key == "cleaning.answer_first" and validated["models"][validated["cleaning"]["model"]]["backend"] != "hf":
+            left_out.append(f"{key}: answer-first needs an hf cleaner, and this one is served")
             continue
         for candidate in _candidates(where, value, validated):
             changed = _set(raw, where, candidate)
@@ -334,4 +340,5 @@ def test_every_setting_reruns_exactly_the_stages_that_read_it(tiny_run, tmp_path
                          + ("" if got["ok"] else f"\n{got['output']}"))
     assert not wrong, f"{len(wrong)} of {len(cases)} settings:\n" + "\n".join(wrong)
     # every leaf is covered but the ones listed, each with its reason
-    assert len(cases) > 140 and all(re.fullmatch(r"models\.\w+\.backend", x.split(":")[0]) for x in left_out), left_out
+    assert len(cases) > 140 and all(re.fullmatch(r"models\.\w+\.backend|cleaning\.answer_first", x.split(":")[0])
+                                    for x in left_out), left_out
