@@ -69,7 +69,7 @@ def headline(files: dict[str, str]) -> str:
     c = _read_json(files.get("cleaning", "")) or {}
     cards.append(_card("Questions", e(f"{c.get('kept', 'n/a')} kept"),
                        e(f"{c.get('questions', 'n/a')} in all, {c.get('heldout', 'n/a')} held out for the "
-                         f"evaluation, {c.get('rejected', 'n/a')} rejected by the oracle")))
+                         f"evaluation, {c.get('rejected', 'n/a')} rejected in cleaning")))
     p = _read_json(files.get("pairs", "")) or {}
     cards.append(_card("Preference pairs", e(f"{p.get('multi_feedback_pairs', 'n/a')} / "
                                              f"{p.get('full_feedback_pairs', 'n/a')}"),
