@@ -1,4 +1,5 @@
-# judgeflow: clean -> sample -> judge -> refine -> judge refinements -> pairs -> DPO -> evaluation;
+# judgeflow: clean -> sample -> judge -> refine (single, or a SPaR tree search per gate and round) -> pairs
+# -> DPO -> evaluation;
 # sample until accept -> oracle labels -> TP(N), N*, Best-of-N; one report.
 # Run: snakemake --profile profiles/local   (or --profile slurm on a cluster, docs/cluster.md)
 import sys
@@ -36,6 +37,7 @@ include: "rules/judge.smk"
 include: "rules/refine.smk"
 include: "rules/pairs.smk"
 include: "rules/train.smk"
+include: "rules/tree_search.smk"
 include: "rules/evaluate.smk"
 include: "rules/draws.smk"
 include: "rules/oracle.smk"
@@ -49,9 +51,6 @@ jf_cluster.after_parse(JF, JF_SLURM_SITE, workflow.resource_settings)
 rule all:
     default_target: True
     input:
-        f"{RESULTS}/pairs/multi_feedback.jsonl",
-        f"{RESULTS}/pairs/full_feedback.jsonl",
-        f"{RESULTS}/pairs/summary.csv",
-        f"{RESULTS}/evaluation/evaluation.json",
+        JF.targets(),
         JF.report_files(),
         f"{RESULTS}/report.html",

@@ -4,7 +4,7 @@
 
 
 wildcard_constraints:
-    policy="|".join(["base", *jf_dpo.VARIANTS]),
+    policy="base|" + jf_dpo.VARIANT_PATTERN,
 
 
 rule evaluate_responses:

@@ -22,7 +22,7 @@ jf_dpo.check_training_config(
 
 
 wildcard_constraints:
-    variant="|".join(jf_dpo.VARIANTS),
+    variant=jf_dpo.VARIANT_PATTERN,
 
 
 rule train_dpo:
@@ -31,7 +31,7 @@ rule train_dpo:
     """
     input:
         unpack(JF.inputs("train_dpo")),
-        pairs=f"{RESULTS}/pairs/{{variant}}.jsonl",
+        unpack(JF.variant_pairs),
         accelerate_config=DPO_ACCELERATE_CONFIG,
     output:
         model=directory(f"{RESULTS}/dpo/{{variant}}/model"),

@@ -4,6 +4,7 @@ read it and what depends on them."""
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import re
 import subprocess
@@ -15,17 +16,42 @@ import yaml
 
 from project import ROOT, copy_project, nothing_to_do, planned_jobs, smk, tiny_config
 
-STAGES = ["prepare_model", "prepare_questions", "clean_questions", "sample_responses", "judge_responses",
-          "refine_responses", "judge_refinements", "build_pairs", "sample_until_accept", "label_oracle",
-          "best_of_n", "judge_quality", "train_dpo", "dpo_diagnostics", "evaluate_responses", "evaluate_policies",
-          "report"]
+DEMO_STAGES = ["prepare_model", "prepare_questions", "clean_questions", "sample_responses", "judge_responses",
+               "refine_responses", "judge_refinements", "build_pairs", "tree_search", "tree_search_gate",
+               "tree_search_summary", "sample_until_accept", "label_oracle", "best_of_n", "judge_quality", "train_dpo",
+               "dpo_diagnostics", "evaluate_responses", "evaluate_policies", "report"]
+ROUND_STAGES = ["sample_round", "judge_round", "train_round"]  # self-play rounds 2, 3, ...
+STAGES = DEMO_STAGES + ROUND_STAGES
 
 
 def test_dry_run_of_the_demo_lists_every_stage(tmp_path):
-    """The embedded default, in an empty directory: every stage planned, one job per shard."""
+    """The embedded default, in an empty directory: every stage planned, one job per shard, gate and round."""
     jobs = planned_jobs(smk(tmp_path, "-n", "--quiet", "rules").stdout)
-    assert set(STAGES) <= set(jobs), jobs
-    assert jobs["sample_responses"] == jobs["judge_refinements"] == 2
+    assert set(DEMO_STAGES) <= set(jobs) and not set(ROUND_STAGES) & set(jobs), jobs
+    assert jobs["sample_responses"] == jobs["judge_refinements"] == jobs["tree_search"] == 2
+    assert jobs["tree_search_gate"] == 2 and jobs["tree_search_summary"] == 1  # gates 2of3 and 3of3, one round
+
+
+def test_dry_run_lists_each_rounds_and_gates_jobs_and_runs_one_round_alone(tmp_path):
+    """Three self-play rounds: each round's sampling, judging, search, gates and training are jobs of
+    their own (round and gate are wildcards), and a target of round 2 plans nothing of round 3."""
+    extra = tmp_path / "rounds.yaml"
+    extra.write_text(yaml.safe_dump({"refining": {"tree_search": {"rounds": 3}}}))
+    configs = ["--configfile", str(ROOT / "config/config.yaml"), str(extra)]
+    out = smk(tmp_path, "-n", *configs).stdout
+    jobs = planned_jobs(out)
+    assert jobs["tree_search"] == 3 * 2 and jobs["tree_search_gate"] == 3 * 2  # rounds x shards, rounds x gates
+    assert jobs["sample_round"] == jobs["judge_round"] == 2 * 2 and jobs["train_round"] == 2  # rounds 2 and 3
+    for r in (1, 2, 3):
+        for g in ("2of3", "3of3"):
+            assert f"results/demo/tree_search/round-{r}/gate-{g}/final.jsonl" in out
+    assert "results/demo/tree_search/round-2/dpo/model" in out and "round-3/dpo" not in out
+    assert "results/demo/tree_search/round-3/responses/shard-1.jsonl" in out
+    one = smk(tmp_path, "-n", *configs, "--", "results/demo/tree_search/round-2/gate-3of3/comparisons.jsonl").stdout
+    # round 2 needs round 1 and its training gate (2of3), nothing of round 3 nor round 2's other gate
+    assert "round-2/gate-3of3" in one and "round-1/gate-2of3/pairs" in one and "round-3" not in one
+    assert "round-2/gate-2of3" not in one
+    assert planned_jobs(one)["train_round"] == 1 and "tree_search_summary" not in planned_jobs(one)
 
 
 def test_every_rule_is_a_declared_stage():
@@ -110,6 +136,44 @@ def test_tiny_run_end_to_end(tiny_run):
     page = (res / "report.html").read_text()
     assert "tp_curve.png" in page and "id=headline" in page and "Certified N*" in page
 
+    # the tree search: two self-play rounds, two gates; round 2's actor trained on round 1's 2-of-3 pairs
+    tree = res / "tree_search"
+    gates = list(csv.DictReader((tree / "gates.csv").open()))
+    assert [(g["round"], g["gate"]) for g in gates] == [("1", "2of3"), ("1", "3of3"), ("2", "2of3"), ("2", "3of3")]
+    for r in (1, 2):
+        aggs = _lines(res / ("verdicts/responses/shard-0.aggregate.jsonl" if r == 1 else
+                             "tree_search/round-2/verdicts/shard-0.aggregate.jsonl"))
+        nodes = _lines(tree / f"round-{r}/trees/shard-0.jsonl")
+        roots = [n for n in nodes if n["depth"] == 0]
+        assert {n["root_id"] for n in roots} == {a["response_id"] for a in aggs if not a["accepted"]}
+        assert all(n["depth"] <= 2 and (n["usable"] or (n["value"] is None and not n["passes"])) for n in nodes)
+        for g in gates:
+            if g["round"] != str(r):
+                continue
+            k = int(g["gate"][0])
+            final = _lines(tree / f"round-{r}/gate-{g['gate']}/final.jsonl")
+            assert len(final) == len(roots) == int(g["roots"]) and sum(f["solved"] for f in final) == int(g["solved"])
+            for f in final:  # the exit: the first node (depth, then order) passing the gate on every criterion
+                passing = [n for n in nodes if n["root_id"] == f["root_id"] and n["usable"]
+                           and all(y >= k for y in n["yes"].values())]
+                first = min(passing, key=lambda n: (n["depth"], n["order"]), default=None)
+                assert f["exit_node_id"] == (first["node_id"] if first else None)
+            pairs = _lines(tree / f"round-{r}/gate-{g['gate']}/pairs.jsonl")
+            assert len(pairs) == sum(f["solved"] and not f["passed_at_root"] for f in final)
+            comps = _lines(tree / f"round-{r}/gate-{g['gate']}/comparisons.jsonl")
+            assert len(comps) == len(pairs) and all(c["outcome"] in ("win", "loss", "tie", "inconsistent", "abstain")
+                                                    for c in comps)
+            decided = int(g["oracle_wins"]) + int(g["oracle_losses"])
+            assert (g["win_rate"] == "") == (decided == 0)
+    trained = json.loads((tree / "round-1/dpo/summary.json").read_text())
+    round1_pairs = _lines(tree / "round-1/gate-2of3/pairs.jsonl")
+    assert trained["variant"] == "round-1" and trained.get("pairs_read", 0) == len(round1_pairs)
+    summary = json.loads((tree / "summary.json").read_text())
+    for r in ("1", "2"):
+        share = summary["rounds"][r]["sharing"]
+        assert share["shared_nodes"] == share["strictest_alone_nodes"] <= share["separate_searches_nodes"]
+    assert (tree / "gates.png").stat().st_size > 1000 and "Tree search" in page and "gates.png" in page
+
     # finished: a rerun has nothing to do
     assert "Nothing to be done" in smk(tiny_run, "-n", configfile=tiny_run / "config/tiny.yaml").stdout
 
@@ -146,6 +210,10 @@ def test_a_judge_change_reruns_judging_and_what_follows_and_pays_the_oracle_noth
 # that follows (the models stay where models.<name>.path says).
 RELOCATING = {"run", "results_dir", "resources_dir"}
 RUN_SCOPED = set(STAGES) - {"prepare_model", "prepare_questions"}
+# Keys that add or remove jobs of the rules they do not shape: another number of self-play rounds
+# plans the new (or, fewer, no) rounds' jobs, and the summary over the rounds (which reads it).
+MORE_JOBS = {"refining.tree_search.rounds": {"tree_search", "tree_search_gate", "sample_round", "judge_round",
+                                             "train_round"}}
 
 
 def _set(raw: dict, path: tuple, value) -> dict:
@@ -274,6 +342,9 @@ def expected_rules(path: tuple, old: dict, new: dict, rulegraph: list, present: 
     from judgeflow import pipeline
 
     key = pipeline._key(path)
+    if key in MORE_JOBS:
+        return expected_rules(("refining", "tree_search", "confidence"), old, new, rulegraph, present) | \
+            (MORE_JOBS[key] & (present if present is not None else MORE_JOBS[key]))
     if key in RELOCATING:
         return set(RUN_SCOPED) | ({"prepare_questions"} if key == "resources_dir" else set())
     keys = {path} | {tuple(pipeline._parts(d)) for s in (old, new) for d, src in s.derived.items() if src == key}

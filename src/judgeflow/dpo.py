@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import resource
 import shutil
 import time
@@ -37,7 +38,9 @@ from .models import ConfigError
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("multi_feedback", "full_feedback")
+VARIANTS = ("multi_feedback", "full_feedback")  # and tree_search_<k>of<J>: one gate's tree-search pairs
+TREE_VARIANT = re.compile(r"^tree_search_\d+of\d+$")
+VARIANT_PATTERN = "|".join(VARIANTS) + r"|tree_search_\d+of\d+"  # the rules' wildcard constraint
 SKIPPED_MARKER = "SKIPPED"
 LOG_COLUMNS = ["step", "epoch", "loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
                "rewards/accuracies", "logps/chosen", "logps/rejected", "learning_rate", "grad_norm",
@@ -181,7 +184,7 @@ def check_training_config(config: dict, acc_cfg: dict) -> None:
     lora = tcfg["lora"]
     if lora["enabled"] and lora.get("target_modules") in ("lm_head", ["lm_head"]):
         raise ConfigError("training.lora.target_modules: TRL's DPOTrainer cannot train an adapter on lm_head")
-    unknown = set(tcfg["variants"]) - set(VARIANTS)
+    unknown = {v for v in tcfg["variants"] if v not in VARIANTS and not TREE_VARIANT.match(v)}
     if unknown:
         raise ConfigError(f"training.variants: unknown variant(s) {sorted(unknown)} (expected {list(VARIANTS)})")
 
@@ -627,3 +630,17 @@ def train(settings_: dict, variant: str, pairs_path: str, model_dir: str, out_di
         shutil.rmtree(out.checkpoints, ignore_errors=True)
     log.info("trained %s: %s", variant, {k: v for k, v in summary.items() if k != "dropped_pairs"})
     return summary
+
+
+def actor_of(model_dir: str) -> str:
+    """The model a trained directory stands for: itself, or -- where its training was skipped (too few
+    pairs) -- the model that training would have started from (its summary's `start`)."""
+    summary = Path(model_dir).parent / "summary.json"
+    if summary.exists():
+        with open(summary) as fh:
+            s = json.load(fh)
+        if s.get("skipped") and s.get("start"):
+            log.warning("%s: training was skipped (%s); using the model it would have started from, %s",
+                        model_dir, s.get("reason"), s["start"])
+            return s["start"]
+    return str(model_dir)

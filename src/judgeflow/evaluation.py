@@ -195,10 +195,10 @@ def compare_with_oracle(generations: list[dict], questions: dict[str, dict], con
 
     `oracle` is a model (its verdict line "Verdict: A|B|TIE") or "verifier": the exact comparer (the
     response that satisfies more of the question's instructions wins; equal counts are a tie)."""
-    ecfg = config["evaluation"]
     by = {(g["policy"], g["question_id"], g["sample_index"]): g for g in generations}
     exact = oracle == VERIFIER
-    if not exact:
+    if not exact:  # the comparer's settings: read only with an LLM (the verifier has none)
+        ecfg = config["evaluation"]
         template = load_template(ecfg["oracle_template"], {"question", "response_a", "response_b"},
                                  "evaluation.oracle_template")
         sampling = Sampling(ecfg["oracle_max_new_tokens"], 0.0, 1.0)

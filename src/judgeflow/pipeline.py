@@ -65,6 +65,15 @@ def _eval_oracle(*paths: str) -> Callable[[dict], tuple[str, ...]]:
     return lambda s: paths if s["evaluation"]["oracle"] not in (None, "verifier") else ()
 
 
+def _tree_oracle(*paths: str) -> Callable[[dict], tuple[str, ...]]:
+    """Paths read only with an LLM as the tree search's pairwise oracle."""
+    return lambda s: paths if s["refining"]["tree_search"]["oracle"] not in (None, "verifier") else ()
+
+
+TREE_SHAPE = tuple(f"refining.tree_search.{k}" for k in ("branch", "select", "depth", "feedback", "gates",
+                                                         "max_new_tokens", "checkpoint_every"))
+JUDGE_READS = ("judging.judges", "judging.force_verdict", "judging.generic_criteria")
+REFINE_TEMPLATES = ("refining.template_one", "refining.template_all")
 SAMPLING_DRAW = ("sampling.system_prompt", "sampling.temperature", "sampling.top_p", "sampling.shards")
 JUDGES = ("judging.judges[*].model",)
 JUDGE_TEMPLATES = ("judging.judges[*].template",)
@@ -98,9 +107,35 @@ def _stages() -> dict[str, Stage]:
         Stage("refine_responses", "judgeflow.stages.refine_responses",
               reads=("seed", "refining", "judging.generic_criteria"), models=("refining.model",),
               templates=("refining.template_one", "refining.template_all"),
+              excludes=("refining.strategy", "refining.tree_search"),
               doc="refine each failing response once per failed criterion and once on all of them"),
         Stage("judge_refinements", "judgeflow.stages.judge", reads=("judging",), models=JUDGES,
               templates=JUDGE_TEMPLATES, doc="the judges label every (refinement, criterion)"),
+        Stage("tree_search", "judgeflow.stages.tree_search",
+              reads=("seed", "refining.model", "refining.template_one", "refining.template_all",
+                     "refining.temperature", "refining.top_p", *TREE_SHAPE, *JUDGE_READS),
+              models=("refining.model", *JUDGES), templates=(*REFINE_TEMPLATES, *JUDGE_TEMPLATES),
+              doc="a breadth-first tree of refinements per rejected response, run to the strictest gate"),
+        Stage("tree_search_gate", "judgeflow.stages.tree_search_gate",
+              reads=lambda s: ("seed", "refining.tree_search.oracle", "sampling.system_prompt", "judging.judges[*].id",
+                               *(("evaluation.oracle_template", "evaluation.oracle_max_new_tokens")
+                                 if s["refining"]["tree_search"]["oracle"] not in (None, "verifier") else ())),
+              models=_tree_oracle("refining.tree_search.oracle"),
+              templates=_tree_oracle("evaluation.oracle_template"),
+              doc="one gate's exit per root, its pairs (final > root), the oracle's preference in both orders"),
+        Stage("tree_search_summary", "judgeflow.stages.tree_search_summary",
+              reads=("refining.tree_search", "judging.judges[*].id"), local=True,
+              excludes=tuple(f"refining.tree_search.{k}" for k in ("max_new_tokens", "train_gate", "checkpoint_every")),
+              doc="gates.csv, pass rate by exit depth, the figure, and the generation the shared search saved"),
+        Stage("sample_round", "judgeflow.stages.sample_round", reads=("seed", "sampling"),
+              models=("training.model",), model_fields=("backend", "device", "dtype", "batch_size"),
+              doc="self-play round r >= 2: the actor (trained on round r-1's pairs) samples the kept questions"),
+        Stage("judge_round", "judgeflow.stages.judge", reads=("judging",), models=JUDGES,
+              templates=JUDGE_TEMPLATES, doc="the judges label round r's responses; k-of-J aggregation"),
+        Stage("train_round", "judgeflow.stages.train_dpo",
+              reads=("seed", "training", "refining.tree_search.train_gate"), models=("training.model",),
+              model_fields=("backend", "path"), excludes=("training.variants",),
+              doc="DPO of round r's actor on round r's pairs (refining.tree_search.train_gate): round r+1's actor"),
         Stage("build_pairs", "judgeflow.stages.build_pairs", reads=("pairs",), local=True,
               doc="preference pairs (refined > original) the judges accept, and a per-criterion summary"),
         Stage("train_dpo", "judgeflow.stages.train_dpo", reads=("seed", "training"), models=("training.model",),

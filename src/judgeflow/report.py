@@ -70,12 +70,26 @@ def headline(files: dict[str, str]) -> str:
     cards.append(_card("Questions", e(f"{c.get('kept', 'n/a')} kept"),
                        e(f"{c.get('questions', 'n/a')} in all, {c.get('heldout', 'n/a')} held out for the "
                          f"evaluation, {c.get('rejected', 'n/a')} rejected in cleaning")))
-    p = _read_json(files.get("pairs", "")) or {}
-    cards.append(_card("Preference pairs", e(f"{p.get('multi_feedback_pairs', 'n/a')} / "
-                                             f"{p.get('full_feedback_pairs', 'n/a')}"),
-                       "multi-feedback / full-feedback",
-                       e(f"{p.get('responses_accepted', 'n/a')} of {p.get('responses', 'n/a')} responses accepted "
-                         "by the judges")))
+    p = (_read_json(files["pairs"]) or {}) if "pairs" in files else None
+    if p is not None:
+        cards.append(_card("Preference pairs", e(f"{p.get('multi_feedback_pairs', 'n/a')} / "
+                                                 f"{p.get('full_feedback_pairs', 'n/a')}"),
+                           "multi-feedback / full-feedback",
+                           e(f"{p.get('responses_accepted', 'n/a')} of {p.get('responses', 'n/a')} responses accepted "
+                             "by the judges")))
+    t = _read_json(files.get("tree_search", ""))
+    if t is not None:
+        rows = t.get("gates") or []
+        last = max((r["round"] for r in rows), default=1)
+        lines = [e(f"gate {r['gate']}: {_interval(r['win_rate'], r['win_rate_ci_low'], r['win_rate_ci_high'])} "
+                   f"({r['oracle_wins']} wins, {r['oracle_losses']} losses, {r['oracle_ties']} ties); "
+                   f"{r['solved']} of {r['roots']} roots solved, mean exit depth {_fmt(r['mean_exit_depth'])}")
+                 for r in rows if r["round"] == last]
+        share = ((t.get("rounds") or {}).get(str(last)) or {}).get("sharing") or {}
+        cards.append(_card(f"Tree search: final vs original (oracle: {t.get('oracle')}, round {last})",
+                           e(" / ".join(_fmt(r["win_rate"]) for r in rows if r["round"] == last)), *lines,
+                           e(f"one search for all gates: {share.get('shared_nodes', 'n/a')} refinements instead of "
+                             f"{share.get('separate_searches_nodes', 'n/a')} (a search per gate)")))
     n = _read_json(files.get("nstar", ""))
     if n is not None:
         fit = _read_json(files.get("fit", "")) or {}

@@ -15,6 +15,10 @@ from . import pipeline
 from .pipeline import STAGES
 
 
+class _Wildcards(dict):
+    __getattr__ = dict.__getitem__
+
+
 class Rules:
     def __init__(self, config: dict, api_local: set[str] = frozenset()):
         self.config = config
@@ -103,6 +107,85 @@ class Rules:
     def shard_files(self, pattern: str) -> list[str]:
         return [pattern.format(shard=s) for s in self.shards]
 
+    # --- refinement strategies: single, tree_search (rounds, gates) -------------------------------
+    def strategies(self) -> list[str]:
+        return list(self.config["refining"]["strategy"])
+
+    def rounds(self) -> list[int]:
+        return list(range(1, self.config["refining"]["tree_search"]["rounds"] + 1))
+
+    def gates(self) -> list[str]:
+        """The exit gates' names, loosest first: ["2of3", "3of3"]."""
+        n = len(self.config["judging"]["judges"])
+        return [f"{k}of{n}" for k in sorted(g["k"] for g in self.config["refining"]["tree_search"]["gates"])]
+
+    def tree_dir(self, round_) -> str:
+        return f"{self.results}/tree_search/round-{round_}"
+
+    def round_responses(self, wildcards) -> dict:
+        """A round's responses and the judges' verdicts on them: round 1's are the workflow's own
+        (sample_responses, judge_responses); round r >= 2's come from its actor (sample_round, judge_round)."""
+        r, s = int(wildcards.round), wildcards.shard
+        if r == 1:
+            return {"responses": f"{self.results}/responses/shard-{s}.jsonl",
+                    "verdicts": f"{self.results}/verdicts/responses/shard-{s}.jsonl",
+                    "aggregate": f"{self.results}/verdicts/responses/shard-{s}.aggregate.jsonl"}
+        d = self.tree_dir(r)
+        return {"responses": f"{d}/responses/shard-{s}.jsonl", "verdicts": f"{d}/verdicts/shard-{s}.jsonl",
+                "aggregate": f"{d}/verdicts/shard-{s}.aggregate.jsonl"}
+
+    def round_trees(self, wildcards) -> list[str]:
+        return self.shard_files(f"{self.tree_dir(wildcards.round)}/trees/shard-{{shard}}.jsonl")
+
+    def all_rounds(self, what: str) -> list[str]:
+        """Every round's (and gate's) file of one kind, for tree_search_summary."""
+        out = []
+        for r in self.rounds():
+            d = self.tree_dir(r)
+            if what in ("final", "comparisons"):
+                out += [f"{d}/gate-{g}/{what}.jsonl" for g in self.gates()]
+            elif what == "trees":
+                out += self.shard_files(f"{d}/trees/shard-{{shard}}.jsonl")
+            else:  # aggregates
+                out += [self.round_responses(_Wildcards(round=r, shard=s))["aggregate"] for s in self.shards]
+        return out
+
+    def actor(self, wildcards) -> dict:
+        """sample_round: round r's actor, trained in round r-1 (its model and training summary)."""
+        d = f"{self.tree_dir(int(wildcards.round) - 1)}/dpo"
+        return {"actor": f"{d}/model", "actor_summary": f"{d}/summary.json"}
+
+    def round_training(self, wildcards) -> dict:
+        """train_round: round r's pairs of the training gate, from round r's actor (the policy in round 1)."""
+        r = int(wildcards.round)
+        ts = self.config["refining"]["tree_search"]
+        gate = f"{ts['train_gate']}of{len(self.config['judging']['judges'])}"
+        out = {"pairs": f"{self.tree_dir(r)}/gate-{gate}/pairs.jsonl"}
+        if r > 1:
+            out["init"] = f"{self.tree_dir(r - 1)}/dpo/model"
+        return out
+
+    def variant_pairs(self, wildcards) -> dict:
+        """train_dpo: a variant's pairs (a tree-search gate's: the last round's, trained from its actor)."""
+        v = wildcards.variant
+        if not v.startswith("tree_search_"):
+            return {"pairs": f"{self.results}/pairs/{v}.jsonl"}
+        last = self.rounds()[-1]
+        out = {"pairs": f"{self.tree_dir(last)}/gate-{v.removeprefix('tree_search_')}/pairs.jsonl"}
+        if last > 1:
+            out["init"] = f"{self.tree_dir(last - 1)}/dpo/model"
+        return out
+
+    def targets(self) -> list[str]:
+        """What `rule all` asks for besides the report's files."""
+        r = self.results
+        out = [f"{r}/evaluation/evaluation.json"]
+        if "single" in self.strategies():
+            out += [f"{r}/pairs/{m}.jsonl" for m in self.config["refining"]["modes"]] + [f"{r}/pairs/summary.csv"]
+        if "tree_search" in self.strategies():
+            out += [f"{r}/tree_search/gates.csv"]
+        return out
+
     def variant_files(self, pattern: str) -> list[str]:
         return [pattern.format(variant=v) for v in self.config["training"]["variants"]]
 
@@ -121,9 +204,14 @@ class Rules:
     def report_sections(self) -> list[tuple[str, list[str]]]:
         """(heading, [files]) of the report, for the stages this config runs."""
         r = self.results
-        s = [("Questions", [f"{r}/questions/cleaning.json"]),
-             ("Preference pairs", [f"{r}/pairs/summary.json", f"{r}/pairs/summary.csv"]),
-             ("DPO training: gradient weights per pair",
+        s = [("Questions", [f"{r}/questions/cleaning.json"])]
+        if "single" in self.strategies():
+            s.append(("Preference pairs", [f"{r}/pairs/summary.json", f"{r}/pairs/summary.csv"]))
+        if "tree_search" in self.strategies():
+            t = f"{r}/tree_search"
+            s.append(("Tree search (SPaR): exit gates, the oracle's preference and pass rate by depth",
+                      [f"{t}/gates.png", f"{t}/gates.csv", f"{t}/depth.csv", f"{t}/summary.json"]))
+        s += [("DPO training: gradient weights per pair",
               [f"{r}/dpo/diagnostics.png", f"{r}/dpo/training.csv", f"{r}/dpo/diagnostics.csv"]),
              ("Evaluation on held-out questions", [f"{r}/evaluation/table.csv", f"{r}/evaluation/evaluation.json"])]
         if self.config["draws"]["enabled"]:
@@ -138,8 +226,11 @@ class Rules:
     def headline_files(self) -> dict[str, str]:
         """The summary files the report's headline panel reads (each is also one of its inputs)."""
         r = self.results
-        out = {"cleaning": f"{r}/questions/cleaning.json", "pairs": f"{r}/pairs/summary.json",
-               "evaluation": f"{r}/evaluation/evaluation.json"}
+        out = {"cleaning": f"{r}/questions/cleaning.json", "evaluation": f"{r}/evaluation/evaluation.json"}
+        if "single" in self.strategies():
+            out["pairs"] = f"{r}/pairs/summary.json"
+        if "tree_search" in self.strategies():
+            out["tree_search"] = f"{r}/tree_search/summary.json"
         if self.config["draws"]["enabled"]:
             out.update(nstar=f"{r}/oracle/nstar.json", fit=f"{r}/oracle/fit.json", judges=f"{r}/judges/quality.json")
         return out

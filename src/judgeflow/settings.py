@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .models.base import ConfigError
 
@@ -244,11 +244,57 @@ class Judging(Section):
 
 
 RefineMode = Literal["multi_feedback", "full_feedback"]
+Strategy = Literal["single", "tree_search"]
+TREE_VARIANT = re.compile(r"^tree_search_(\d+)of(\d+)$")  # the DPO variant of one gate's pairs
+
+
+class Gate(Section):
+    """One exit gate of the tree search: a node passes when, on every criterion, at least k of the J judges say YES."""
+    k: int = Field(ge=1, description="YES verdicts needed per criterion (k of the J judges of judging.judges)")
+
+
+class TreeSearch(Section):
+    """refining.strategy tree_search (SPaR): a breadth-first tree of refinements per rejected response."""
+    branch: int = Field(3, ge=1, description="children per expanded node")
+    select: int = Field(2, ge=1, description="nodes kept per level (ranked by value: the share of YES verdicts, "
+                                             "mean P(YES) breaking ties) and expanded at the next")
+    depth: int = Field(3, ge=1, description="levels of refinements at most")
+    feedback: Literal["multi", "full"] = Field(
+        "multi", description="multi: a child targets one failed criterion (the children take them in turn); "
+                             "full: every child gets all failed criteria")
+    gates: list[Gate] | None = Field(
+        None, min_length=1, description="exit gates compared in one search (run to the strictest; each records "
+                                        "its first passing node); null = judging.k and J")
+    rounds: int = Field(1, ge=1, description="self-play rounds: round r+1's actor is the policy DPO-trained on "
+                                             "round r's pairs (of train_gate)")
+    train_gate: int | None = Field(None, ge=1, description="k of the gate whose pairs train the next round's "
+                                                           "actor; null = the first gate")
+    max_new_tokens: int | None = Field(None, ge=1, description="tokens per node at most (a node cut there is "
+                                                               "unusable); null = refining.max_new_tokens")
+    oracle: str | None = Field(None, description="the pairwise oracle of final vs original: a models key, "
+                                                 "'verifier', or null = evaluation.oracle")
+    confidence: float = Field(0.95, gt=0, lt=1, description="level of the win-rate and pass-rate intervals "
+                                                           "(Clopper-Pearson)")
+    checkpoint_every: int = op(64, "nodes per checkpointed batch", ge=1)
+
+    @model_validator(mode="after")
+    def _gates(self):
+        if self.gates is not None:
+            ks = [g.k for g in self.gates]
+            dup = sorted({k for k in ks if ks.count(k) > 1})
+            if dup:
+                raise ValueError(f"gates: duplicate gates k={dup}")
+        return self
 
 
 class Refining(Section):
     """refine_responses: the refiner rewrites each failing response with the critiques of the judges that said NO."""
     model: str = Field("policy", description="models key of the refiner")
+    strategy: list[Strategy] = Field(
+        default_factory=lambda: ["single"], min_length=1,
+        description="single: each failing response refined once per mode (refine_responses); tree_search: a "
+                    "tree of refinements per rejected response until an exit gate (refining.tree_search); "
+                    "both as a list run side by side on the same responses")
     modes: list[RefineMode] = Field(default_factory=lambda: ["multi_feedback", "full_feedback"], min_length=1,
                                     description="multi_feedback: one refinement per failed criterion; "
                                                 "full_feedback: one on all failed criteria")
@@ -260,11 +306,20 @@ class Refining(Section):
     temperature: float = Field(0.7, ge=0, description="sampling temperature of the refiner")
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling probability mass of the refiner")
     checkpoint_every: int = op(64, "refinements per checkpointed batch", ge=1)
+    tree_search: TreeSearch = Field(default_factory=TreeSearch, description="strategy tree_search: the tree, "
+                                                                            "its gates and rounds")
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _one_or_list(cls, v):
+        return [v] if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _unique(self):
         if len(set(self.modes)) != len(self.modes):
             raise ValueError(f"modes: duplicate modes {self.modes}")
+        if len(set(self.strategy)) != len(self.strategy):
+            raise ValueError(f"strategy: duplicate strategies {self.strategy}")
         return self
 
 
@@ -314,9 +369,10 @@ class Diagnostics(Section):
 
 class Training(Section):
     """DPO of the policy on each pair dataset (train_dpo -> results/<run>/dpo/<variant>/)."""
-    variants: list[RefineMode] = Field(default_factory=lambda: ["multi_feedback", "full_feedback"], min_length=1,
-                                       description="pair datasets to train on, one train_dpo job and one trained "
-                                                   "policy each")
+    variants: list[str] | None = Field(
+        None, min_length=1, description="pair datasets to train on, one train_dpo job and one trained policy each: "
+                                        "multi_feedback, full_feedback (strategy single), tree_search_<k>of<J> (a "
+                                        "gate's pairs of the last round); null = every dataset the strategies make")
     model: str | None = Field(None, description="models key of the policy to train (an hf model); "
                                                 "null = sampling.model")
     accelerate_config: str = Field("config/accelerate/cpu.yaml",
@@ -356,7 +412,7 @@ class Training(Section):
 
     @model_validator(mode="after")
     def _checks(self):
-        if len(set(self.variants)) != len(self.variants):
+        if self.variants and len(set(self.variants)) != len(self.variants):
             raise ValueError(f"variants: duplicate variants {self.variants}")
         if self.lora.enabled and self.lora.target_modules in ("lm_head", ["lm_head"]):
             raise ValueError("lora.target_modules: TRL's DPOTrainer cannot train an adapter on lm_head")
@@ -430,7 +486,8 @@ class Cluster(Section):
                             "always, never")
     api_rules: dict[str, str | list[str]] = Field(
         default_factory=lambda: {"clean_questions": "cleaning.model", "label_oracle": "oracle.labeller",
-                                 "best_of_n": "oracle.labeller", "evaluate_policies": "evaluation.oracle"},
+                                 "best_of_n": "oracle.labeller", "evaluate_policies": "evaluation.oracle",
+                                 "tree_search_gate": "refining.tree_search.oracle"},
         description="rule -> config key(s) whose value names the model(s) it calls")
     internal_hosts: list[str] = Field(default_factory=list, description="host name patterns (e.g. *.idris.fr) "
                                                                       "inside the cluster, not hosted APIs")
@@ -491,6 +548,9 @@ class Settings(Section):
                 roles["oracle.labeller"] = self.oracle.labeller
         if self.evaluation.oracle and self.evaluation.oracle != "verifier":
             roles["evaluation.oracle"] = self.evaluation.oracle
+        ts = self.refining.tree_search
+        if "tree_search" in self.refining.strategy and ts.oracle and ts.oracle != "verifier":
+            roles["refining.tree_search.oracle"] = ts.oracle
         return roles
 
 
@@ -499,7 +559,9 @@ class Settings(Section):
 # (key, the key whose value it takes when null); resolved in this order
 DEFAULTS_FROM = (("draws.model", "sampling.model"), ("training.model", "sampling.model"),
                  ("draws.max_new_tokens", "sampling.max_new_tokens"),
-                 ("evaluation.max_new_tokens", "sampling.max_new_tokens"))
+                 ("evaluation.max_new_tokens", "sampling.max_new_tokens"),
+                 ("refining.tree_search.max_new_tokens", "refining.max_new_tokens"),
+                 ("refining.tree_search.oracle", "evaluation.oracle"))
 
 
 def _get(obj, dotted: str):
@@ -524,8 +586,46 @@ def _resolve(s: Settings) -> dict[str, str]:
     return derived
 
 
+def gate_name(k: int, n_judges: int) -> str:
+    return f"{k}of{n_judges}"
+
+
+def refine_datasets(s: Settings) -> list[str]:
+    """The pair datasets the refinement strategies make (training.variants may name any of them)."""
+    out = list(s.refining.modes) if "single" in s.refining.strategy else []
+    if "tree_search" in s.refining.strategy:
+        out += [f"tree_search_{gate_name(g.k, len(s.judging.judges))}" for g in s.refining.tree_search.gates]
+    return out
+
+
+def _resolve_tree_search(s: Settings, derived: dict) -> None:
+    ts, n_judges = s.refining.tree_search, len(s.judging.judges)
+    if ts.gates is None:
+        ts.gates = [Gate(k=k) for k in sorted({s.judging.k, n_judges})]
+        derived["refining.tree_search.gates"] = "judging.k"  # and J
+    for i, g in enumerate(ts.gates):
+        if g.k > n_judges:
+            raise ConfigError(f"refining.tree_search.gates[{i}].k: {g.k} exceeds the number of judges "
+                              f"J={n_judges} (judging.judges)")
+    if ts.train_gate is None:
+        ts.train_gate = ts.gates[0].k
+        derived["refining.tree_search.train_gate"] = "refining.tree_search.gates"
+    elif ts.train_gate not in [g.k for g in ts.gates]:
+        raise ConfigError(f"refining.tree_search.train_gate: {ts.train_gate} is none of the gates' k "
+                          f"({[g.k for g in ts.gates]})")
+    if s.training.variants is None:
+        s.training.variants = refine_datasets(s)
+        derived["training.variants"] = "refining.strategy"
+
+
 def _cross_checks(s: Settings) -> None:
     """Checks across sections, each error naming its config key."""
+    made = refine_datasets(s)
+    for i, v in enumerate(s.training.variants):
+        if v not in made:
+            raise ConfigError(f"training.variants[{i}]: '{v}' is no pair dataset of this config{_closest(v, made)} "
+                              f"(refining.strategy {s.refining.strategy} makes: {', '.join(made)})")
+
     for key, name in s.model_roles().items():
         if name not in s.models:
             if key == "oracle.labeller":
@@ -584,6 +684,7 @@ def validate(raw: dict) -> Validated:
     except ValidationError as e:
         raise ConfigError(_describe(e)) from None
     derived = _resolve(s)
+    _resolve_tree_search(s, derived)
     _cross_checks(s)
     out = Validated(s.model_dump(mode="json"))
     out.derived = derived

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from .. import train_worker
-from ..dpo import worker_settings as dpo_worker_settings
+from ..dpo import actor_of, worker_settings as dpo_worker_settings
+from ..io import write_json
 from ..launch import accelerate_command, gpus_per_node
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,12 @@ def run(inp, out, settings, job) -> None:
     worker_settings = dpo_worker_settings(settings)
     per_node, nodes = gpus_per_node(job.resources)
     nproc = max(1, per_node)
-    args = ["-m", train_worker.__name__, "--variant", job.wildcards["variant"], "--pairs", inp.pairs,
-            "--model", worker_settings["policy_path"], "--out-dir", str(Path(out.summary).parent),
+    # train_dpo: one variant, from the policy (a tree-search variant after several rounds: from the
+    # last round's actor); train_round: round r's pairs, from round r's actor (inp.init)
+    variant = job.wildcards.get("variant") or f"round-{job.wildcards['round']}"
+    start = actor_of(inp.init) if getattr(inp, "init", None) else worker_settings["policy_path"]
+    args = ["-m", train_worker.__name__, "--variant", variant, "--pairs", inp.pairs,
+            "--model", start, "--out-dir", str(Path(out.summary).parent),
             "--accelerate-config", inp.accelerate_config, "--threads", str(job.threads)]
     cmd = accelerate_command(args, gpus=nproc, nodes=nodes, cpus_per_task=job.resources.get("cpus_per_task"),
                              accelerate=f"{sys.executable} -m accelerate.commands.accelerate_cli",
@@ -36,3 +41,7 @@ def run(inp, out, settings, job) -> None:
                PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
     log.info("%s", cmd)
     subprocess.run(cmd, shell=True, check=True, env=env)
+    with open(out.summary) as fh:
+        summary = json.load(fh)
+    if summary.get("skipped"):  # a next round's actor is then the model this training would have started from
+        write_json(out.summary, {**summary, "start": start})

@@ -1,0 +1,19 @@
+"""tree_search: one shard's rejected responses, each the root of a breadth-first tree of refinements
+run to the strictest exit gate (judgeflow.tree_search)."""
+from __future__ import annotations
+
+from ..io import questions_by_id, read_jsonl
+from ..models import log_stats, open_models
+from ..tree_search import search_trees
+
+
+def run(inp, out, settings, job) -> None:
+    refiner = settings["refining"]["model"]
+    accepted = {a["response_id"] for a in read_jsonl(inp.aggregate) if a["accepted"]}
+    roots = [r for r in read_jsonl(inp.responses) if r["response_id"] not in accepted]
+    names = {"refining.model": refiner,
+             **{f"judging.judges[{i}].model": j["model"] for i, j in enumerate(settings["judging"]["judges"])}}
+    with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
+        search_trees(roots, read_jsonl(inp.verdicts), questions_by_id(inp.kept), settings, models[refiner], models,
+                     out.trees, round_=int(job.wildcards["round"]))
+        log_stats(models)

@@ -1,0 +1,27 @@
+"""tree_search_gate: for one round and gate, each root's exit node (the first that passes the gate),
+its pairs (final > original, TRL's format) and the oracle's preference of final over original."""
+from __future__ import annotations
+
+import re
+
+from ..io import questions_by_id, write_jsonl
+from ..models import log_stats, open_models
+from ..tree_search import compare_finals, finals, pairs_of, read_trees, verify_finals
+
+
+def run(inp, out, settings, job) -> None:
+    k, n_judges = map(int, re.fullmatch(r"(\d+)of(\d+)", job.wildcards["gate"]).groups())
+    questions = questions_by_id(inp.kept)
+    records = finals(read_trees(list(inp.trees)), k, n_judges)
+    verify_finals(records, questions)
+    write_jsonl(out.final, records)
+    write_jsonl(out.pairs, pairs_of(records, questions, settings["sampling"]["system_prompt"]))
+    oracle = settings["refining"]["tree_search"]["oracle"]
+    if oracle in (None, "verifier"):
+        comparisons = compare_finals(records, questions, settings, "verifier") if oracle else []
+    else:
+        with open_models(settings, {"refining.tree_search.oracle": oracle}, log_dir=job.log_dir,
+                         threads=job.threads) as models:
+            comparisons = compare_finals(records, questions, settings, models[oracle])
+            log_stats(models)
+    write_jsonl(out.comparisons, comparisons)

@@ -1,0 +1,249 @@
+"""SPaR tree search on deterministic fake models: tree shapes, gate exits and per-gate records, sharing
+across gates, unusable nodes, kill and resume, and the config errors."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from judgeflow import settings as jf_settings, tree_search as ts
+from judgeflow.models import ConfigError, Generation
+
+QUESTIONS = {f"q{i}": {"question_id": f"q{i}", "prompt": f"Question {i}?",
+                       "criteria": [{"criterion_id": "c1", "description": "criterion one", "kind": "own"},
+                                    {"criterion_id": "c2", "description": "criterion two", "kind": "own"}]}
+             for i in range(4)}
+
+
+def config(**tree) -> dict:
+    raw = {"models": {m: {"backend": "hf", "path": "unused"} for m in ("refiner", "m1", "m2", "m3")},
+           "judging": {"k": 2, "judges": [{"id": f"j{i}", "model": f"m{i}"} for i in (1, 2, 3)]},
+           "refining": {"model": "refiner", "strategy": "tree_search", "max_new_tokens": 50,
+                        "tree_search": {"branch": 3, "select": 2, "depth": 3, "gates": [{"k": 2}, {"k": 3}],
+                                        "oracle": None, **tree}},
+           "sampling": {"model": "refiner"}, "cleaning": {"enabled": False}, "draws": {"enabled": False},
+           "evaluation": {"oracle": "verifier"}}
+    return jf_settings.validate(raw)
+
+
+class Refiner:
+    """Appends '+' to the response it refines (a node's depth is its count of '+'); children whose seed
+    is divisible by `bad_every` come back empty or cut at the token limit. Counts the texts it generates."""
+
+    supports_prefix = False
+
+    def __init__(self, bad_every: int = 0):
+        self.calls, self.bad_every, self.name = 0, bad_every, "refiner"
+
+    def generate(self, reqs, desc=""):
+        out = []
+        for r in reqs:
+            self.calls += 1
+            text = r.messages[-1][1]
+            resp = re.search(r'Response:\n"""\n(.*?)\n"""', text, re.S)
+            parent = resp.group(1) if resp else "x"
+            bad = self.bad_every and r.seed % self.bad_every == 0
+            out.append(Generation("" if bad and r.seed % 2 else parent + "+" + str(r.seed % 7), 10, 5,
+                                  "length" if bad and not r.seed % 2 else "stop"))
+        return out
+
+    def stats(self):
+        return {"calls": self.calls}
+
+
+class Judge:
+    """Says YES on a criterion once the response has `need` refinements ('+'), P(YES) growing with the seed
+    digit (the tie-break)."""
+
+    supports_prefix = False
+
+    def __init__(self, need):
+        self.need, self.calls = need, 0
+
+    def generate(self, reqs, desc=""):
+        out = []
+        for r in reqs:
+            self.calls += 1
+            resp = re.search(r'Response:\n"""\n(.*?)\n"""', r.messages[-1][1], re.S)
+            text = resp.group(1) if resp else r.messages[-1][1]
+            yes = text.count("+") >= self.need
+            g = Generation(f"fine\nVerdict: {'YES' if yes else 'NO'}", 10, 3, "stop")
+            g.p_yes = 0.9 if yes else 0.1 + 0.01 * int(text[-1]) if text[-1].isdigit() else 0.1
+            out.append(g)
+        return out
+
+    def stats(self):
+        return {"calls": self.calls}
+
+
+def roots(n=4):
+    return [{"response_id": f"q{i}/r0", "question_id": f"q{i}", "text": f"answer {i}", "finish_reason": "stop"}
+            for i in range(n)]
+
+
+def root_verdicts(n=4):
+    return [{"response_id": f"q{i}/r0", "refinement_id": None, "criterion_id": c, "judge_id": f"j{j}",
+             "label": "no", "p_yes": 0.1, "critique": "too short"} for i in range(n) for c in ("c1", "c2")
+            for j in (1, 2, 3)]
+
+
+def judges(needs=(1, 2, 3)):
+    return {f"m{i}": Judge(n) for i, n in zip((1, 2, 3), needs)}
+
+
+def search(tmp_path, cfg, refiner=None, js=None, name="trees.jsonl", n=4):
+    refiner = refiner or Refiner()
+    out = tmp_path / name
+    nodes = ts.search_trees(roots(n), root_verdicts(n), QUESTIONS, cfg, refiner, js or judges(), str(out))
+    return nodes, refiner, out
+
+
+def test_tree_shape_gate_exits_and_per_gate_records(tmp_path):
+    cfg = config()
+    nodes, refiner, out = search(tmp_path, cfg)
+    trees = ts.read_trees([str(out)])
+    assert len(trees) == 4
+    tree = trees["q0/r0"]
+    by_depth = {d: [n for n in tree if n["depth"] == d] for d in range(4)}
+    # the root, 3 children, then the 2 selected nodes expanded: 6, then 6 more (the 3-of-3 gate needs 3 refinements)
+    assert [len(by_depth[d]) for d in range(4)] == [1, 3, 6, 6]
+    assert all(n["parent"] in {p["node_id"] for p in by_depth[n["depth"] - 1]} for n in tree if n["depth"])
+    # the selected nodes are the best valued at their level (the tie broken by mean P(YES))
+    lvl1 = sorted(by_depth[1], key=ts.rank_key)
+    assert {n["parent"] for n in by_depth[2]} == {n["node_id"] for n in lvl1[:2]}
+    # multi feedback: the children take the failed criteria in turn
+    assert [n["criterion_ids"] for n in sorted(by_depth[1], key=lambda n: n["order"])] == [["c1"], ["c2"], ["c1"]]
+    # each gate's exit: the first node in breadth-first order that passes it
+    f2 = {f["root_id"]: f for f in ts.finals(trees, 2, 3)}
+    f3 = {f["root_id"]: f for f in ts.finals(trees, 3, 3)}
+    assert f2["q0/r0"]["exit_depth"] == 2 and f3["q0/r0"]["exit_depth"] == 3
+    first2 = min((n for n in by_depth[2]), key=lambda n: n["order"])
+    assert f2["q0/r0"]["exit_node_id"] == first2["node_id"]
+    assert f2["q0/r0"]["nodes_generated"] == 9 and f3["q0/r0"]["nodes_generated"] == 15
+    assert all(n["value"] == pytest.approx((n["depth"] >= 1) / 3 + (n["depth"] >= 2) / 3 + (n["depth"] >= 3) / 3)
+               for n in tree if n["depth"])
+    pairs = ts.pairs_of(list(f3.values()), QUESTIONS)
+    assert len(pairs) == 4 and pairs[0]["chosen"][0]["content"].count("+") == 3
+    assert pairs[0]["rejected"][0]["content"] == "answer 0" and pairs[0]["prompt"][-1]["role"] == "user"
+    assert refiner.calls == 4 * 15
+    # the records are the trees' own: written in tree order, the same as returned
+    assert [json.loads(line)["node_id"] for line in out.read_text().splitlines()] == [n["node_id"] for n in nodes]
+
+
+def test_full_feedback_and_a_gate_no_node_reaches(tmp_path):
+    cfg = config(feedback="full", branch=2, select=1, depth=2)
+    _, _, out = search(tmp_path, cfg)
+    trees = ts.read_trees([str(out)])
+    tree = trees["q1/r0"]
+    assert all(n["criterion_ids"] == ["c1", "c2"] for n in tree if n["depth"])
+    assert [sum(n["depth"] == d for n in tree) for d in range(3)] == [1, 2, 2]
+    f3 = ts.finals(trees, 3, 3)
+    assert not any(f["solved"] for f in f3) and all(f["exit_node_id"] is None for f in f3)
+    assert ts.pairs_of(f3, QUESTIONS) == []
+    assert all(f["solved"] and f["exit_depth"] == 2 for f in ts.finals(trees, 2, 3))
+
+
+def test_sharing_one_search_gives_each_gate_what_its_own_search_would(tmp_path):
+    _, r_all, out_all = search(tmp_path, config(), name="all.jsonl")
+    _, r_strict, _ = search(tmp_path, config(gates=[{"k": 3}]), name="strict.jsonl")
+    _, r_loose, out_loose = search(tmp_path, config(gates=[{"k": 2}]), name="loose.jsonl")
+    assert r_all.calls == r_strict.calls  # the extra gate costs no generation
+    assert r_all.calls <= 1.1 * r_strict.calls
+    assert r_all.calls < r_strict.calls + r_loose.calls
+    trees = ts.read_trees([str(out_all)])
+    loose_alone = ts.read_trees([str(out_loose)])
+    # the loose gate's exits in the shared search are the nodes its own search stops at, with the same texts
+    for f_shared, f_alone in zip(ts.finals(trees, 2, 3), ts.finals(loose_alone, 2, 3)):
+        assert (f_shared["exit_node_id"], f_shared["final_text"]) == (f_alone["exit_node_id"], f_alone["final_text"])
+        assert f_shared["nodes_generated"] == sum(1 for n in loose_alone[f_alone["root_id"]] if n["depth"])
+    s = ts.sharing(trees, [2, 3])
+    assert s["shared_nodes"] == r_all.calls and s["separate_searches_nodes"] == r_strict.calls + r_loose.calls
+    assert s["shared_over_strictest"] == 1.0 and s["saved_nodes"] == r_loose.calls
+
+
+def test_unusable_nodes_are_never_judged_passing_or_expanded(tmp_path):
+    cfg = config(branch=3, select=3, depth=2)
+    js = judges(needs=(1, 1, 1))
+    nodes, _, _ = search(tmp_path, cfg, refiner=Refiner(bad_every=3), js=js)
+    bad = [n for n in nodes if not n["usable"]]
+    assert bad and {n["unusable"] for n in bad} <= {ts.EMPTY, ts.TRUNCATED}
+    assert all(n["verdicts"] == [] and n["passes"] == [] and n["value"] is None for n in bad)
+    assert not {n["parent"] for n in nodes} & {n["node_id"] for n in bad}
+    # every judged verdict is on a usable node
+    judged = sum(j.calls for j in js.values())
+    assert judged == 3 * 2 * sum(1 for n in nodes if n["depth"] and n["usable"])
+
+
+def test_a_root_passing_every_gate_is_not_searched_and_counted(tmp_path):
+    cfg = config()
+    verdicts = root_verdicts(2)
+    for v in verdicts:
+        if v["response_id"] == "q1/r0":
+            v["label"] = "yes"
+    refiner = Refiner()
+    nodes = ts.search_trees(roots(2), verdicts, QUESTIONS, cfg, refiner, judges(), str(tmp_path / "t.jsonl"))
+    root = next(n for n in nodes if n["node_id"] == "q1/r0/t")
+    assert root["searched"] is False and not [n for n in nodes if n["root_id"] == "q1/r0" and n["depth"]]
+    f = {x["root_id"]: x for x in ts.finals(ts.read_trees([str(tmp_path / "t.jsonl")]), 3, 3)}
+    assert f["q1/r0"]["passed_at_root"] and f["q1/r0"]["exit_depth"] == 0
+    assert ts.pairs_of(list(f.values()), QUESTIONS)[0]["response_id"] == "q0/r0"  # no pair of a root with itself
+
+
+class Killed(RuntimeError):
+    pass
+
+
+class DyingRefiner(Refiner):
+    def __init__(self, die_after):
+        super().__init__()
+        self.die_after = die_after
+
+    def generate(self, reqs, desc=""):
+        if self.calls + len(reqs) > self.die_after:
+            raise Killed("killed")
+        return super().generate(reqs, desc)
+
+
+def test_killed_mid_tree_resumes_without_generating_a_node_twice(tmp_path):
+    cfg = config(checkpoint_every=4)
+    whole, full_ref, _ = search(tmp_path, cfg, name="whole.jsonl")
+    out = tmp_path / "killed.jsonl"
+    dying = DyingRefiner(die_after=30)  # inside depth 2
+    with pytest.raises(Killed):
+        ts.search_trees(roots(), root_verdicts(), QUESTIONS, cfg, dying, judges(), str(out))
+    assert not out.exists()
+    ckpts = sorted(tmp_path.glob(".killed.jsonl.levels/.depth-2.generations.jsonl.checkpoint"))
+    assert ckpts and ckpts[0].read_text().count("\n") == 16  # depth 2's finished chunks, fsync'd
+    with ckpts[0].open("a") as fh:  # a kill in the middle of a write leaves a torn line
+        fh.write('{"node_id": "q0/r0/t.0.0", "te')
+    resumed = Refiner()
+    again = ts.search_trees(roots(), root_verdicts(), QUESTIONS, cfg, resumed, judges(), str(out))
+    assert dying.calls + resumed.calls == full_ref.calls  # no node generated twice
+    assert dying.calls > 0 and resumed.calls > 0
+    assert out.read_text() == (tmp_path / "whole.jsonl").read_text()  # identical trees
+    assert again == whole
+    assert not list(tmp_path.glob(".killed.jsonl*"))  # the checkpoints are gone
+
+
+@pytest.mark.parametrize("tree, key", [
+    ({"gates": [{"k": 4}]}, "refining.tree_search.gates[0].k"),
+    ({"gates": [{"k": 2}, {"k": 2}]}, "refining.tree_search.gates"),
+    ({"branch": 0}, "refining.tree_search.branch"),
+    ({"select": 0}, "refining.tree_search.select"),
+    ({"depth": 0}, "refining.tree_search.depth"),
+    ({"train_gate": 1}, "refining.tree_search.train_gate"),
+    ({"oracle": "nope"}, "refining.tree_search.oracle"),
+])
+def test_bad_tree_settings_are_config_errors_naming_the_key(tree, key):
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        config(**tree)
+
+
+def test_default_gates_are_judging_k_and_j_and_variants_follow_the_strategies():
+    cfg = config(gates=None)
+    assert [g["k"] for g in cfg["refining"]["tree_search"]["gates"]] == [2, 3]
+    assert cfg["training"]["variants"] == ["tree_search_2of3", "tree_search_3of3"]
+    assert cfg["refining"]["tree_search"]["train_gate"] == 2
+    with pytest.raises(ConfigError, match=r"training\.variants\[0\]"):
+        jf_settings.validate({**{k: v for k, v in cfg.items()}, "training": {"variants": ["multi_feedback"]}})
