@@ -17,19 +17,26 @@ import yaml
 from project import ROOT, copy_project, nothing_to_do, planned_jobs, smk, tiny_config
 
 DEMO_STAGES = ["prepare_model", "prepare_questions", "clean_questions", "sample_responses", "judge_responses",
-               "refine_responses", "judge_refinements", "build_pairs", "tree_search", "tree_search_gate",
-               "tree_search_summary", "sample_until_accept", "label_oracle", "best_of_n", "judge_quality", "train_dpo",
-               "dpo_diagnostics", "evaluate_responses", "evaluate_policies", "report"]
+               "tree_search", "tree_search_gate", "tree_search_summary", "sample_until_accept", "label_oracle",
+               "best_of_n", "judge_quality", "train_dpo", "dpo_diagnostics", "evaluate_responses",
+               "evaluate_policies", "report"]
+SINGLE_STAGES = ["refine_responses", "judge_refinements", "build_pairs"]  # refining.strategy: single
 ROUND_STAGES = ["sample_round", "judge_round", "train_round"]  # self-play rounds 2, 3, ...
-STAGES = DEMO_STAGES + ROUND_STAGES
+STAGES = DEMO_STAGES + SINGLE_STAGES + ROUND_STAGES
 
 
 def test_dry_run_of_the_demo_lists_every_stage(tmp_path):
     """The embedded default, in an empty directory: every stage planned, one job per shard, gate and round."""
     jobs = planned_jobs(smk(tmp_path, "-n", "--quiet", "rules").stdout)
-    assert set(DEMO_STAGES) <= set(jobs) and not set(ROUND_STAGES) & set(jobs), jobs
-    assert jobs["sample_responses"] == jobs["judge_refinements"] == jobs["tree_search"] == 2
+    assert set(DEMO_STAGES) <= set(jobs) and not set(ROUND_STAGES + SINGLE_STAGES) & set(jobs), jobs
+    assert jobs["sample_responses"] == jobs["judge_responses"] == jobs["tree_search"] == 2
     assert jobs["tree_search_gate"] == 2 and jobs["tree_search_summary"] == 1  # gates 2of3 and 3of3, one round
+    assert jobs["train_dpo"] == 2 and jobs["evaluate_responses"] == 3  # a variant per gate; the base and both
+    # both strategies side by side on the same responses
+    both = planned_jobs(smk(tmp_path, "-n", "--quiet", "rules", "--config",
+                            "refining={strategy: [single, tree_search]}",
+                            "training={variants: [multi_feedback, tree_search_3of3]}").stdout)
+    assert both["refine_responses"] == both["tree_search"] == 2 and both["train_dpo"] == 2, both
 
 
 def test_dry_run_lists_each_rounds_and_gates_jobs_and_runs_one_round_alone(tmp_path):

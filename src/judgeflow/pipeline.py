@@ -117,7 +117,7 @@ def _stages() -> dict[str, Stage]:
               models=("refining.model", *JUDGES), templates=(*REFINE_TEMPLATES, *JUDGE_TEMPLATES),
               doc="a breadth-first tree of refinements per rejected response, run to the strictest gate"),
         Stage("tree_search_gate", "judgeflow.stages.tree_search_gate",
-              reads=lambda s: ("seed", "refining.tree_search.oracle", "sampling.system_prompt", "judging.judges[*].id",
+              reads=lambda s: ("seed", "refining.tree_search.oracle", "sampling.system_prompt",
                                *(("evaluation.oracle_template", "evaluation.oracle_max_new_tokens")
                                  if s["refining"]["tree_search"]["oracle"] not in (None, "verifier") else ())),
               models=_tree_oracle("refining.tree_search.oracle"),

@@ -13,7 +13,8 @@ def shard_of(questions: list[dict], shard: int, n_shards: int) -> list[dict]:
     return questions[shard::n_shards]
 
 
-def sample_responses(questions: list[dict], config: dict, model, output: str) -> list[dict]:
+def sample_responses(questions: list[dict], config: dict, model, output: str, label: str | None = None) -> list[dict]:
+    """`label`: the model name the records carry (default: sampling.model; a self-play round: its actor)."""
     scfg = config["sampling"]
     sampling = Sampling(scfg["max_new_tokens"], scfg["temperature"], scfg["top_p"])
     work = []
@@ -23,6 +24,6 @@ def sample_responses(questions: list[dict], config: dict, model, output: str) ->
             req = GenRequest.chat(q["prompt"], system=scfg["system_prompt"], sampling=sampling,
                                   seed=stable_seed(config["seed"], "sample", q["question_id"], i))
             work.append((rid, req, {"response_id": rid, "question_id": q["question_id"], "sample_index": i,
-                                    "model": scfg["model"]}))
+                                    "model": label or scfg["model"]}))
     return generate_resumable(model, work, output, key="response_id", desc="sample",
                               chunk=scfg["checkpoint_every"])

@@ -13,6 +13,7 @@ def run(inp, out, settings, job) -> None:
     scfg = settings["sampling"]
     spec = settings["models"][settings["training"]["model"]]
     questions = shard_of(read_jsonl(inp.kept), int(job.wildcards["shard"]), scfg["shards"])
-    actor = HFModel(f"actor:round-{job.wildcards['round']}", actor_of(inp.actor), device=spec["device"],
-                    dtype=spec["dtype"], batch_size=spec["batch_size"], threads=job.threads)
-    sample_responses(questions, settings, actor, out.responses)
+    name = f"actor:round-{job.wildcards['round']}"
+    actor = HFModel(name, actor_of(inp.actor), device=spec["device"], dtype=spec["dtype"],
+                    batch_size=spec["batch_size"], threads=job.threads)
+    sample_responses(questions, settings, actor, out.responses, label=name)
