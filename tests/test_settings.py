@@ -30,7 +30,13 @@ def test_null_means_another_key_is_resolved_once_and_recorded():
     assert c["draws"]["model"] == c["training"]["model"] == c["sampling"]["model"] == "smollm2"
     assert c["draws"]["max_new_tokens"] == 77 and c["evaluation"]["max_new_tokens"] == 32
     assert c.derived == {"draws.model": "sampling.model", "training.model": "sampling.model",
-                         "draws.max_new_tokens": "sampling.max_new_tokens"}
+                         "draws.max_new_tokens": "sampling.max_new_tokens",
+                         "refining.tree_search.oracle": "evaluation.oracle",
+                         "refining.tree_search.train_gate": "refining.tree_search.gates",
+                         "training.variants": "refining.strategy"}
+    assert c["training"]["variants"] == ["tree_search_2of3", "tree_search_3of3"]  # the demo's gates
+    assert c["refining"]["tree_search"]["oracle"] == "verifier" and c["refining"]["tree_search"]["train_gate"] == 2
+    assert c["refining"]["strategy"] == ["tree_search"]  # one strategy or a list: always a list once validated
 
 
 @pytest.mark.parametrize("override,message", [

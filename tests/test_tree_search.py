@@ -247,3 +247,20 @@ def test_default_gates_are_judging_k_and_j_and_variants_follow_the_strategies():
     assert cfg["refining"]["tree_search"]["train_gate"] == 2
     with pytest.raises(ConfigError, match=r"training\.variants\[0\]"):
         jf_settings.validate({**{k: v for k, v in cfg.items()}, "training": {"variants": ["multi_feedback"]}})
+
+
+def test_a_hosted_tree_oracle_runs_its_gate_rule_where_snakemake_runs_only_with_the_tree_search():
+    """cluster.api_rules: tree_search_gate calls refining.tree_search.oracle; a config without the tree
+    search has no such rule, so it is not named among the login-node rules (a regression: it was)."""
+    from judgeflow.cluster import api_local_rules
+
+    hosted = {"backend": "openai", "base_url": "https://api.openai.com/v1", "model": "gpt-4.1",
+              "api_key_env": "OPENAI_API_KEY"}
+    base = config()
+    cfg = jf_settings.validate({**base, "models": {**base["models"], "gpt41": hosted},
+                                "refining": {**base["refining"],
+                                             "tree_search": {**base["refining"]["tree_search"], "oracle": "gpt41"}}})
+    assert "tree_search_gate" in api_local_rules(cfg)
+    single = jf_settings.validate({**cfg, "refining": {**cfg["refining"], "strategy": "single"},
+                                   "training": {"variants": None}})
+    assert "tree_search_gate" not in api_local_rules(single)

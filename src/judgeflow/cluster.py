@@ -218,8 +218,12 @@ def api_local_rules(config: dict) -> list[str]:
     mode = cl.get("api_rules_local", "auto")
     if mode == "never":
         return []
+    from .pipeline import inactive_stages
+
     out = []
     for rule, keys in (cl.get("api_rules") or {}).items():
+        if rule in inactive_stages(config):
+            continue
         names = []
         for key in [keys] if isinstance(keys, str) else keys:
             value = _lookup(config, key)
@@ -267,8 +271,11 @@ def after_parse(rules, site: dict | None, resource_settings) -> None:
         return
     if rules.api_local:
         logger.info("SLURM: calling a hosted API, run on this node (localrules): " + ", ".join(sorted(rules.api_local)))
-    local = {name for name in STAGES if rules.local(name)}
-    unmapped = unmapped_rules(STAGES, local, mapped_rules(resource_settings))
+    from .pipeline import inactive_stages
+
+    active = {name for name in STAGES if name not in inactive_stages(rules.config)}
+    local = {name for name in active if rules.local(name)}
+    unmapped = unmapped_rules(active, local, mapped_rules(resource_settings))
     if unmapped:
         logger.warning("SLURM profile: no per-rule resources for " + ", ".join(unmapped)
                        + "; they get the CPU defaults (default-resources). "

@@ -173,13 +173,22 @@ def _stages() -> dict[str, Stage]:
               reads=("judging.k", "judging.judges[*].id", "oracle.delta"), local=True,
               doc="each judge and the k-of-J aggregate against the oracle (p0, p1), and against each other"),
         Stage("report", "judgeflow.stages.report",
-              reads=("run", "benchmarks_dir", "draws.enabled", "oracle.bon.enabled"),
+              reads=("run", "benchmarks_dir", "draws.enabled", "oracle.bon.enabled", "refining.strategy"),
               local=True, doc="every figure and table of the run on one page"),
     ]
     return {s.name: s for s in stages}
 
 
 STAGES: dict[str, Stage] = _stages()
+SINGLE_STAGES = ("refine_responses", "judge_refinements", "build_pairs")
+TREE_STAGES = ("tree_search", "tree_search_gate", "tree_search_summary", "sample_round", "judge_round", "train_round")
+
+
+def inactive_stages(settings: dict) -> set[str]:
+    """The stages a config never runs: those of a refinement strategy it does not use."""
+    strategy = (settings.get("refining") or {}).get("strategy") or ["single"]
+    return (set() if "single" in strategy else set(SINGLE_STAGES)) | \
+        (set() if "tree_search" in strategy else set(TREE_STAGES))
 
 
 # ------------------------------------------------------------------------------ path selection

@@ -290,7 +290,7 @@ class TreeSearch(Section):
 class Refining(Section):
     """refine_responses: the refiner rewrites each failing response with the critiques of the judges that said NO."""
     model: str = Field("policy", description="models key of the refiner")
-    strategy: list[Strategy] = Field(
+    strategy: Strategy | list[Strategy] = Field(
         default_factory=lambda: ["single"], min_length=1,
         description="single: each failing response refined once per mode (refine_responses); tree_search: a "
                     "tree of refinements per rejected response until an exit gate (refining.tree_search); "
