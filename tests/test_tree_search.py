@@ -264,3 +264,39 @@ def test_a_hosted_tree_oracle_runs_its_gate_rule_where_snakemake_runs_only_with_
     single = jf_settings.validate({**cfg, "refining": {**cfg["refining"], "strategy": "single"},
                                    "training": {"variants": None}})
     assert "tree_search_gate" not in api_local_rules(single)
+
+
+class PairwiseOracle:
+    """An LLM-like pairwise oracle: prefers the longer response ("Verdict: A|B|TIE"), or always says A."""
+
+    supports_prefix = False
+
+    def __init__(self, always_a=False):
+        self.always_a, self.calls = always_a, 0
+
+    def generate(self, reqs, desc=""):
+        out = []
+        for r in reqs:
+            self.calls += 1
+            text = r.messages[-1][1]
+            a = text.split('Response A:\n"""\n')[1].split('\n"""')[0]
+            b = text.split('Response B:\n"""\n')[1].split('\n"""')[0]
+            v = "A" if self.always_a or len(a) > len(b) else "B" if len(b) > len(a) else "TIE"
+            out.append(Generation(f"Because.\nVerdict: {v}", 10, 4, "stop"))
+        return out
+
+
+def test_an_llm_oracle_compares_final_and_original_in_both_orders(tmp_path):
+    cfg = config()
+    _, _, out = search(tmp_path, cfg)
+    finals = ts.finals(ts.read_trees([str(out)]), 3, 3)
+    oracle = PairwiseOracle()
+    comps = ts.compare_finals(finals, QUESTIONS, cfg, oracle)
+    assert oracle.calls == 2 * len(comps) == 2 * 4  # both orders of each refined root
+    assert all(c["outcome"] == "win" for c in comps)  # the final is longer: preferred in either order
+    assert {c["final_first"]["label"] for c in comps} == {"A"}
+    assert {c["original_first"]["label"] for c in comps} == {"B"}
+    biased = ts.compare_finals(finals, QUESTIONS, cfg, PairwiseOracle(always_a=True))
+    assert all(c["outcome"] == "inconsistent" for c in biased)  # the orders disagree: counted, not a win
+    row = ts.gate_row(1, "3of3", finals, biased, 0.95)
+    assert row["oracle_inconsistent"] == 4 and row["win_rate"] is None and row["solved"] == 4
