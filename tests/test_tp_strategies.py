@@ -50,13 +50,14 @@ def test_error_rate_at_most_delta_when_next_tp_is_just_below_threshold(name, run
 @pytest.mark.parametrize("name", NAMES)
 def test_null_at_the_boundary_is_certified_at_most_delta(name):
     """TP(1) = 0.799 just below T = 0.8: certifying N = 1 is an error; P(error) <= delta."""
-    opts = {} if name == "fixed_sequence" else {"first_look": 10, "look_ratio": 1.2}
+    # fixed_sequence: without the indifference margin, which would give most runs up as undecided
+    opts = {"min_effect": None} if name == "fixed_sequence" else {"first_look": 10, "look_ratio": 1.2}
     r = simulate([0.799], 0.8, 0.2, name, runs=400, seed=9, budget=3000, **opts)
     assert r["true_nstar"] == 0
     assert r["error_rate"] <= 0.2 + 2.5 * math.sqrt(0.2 * 0.8 / 400)
     if name == "fixed_sequence":
         assert r["error_rate"] > 0.05    # the test martingale spends its level: not vacuously safe
-        r = simulate([0.799], 0.8, 0.2, name, runs=400, seed=9, budget=3000, futility_level=None)
+        r = simulate([0.799], 0.8, 0.2, name, runs=400, seed=9, budget=3000, futility_level=None, min_effect=None)
         assert 0.05 < r["error_rate"] <= 0.2 + 2.5 * math.sqrt(0.2 * 0.8 / 400)
 
 

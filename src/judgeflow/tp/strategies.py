@@ -43,7 +43,7 @@ import numpy as np
 
 from .intervals import betting, gap_grid, hoeffding, log_mixture_wealth
 
-__all__ = ["STRATEGIES", "Bisection", "FixedSequence", "Strategy", "Uniform", "make_strategy"]
+__all__ = ["STRATEGIES", "Bisection", "FixedSequence", "PredictionPowered", "Strategy", "Uniform", "make_strategy"]
 
 UNTESTED, TESTING, CERTIFIED, FAILED, EXHAUSTED, UNDECIDED = (
     "untested", "testing", "certified", "failed", "exhausted", "undecided")
@@ -69,6 +69,7 @@ class Strategy:
     """Shared bookkeeping: calls, abstains, budget, per-n counts, pending requests, result()."""
 
     name = "base"
+    needs_proxy = False      # True: driven by select() / update_draws() with a proxy score per draw
     defaults: ClassVar[dict] = {}
 
     def __init__(self, n_max: int, threshold: float, delta: float, budget: int = 100_000, seed: int = 0,
@@ -465,11 +466,20 @@ class FixedSequence(Strategy):
     (futility_level 0.6, min_gap 0.01, power 1.5) were chosen on the issue's curve
     (benchmarks/oracle_budget.py: median ~5,700-5,800 calls, N* = 5 in ~95% of runs, error 0).
     ``futility_level=None`` switches futility off.
+
+    Indifference margin ``min_effect`` (eps, default 0.01): a third portfolio bets TP(n) < T + eps,
+    at level delta. When it reaches 1/delta (an anytime upper bound at level delta fell below
+    T + eps), n is given up as *undecided* (status "undecided", stop_reason "indifference"). Near
+    the threshold this bounds the cost by about 2 T(1-T) log(1/delta) / eps^2 labels instead of
+    the budget; it never rejects a null, so validity is untouched, and it gives up an n with
+    TP(n) >= T + eps with probability <= delta. ``min_effect=None`` (or 0) switches it off.
+    benchmarks/oracle_margin.py measures eps on curves other than the issue's.
     """
 
     name = "fixed_sequence"
     defaults: ClassVar[dict] = {"min_gap": 0.01, "grid": 48, "power": 1.5, "futility_level": 0.6,
-                                "futility_gaps": (0.002, 0.1), "max_labels_per_n": None, "lookahead": 256}
+                                "futility_gaps": (0.002, 0.1), "max_labels_per_n": None, "lookahead": 256,
+                                "min_effect": 0.01}
     bounds_note = ("anytime-valid mixture-of-bets bounds per n, one-sided at level delta each "
                    "(lower > T exactly when the test martingale reached 1/delta)")
 
@@ -491,6 +501,12 @@ class FixedSequence(Strategy):
                                          power)
         self.bounds_down = _NoBoundary() if self.gamma is None else _count_boundary(
             self.threshold, math.log(1.0 / self.gamma), "lower", float(fg[0]), float(fg[1]), k, 1.0)
+        # indifference margin: give n up as undecided once an upper bound at level delta is below T + eps
+        eps = o["min_effect"]
+        self.min_effect = None if eps in (None, 0) else _number("min_effect", eps, 0, 1 - self.threshold)
+        self.bounds_margin = _NoBoundary() if self.min_effect is None else _count_boundary(
+            self.threshold + self.min_effect, math.log(1.0 / self.delta), "lower", float(fg[0]), float(fg[1]),
+            k, 1.0)
         self.n = 1
         self.status[1] = TESTING
 
@@ -499,8 +515,10 @@ class FixedSequence(Strategy):
         1/delta, or all zeros reach the futility level, or the cap. No decision is possible earlier,
         so a batch of this size loses nothing against labelling one at a time."""
         up, down = self.bounds_up.upto(t + horizon), self.bounds_down.upto(t + horizon)
+        margin = self.bounds_margin.upto(t + horizon)
         j = np.arange(1, horizon + 1)
-        hit = (s + j >= up[t + 1:t + horizon + 1]) | (down[t + 1:t + horizon + 1] >= s)
+        hit = (s + j >= up[t + 1:t + horizon + 1]) | (down[t + 1:t + horizon + 1] >= s) \
+            | (margin[t + 1:t + horizon + 1] >= s)
         if self.cap is not None:
             hit |= (t + j) >= self.cap
         idx = np.flatnonzero(hit)
@@ -536,6 +554,10 @@ class FixedSequence(Strategy):
             self.status[n] = FAILED
             self.stop_reason = "futility"
             self.done = True
+        elif s <= self.bounds_margin.at(t):
+            self.status[n] = UNDECIDED
+            self.stop_reason = "indifference"
+            self.done = True
 
     def nstar(self):
         k = 0
@@ -550,7 +572,273 @@ class FixedSequence(Strategy):
         return lo, hi
 
 
-STRATEGIES = {"uniform": Uniform, "bisection": Bisection, "fixed_sequence": FixedSequence}
+class PredictionPowered(FixedSequence):
+    """Fixed sequence with prediction-powered (active, inverse-probability-weighted) betting tests.
+
+    Each accepted draw i at n comes with a proxy score f_i in [0, 1] (the judges' P(YES), another
+    model's P(YES), a probe's prediction; ``proxy`` module). The draws at n are taken in a random
+    order; draw i is sent to the oracle with probability pi_i = pi(f_i), chosen from the past only,
+    and the strategy scores it
+
+        Z_i = h(f_i) + xi_i / pi_i * (X_i - h(f_i)),      xi_i ~ Bernoulli(pi_i),
+
+    where h is a calibration of f (a logistic regression of the oracle's labels so far on
+    logit f), also fitted on the past only. Whatever f and h are, E[Z_i | past] = E[X_i] = TP(n):
+    the draws are i.i.d. from the population of accepted draws at n and xi_i is independent of
+    X_i given f_i. So every product prod_i (1 + lambda_i (Z_i - T)) with predictable lambda_i >= 0
+    that keeps each factor >= 0 is a nonnegative supermartingale under H0_n: TP(n) <= T, and
+    Ville's inequality gives P(ever >= 1/delta) <= delta. The test of H0_n is the mixture of such
+    bettors over the same gap grid as ``fixed_sequence``; futility and the indifference margin are
+    the same mixtures betting the other way. The level comes from the oracle's labels through the
+    exact identity above, never from f: a useless or miscalibrated proxy only costs power.
+
+    The unlabelled set is the pool of accepted draws at n itself (draws considered and not sent
+    to the oracle); a finite pool is consumed faster than without a proxy (1 / mean pi draws per
+    label). Labelling probability: pi = 1 for the first ``warmup`` labels (then Z_i = X_i and the
+    test is exactly ``fixed_sequence``'s), after that pi(f) = clip(c sqrt(h(f)(1 - h(f))),
+    ``min_label_prob``, 1) (Neyman allocation: label where the proxy is unsure) with c minimising
+    the estimated labels needed, and pi = 1 unless that estimate is below 0.9 times the labels
+    needed without the proxy. With a useless proxy h is flat, no c wins and the strategy labels
+    every draw, as ``fixed_sequence`` does. Abstained draws cost a call and are dropped (as
+    everywhere, abstaining is assumed independent of X).
+    """
+
+    name = "prediction_powered"
+    needs_proxy = True
+    defaults: ClassVar[dict] = {**FixedSequence.defaults, "warmup": 200, "min_label_prob": 0.1, "chunk": 256,
+                                "refit_every": 100}
+    bounds_note = ("label-only mixture-of-bets bounds (the prediction-powered test decides; these ignore "
+                   "the proxy and are wider)")
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        o = self.options
+        self.warmup = _int("warmup", o["warmup"], 0)
+        self.pi_min = _number("min_label_prob", o["min_label_prob"], 0, 1, hi_open=False)
+        self.chunk = _int("chunk", o["chunk"], 1)
+        self.refit_every = _int("refit_every", o["refit_every"], 1)
+        self.rng = np.random.default_rng([int(self.seed) % (2**32), 7919])
+        min_gap, k, fg, power = self.grid_args
+        self.up_g, self.up_w = self._bettors(min_gap, 1.0, k, power, self.threshold, "upper")
+        self.down_g, self.down_w = (None, None) if self.gamma is None else self._bettors(
+            fg[0], fg[1], k, 1.0, self.threshold, "lower")
+        self.margin_g, self.margin_w = (None, None) if self.min_effect is None else self._bettors(
+            fg[0], fg[1], k, 1.0, self.threshold + self.min_effect, "lower")
+        self.log_up = np.zeros(self.up_g.size)
+        self.log_down = np.zeros(0 if self.down_g is None else self.down_g.size)
+        self.log_margin = np.zeros(0 if self.margin_g is None else self.margin_g.size)
+        self.considered = [0] * (self.n_max + 1)     # draws taken from the pool at n (labelled or not)
+        self.z_sum = [0.0] * (self.n_max + 1)
+        self.seen_f: list[np.ndarray] = []            # recent proxy scores (the allocation's sample)
+        self.lab_f, self.lab_x = [], []               # every (f, X) the oracle gave, for the calibration
+        self.calib = None                             # (intercept, slope) on logit f
+        self.c = None                                 # allocation scale; None: label every draw
+        self.extra = 0.0                              # E[(1 - pi)/pi h(1 - h)]: Z's extra variance
+        self.fitted_at = 0
+        self._sel = None
+
+    @staticmethod
+    def _bettors(lo, hi, k, power, m, side):
+        g, lw = gap_grid(lo, hi, k, power)
+        theta = m + g if side == "upper" else m - g
+        ok = (theta > 0) & (theta < 1)
+        return np.asarray(g[ok]), np.asarray(lw[ok])
+
+    # --- the allocation ---------------------------------------------------------------------
+    @staticmethod
+    def _logit(f):
+        f = np.clip(np.asarray(f, float), 1e-4, 1 - 1e-4)
+        return np.log(f / (1 - f))
+
+    def _h(self, f):
+        if self.calib is None:
+            return np.clip(np.asarray(f, float), 0.0, 1.0)
+        a, b = self.calib
+        return 1.0 / (1.0 + np.exp(-(a + b * self._logit(f))))
+
+    def _pi(self, f):
+        if self.c is None:
+            return np.ones(len(f))
+        h = self._h(f)
+        return np.clip(self.c * np.sqrt(h * (1 - h)), self.pi_min, 1.0)
+
+    def _refit(self):
+        """Calibration h and allocation scale c from the labels and scores seen so far (the past)."""
+        from sklearn.linear_model import LogisticRegression
+
+        x = np.asarray(self.lab_x)
+        self.fitted_at = x.size
+        if x.size < max(self.warmup, 2) or x.min() == x.max():
+            return
+        lr = LogisticRegression(C=10.0).fit(self._logit(self.lab_f)[:, None], x)
+        self.calib = (float(lr.intercept_[0]), float(lr.coef_[0, 0]))
+        f = np.concatenate(self.seen_f[-8:])
+        h = self._h(f)
+        r = h * (1 - h)
+        theta = x.mean()
+        v = theta * (1 - theta)
+        best, best_c, best_extra = 0.9 * v, None, 0.0
+        for c in np.geomspace(0.05, 20, 40):
+            pi = np.clip(c * np.sqrt(r), self.pi_min, 1.0)
+            extra = float(np.mean((1 - pi) / pi * r))
+            cost = (v + extra) * np.mean(pi)   # Var(Z) x labels per draw
+            if cost < best:
+                best, best_c, best_extra = cost, float(c), extra
+        self.c, self.extra = best_c, best_extra   # both from the past only: the bets stay predictable
+
+    def _lambdas(self, g, m, side, pi_lo):
+        """Bets of the gap-g bettors against mean m; with pi < 1 scaled by the variance of Z, and
+        capped so that no factor 1 +- lambda (Z - m) can fall below 1/2."""
+        lam = g / (m * (1 - m))
+        if pi_lo >= 1.0:
+            return lam
+        lam = g / (m * (1 - m) + self.extra)
+        reach = (m - (1 - 1 / pi_lo)) if side == "upper" else (1 / pi_lo - m)
+        return np.minimum(lam, 0.5 / reach)
+
+    # --- the driver's side ------------------------------------------------------------------
+    def update(self, n, label):
+        raise TypeError("prediction_powered needs proxy scores: drive it with select() and update_draws()")
+
+    update_counts = update
+
+    def _plan(self, avail):
+        n = self.n
+        if avail[n] == 0:
+            self.status[n] = EXHAUSTED
+            self.stop_reason = "exhausted"
+            return {}
+        if self._out_of_budget():
+            self.status[n] = UNDECIDED
+            return {}
+        k = self.chunk if self.batch_size is None else min(self.chunk, self.batch_size)
+        return {n: self._cap(k, n, avail)}
+
+    def select(self, n: int, proxies) -> np.ndarray:
+        """Which of these draws at n (in the order given) go to the oracle: a boolean mask.
+        ValueError names the draw (by position) whose proxy is not a number in [0, 1]."""
+        f = np.asarray(proxies, float)
+        if self.pending.get(n, 0) < f.size:
+            raise ValueError(f"strategy {self.name}: {f.size} draw(s) at n={n} but only "
+                             f"{self.pending.get(n, 0)} proposed")
+        bad = np.flatnonzero(~np.isfinite(f) | (f < 0) | (f > 1))
+        if bad.size:
+            raise ValueError(f"proxy score of draw {int(bad[0])} at n={n} is {proxies[int(bad[0])]!r}, "
+                             "not a number in [0, 1]")
+        if len(self.lab_x) - self.fitted_at >= self.refit_every or (self.calib is None
+                                                                   and len(self.lab_x) >= self.warmup):
+            self._refit()
+        self.seen_f.append(f)
+        pi = self._pi(f)
+        ask = self.rng.random(f.size) < pi
+        self._sel = (n, f, pi, ask)
+        return ask
+
+    def update_draws(self, n: int, proxies, asked, labels, sequential: bool = True) -> int:
+        """The oracle's answers for the draws of the last select() (labels[i]: 1, 0 or None; ignored
+        where not asked). Returns how many of them were used: with ``sequential`` the draws after a
+        decision are left in the pool and their labels neither used nor charged (a simulator, or a
+        driver labelling one at a time); without it every asked draw is charged (labels bought as a
+        batch), and the decision is still made at the first draw that allows it."""
+        if self._sel is None or self._sel[0] != n or len(self._sel[1]) != len(asked):
+            raise ValueError(f"strategy {self.name}: update_draws at n={n} does not match the last select()")
+        _, f, pi, ask = self._sel
+        self._sel = None
+        if not np.array_equal(np.asarray(asked, bool), ask):
+            raise ValueError(f"strategy {self.name}: update_draws got a different asked mask than select() gave")
+        k = f.size
+        lab = np.full(k, np.nan)
+        for i in np.flatnonzero(ask):
+            v = labels[i]
+            if v is None:
+                continue
+            if v not in (0, 1):
+                raise ValueError(f"label must be 1, 0 or None (abstain), got {v!r}")
+            lab[i] = float(v)
+        absn = ask & np.isnan(lab)
+        h = self._h(f)
+        z = np.where(ask & ~absn, h + (np.nan_to_num(lab) - h) / pi, h)
+        live = ~absn                               # abstained draws are dropped
+        pi_lo = 1.0 if self.c is None else self.pi_min   # fixed before this chunk's scores were seen
+        T = self.threshold
+        inc_up = np.where(live[:, None], np.log1p(self._lambdas(self.up_g, T, "upper", pi_lo)[None, :]
+                                                  * (z - T)[:, None]), 0.0)
+        up = logsumexp_rows(self.log_up + np.cumsum(inc_up, axis=0) + self.up_w)
+        L = math.log(1.0 / self.delta)
+        events = [(np.flatnonzero(up >= L), CERTIFIED)]
+        if self.down_g is not None:
+            inc = np.where(live[:, None], np.log1p(-self._lambdas(self.down_g, T, "lower", pi_lo)[None, :]
+                                                   * (z - T)[:, None]), 0.0)
+            cum_down = np.cumsum(inc, axis=0)
+            events.append((np.flatnonzero(logsumexp_rows(self.log_down + cum_down + self.down_w)
+                                          >= math.log(1.0 / self.gamma)), FAILED))
+        if self.margin_g is not None:
+            m = T + self.min_effect
+            inc = np.where(live[:, None], np.log1p(-self._lambdas(self.margin_g, m, "lower", pi_lo)[None, :]
+                                                   * (z - m)[:, None]), 0.0)
+            cum_margin = np.cumsum(inc, axis=0)
+            events.append((np.flatnonzero(logsumexp_rows(self.log_margin + cum_margin + self.margin_w) >= L),
+                           UNDECIDED))
+        labelled = np.cumsum(ask & ~absn)
+        if self.cap is not None:
+            events.append((np.flatnonzero(self.labels[n] + labelled >= self.cap), FAILED))
+        first = min(((int(ix[0]), st) for ix, st in events if ix.size), default=None)
+        used = k if first is None else first[0] + 1
+        charge = used if sequential else k
+        self.pending[n] -= k
+        if self.pending[n] <= 0:
+            del self.pending[n]
+        self.calls += int(ask[:charge].sum())
+        self.abstains += int(absn[:charge].sum())
+        self.abstained[n] += int(absn[:charge].sum())
+        got = ask[:charge] & ~absn[:charge]
+        self.labels[n] += int(got.sum())
+        self.positives[n] += int(np.nansum(lab[:charge][got]))
+        self.lab_f.extend(f[:charge][got].tolist())
+        self.lab_x.extend(lab[:charge][got].astype(int).tolist())
+        self.considered[n] += used
+        self.z_sum[n] += float(z[:used][live[:used]].sum())
+        self.log_up += np.cumsum(inc_up, axis=0)[used - 1]
+        if self.down_g is not None:
+            self.log_down += cum_down[used - 1]
+        if self.margin_g is not None:
+            self.log_margin += cum_margin[used - 1]
+        if first is not None:
+            st = first[1]
+            self.status[n] = st
+            if st == CERTIFIED:
+                if n == self.n_max:
+                    self.done = True
+                else:
+                    self.n = n + 1
+                    self.status[self.n] = TESTING
+                    self.log_up[:] = 0.0
+                    self.log_down[:] = 0.0
+                    self.log_margin[:] = 0.0
+            else:
+                self.stop_reason = "indifference" if st == UNDECIDED else "futility"
+                self.done = True
+        return used
+
+    def result(self, with_bounds: bool = True) -> dict:
+        out = super().result(with_bounds)
+        for n in range(1, self.n_max + 1):
+            c = self.considered[n]
+            out["per_n"][n].update({"considered": c, "pp_mean": self.z_sum[n] / c if c else None})
+        out["calibration"] = None if self.calib is None else {"intercept": self.calib[0], "slope": self.calib[1]}
+        out["label_scale"] = self.c
+        return out
+
+
+def logsumexp_rows(a):
+    """logsumexp over the last axis of a 2-d array (rows: draws; columns: bettors)."""
+    mx = a.max(axis=1, keepdims=True)
+    mx = np.where(np.isfinite(mx), mx, 0.0)
+    return (mx[:, 0] + np.log(np.exp(a - mx).sum(axis=1)))
+
+
+STRATEGIES = {"uniform": Uniform, "bisection": Bisection, "fixed_sequence": FixedSequence,
+              "prediction_powered": PredictionPowered}
 
 
 def make_strategy(name: str, n_max: int = 15, threshold: float = 0.8, delta: float = 0.05,
