@@ -17,7 +17,7 @@ S1 = [round(0.965 - 0.03 * n, 10) for n in range(1, 16)]
 def _drive(s, labels, proxies=None):
     """Feed fixed per-n label sequences (and proxy scores) to a strategy until it stops."""
     pos = dict.fromkeys(labels, 0)
-    while plan_ := s.propose_counts({n: 10**6 for n in labels}):
+    while plan_ := s.propose_counts(dict.fromkeys(labels, 10 ** 6)):
         for n, k in plan_.items():
             xs = labels[n][pos[n]:pos[n] + k]
             if s.needs_proxy:
