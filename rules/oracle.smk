@@ -10,6 +10,7 @@ rule label_oracle:
         unpack(JF.inputs("label_oracle")),
         kept=f"{RESULTS}/questions/kept.jsonl",
         draws=JF.shard_files(f"{RESULTS}/draws/shard-{{shard}}.jsonl"),
+        proxy=JF.strategy_proxy(),
     output:
         labels=f"{RESULTS}/oracle/labels.jsonl",
         nstar=f"{RESULTS}/oracle/nstar.json",
@@ -111,5 +112,106 @@ rule judge_quality:
     params:
         settings=JF.params("judge_quality"),
         code=JF.code("judge_quality"),
+    script:
+        STAGE_SCRIPT
+
+
+rule score_proxy:
+    """A proxy score f in [0, 1] for every first-accepted draw, from one source: the judges' mean
+    P(YES) over judges and criteria, or a model's P(YES) (oracle.proxy names it).
+    """
+    input:
+        unpack(JF.inputs("score_proxy")),
+        kept=f"{RESULTS}/questions/kept.jsonl",
+        draws=JF.shard_files(f"{RESULTS}/draws/shard-{{shard}}.jsonl"),
+        verdicts=JF.shard_files(f"{RESULTS}/draws/shard-{{shard}}.verdicts.jsonl"),
+    output:
+        proxy=f"{RESULTS}/oracle/proxy-{{source}}.jsonl",
+    log:
+        f"{LOGS}/score_proxy/{{source}}.log",
+    benchmark:
+        f"{BENCH}/score_proxy/{{source}}.tsv"
+    wildcard_constraints:
+        source=JF.proxy_sources_pattern(),
+    localrule: JF.local("score_proxy")
+    conda:
+        "../envs/models.yaml"
+    threads: JF.threads("score_proxy")
+    resources:
+        mem_mb=JF.mem_mb("score_proxy"),
+        runtime=JF.runtime("score_proxy"),
+    params:
+        settings=JF.params("score_proxy"),
+        code=JF.code("score_proxy"),
+    script:
+        STAGE_SCRIPT
+
+
+rule oracle_replay:
+    """The strategies replayed on the fully labelled pool, without a proxy and with each proxy
+    source: the oracle calls each would have spent, and the N* each certifies.
+    """
+    input:
+        unpack(JF.inputs("oracle_replay")),
+        labels=f"{RESULTS}/oracle/labels.jsonl",
+        proxies=JF.replay_proxies(),
+        probe=JF.probe_predictions(),
+    output:
+        table=report(
+            f"{RESULTS}/oracle/replay.csv",
+            caption=f"{REPORT_DIR}/replay.rst",
+            category="Oracle",
+        ),
+        summary=f"{RESULTS}/oracle/replay.json",
+    log:
+        f"{LOGS}/oracle_replay/oracle_replay.log",
+    benchmark:
+        f"{BENCH}/oracle_replay/oracle_replay.tsv"
+    localrule: JF.local("oracle_replay")
+    conda:
+        "../envs/models.yaml"
+    threads: JF.threads("oracle_replay")
+    resources:
+        mem_mb=JF.mem_mb("oracle_replay"),
+        runtime=JF.runtime("oracle_replay"),
+    params:
+        settings=JF.params("oracle_replay"),
+        code=JF.code("oracle_replay"),
+    script:
+        STAGE_SCRIPT
+
+
+rule probe:
+    """A regularized probe on the policy's hidden state at each question's last prompt token
+    predicts the question's p = P(X=1), p0 and p1, out of fold over questions, against a
+    constant baseline.
+    """
+    input:
+        unpack(JF.inputs("probe")),
+        kept=f"{RESULTS}/questions/kept.jsonl",
+        draws=JF.shard_files(f"{RESULTS}/draws/shard-{{shard}}.jsonl"),
+        labels=JF.oracle_label_files(),
+    output:
+        metrics=f"{RESULTS}/probe/metrics.json",
+        table=report(
+            f"{RESULTS}/probe/metrics.csv",
+            caption=f"{REPORT_DIR}/probe.rst",
+            category="Oracle",
+        ),
+        predictions=f"{RESULTS}/probe/predictions.jsonl",
+    log:
+        f"{LOGS}/probe/probe.log",
+    benchmark:
+        f"{BENCH}/probe/probe.tsv"
+    localrule: JF.local("probe")
+    conda:
+        "../envs/models.yaml"
+    threads: JF.threads("probe")
+    resources:
+        mem_mb=JF.mem_mb("probe"),
+        runtime=JF.runtime("probe"),
+    params:
+        settings=JF.params("probe"),
+        code=JF.code("probe"),
     script:
         STAGE_SCRIPT

@@ -115,7 +115,9 @@ def tiny_config() -> dict:
                      "tree_search": {"branch": 2, "select": 1, "depth": 2, "gates": [{"k": 2}, {"k": 3}],
                                      "rounds": 2, "oracle": "verifier"}},
         "draws": {"n_max": 2, "min_draws": 1, "max_new_tokens": 24},
+        # prediction-powered labelling with a model's P(YES) as the proxy; the replay with and without it
         "oracle": {"labeller": "verifier", "budget": 40, "batch_size": 4, "label_all_accepted": True,
+                   "strategy": "prediction_powered", "proxy": "smollm2", "replay_runs": 3,
                    "bon": {"n": [1], "j": [1, 3]}},
         "training": {"variants": ["multi_feedback", "full_feedback"], "max_steps": 1,
                      "per_device_train_batch_size": 1, "max_length": 256, "min_pairs": 1,

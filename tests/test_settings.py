@@ -60,6 +60,19 @@ def test_bad_config_names_the_key(override, message):
 
 
 @pytest.mark.parametrize("override,message", [
+    ({"oracle": {"proxy": "gpt-4.1-mini"}}, r"oracle\.proxy: unknown model 'gpt-4\.1-mini'"),
+    ({"oracle": {"proxy": "none"}}, r"oracle\.proxy: strategy prediction_powered needs a proxy score"),
+    ({"oracle": {"proxy": "probe"}}, r"oracle\.proxy: 'probe' cannot steer this run's labelling"),
+    ({"oracle": {"label_all_accepted": False}}, r"oracle\.replay_runs: the replay needs an oracle label on every"),
+    ({"probe": {"folds": 1}}, r"config key probe\.folds: Input should be greater than or equal to 2"),
+    ({"draws": {"enabled": False}}, r"probe\.enabled: the probe learns from the draws"),
+])
+def test_bad_proxy_and_probe_settings_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        st.load(CFG, overrides=override)
+
+
+@pytest.mark.parametrize("override,message", [
     ({"samplin": {}}, r"config key samplin: unknown key \(did you mean 'sampling'\?\)"),
     ({"judging": {"judgs": []}}, r"config key judging\.judgs: unknown key \(did you mean 'judges'\?\)"),
     # inside a model entry: the typos that used to pass silently, the defaults applying

@@ -142,3 +142,49 @@ def test_cli_proxy_side_by_side_pools_and_bad_input():
     q = _cli("plan", "--a", "2", "--b", "0.3", "--p0", "0.2", "--p1", "0.9", "--threshold", "0.8", "--delta",
              "0.05", "--n-max", "6", "--target", "5")
     assert q.returncode == 2 and "target 5" in q.stderr
+
+
+def test_prediction_powered_counts_abstains_respects_budget_and_pools():
+    r = simulate([0.9, 0.85], 0.8, 0.05, "prediction_powered", runs=5, seed=1, proxy_auc=0.9, abstain_rate=0.2,
+                 keep_runs=True)
+    assert r["mean_abstains"] > 0 and r["error_rate"] == 0
+    s = make_strategy("prediction_powered", n_max=2, threshold=0.8, delta=0.05, budget=10, batch_size=4)
+    rng = np.random.default_rng(0)
+    while plan_ := s.propose_counts({1: 1000, 2: 1000}):
+        for n, k in plan_.items():
+            x = (rng.random(k) < 0.9).astype(int)
+            f = synthetic_proxy(x, 0.9, 0.0, rng)
+            ask = s.select(n, f)
+            s.update_draws(n, f, ask, [None if i % 5 == 0 else int(v) for i, v in enumerate(x)])
+    res = s.result()
+    assert res["nstar"] == 0 and res["calls"] <= 10 and res["budget_exhausted"]
+    assert res["calls"] == sum(v["labels"] + v["abstains"] for v in res["per_n"].values())
+    small = simulate([0.9, 0.85], 0.8, 0.05, "prediction_powered", runs=5, seed=1, proxy_auc=0.9, pool=50)
+    assert small["exhausted_rate"] == 1.0 and small["error_rate"] == 0
+
+
+def test_proxy_sources_and_the_replay():
+    from judgeflow.proxy import check_proxy, judges_proxy
+    from judgeflow.replay import replay_table
+
+    draws = [{"draw_id": "q1/d1", "question_id": "q1", "draw": 1, "first_accept": True},
+             {"draw_id": "q2/d1", "question_id": "q2", "draw": 1, "first_accept": False}]
+    verdicts = [{"response_id": "q1/d1", "label": "yes", "p_yes": 0.9}, {"response_id": "q1/d1", "label": "no",
+                                                                        "p_yes": None},
+                {"response_id": "q2/d1", "label": "no", "p_yes": 0.1}]
+    [rec] = judges_proxy(draws, verdicts)    # only the first-accepted draw; a verdict without P(YES) is its label
+    assert rec["draw_id"] == "q1/d1" and rec["proxy"] == pytest.approx(0.45) and rec["source"] == "judges"
+    for bad in (1.5, float("nan"), None, "0.5"):
+        with pytest.raises(ValueError, match=r"draw q9/d3 from source 'judges' is .*never clipped"):
+            check_proxy(bad, "q9/d3", "judges")
+    rng = np.random.default_rng(0)
+    pool = {}
+    for n, tp in ((1, 0.86), (2, 0.85)):
+        x = (rng.random(3000) < tp).astype(int)
+        f = synthetic_proxy(x, 0.95, 0.0, rng)
+        pool[n] = [{"draw_id": f"{n}-{i}", "label": int(v), "proxies": {"good": float(g)}} for i, (v, g) in
+                   enumerate(zip(x, f))]
+    rows = replay_table(pool, ["good"], 2, 0.8, 0.05, 10_000, 0, 8, {"warmup": 100})
+    assert [(r["strategy"], r["proxy"]) for r in rows] == [("fixed_sequence", "none"), ("prediction_powered", "good")]
+    assert rows[1]["proxy_auc"] > 0.9 and rows[1]["median_calls"] < rows[0]["median_calls"]
+    assert all(r["pool"] == 6000 and r["runs"] == 8 for r in rows)

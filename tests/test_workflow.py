@@ -18,8 +18,8 @@ from project import ROOT, copy_project, nothing_to_do, planned_jobs, smk, tiny_c
 
 DEMO_STAGES = ["prepare_model", "prepare_questions", "clean_questions", "sample_responses", "judge_responses",
                "tree_search", "tree_search_gate", "tree_search_summary", "sample_until_accept", "label_oracle",
-               "best_of_n", "judge_quality", "train_dpo", "dpo_diagnostics", "evaluate_responses",
-               "evaluate_policies", "report"]
+               "score_proxy", "oracle_replay", "probe", "best_of_n", "judge_quality", "train_dpo", "dpo_diagnostics",
+               "evaluate_responses", "evaluate_policies", "report"]
 SINGLE_STAGES = ["refine_responses", "judge_refinements", "build_pairs"]  # refining.strategy: single
 ROUND_STAGES = ["sample_round", "judge_round", "train_round"]  # self-play rounds 2, 3, ...
 STAGES = DEMO_STAGES + SINGLE_STAGES + ROUND_STAGES
@@ -125,7 +125,16 @@ def test_tiny_run_end_to_end(tiny_run):
     nstar = json.loads((res / "oracle/nstar.json").read_text())
     labels = _lines(res / "oracle/labels.jsonl")
     certify = [lab for lab in labels if lab.get("for") != "curve"]
-    assert nstar["calls"] == len(certify) <= 40 and nstar["strategy"] == "fixed_sequence"
+    assert nstar["calls"] == len(certify) <= 40 and nstar["strategy"] == "prediction_powered"
+    proxies = {r["draw_id"]: r for r in _lines(res / "oracle/proxy-smollm2.jsonl")}
+    assert set(proxies) == {d["draw_id"] for d in draws if d["first_accept"]}  # one score per accepted draw
+    assert all(0 <= r["proxy"] <= 1 and r["source"] == "smollm2" for r in proxies.values())
+    assert all(lab["proxy"] == proxies[lab["draw_id"]]["proxy"] for lab in certify)
+    replay = list(csv.DictReader((res / "oracle/replay.csv").open()))
+    assert [(r["strategy"], r["proxy"]) for r in replay] == [("fixed_sequence", "none"),
+                                                             ("prediction_powered", "judges"),
+                                                             ("prediction_powered", "smollm2")]
+    assert all(int(r["runs"]) == 3 and int(r["pool"]) == len(proxies) for r in replay)
     assert nstar["calls"] + nstar["curve_calls"] == len(labels) == sum(nstar["accepted_per_n"].values())
     assert all(lab["label"] is None for lab in labels if lab["question_id"] == "rivers")  # not verifiable
     curve = (res / "oracle/tp_curve.csv").read_text().splitlines()
@@ -241,6 +250,8 @@ def _candidates(path: tuple, value, validated: dict) -> list:
     """Changed values to try for one setting, the first that validates is used."""
     name = path[-1]
     models = sorted(validated["models"])
+    if name == "proxy":
+        return [c for c in ("judges", *models) if c != value]
     if name in ("model", "labeller", "oracle") and isinstance(value, str) and path[0] != "models":
         return [m for m in models if m != value]
     if "template" in name:
@@ -268,7 +279,7 @@ def _candidates(path: tuple, value, validated: dict) -> list:
         return {"system_prompt": ["Be brief."], "bf16": [False], "limit": [3], "max_prompt_chars": [None],
                 "base_url": ["http://127.0.0.1:9/v1"], "api_key_env": ["SOME_KEY"], "port": [8999],
                 "j": [[1]], "mem_mb": [1000], "threads": [2], "runtime": [5],
-                "max_steps": [None], "tasks": ["data/tasks.txt"], "threshold": [0.9]}.get(name, [])
+                "max_steps": [None], "tasks": ["data/tasks.txt"], "threshold": [0.9], "pca": [4]}.get(name, [])
     if isinstance(value, list) and value:
         return [value[:-1], value + value[-1:], list(reversed(value))] if len(value) > 1 else [value + value]
     if isinstance(value, list) and not value:

@@ -86,8 +86,9 @@ def accepted_pool(draws: list[dict]) -> dict[int, list[dict]]:
 
 
 def label_accepted(draws: list[dict], questions: dict[str, dict], config: dict, models: dict,
-                   labels_out: str) -> dict:
-    """Run the configured strategy against the oracle; write the labels; return the strategy result."""
+                   labels_out: str, proxies: dict[str, float] | None = None) -> dict:
+    """Run the configured strategy against the oracle; write the labels; return the strategy result.
+    proxies: {draw_id: f} for a strategy that uses a proxy score (prediction_powered)."""
     from .tp.strategies import make_strategy
 
     ocfg, n_max = config["oracle"], config["draws"]["n_max"]
@@ -99,8 +100,38 @@ def label_accepted(draws: list[dict], questions: dict[str, dict], config: dict, 
                              **ocfg["strategy_options"])
     oracle = Oracle(config, models)
     ckpt = Checkpoint(labels_out, key="draw_id")
-    order, asked_now, reused = [], 0, 0
-    while True:
+    order, asked_now, reused, skipped = [], 0, 0, []   # skipped: considered, not sent (unlabelled set)
+    if strategy.needs_proxy:
+        if proxies is None:
+            raise ValueError(f"oracle.strategy {ocfg['strategy']} needs proxy scores (oracle.proxy)")
+        missing = [d["draw_id"] for items in pool.values() for d in items if d["draw_id"] not in proxies]
+        if missing:
+            raise ValueError(f"proxy source '{ocfg['proxy']}' has no score for draw {missing[0]} "
+                             f"({len(missing)} accepted draws without one)")
+    while strategy.needs_proxy:
+        available = {n: len(queue.get(n, [])) for n in range(1, n_max + 1)}
+        plan = strategy.propose_counts(available)
+        if not plan:
+            break
+        for n, k in plan.items():
+            items = queue[n][-k:][::-1]          # the next k in the seeded order (popped from the end)
+            f = [proxies[d["draw_id"]] for d in items]
+            ask = strategy.select(n, f)
+            asked = [d for d, a in zip(items, ask) if a]
+            new = [d for d in asked if d["draw_id"] not in ckpt]
+            if new:
+                got = oracle.label([(questions[d["question_id"]], d) for d in new])
+                ckpt.add_many({"draw_id": d["draw_id"], "question_id": d["question_id"], "n": d["draw"],
+                               "oracle": oracle.name, "proxy": proxies[d["draw_id"]], **g}
+                              for d, g in zip(new, got))
+                asked_now += len(new)
+            reused += len(asked) - len(new)
+            labels = [ckpt.done[d["draw_id"]]["label"] if a else None for d, a in zip(items, ask)]
+            strategy.update_draws(n, f, ask, labels, sequential=False)
+            del queue[n][len(queue[n]) - k:]
+            order += [d["draw_id"] for d in asked]
+            skipped += [d for d, a in zip(items, ask) if not a]
+    while not strategy.needs_proxy:
         available = {n: len(queue.get(n, [])) for n in range(1, n_max + 1)}
         batch = strategy.propose(available)
         if not batch:
@@ -122,7 +153,7 @@ def label_accepted(draws: list[dict], questions: dict[str, dict], config: dict, 
             order.append(d["draw_id"])
     curve_calls = 0
     if ocfg["label_all_accepted"]:  # the curve from every accepted draw (free with the verifier)
-        rest = [d for n in sorted(queue) for d in queue[n]]
+        rest = skipped + [d for n in sorted(queue) for d in queue[n]]
         new = [d for d in rest if d["draw_id"] not in ckpt]
         for start in range(0, len(new), ocfg["batch_size"]):
             part = new[start:start + ocfg["batch_size"]]
@@ -134,6 +165,7 @@ def label_accepted(draws: list[dict], questions: dict[str, dict], config: dict, 
     ckpt.finish(labels_out, order)
     result = strategy.result()
     result["curve_calls"] = curve_calls
+    result["proxy"] = config["oracle"]["proxy"] if strategy.needs_proxy else None
     result.update({"oracle": oracle.name, "asked_this_run": asked_now, "from_checkpoint": reused,
                    "accepted_per_n": {n: len(v) for n, v in sorted(pool.items())},
                    "questions": len({d["question_id"] for d in draws}),

@@ -60,6 +60,11 @@ def _llm_oracle(*paths: str) -> Callable[[dict], tuple[str, ...]]:
     return lambda s: paths if s["oracle"]["labeller"] != "verifier" else ()
 
 
+def _proxy_model(s: dict) -> bool:
+    """oracle.proxy names a model (not 'none' nor 'judges')."""
+    return s["oracle"]["proxy"] not in ("none", "judges")
+
+
 def _eval_oracle(*paths: str) -> Callable[[dict], tuple[str, ...]]:
     """Paths read only with an LLM as the pairwise oracle (not null, not the verifier)."""
     return lambda s: paths if s["evaluation"]["oracle"] not in (None, "verifier") else ()
@@ -162,9 +167,23 @@ def _stages() -> dict[str, Stage]:
               models=("draws.model", *JUDGES), templates=JUDGE_TEMPLATES,
               doc="the policy draws until the k-of-J judges accept (N) or draws.n_max"),
         Stage("label_oracle", "judgeflow.stages.label_oracle",
-              reads=lambda s: label + (llm if s["oracle"]["labeller"] != "verifier" else ()),
+              reads=lambda s: label + (llm if s["oracle"]["labeller"] != "verifier" else ())
+              + (("oracle.proxy",) if s["oracle"]["strategy"] == "prediction_powered" else ()),
               models=_llm_oracle("oracle.labeller"), templates=_llm_oracle("oracle.template"),
               doc="the oracle labels accepted draws (strategy, budget): TP(N), certified N*, the fit"),
+        Stage("score_proxy", "judgeflow.stages.score_proxy",
+              reads=lambda s: ("oracle.proxy", "oracle.template") if _proxy_model(s) else (),
+              models=lambda s: ("oracle.proxy",) if _proxy_model(s) else (),
+              templates=lambda s: ("oracle.template",) if _proxy_model(s) else (),
+              doc="a proxy score f in [0, 1] per accepted draw: the judges' mean P(YES), or a model's P(YES)"),
+        Stage("oracle_replay", "judgeflow.stages.oracle_replay",
+              reads=("seed", "draws.n_max", "oracle.threshold", "oracle.delta", "oracle.budget", "oracle.batch_size",
+                     "oracle.strategy_options", "oracle.replay_runs", "oracle.proxy", "probe.enabled"), local=True,
+              doc="the strategies replayed on the fully labelled pool, with and without each proxy: oracle calls"),
+        Stage("probe", "judgeflow.stages.probe",
+              reads=("seed", "probe", "sampling.system_prompt"), models=("draws.model",),
+              model_fields=("backend", "path", "device", "dtype"),
+              doc="a regularized probe on the policy's hidden state predicts p, p0, p1 per question (out of fold)"),
         Stage("best_of_n", "judgeflow.stages.best_of_n",
               reads=lambda s: bon + (llm if s["oracle"]["labeller"] != "verifier" else ()),
               models=_llm_oracle("oracle.labeller"), templates=_llm_oracle("oracle.template"),

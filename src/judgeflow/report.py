@@ -126,6 +126,30 @@ def headline(files: dict[str, str]) -> str:
                              "no TP(N) model fit"),
                            e(f"mean kappa between judges {_fmt(j.get('mean_pairwise_kappa'))}, over "
                              f"{j.get('labelled')} labelled draws")))
+    rp = _read_json(files.get("replay", ""))
+    if rp is not None:
+        rows = rp.get("rows") or []
+        base = next((r for r in rows if r["proxy"] == "none"), None)
+        lines = [e(f"{r['strategy']}, proxy {r['proxy']}" + (f" (AUC {_fmt(r['proxy_auc'])})" if r["proxy_auc"]
+                                                              is not None else "")
+                   + f": median {_fmt(r['median_calls'], 0)} calls, N* {r['nstar_counts']}") for r in rows]
+        best = min(rows, key=lambda r: r["median_calls"], default=None)
+        big = "n/a" if not (best and base) else e(f"{_fmt(best['median_calls'], 0)} vs {_fmt(base['median_calls'], 0)}")
+        cards.append(_card("Oracle calls with a proxy (replayed)", big, *lines,
+                           e(f"{rows[0]['runs'] if rows else 0} replays of {rows[0]['pool'] if rows else 0} labelled "
+                             "accepted draws")))
+    pr = _read_json(files.get("probe", ""))
+    if pr is not None:
+        ms = pr.get("metrics") or {}
+        lines = [e(f"{t}: Brier {_fmt(m.get('brier'), 3)} vs baseline {_fmt(m.get('brier_baseline'), 3)}, difference "
+                   f"{_interval(m.get('brier_diff'), *(m.get('brier_diff_ci') or (None, None)))}: "
+                   + ("the probe helps" if m.get("helps") else "the baseline is as good"))
+                 for t, m in ms.items()]
+        helps = [t for t, m in ms.items() if m.get("helps")]
+        cards.append(_card("Activation probe (out of fold)",
+                           e(f"helps on {', '.join(helps)}" if helps else "no better than the baseline"), *lines,
+                           e(f"{pr.get('n_questions')} questions, {pr.get('n_draws')} labelled draws, layer "
+                             f"{pr.get('layer')}")))
     return '<section id=headline><div class=cards>' + "".join(cards) + "</div></section>"
 
 

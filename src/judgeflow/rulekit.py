@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from . import pipeline
@@ -201,6 +202,25 @@ class Rules:
         return [f"{r}/oracle/labels.jsonl"] + ([f"{r}/oracle/bon_labels.jsonl"]
                                                 if self.config["oracle"]["bon"]["enabled"] else [])
 
+    def strategy_proxy(self) -> list[str]:
+        """label_oracle: the proxy scores a prediction-powered strategy reads (else none)."""
+        o = self.config["oracle"]
+        return [f"{self.results}/oracle/proxy-{o['proxy']}.jsonl"] if o["strategy"] == "prediction_powered" else []
+
+    def proxy_sources(self) -> list[str]:
+        """The proxy sources scored: the judges' always (they are free), and oracle.proxy's model."""
+        p = self.config["oracle"]["proxy"]
+        return ["judges"] + ([p] if p not in ("none", "judges") else [])
+
+    def proxy_sources_pattern(self) -> str:
+        return "|".join(re.escape(s) for s in self.proxy_sources())
+
+    def replay_proxies(self) -> list[str]:
+        return [f"{self.results}/oracle/proxy-{s}.jsonl" for s in self.proxy_sources()]
+
+    def probe_predictions(self) -> list[str]:
+        return [f"{self.results}/probe/predictions.jsonl"] if self.config["probe"]["enabled"] else []
+
     def report_sections(self) -> list[tuple[str, list[str]]]:
         """(heading, [files]) of the report, for the stages this config runs."""
         r = self.results
@@ -221,6 +241,12 @@ class Rules:
                                                     f"{r}/judges/quality.json"]))
             if self.config["oracle"]["bon"]["enabled"]:
                 s.append(("Best-of-N", [f"{r}/oracle/bon_grid.png", f"{r}/oracle/bon_grid.csv"]))
+            if self.config["oracle"]["replay_runs"]:
+                s.append(("Oracle calls with and without a proxy (replayed on the labelled pool)",
+                          [f"{r}/oracle/replay.csv", f"{r}/oracle/replay.json"]))
+            if self.config["probe"]["enabled"]:
+                s.append(("Activation probe: p, p0, p1 from the policy's hidden state (out of fold)",
+                          [f"{r}/probe/metrics.csv", f"{r}/probe/metrics.json"]))
         return s
 
     def headline_files(self) -> dict[str, str]:
@@ -233,6 +259,10 @@ class Rules:
             out["tree_search"] = f"{r}/tree_search/summary.json"
         if self.config["draws"]["enabled"]:
             out.update(nstar=f"{r}/oracle/nstar.json", fit=f"{r}/oracle/fit.json", judges=f"{r}/judges/quality.json")
+            if self.config["oracle"]["replay_runs"]:
+                out["replay"] = f"{r}/oracle/replay.json"
+            if self.config["probe"]["enabled"]:
+                out["probe"] = f"{r}/probe/metrics.json"
         return out
 
     def report_files(self) -> list[str]:

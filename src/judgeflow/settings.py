@@ -462,8 +462,15 @@ class Oracle(Section):
     template: str = Field("oracle_label", description="LLM oracle: packaged name or .txt path with {question}, "
                                                       "{criteria}, {response}")
     max_new_tokens: int = Field(96, ge=1, description="LLM oracle: tokens per label (the verdict line and a reason)")
-    strategy: Literal["uniform", "bisection", "fixed_sequence"] = Field(
-        "fixed_sequence", description="which accepted draws the oracle labels, by their N (see the README's table)")
+    strategy: Literal["uniform", "bisection", "fixed_sequence", "prediction_powered"] = Field(
+        "fixed_sequence", description="which accepted draws the oracle labels, by their N (see the README's table); "
+                                      "prediction_powered also uses oracle.proxy")
+    proxy: str = Field("none", description="a proxy score f in [0, 1] per accepted draw (score_proxy): 'none', "
+                                           "'judges' (mean P(YES) of the judges over the criteria) or a models key "
+                                           "(that model's P(YES) with oracle.template)")
+    replay_runs: int = Field(0, ge=0, description="oracle_replay: replay the strategies this many times (seeds) on "
+                                                  "the labelled pool, with and without each proxy (needs "
+                                                  "label_all_accepted); 0 = off")
     strategy_options: dict[str, Any] = Field(
         default_factory=dict, description="the strategy's own options (see `defaults` of its class in "
                                           "judgeflow.tp.strategies); {} = its defaults")
@@ -479,6 +486,19 @@ class Oracle(Section):
     bon: Bon = Field(default_factory=Bon, description="Best-of-N from the same draws (best_of_n)")
 
 
+class Probe(Section):
+    """probe: a regularized probe on the policy's hidden state at each question's last prompt token
+    predicts the question's p = P(X=1), p0 and p1 (out-of-fold over questions)."""
+    enabled: bool = Field(False, description="run the probe (needs draws.enabled; labels from label_oracle and "
+                                             "best_of_n)")
+    layer: int = Field(-1, description="hidden-state layer (index into hidden_states; -1 = the last)")
+    pca: int | None = Field(None, ge=1, description="PCA components fitted per training fold; null = none")
+    folds: int = Field(5, ge=2, description="cross-validation folds over questions (outer; the inner CV picks C)")
+    c_grid: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [0.001, 0.01, 0.1, 1.0, 10.0], description="inverse L2 strengths tried")
+    bootstrap: int = Field(1000, ge=100, description="paired bootstrap resamples of questions for the intervals")
+
+
 class Cluster(Section):
     """Running on SLURM (profiles/slurm, docs/cluster.md); site values are JUDGEFLOW_SLURM_* variables."""
     api_rules_local: Literal["auto", "always", "never"] = Field(
@@ -487,7 +507,7 @@ class Cluster(Section):
     api_rules: dict[str, str | list[str]] = Field(
         default_factory=lambda: {"clean_questions": "cleaning.model", "label_oracle": "oracle.labeller",
                                  "best_of_n": "oracle.labeller", "evaluate_policies": "evaluation.oracle",
-                                 "tree_search_gate": "refining.tree_search.oracle"},
+                                 "tree_search_gate": "refining.tree_search.oracle", "score_proxy": "oracle.proxy"},
         description="rule -> config key(s) whose value names the model(s) it calls")
     internal_hosts: list[str] = Field(default_factory=list, description="host name patterns (e.g. *.idris.fr) "
                                                                       "inside the cluster, not hosted APIs")
@@ -531,6 +551,8 @@ class Settings(Section):
                          description="draws until the judges accept, for TP(N) (sample_until_accept)")
     oracle: Oracle = Field(default_factory=Oracle,
                            description="oracle labels, certified N* and Best-of-N (label_oracle, best_of_n)")
+    probe: Probe = Field(default_factory=Probe, description="the activation probe (probe): the policy's hidden "
+                                                            "state predicts p, p0, p1 per question")
     cluster: Cluster = Field(default_factory=Cluster,
                              description="SLURM: which rules run where Snakemake runs (docs/cluster.md)")
 
@@ -546,6 +568,8 @@ class Settings(Section):
             roles["draws.model"] = self.draws.model
             if self.oracle.labeller != "verifier":
                 roles["oracle.labeller"] = self.oracle.labeller
+            if self.oracle.proxy not in ("none", "judges", "probe"):
+                roles["oracle.proxy"] = self.oracle.proxy
         if self.evaluation.oracle and self.evaluation.oracle != "verifier":
             roles["evaluation.oracle"] = self.evaluation.oracle
         ts = self.refining.tree_search
@@ -633,6 +657,19 @@ def _cross_checks(s: Settings) -> None:
                                   f"(defined under models: {', '.join(sorted(s.models))})")
             raise ConfigError(f"{key}: unknown model '{name}'{_closest(name, s.models)} "
                               f"(defined under models: {', '.join(sorted(s.models))})")
+    o = s.oracle
+    if o.proxy == "probe" and "probe" not in s.models:
+        raise ConfigError("oracle.proxy: 'probe' cannot steer this run's labelling: the probe learns from this "
+                          "run's oracle labels. Its proxy is replayed by oracle_replay (probe.enabled: true); "
+                          "use 'judges' or a models key here")
+    if o.strategy == "prediction_powered" and o.proxy == "none":
+        raise ConfigError("oracle.proxy: strategy prediction_powered needs a proxy score per draw "
+                          "('judges' or a models key), got 'none'")
+    if o.replay_runs and not o.label_all_accepted:
+        raise ConfigError("oracle.replay_runs: the replay needs an oracle label on every accepted draw "
+                          "(oracle.label_all_accepted: true)")
+    if s.probe.enabled and not s.draws.enabled:
+        raise ConfigError("probe.enabled: the probe learns from the draws' oracle labels (draws.enabled: true)")
     if s.cleaning.enabled and s.cleaning.answer_first and s.models[s.cleaning.model].backend != "hf":
         raise ConfigError(f"cleaning.answer_first: needs an hf model (an API cannot be made to continue "
                           f"'Verdict:'); model '{s.cleaning.model}' is {s.models[s.cleaning.model].backend}")

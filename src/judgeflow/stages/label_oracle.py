@@ -6,6 +6,7 @@ from .. import oracle as oracle_mod, oracle_analysis as oa
 from ..draws import DRAW_FIELDS
 from ..io import questions_by_id, read_jsonl, read_jsonl_many, write_json
 from ..models import log_stats, open_models
+from ..proxy import check_proxy
 from ..tp import fit as tp_fit, model as tp_model
 
 
@@ -14,8 +15,12 @@ def run(inp, out, settings, job) -> None:
     draws = read_jsonl_many(inp.draws, required=DRAW_FIELDS)
     questions = questions_by_id(inp.kept)
     names = {} if ocfg["labeller"] == oracle_mod.VERIFIER else {"oracle.labeller": ocfg["labeller"]}
+    proxies = None
+    if ocfg["strategy"] == "prediction_powered":
+        proxies = {r["draw_id"]: check_proxy(r["proxy"], r["draw_id"], r["source"])
+                   for r in read_jsonl(inp.proxy, required=("draw_id", "proxy", "source"))}
     with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
-        result = oracle_mod.label_accepted(draws, questions, settings, models, out.labels)
+        result = oracle_mod.label_accepted(draws, questions, settings, models, out.labels, proxies)
         result["models"] = log_stats(models)
     labels = {r["draw_id"]: r for r in read_jsonl(out.labels)}
     fit = tp_fit.fit_model(oa.per_question_records(draws, labels))

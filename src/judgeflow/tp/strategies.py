@@ -594,7 +594,8 @@ class PredictionPowered(FixedSequence):
 
     The unlabelled set is the pool of accepted draws at n itself (draws considered and not sent
     to the oracle); a finite pool is consumed faster than without a proxy (1 / mean pi draws per
-    label). Labelling probability: pi = 1 for the first ``warmup`` labels (then Z_i = X_i and the
+    label), so pi is raised towards 1 once labelling as many again as n has used so far would use
+    up the draws left at n. Labelling probability: pi = 1 for the first ``warmup`` labels (then Z_i = X_i and the
     test is exactly ``fixed_sequence``'s), after that pi(f) = clip(c sqrt(h(f)(1 - h(f))),
     ``min_label_prob``, 1) (Neyman allocation: label where the proxy is unsure) with c minimising
     the estimated labels needed, and pi = 1 unless that estimate is below 0.9 times the labels
@@ -635,6 +636,7 @@ class PredictionPowered(FixedSequence):
         self.c = None                                 # allocation scale; None: label every draw
         self.extra = 0.0                              # E[(1 - pi)/pi h(1 - h)]: Z's extra variance
         self.fitted_at = 0
+        self.pool_left = 0
         self._sel = None
 
     @staticmethod
@@ -712,6 +714,7 @@ class PredictionPowered(FixedSequence):
             self.status[n] = UNDECIDED
             return {}
         k = self.chunk if self.batch_size is None else min(self.chunk, self.batch_size)
+        self.pool_left = avail[n]
         return {n: self._cap(k, n, avail)}
 
     def select(self, n: int, proxies) -> np.ndarray:
@@ -730,6 +733,11 @@ class PredictionPowered(FixedSequence):
             self._refit()
         self.seen_f.append(f)
         pi = self._pi(f)
+        # a finite pool: labelling as many again as n has used so far must not use up its draws,
+        # so pi rises towards 1 as the pool left shrinks (past counts only: still predictable)
+        need = max(self.labels[n], 100)
+        if pi.mean() < 1 and need / pi.mean() > self.pool_left:
+            pi = np.maximum(pi, min(1.0, need / max(self.pool_left, 1)))
         ask = self.rng.random(f.size) < pi
         self._sel = (n, f, pi, ask)
         return ask

@@ -1,0 +1,20 @@
+"""score_proxy: a proxy score f in [0, 1] for every first-accepted draw, from one source (the
+`source` wildcard): the judges' mean P(YES), or a model's P(YES) (oracle.proxy names it)."""
+from __future__ import annotations
+
+from ..draws import DRAW_FIELDS
+from ..io import questions_by_id, read_jsonl_many, write_jsonl
+from ..models import log_stats, open_models
+from ..proxy import judges_proxy, model_proxy
+
+
+def run(inp, out, settings, job) -> None:
+    source = job.wildcards["source"]
+    draws = read_jsonl_many(inp.draws, required=(*DRAW_FIELDS, "first_accept"))
+    if source == "judges":
+        recs = judges_proxy(draws, read_jsonl_many(inp.verdicts, required=("response_id", "label")))
+    else:
+        with open_models(settings, {"oracle.proxy": source}, log_dir=job.log_dir, threads=job.threads) as models:
+            recs = model_proxy(draws, questions_by_id(inp.kept), settings, models[source], source)
+            log_stats(models)
+    write_jsonl(out.proxy, recs)
