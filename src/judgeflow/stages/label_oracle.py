@@ -17,8 +17,9 @@ def run(inp, out, settings, job) -> None:
     names = {} if ocfg["labeller"] == oracle_mod.VERIFIER else {"oracle.labeller": ocfg["labeller"]}
     proxies = None
     if ocfg["strategy"] == "prediction_powered":
+        [path] = inp.proxy  # results/<run>/oracle/proxy-<oracle.proxy>.jsonl
         proxies = {r["draw_id"]: check_proxy(r["proxy"], r["draw_id"], r["source"])
-                   for r in read_jsonl(inp.proxy, required=("draw_id", "proxy", "source"))}
+                   for r in read_jsonl(path, required=("draw_id", "proxy", "source"))}
     with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
         result = oracle_mod.label_accepted(draws, questions, settings, models, out.labels, proxies)
         result["models"] = log_stats(models)

@@ -22,7 +22,8 @@ def run(inp, out, settings, job) -> None:
             proxies[r["draw_id"]][r["source"]] = check_proxy(r["proxy"], r["draw_id"], r["source"])
     sources = sorted({s for v in proxies.values() for s in v})
     if settings["probe"]["enabled"]:
-        pred = {r["question_id"]: r for r in read_jsonl(inp.probe, required=("question_id", "p", "p0", "p1"))}
+        [path] = inp.probe  # results/<run>/probe/predictions.jsonl
+        pred = {r["question_id"]: r for r in read_jsonl(path, required=("question_id", "p", "p0", "p1"))}
         for r in labels:
             q = pred[r["question_id"]]
             proxies[r["draw_id"]]["probe"] = check_proxy(predicted_tp(q["p"], q["p0"], q["p1"]), r["draw_id"],
