@@ -219,6 +219,39 @@ def test_a_judge_change_reruns_judging_and_what_follows_and_pays_the_oracle_noth
         [(q["question_id"], q["cleaning"]["raw"]) for q in kept]
 
 
+@pytest.mark.slow
+def test_the_probe_on_the_real_dag_and_with_too_few_questions(tiny_run, tmp_path):
+    """The probe on the finished tiny run's questions and labels (the real model's hidden states): too
+    few questions for its folds is the job's error with both numbers; with enough folds it runs, and
+    the replay gains the probe's proxy."""
+    proj = copy_project(tiny_run, tmp_path / "p")
+    path = proj / "config/tiny.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    res = proj / "results" / "tiny"
+    labelled = {lab["question_id"] for f in ("labels", "bon_labels") for lab in _lines(res / f"oracle/{f}.jsonl")
+                if lab["label"] is not None}
+    cfg["probe"] = {"enabled": True, "folds": len(labelled) + 1, "bootstrap": 100}
+    path.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(smk(proj, "-n", configfile=path).stdout)
+    assert set(jobs) == {"probe", "oracle_replay", "report", "all"}, jobs
+    bad = smk(proj, "--cores", "2", "--until", "probe", configfile=path, check=False)
+    log = (proj / "logs/tiny/probe/probe.log").read_text()
+    assert bad.returncode != 0 and f"probe: {len(labelled)} questions have oracle labels, need at least " \
+        f"folds={len(labelled) + 1}" in log
+    assert not (res / "probe/metrics.json").exists()
+    cfg["probe"]["folds"] = len(labelled)
+    path.write_text(yaml.safe_dump(cfg))
+    smk(proj, "--cores", "2", configfile=path)
+    metrics = json.loads((res / "probe/metrics.json").read_text())
+    assert metrics["n_questions"] == len(labelled) and set(metrics["metrics"]) == {"p", "p1", "p0"}
+    assert metrics["hidden"] == 576 and metrics["layer"] == -1
+    preds = _lines(res / "probe/predictions.jsonl")
+    assert all(0 <= r[k] <= 1 for r in preds for k in ("p", "p0", "p1", "tp_accepted"))
+    replay = list(csv.DictReader((res / "oracle/replay.csv").open()))
+    assert [r["proxy"] for r in replay] == ["none", "judges", "smollm2", "probe"]
+    assert "Activation probe" in (res / "report.html").read_text()
+
+
 # ------------------------------------------------------------------------------ the rerun property
 
 # Keys whose change moves outputs rather than changing them, with what a dry-run must then plan:

@@ -172,7 +172,7 @@ def _stages() -> dict[str, Stage]:
               models=_llm_oracle("oracle.labeller"), templates=_llm_oracle("oracle.template"),
               doc="the oracle labels accepted draws (strategy, budget): TP(N), certified N*, the fit"),
         Stage("score_proxy", "judgeflow.stages.score_proxy",
-              reads=lambda s: ("oracle.proxy", "oracle.template") if _proxy_model(s) else (),
+              reads=lambda s: ("oracle.proxy", "oracle.template", "oracle.max_new_tokens") if _proxy_model(s) else (),
               models=lambda s: ("oracle.proxy",) if _proxy_model(s) else (),
               templates=lambda s: ("oracle.template",) if _proxy_model(s) else (),
               doc="a proxy score f in [0, 1] per accepted draw: the judges' mean P(YES), or a model's P(YES)"),

@@ -59,14 +59,21 @@ def model_proxy(draws: list[dict], questions: dict[str, dict], config: dict, mod
     """One record per first-accepted draw: model `name`'s P(YES) that the draw satisfies the question."""
     ocfg = config["oracle"]
     template = load_template(ocfg["template"], {"question", "criteria", "response"}, "oracle.template")
-    sampling = Sampling(1, 0.0, 1.0)
+    # a backend that continues a prefix answers after "Verdict:" at once (P(YES) at its first token);
+    # another writes the oracle's answer, and P(YES) is read after its "Verdict:" (logprobs on)
+    prefix = VERDICT_PREFIX if model.supports_prefix else ""
+    sampling = Sampling(2 if prefix else ocfg["max_new_tokens"], 0.0, 1.0)
     accepted = [d for d in draws if d.get("first_accept")]
     reqs = []
     for d in accepted:
         q = questions[d["question_id"]]
         criteria = "\n".join(f"- {c['description']}" for c in q.get("criteria", [])) or "- (none beyond the question)"
         reqs.append(GenRequest.chat(template.format(question=q["prompt"], criteria=criteria, response=d["text"]),
-                                    sampling=sampling, score_after=VERDICT_PREFIX,
+                                    sampling=sampling, score_after=VERDICT_PREFIX, prefix=prefix,
                                     seed=stable_seed("proxy", d["draw_id"])))
     gens = model.generate(reqs, desc=f"proxy {name}")
+    for d, g in zip(accepted, gens):
+        if g.p_yes is None:
+            raise ValueError(f"proxy source '{name}' gave no P(YES) for draw {d['draw_id']} (no 'Verdict:' answer "
+                             f"with token probabilities; set models.{name}.logprobs or use another source)")
     return [_record(d, g.p_yes, name) for d, g in zip(accepted, gens)]
