@@ -533,9 +533,12 @@ class FixedSequence(Strategy):
         if self._out_of_budget():
             self.status[n] = UNDECIDED
             return {}
+        return {n: self._cap(self._next_size(n, avail), n, avail)}
+
+    def _next_size(self, n, avail) -> int:
+        """How many labels to ask for at n next: up to the first point where a decision is possible."""
         horizon = self.lookahead if self.batch_size is None else min(self.batch_size, self.lookahead)
-        k = self._steps_to_decision(self.positives[n], self.labels[n], horizon)
-        return {n: self._cap(k, n, avail)}
+        return self._steps_to_decision(self.positives[n], self.labels[n], horizon)
 
     def _after(self, n):
         if n != self.n or self.status[n] != TESTING:
@@ -704,18 +707,10 @@ class PredictionPowered(FixedSequence):
 
     update_counts = update
 
-    def _plan(self, avail):
-        n = self.n
-        if avail[n] == 0:
-            self.status[n] = EXHAUSTED
-            self.stop_reason = "exhausted"
-            return {}
-        if self._out_of_budget():
-            self.status[n] = UNDECIDED
-            return {}
-        k = self.chunk if self.batch_size is None else min(self.chunk, self.batch_size)
+    def _next_size(self, n, avail) -> int:
+        """Draws to consider at n next (a chunk: the decision point is found inside it)."""
         self.pool_left = avail[n]
-        return {n: self._cap(k, n, avail)}
+        return self.chunk if self.batch_size is None else min(self.chunk, self.batch_size)
 
     def select(self, n: int, proxies) -> np.ndarray:
         """Which of these draws at n (in the order given) go to the oracle: a boolean mask.
