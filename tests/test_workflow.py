@@ -404,7 +404,10 @@ def expected_rules(path: tuple, old: dict, new: dict, rulegraph: list, present: 
         return any((w[:len(k)] == k and not pipeline.is_operational(w)) or
                    (k[:len(w)] == w and not pipeline.is_operational(k)) for k in keys)
     direct = set()
+    never = pipeline.inactive_stages(old) & pipeline.inactive_stages(new)  # in neither config's DAG
     for name, stage in pipeline.STAGES.items():
+        if name in never:
+            continue
         jobs = [{"model": m} for m in old["prepare"]["models"]] if name == "prepare_model" else [None]
         for settings in (old, new):
             for wildcards in jobs:

@@ -204,10 +204,20 @@ TREE_STAGES = ("tree_search", "tree_search_gate", "tree_search_summary", "sample
 
 
 def inactive_stages(settings: dict) -> set[str]:
-    """The stages a config never runs: those of a refinement strategy it does not use."""
+    """The stages a config never runs: those of a refinement strategy it does not use, the probe
+    unless enabled, the replay unless asked for, the proxy scores unless something reads them."""
     strategy = (settings.get("refining") or {}).get("strategy") or ["single"]
-    return (set() if "single" in strategy else set(SINGLE_STAGES)) | \
+    out = (set() if "single" in strategy else set(SINGLE_STAGES)) | \
         (set() if "tree_search" in strategy else set(TREE_STAGES))
+    draws = (settings.get("draws") or {}).get("enabled", True)
+    o, probe = settings.get("oracle") or {}, settings.get("probe") or {}
+    if not (draws and probe.get("enabled")):
+        out.add("probe")
+    if not (draws and o.get("replay_runs")):
+        out.add("oracle_replay")
+    if not (draws and (o.get("replay_runs") or o.get("strategy") == "prediction_powered")):
+        out.add("score_proxy")
+    return out
 
 
 # ------------------------------------------------------------------------------ path selection
