@@ -396,15 +396,15 @@ def expected_rules(path: tuple, old: dict, new: dict, rulegraph: list, present: 
     if key in MORE_JOBS:
         return expected_rules(("refining", "tree_search", "confidence"), old, new, rulegraph, present) | \
             (MORE_JOBS[key] & (present if present is not None else MORE_JOBS[key]))
+    never = pipeline.inactive_stages(old) & pipeline.inactive_stages(new)  # in neither config's DAG
     if key in RELOCATING:
-        return set(RUN_SCOPED) | ({"prepare_questions"} if key == "resources_dir" else set())
+        return (set(RUN_SCOPED) - never) | ({"prepare_questions"} if key == "resources_dir" else set())
     keys = {path} | {tuple(pipeline._parts(d)) for s in (old, new) for d, src in s.derived.items() if src == key}
 
     def reads(w: tuple) -> bool:  # a declared leaf w covers the changed key k, or k covers w
         return any((w[:len(k)] == k and not pipeline.is_operational(w)) or
                    (k[:len(w)] == w and not pipeline.is_operational(k)) for k in keys)
     direct = set()
-    never = pipeline.inactive_stages(old) & pipeline.inactive_stages(new)  # in neither config's DAG
     for name, stage in pipeline.STAGES.items():
         if name in never:
             continue
