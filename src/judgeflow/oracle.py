@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 VERIFIER = "verifier"
 
 
+def oracle_prompt(template: str, question: dict, response: str) -> str:
+    """The oracle template filled for one response: the question, its criteria as a list, the response."""
+    criteria = ("\n".join(f"- {c['description']}" for c in question.get("criteria", []))
+                or "- (none beyond the question)")
+    return template.format(question=question["prompt"], criteria=criteria, response=response)
+
+
 class Oracle:
     """Labels (question, response) pairs with X in {1, 0, None (abstain)}."""
 
@@ -61,10 +68,7 @@ class Oracle:
             return out
         reqs = []
         for q, d in pairs:
-            criteria = ("\n".join(f"- {c['description']}" for c in q.get("criteria", []))
-                        or "- (none beyond the question)")
-            reqs.append(GenRequest.chat(self.template.format(question=q["prompt"], criteria=criteria,
-                                                             response=d["text"]),
+            reqs.append(GenRequest.chat(oracle_prompt(self.template, q, d["text"]),
                                         sampling=self.sampling, score_after=VERDICT_PREFIX,
                                         seed=stable_seed("oracle", d["draw_id"])))
         out = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 from .models import GenRequest, Sampling
+from .oracle import oracle_prompt
 from .prompting import load_template, stable_seed
 from .verdicts import VERDICT_PREFIX, YES
 
@@ -66,9 +67,7 @@ def model_proxy(draws: list[dict], questions: dict[str, dict], config: dict, mod
     accepted = [d for d in draws if d.get("first_accept")]
     reqs = []
     for d in accepted:
-        q = questions[d["question_id"]]
-        criteria = "\n".join(f"- {c['description']}" for c in q.get("criteria", [])) or "- (none beyond the question)"
-        reqs.append(GenRequest.chat(template.format(question=q["prompt"], criteria=criteria, response=d["text"]),
+        reqs.append(GenRequest.chat(oracle_prompt(template, questions[d["question_id"]], d["text"]),
                                     sampling=sampling, score_after=VERDICT_PREFIX, prefix=prefix,
                                     seed=stable_seed("proxy", d["draw_id"])))
     gens = model.generate(reqs, desc=f"proxy {name}")

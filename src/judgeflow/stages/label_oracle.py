@@ -6,7 +6,7 @@ from .. import oracle as oracle_mod, oracle_analysis as oa
 from ..draws import DRAW_FIELDS
 from ..io import questions_by_id, read_jsonl, read_jsonl_many, write_json
 from ..models import log_stats, open_models
-from ..proxy import check_proxy
+from ..proxy import PROXY_FIELDS, check_proxy
 from ..tp import fit as tp_fit, model as tp_model
 
 
@@ -19,7 +19,7 @@ def run(inp, out, settings, job) -> None:
     if ocfg["strategy"] == "prediction_powered":
         [path] = inp.proxy  # results/<run>/oracle/proxy-<oracle.proxy>.jsonl
         proxies = {r["draw_id"]: check_proxy(r["proxy"], r["draw_id"], r["source"])
-                   for r in read_jsonl(path, required=("draw_id", "proxy", "source"))}
+                   for r in read_jsonl(path, required=PROXY_FIELDS)}
     with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
         result = oracle_mod.label_accepted(draws, questions, settings, models, out.labels, proxies)
         result["models"] = log_stats(models)

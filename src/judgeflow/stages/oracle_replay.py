@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from ..io import read_jsonl, write_csv, write_json
 from ..probe import predicted_tp
-from ..proxy import check_proxy
+from ..proxy import PROXY_FIELDS, check_proxy
 from ..replay import REPLAY_COLUMNS, replay_table
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,7 @@ def run(inp, out, settings, job) -> None:
     labels = [r for r in read_jsonl(inp.labels, required=("draw_id", "n", "label"))]
     proxies: dict[str, dict[str, float]] = defaultdict(dict)
     for path in inp.proxies:
-        for r in read_jsonl(path, required=("draw_id", "proxy", "source")):
+        for r in read_jsonl(path, required=PROXY_FIELDS):
             proxies[r["draw_id"]][r["source"]] = check_proxy(r["proxy"], r["draw_id"], r["source"])
     sources = sorted({s for v in proxies.values() for s in v})
     if settings["probe"]["enabled"]:

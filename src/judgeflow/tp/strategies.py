@@ -766,7 +766,8 @@ class PredictionPowered(FixedSequence):
         T = self.threshold
         inc_up = np.where(live[:, None], np.log1p(self._lambdas(self.up_g, T, "upper", pi_lo)[None, :]
                                                   * (z - T)[:, None]), 0.0)
-        up = logsumexp_rows(self.log_up + np.cumsum(inc_up, axis=0) + self.up_w)
+        cum_up = np.cumsum(inc_up, axis=0)
+        up = logsumexp_rows(self.log_up + cum_up + self.up_w)
         L = math.log(1.0 / self.delta)
         events = [(np.flatnonzero(up >= L), CERTIFIED)]
         if self.down_g is not None:
@@ -801,7 +802,7 @@ class PredictionPowered(FixedSequence):
         self.lab_x.extend(lab[:charge][got].astype(int).tolist())
         self.considered[n] += used
         self.z_sum[n] += float(z[:used][live[:used]].sum())
-        self.log_up += np.cumsum(inc_up, axis=0)[used - 1]
+        self.log_up += cum_up[used - 1]
         if self.down_g is not None:
             self.log_down += cum_down[used - 1]
         if self.margin_g is not None:
