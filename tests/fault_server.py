@@ -21,6 +21,12 @@ At most `max_in_a_row` consecutive attempts of one body are faulted (so a client
 many retries always gets through). Counters: attempts, faults by kind, upstream calls per
 distinct body (`paid`), and the arrival times of every attempt (to check Retry-After).
 
+It also serves a Batch API (`/v1/files`, `/v1/batches`): an uploaded JSONL of chat requests
+is answered by the same upstream (each answer counted in `paid`, as a synchronous call would be)
+once the batch has been polled `batch_polls` times. `batch_outcome` makes it end completed, expired
+or failed, `batch_answered` is the share of requests answered by an expired or failed batch, and
+`batch_hold` (an Event, set = hold) keeps every batch in progress (kill tests).
+
 Run alone (`python tests/fault_server.py --rate 0.3`) it serves until interrupted.
 """
 from __future__ import annotations
@@ -112,6 +118,11 @@ class FaultServer:
         self.gate_open = threading.Event()
         self.gate_open.set()
         self.held = 0
+        # the Batch API
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batch_polls, self.batch_outcome, self.batch_answered = 1, "completed", 0.5
+        self.batch_hold = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -121,15 +132,39 @@ class FaultServer:
                 pass
 
             def do_GET(self):
-                if self.path.rstrip("/").endswith("/models"):
+                path = self.path.split("?")[0].rstrip("/")
+                if path.endswith("/models"):
                     self._json(200, {"object": "list", "data": [{"id": "standin", "object": "model"}]})
+                elif path.startswith("/v1/files/") and path.endswith("/content"):
+                    data = outer.files.get(path.split("/")[3])
+                    if data is None:
+                        return self._json(404, {"error": {"message": f"no file {path}"}})
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                elif path == "/v1/batches":
+                    with outer.lock:
+                        data = [outer._batch_view(b) for b in reversed(list(outer.batches.values()))]
+                    self._json(200, {"object": "list", "data": data, "has_more": False})
+                elif path.startswith("/v1/batches/"):
+                    b = outer.batches.get(path.split("/")[3])
+                    if b is None:
+                        return self._json(404, {"error": {"message": f"no batch {path}"}})
+                    self._json(200, outer._poll(b, self.headers.get("Authorization", "")))
                 else:
                     self._json(404, {"error": {"message": f"no route {self.path}"}})
 
             def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(n)
-                if self.path.rstrip("/") != "/v1/chat/completions":
+                path = self.path.rstrip("/")
+                if path == "/v1/files":
+                    return self._json(200, outer._upload(self.headers.get("Content-Type", ""), raw))
+                if path == "/v1/batches":
+                    return self._json(200, outer._create_batch(json.loads(raw)))
+                if path != "/v1/chat/completions":
                     return self._json(404, {"error": {"message": f"no route {self.path}"}})
                 outer._handle(self, raw)
 
@@ -243,6 +278,74 @@ class FaultServer:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
+
+    # --- the Batch API ----------------------------------------------------------------------
+    def _upload(self, content_type: str, raw: bytes) -> dict:
+        from email.parser import BytesParser
+        from email.policy import HTTP
+
+        msg = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+        data, purpose = b"", ""
+        for part in msg.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name == "file":
+                data = part.get_payload(decode=True)
+            elif name == "purpose":
+                purpose = part.get_content().strip()
+        with self.lock:
+            fid = f"file-{len(self.files) + 1:04d}"
+            self.files[fid] = data
+        return {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                "filename": "batch.jsonl", "purpose": purpose or "batch", "status": "processed"}
+
+    def _create_batch(self, body: dict) -> dict:
+        with self.lock:
+            bid = f"batch_{len(self.batches) + 1:04d}"
+            lines = [json.loads(x) for x in self.files[body["input_file_id"]].decode().splitlines() if x.strip()]
+            self.batches[bid] = {"id": bid, "input_file_id": body["input_file_id"], "lines": lines, "polls": 0,
+                                 "status": "validating", "output_file_id": None, "error_file_id": None,
+                                 "completed": 0, "failed": 0, "metadata": body.get("metadata")}
+            return self._batch_view(self.batches[bid])
+
+    def _poll(self, b: dict, auth: str) -> dict:
+        with self.lock:
+            b["polls"] += 1
+            if b["status"] in ("completed", "failed", "expired", "cancelled") or self.batch_hold.is_set():
+                return self._batch_view(b)
+            if b["polls"] < self.batch_polls:
+                b["status"] = "in_progress"
+                return self._batch_view(b)
+            outcome, share = self.batch_outcome, self.batch_answered
+        n = len(b["lines"]) if outcome == "completed" else int(len(b["lines"]) * share)
+        out = []
+        for rec in b["lines"][:n]:
+            status, answer = self._upstream(rec["body"], auth)
+            if status == 200:
+                digest = hashlib.sha256(json.dumps(rec["body"], sort_keys=True).encode()).hexdigest()
+                with self.lock:
+                    self.paid[digest] += 1
+            out.append({"id": f"req-{len(out)}", "custom_id": rec["custom_id"], "error": None,
+                        "response": {"status_code": status, "request_id": f"r{len(out)}", "body": answer}})
+        with self.lock:
+            if out:
+                fid = f"file-{len(self.files) + 1:04d}"
+                self.files[fid] = "".join(json.dumps(o) + "\n" for o in out).encode()
+                b["output_file_id"] = fid
+            b["completed"] = sum(1 for o in out if o["response"]["status_code"] == 200)
+            b["failed"] = len(b["lines"]) - b["completed"] if outcome == "completed" else len(out) - b["completed"]
+            b["status"] = outcome
+            return self._batch_view(b)
+
+    @staticmethod
+    def _batch_view(b: dict) -> dict:
+        return {"id": b["id"], "object": "batch", "endpoint": "/v1/chat/completions", "errors": None,
+                "input_file_id": b["input_file_id"], "completion_window": "24h", "status": b["status"],
+                "output_file_id": b["output_file_id"], "error_file_id": b["error_file_id"], "created_at": 0,
+                "metadata": b["metadata"],
+                "request_counts": {"total": len(b["lines"]), "completed": b["completed"], "failed": b["failed"]}}
+
+    def batches_created(self) -> int:
+        return len(self.batches)
 
     @staticmethod
     def _drop(h) -> None:

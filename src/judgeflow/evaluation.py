@@ -299,7 +299,9 @@ def evaluate(config: dict, heldout: str, variants: list[str], summaries: list[st
         comparisons = compare_with_oracle(gens, questions, config, VERIFIER)
     elif ecfg["oracle"] and trained and gens:
         with open_models(config, {"evaluation.oracle": ecfg["oracle"]}, log_dir=log_dir, threads=threads) as models:
-            oracle = models[ecfg["oracle"]]
+            from .models.batch import batched
+
+            oracle = batched(models, ecfg["oracle"], config["oracle"], "oracle.batch")[ecfg["oracle"]]
             comparisons = compare_with_oracle(gens, questions, config, oracle)
             oracle_stats = oracle.stats()
     elif not ecfg["oracle"]:

@@ -84,6 +84,9 @@ JUDGES = ("judging.judges[*].model",)
 JUDGE_TEMPLATES = ("judging.judges[*].template",)
 
 
+BATCH = ("oracle.batch", "oracle.batch_on_failure", "oracle.batch_poll_s")  # operational: no rerun trigger
+
+
 def _stages() -> dict[str, Stage]:
     llm = ("oracle.template", "oracle.max_new_tokens")
     label = ("run", "seed", "draws.n_max", "oracle.labeller", "oracle.strategy", "oracle.strategy_options",
@@ -101,7 +104,8 @@ def _stages() -> dict[str, Stage]:
               local=True,
               doc="read the question source into judgeflow's question file"),
         Stage("clean_questions", "judgeflow.stages.clean_questions",
-              reads=("seed", "cleaning", "questions.max_prompt_chars", "questions.heldout"),
+              reads=lambda s: ("seed", "cleaning", "questions.max_prompt_chars", "questions.heldout",
+                               *(BATCH if s["cleaning"]["enabled"] else ())),
               models=_if("cleaning.enabled", "cleaning.model"),
               templates=_if("cleaning.enabled", "cleaning.template"),
               doc="the oracle keeps meaningful, answerable questions; held-out questions are set aside"),
@@ -123,7 +127,7 @@ def _stages() -> dict[str, Stage]:
               doc="a breadth-first tree of refinements per rejected response, run to the strictest gate"),
         Stage("tree_search_gate", "judgeflow.stages.tree_search_gate",
               reads=lambda s: ("seed", "refining.tree_search.oracle", "sampling.system_prompt",
-                               *(("evaluation.oracle_template", "evaluation.oracle_max_new_tokens")
+                               *(("evaluation.oracle_template", "evaluation.oracle_max_new_tokens", *BATCH)
                                  if s["refining"]["tree_search"]["oracle"] not in (None, "verifier") else ())),
               models=_tree_oracle("refining.tree_search.oracle"),
               templates=_tree_oracle("evaluation.oracle_template"),
@@ -157,7 +161,7 @@ def _stages() -> dict[str, Stage]:
         Stage("evaluate_policies", "judgeflow.stages.evaluate_policies",
               reads=lambda s: ("seed", "evaluation.n_samples", "evaluation.oracle", "evaluation.confidence",
                                "judging.k", "judging.judges[*].id", "training.variants", "training.model",
-                               *(("evaluation.oracle_template", "evaluation.oracle_max_new_tokens")
+                               *(("evaluation.oracle_template", "evaluation.oracle_max_new_tokens", *BATCH)
                                  if s["evaluation"]["oracle"] not in (None, "verifier") else ())),
               models=_eval_oracle("evaluation.oracle"), templates=_eval_oracle("evaluation.oracle_template"),
               doc="verifier pass rates and the oracle's preference of each trained policy over the base"),

@@ -484,6 +484,13 @@ class Oracle(Section):
         "clopper_pearson", description="interval of the TP(N) curve at confidence 1 - delta (the strategies use "
                                        "their own bounds)")
     bon: Bon = Field(default_factory=Bon, description="Best-of-N from the same draws (best_of_n)")
+    batch: bool = op(False, "cleaning and the pairwise comparisons (evaluation, tree search) send their oracle calls "
+                            "through the OpenAI Batch API (about half the price, answers within 24 h; openai "
+                            "backend only); the TP(N) labelling stays synchronous")
+    batch_on_failure: Literal["sync", "stop"] = op(
+        "sync", "a batch that expires or fails: its answers are cached, the rest is sent synchronously (sync) or "
+                "the stage stops with an error naming the batch id (stop; a rerun submits only what is missing)")
+    batch_poll_s: float = op(30.0, "seconds between two polls of a batch's status", gt=0)
 
 
 class Probe(Section):
@@ -668,6 +675,18 @@ def _cross_checks(s: Settings) -> None:
     if o.replay_runs and not o.label_all_accepted:
         raise ConfigError("oracle.replay_runs: the replay needs an oracle label on every accepted draw "
                           "(oracle.label_all_accepted: true)")
+    if o.batch:
+        bulk = {"cleaning.model": s.cleaning.model if s.cleaning.enabled else None,
+                "evaluation.oracle": s.evaluation.oracle,
+                "refining.tree_search.oracle": s.refining.tree_search.oracle}
+        for key, name in bulk.items():
+            if name in (None, "verifier"):
+                continue
+            m = s.models[name]
+            if m.backend != "openai" or m.serve:
+                what = "a local server (serve:)" if m.backend == "openai" else f"backend {m.backend}"
+                raise ConfigError(f"oracle.batch: {key} is model '{name}', {what}; the Batch API needs an openai "
+                                  f"backend with a base_url that serves /v1/batches (or set oracle.batch: false)")
     if s.probe.enabled and not s.draws.enabled:
         raise ConfigError("probe.enabled: the probe learns from the draws' oracle labels (draws.enabled: true)")
     if s.cleaning.enabled and s.cleaning.answer_first and s.models[s.cleaning.model].backend != "hf":

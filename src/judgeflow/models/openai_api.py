@@ -212,6 +212,54 @@ class OpenAIModel:
                 raise self._fail(f"cannot connect after {tried[0] - 1} retries "
                                  f"({_short(str(e.__cause__ or e))})") from None
 
+    def result_of(self, req: GenRequest, resp) -> dict:
+        """What is cached and returned for one answered request: text, finish reason, token counts,
+        whether it is usable and, for a verdict request, the choices' probabilities (the synchronous
+        path and the Batch API's results both go through here)."""
+        choice = resp.choices[0]
+        usage = resp.usage
+        text = (choice.message.content if choice.message else None) or ""
+        finish = choice.finish_reason or "empty"
+        result = {
+            "text": text, "finish_reason": finish,
+            "prompt_tokens": usage.prompt_tokens if usage else 0,
+            "completion_tokens": usage.completion_tokens if usage else 0,
+            "unusable": classify(text, finish),
+        }
+        if self._wants_logprobs(req):
+            content = getattr(getattr(choice, "logprobs", None), "content", None)
+            result["choice_probs"] = choice_probs(content, req.score_after, req.choices) if content else None
+            result["logprobs"] = "none" if not content else ("read" if result["choice_probs"] else "no_choice")
+            if not content and not self.said_no_logprobs:
+                log.warning("%s: the endpoint returns no logprobs; verdicts are read from the text", self.name)
+                self.said_no_logprobs = True
+        return result
+
+    def record(self, key: str, body: dict, result: dict) -> None:
+        """Count a paid answer and cache it (on disk, fsync'd, before anything else happens)."""
+        self.calls += 1
+        self.prompt_tokens += result["prompt_tokens"]
+        self.completion_tokens += result["completion_tokens"]
+        self.cache.put(key, body, result)
+        self._count(result)
+
+    def cached_result(self, key: str) -> dict | None:
+        """The cached answer of a request key (counted as a hit or a miss), or None."""
+        hit = self.cache.get(key)
+        if hit is None:
+            return None
+        result = dict(hit["response"])
+        result.setdefault("unusable", classify(result.get("text") or "", result.get("finish_reason") or ""))
+        self._count(result)
+        return result
+
+    def to_generation(self, req: GenRequest, r: dict, cached: bool) -> Generation:
+        probs = r.get("choice_probs")
+        p_yes = probs.get("YES") if probs and "YES" in req.choices else None
+        return Generation(text=r["text"], prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"],
+                          finish_reason=r["finish_reason"], cached=cached, unusable=r.get("unusable"), p_yes=p_yes,
+                          choice_probs=probs)
+
     async def _one(self, client, sem, req: GenRequest, bar, inflight: dict) -> dict:
         key = self._key(req)
         if key in inflight:  # the same request earlier in this batch: wait for its answer
@@ -220,11 +268,8 @@ class OpenAIModel:
             self._count(result)
             bar.update(1)
             return {**result, "cached": True}
-        hit = self.cache.get(key)
-        if hit is not None:
-            result = dict(hit["response"])
-            result.setdefault("unusable", classify(result.get("text") or "", result.get("finish_reason") or ""))
-            self._count(result)
+        result = self.cached_result(key)
+        if result is not None:
             bar.update(1)
             return {**result, "cached": True}
         fut = asyncio.get_running_loop().create_future()
@@ -233,28 +278,8 @@ class OpenAIModel:
             body = self._body(req)
             async with sem:
                 resp = await self._create(client, body)
-            choice = resp.choices[0]
-            usage = resp.usage
-            text = (choice.message.content if choice.message else None) or ""
-            finish = choice.finish_reason or "empty"
-            result = {
-                "text": text, "finish_reason": finish,
-                "prompt_tokens": usage.prompt_tokens if usage else 0,
-                "completion_tokens": usage.completion_tokens if usage else 0,
-                "unusable": classify(text, finish),
-            }
-            if self._wants_logprobs(req):
-                content = getattr(getattr(choice, "logprobs", None), "content", None)
-                result["choice_probs"] = choice_probs(content, req.score_after, req.choices) if content else None
-                result["logprobs"] = "none" if not content else ("read" if result["choice_probs"] else "no_choice")
-                if not content and not self.said_no_logprobs:
-                    log.warning("%s: the endpoint returns no logprobs; verdicts are read from the text", self.name)
-                    self.said_no_logprobs = True
-            self.calls += 1
-            self.prompt_tokens += result["prompt_tokens"]
-            self.completion_tokens += result["completion_tokens"]
-            self.cache.put(key, body, result)  # on disk (fsync'd) before anything else happens
-            self._count(result)
+            result = self.result_of(req, resp)
+            self.record(key, body, result)
         except BaseException as e:
             del inflight[key]
             if isinstance(e, asyncio.CancelledError):
@@ -297,14 +322,7 @@ class OpenAIModel:
 
     def generate(self, requests: list[GenRequest], desc: str = "generate") -> list[Generation]:
         results = asyncio.run(self._run(requests, desc))
-        out = []
-        for req, r in zip(requests, results):
-            probs = r.get("choice_probs")
-            p_yes = probs.get("YES") if probs and "YES" in req.choices else None
-            out.append(Generation(text=r["text"], prompt_tokens=r["prompt_tokens"],
-                                  completion_tokens=r["completion_tokens"], finish_reason=r["finish_reason"],
-                                  cached=r["cached"], unusable=r.get("unusable"), p_yes=p_yes, choice_probs=probs))
-        return out
+        return [self.to_generation(req, r, r["cached"]) for req, r in zip(requests, results)]
 
     def stats(self) -> dict:
         return {"backend": "openai", "model": self.model, "base_url": self.base_url,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..io import write_json
 from ..models import log_stats, open_models
+from ..models.batch import batched
 from ..questions import clean_questions
 
 
@@ -11,6 +12,8 @@ def run(inp, out, settings, job) -> None:
     ccfg = settings["cleaning"]
     names = {"cleaning.model": ccfg["model"]} if ccfg["enabled"] else {}
     with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
+        if ccfg["enabled"]:  # oracle.batch: the Batch API
+            models = batched(models, ccfg["model"], settings["oracle"], "oracle.batch")
         result = clean_questions(inp.questions, out.kept, out.rejected, settings, models, out.heldout)
         result["models"] = log_stats(models)
     write_json(out.summary, result)

@@ -6,6 +6,7 @@ import re
 
 from ..io import questions_by_id, write_jsonl
 from ..models import log_stats, open_models
+from ..models.batch import batched
 from ..tree_search import compare_finals, finals, pairs_of, read_trees, verify_finals
 
 
@@ -22,6 +23,7 @@ def run(inp, out, settings, job) -> None:
     else:
         with open_models(settings, {"refining.tree_search.oracle": oracle}, log_dir=job.log_dir,
                          threads=job.threads) as models:
+            models = batched(models, oracle, settings["oracle"], "oracle.batch")
             comparisons = compare_finals(records, questions, settings, models[oracle])
             log_stats(models)
     write_jsonl(out.comparisons, comparisons)
