@@ -16,7 +16,7 @@ rule clean_questions:
         f"{BENCH}/clean_questions/clean_questions.tsv"
     localrule: JF.local("clean_questions")
     conda:
-        "../envs/models.yaml"
+        JF.conda("clean_questions", "../envs/models.yaml")
     threads: JF.threads("clean_questions")
     resources:
         mem_mb=JF.mem_mb("clean_questions"),

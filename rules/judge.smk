@@ -17,7 +17,7 @@ rule judge_responses:
     priority: 1
     localrule: JF.local("judge_responses")
     conda:
-        "../envs/models.yaml"
+        JF.conda("judge_responses", "../envs/models-gpu.yaml")
     threads: JF.threads("judge_responses")
     resources:
         mem_mb=JF.mem_mb("judge_responses"),
@@ -45,7 +45,7 @@ rule judge_refinements:
     priority: 1
     localrule: JF.local("judge_refinements")
     conda:
-        "../envs/models.yaml"
+        JF.conda("judge_refinements", "../envs/models-gpu.yaml")
     threads: JF.threads("judge_refinements")
     resources:
         mem_mb=JF.mem_mb("judge_refinements"),

@@ -31,7 +31,7 @@ rule label_oracle:
         f"{BENCH}/label_oracle/label_oracle.tsv"
     localrule: JF.local("label_oracle")
     conda:
-        "../envs/models.yaml"
+        JF.conda("label_oracle", "../envs/models.yaml")
     threads: JF.threads("label_oracle")
     resources:
         mem_mb=JF.mem_mb("label_oracle"),
@@ -70,7 +70,7 @@ rule best_of_n:
         f"{BENCH}/best_of_n/best_of_n.tsv"
     localrule: JF.local("best_of_n")
     conda:
-        "../envs/models.yaml"
+        JF.conda("best_of_n", "../envs/models.yaml")
     threads: JF.threads("best_of_n")
     resources:
         mem_mb=JF.mem_mb("best_of_n"),
@@ -135,7 +135,7 @@ rule score_proxy:
         source=JF.proxy_sources_pattern(),
     localrule: JF.local("score_proxy")
     conda:
-        "../envs/models.yaml"
+        JF.conda("score_proxy", "../envs/models.yaml")
     threads: JF.threads("score_proxy")
     resources:
         mem_mb=JF.mem_mb("score_proxy"),
@@ -169,7 +169,7 @@ rule oracle_replay:
         f"{BENCH}/oracle_replay/oracle_replay.tsv"
     localrule: JF.local("oracle_replay")
     conda:
-        "../envs/models.yaml"
+        JF.conda("oracle_replay", "../envs/models.yaml")
     threads: JF.threads("oracle_replay")
     resources:
         mem_mb=JF.mem_mb("oracle_replay"),
@@ -205,7 +205,7 @@ rule probe:
         f"{BENCH}/probe/probe.tsv"
     localrule: JF.local("probe")
     conda:
-        "../envs/models.yaml"
+        JF.conda("probe", "../envs/models-gpu.yaml")
     threads: JF.threads("probe")
     resources:
         mem_mb=JF.mem_mb("probe"),

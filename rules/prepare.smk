@@ -13,7 +13,7 @@ rule prepare_model:
         model="|".join(config["prepare"]["models"]) or "^$",
     localrule: JF.local("prepare_model")
     conda:
-        "../envs/models.yaml"
+        JF.conda("prepare_model", "../envs/models.yaml")
     threads: JF.threads("prepare_model")
     resources:
         mem_mb=JF.mem_mb("prepare_model"),

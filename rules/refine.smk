@@ -15,7 +15,7 @@ rule refine_responses:
     priority: 1
     localrule: JF.local("refine_responses")
     conda:
-        "../envs/models.yaml"
+        JF.conda("refine_responses", "../envs/models-gpu.yaml")
     threads: JF.threads("refine_responses")
     resources:
         mem_mb=JF.mem_mb("refine_responses"),

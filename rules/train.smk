@@ -45,7 +45,7 @@ rule train_dpo:
     priority: 1
     localrule: JF.local("train_dpo")
     conda:
-        "../envs/training.yaml"
+        JF.conda("train_dpo", "../envs/training.yaml")
     threads: JF.threads("train_dpo")
     resources:
         mem_mb=JF.mem_mb("train_dpo"),

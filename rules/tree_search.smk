@@ -27,7 +27,7 @@ rule tree_search:
     priority: 1
     localrule: JF.local("tree_search")
     conda:
-        "../envs/models.yaml"
+        JF.conda("tree_search", "../envs/models-gpu.yaml")
     threads: JF.threads("tree_search")
     resources:
         mem_mb=JF.mem_mb("tree_search"),
@@ -56,7 +56,7 @@ rule tree_search_gate:
     priority: 1
     localrule: JF.local("tree_search_gate")
     conda:
-        "../envs/analysis.yaml"
+        JF.conda("tree_search_gate", "../envs/models.yaml")
     threads: JF.threads("tree_search_gate")
     resources:
         mem_mb=JF.mem_mb("tree_search_gate"),
@@ -116,7 +116,7 @@ rule sample_round:
     priority: 1
     localrule: JF.local("sample_round")
     conda:
-        "../envs/models.yaml"
+        JF.conda("sample_round", "../envs/models-gpu.yaml")
     threads: JF.threads("sample_round")
     resources:
         mem_mb=JF.mem_mb("sample_round"),
@@ -144,7 +144,7 @@ rule judge_round:
     priority: 1
     localrule: JF.local("judge_round")
     conda:
-        "../envs/models.yaml"
+        JF.conda("judge_round", "../envs/models-gpu.yaml")
     threads: JF.threads("judge_round")
     resources:
         mem_mb=JF.mem_mb("judge_round"),
@@ -174,7 +174,7 @@ rule train_round:
     priority: 1
     localrule: JF.local("train_round")
     conda:
-        "../envs/training.yaml"
+        JF.conda("train_round", "../envs/training.yaml")
     threads: JF.threads("train_round")
     resources:
         mem_mb=JF.mem_mb("train_round"),

@@ -1,9 +1,36 @@
-"""The conda env files carry the same pins as the pip install (requirements.txt)."""
+"""The conda env files carry the same pins as the pip install (requirements.txt), each rule gets
+the torch build of the node it runs on (CUDA on the profile's GPU rules, the CPU wheel elsewhere),
+and a vllm model swaps in envs/vllm.yaml."""
 import re
+import tomllib
 
 import yaml
 
 from conftest import ROOT
+
+CPU_INDEX = "download.pytorch.org/whl/cpu"
+# envs/vllm.yaml: vllm itself, and the transformers its release needs (<5.20; the others pin 5.23.0)
+VLLM_OWN = {"vllm", "transformers"}
+
+
+def _env_pip(env) -> list[str]:
+    spec = yaml.safe_load(env.read_text())
+    return next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict) and "pip" in d)
+
+
+def rule_envs() -> dict[str, str]:
+    """rule -> the env file its conda: directive names (JF.conda's default or a literal path)."""
+    out = {}
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        for block in re.split(r"^(?=rule )", smk.read_text(), flags=re.M):
+            if not block.startswith("rule "):
+                continue
+            name = block.split(":")[0].split()[1]
+            m = re.search(r'conda:\s*\n\s*(?:JF\.conda\("(\w+)", )?"\.\./envs/([\w-]+\.yaml)"', block)
+            assert m, f"{smk.name}: rule {name}: no conda env file"
+            assert m.group(1) in (None, name), f"{smk.name}: rule {name} asks JF.conda for rule {m.group(1)}"
+            out[name] = m.group(2)
+    return out
 
 
 def _pins(lines):
@@ -23,20 +50,50 @@ def test_env_files_match_requirements():
     envs = sorted((ROOT / "envs").glob("*.yaml"))
     assert envs, "no conda env files"
     for env in envs:
-        spec = yaml.safe_load(env.read_text())
-        pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict) and "pip" in d)
-        pins = _pins(pip)
+        pins = _pins(_env_pip(env))
         assert pins, f"{env.name} pins nothing"
         for name, version in pins.items():
+            if env.name == "vllm.yaml" and name in VLLM_OWN:
+                continue
             assert name in req, f"{env.name}: {name} is not in requirements*.txt"
             assert req[name] == version, f"{env.name}: {name}=={version}, requirements*.txt has {req[name]}"
+
+
+def test_vllm_env_matches_the_optional_extra():
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["vllm"]
+    pins = _pins(_env_pip(ROOT / "envs" / "vllm.yaml"))
+    assert f"vllm=={pins['vllm']}" in extra
+    assert pins["torch"] == "2.13.0" and pins["transformers"].startswith("5.19.")  # vllm 0.32: torch 2.13, <5.20
+    assert "transformers>=5.16.1,<5.20" in extra
+
+
+def test_gpu_rules_get_cuda_torch_and_cpu_rules_the_cpu_wheel():
+    """The profile's GPU rules (set-resources with gpu) name an env whose torch is PyPI's Linux wheel (the
+    CUDA build) with no CPU index; every other rule that installs torch takes it from the CPU index."""
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    gpu = {r for r, res in profile["set-resources"].items() if "gpu" in res}
+    envs = rule_envs()
+    assert gpu <= set(envs), sorted(gpu - set(envs))
+    for rule, env in sorted(envs.items()):
+        pip = _env_pip(ROOT / "envs" / env)
+        has_torch = "torch" in _pins(pip)
+        cpu_index = any(CPU_INDEX in line for line in pip)
+        if rule in gpu:
+            assert has_torch and not cpu_index, f"GPU rule {rule}: envs/{env} would install the CPU torch"
+            assert not any("--index-url" in line and "/whl/cu" not in line for line in pip), (rule, env)
+        elif has_torch:
+            assert cpu_index, f"CPU rule {rule}: envs/{env} would install CUDA torch (GBs) on a CPU node"
+    for env in ("models-gpu.yaml", "training.yaml", "vllm.yaml"):
+        assert not any(CPU_INDEX in line for line in _env_pip(ROOT / "envs" / env)), env
+    assert envs["tree_search_gate"] == "models.yaml"   # an LLM oracle's comparisons need openai (not analysis)
 
 
 def test_every_rule_has_log_benchmark_conda_and_script():
     """script: everywhere, except rules that start a launcher (accelerate launch): shell:."""
     for smk in sorted((ROOT / "rules").glob("*.smk")):
         text = smk.read_text()
-        for block in re.split(r"\n(?=rule )", text)[1:]:
+        # every block, the first of a file too (a file that starts with its first rule)
+        for block in (b for b in re.split(r"^(?=rule )", text, flags=re.M) if b.startswith("rule ")):
             name = block.split(":")[0].split()[1]
             for directive in ("log:", "benchmark:", "conda:"):
                 assert directive in block, f"{smk.name}: rule {name} has no {directive}"

@@ -40,7 +40,7 @@ def test_null_means_another_key_is_resolved_once_and_recorded():
 
 
 @pytest.mark.parametrize("override,message", [
-    ({"models": {"smollm2": {"backend": "vllm"}}}, r"models\.smollm2\.backend: unknown backend 'vllm'"),
+    ({"models": {"smollm2": {"backend": "tgi"}}}, r"models\.smollm2\.backend: unknown backend 'tgi'"),
     ({"sampling": {"model": "gpt5"}}, r"sampling\.model: unknown model 'gpt5'"),
     ({"sampling": {"model": "smolm2"}}, r"sampling\.model: unknown model 'smolm2' \(did you mean 'smollm2'\?\)"),
     ({"judging": {"k": 4}}, r"config key judging\.k: 4 exceeds the number of judges J=3"),

@@ -251,3 +251,48 @@ def test_gpus_from_resources_and_environment():
     assert gpus_per_node({"gpu": 8, "nodes": 2}) == (4, 2)
     assert gpus_from_environment({"SLURM_GPUS_ON_NODE": "2"}) == 2
     assert gpus_from_environment({}) == 0
+
+
+def test_a_vllm_model_that_cannot_run_stops_the_dry_run_naming_its_key(tmp_path, no_slurm_path):
+    """Before any job: vllm not installed (it is not, here), or a rule that gets no GPU (the cleaning
+    rule is a CPU rule of the profile; without the SLURM profile, this machine has no GPU)."""
+    over = tmp_path / "vllm.yaml"
+    over.write_text(yaml.safe_dump({"models": {"policy_vllm": {"backend": "vllm",
+                                                               "path": "resources/models/Qwen2.5-7B-Instruct"}},
+                                    "sampling": {"model": "policy_vllm"}, "training": {"model": "policy"}}))
+    configs = ["--configfile", str(FULL), str(tmp_path / "paths.yaml"), str(over)]
+    p, _ = _dry_run(tmp_path, no_slurm_path, *configs)
+    err = p.stdout + p.stderr
+    assert p.returncode != 0 and "Job stats" not in err
+    assert "models.policy_vllm.backend: vllm is not installed (rule sample_responses runs it): " \
+           "pip install -e .[vllm]" in err, err[-3000:]
+    assert "gets none from the SLURM profile" not in err          # sample_responses is a GPU rule
+    over.write_text(yaml.safe_dump({"models": {"policy_vllm": {"backend": "vllm", "path": "resources/models/x"}},
+                                    "cleaning": {"model": "policy_vllm"}}))
+    p, _ = _dry_run(tmp_path, no_slurm_path, *configs)
+    err = p.stdout + p.stderr
+    assert p.returncode != 0
+    assert "models.policy_vllm.backend: vllm needs a GPU, and rule clean_questions gets none from the SLURM " \
+           "profile" in err, err[-3000:]
+    p, _ = _dry_run(tmp_path, no_slurm_path, *configs, site=None, profile=ROOT / "profiles" / "local")
+    err = p.stdout + p.stderr
+    assert p.returncode != 0
+    assert "models.policy_vllm.backend: vllm needs a GPU, and this machine has none (rule clean_questions)" in err
+
+
+def test_a_vllm_model_swaps_in_the_vllm_env_for_its_rules_only():
+    from judgeflow.rulekit import Rules
+    from judgeflow.settings import load
+
+    cfg = load(FULL, overrides={"models": {"pv": {"backend": "vllm", "path": "resources/models/x"}},
+                                "sampling": {"model": "pv"}, "training": {"model": "policy"},
+                                "judging": {"judges": [{"id": f"j{i}", "model": "pv", "seed": i} for i in range(5)]}})
+    rules = Rules(cfg)
+    assert rules.conda("sample_responses", "../envs/models-gpu.yaml") == "../envs/vllm.yaml"
+    assert rules.conda("judge_responses", "../envs/models-gpu.yaml") == "../envs/vllm.yaml"
+    assert rules.conda("sample_until_accept", "../envs/models-gpu.yaml") == "../envs/vllm.yaml"  # its judges
+    assert rules.conda("train_dpo", "../envs/training.yaml") == "../envs/training.yaml"
+    ok = jc.vllm_problems(rules, uses_conda=True, on_slurm=True, vllm_installed=False, local_gpu=None,
+                          gpu_rules_={"sample_responses", "judge_responses", "judge_refinements",
+                                      "sample_until_accept", "evaluate_responses", "tree_search", "judge_round"})
+    assert ok == []   # with --sdm conda, envs/vllm.yaml brings vllm; every rule running pv has a GPU

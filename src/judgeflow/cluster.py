@@ -280,3 +280,65 @@ def after_parse(rules, site: dict | None, resource_settings) -> None:
         logger.warning("SLURM profile: no per-rule resources for " + ", ".join(unmapped)
                        + "; they get the CPU defaults (default-resources). "
                        "Map them under set-resources in profiles/slurm/config.yaml.")
+
+
+def gpu_rules(resource_settings) -> set[str]:
+    """Rules the profile gives GPUs (set-resources with a gpu or gres resource that is not 0)."""
+    out = set()
+    for rule, res in (getattr(resource_settings, "overwrite_resources", None) or {}).items():
+        for key in ("gpu", "gres"):
+            if key in res:
+                raw = getattr(res[key], "raw", res[key])
+                if str(raw).strip() not in ("0", "None", ""):
+                    out.add(rule)
+    return out
+
+
+def vllm_problems(rules, *, uses_conda: bool, on_slurm: bool, gpu_rules_: set[str], vllm_installed: bool,
+                  local_gpu) -> list[str]:
+    """What keeps a vllm model from running, per model key, before any job is built: vllm not
+    installed (and no conda env to bring it), or a rule that gets no GPU (on SLURM: not in the
+    profile's GPU rules; locally: this machine has none). `local_gpu` is called only if needed."""
+    from .pipeline import STAGES, inactive_stages
+
+    out: list[str] = []
+    has_gpu = None
+    for name in STAGES:
+        if name in inactive_stages(rules.config):
+            continue
+        for m in rules.vllm_models(name):
+            if not uses_conda and not vllm_installed:
+                out.append(f"models.{m}.backend: vllm is not installed (rule {name} runs it): pip install -e .[vllm] "
+                           "into its own environment (vllm 0.32 needs transformers <5.20), or run with --sdm conda "
+                           "(envs/vllm.yaml)")
+            if on_slurm and (name not in gpu_rules_ or rules.local(name)):
+                out.append(f"models.{m}.backend: vllm needs a GPU, and rule {name} gets none from the SLURM profile "
+                           "(give it gpu: 1 under set-resources in profiles/slurm/config.yaml, or use backend: hf)")
+            if not on_slurm:
+                has_gpu = local_gpu() if has_gpu is None else has_gpu
+                if not has_gpu:
+                    out.append(f"models.{m}.backend: vllm needs a GPU, and this machine has none (rule {name}): run "
+                               "with --profile slurm on a GPU partition, or use backend: hf")
+    return list(dict.fromkeys(out))
+
+
+def check_vllm(rules, workflow, site: dict | None) -> None:
+    """Stop the parse, naming the model key, when a vllm model cannot run (see vllm_problems)."""
+    import importlib.util
+
+    from snakemake.exceptions import WorkflowError
+
+    if workflow.remote_exec or not any(spec["backend"] == "vllm" for spec in rules.config["models"].values()):
+        return
+    methods = {str(getattr(m, "name", m)).lower() for m in workflow.deployment_settings.deployment_method}
+
+    def local_gpu() -> bool:
+        import torch
+
+        return torch.cuda.is_available()
+
+    problems = vllm_problems(rules, uses_conda="conda" in methods, on_slurm=site is not None,
+                             gpu_rules_=gpu_rules(workflow.resource_settings),
+                             vllm_installed=importlib.util.find_spec("vllm") is not None, local_gpu=local_gpu)
+    if problems:
+        raise WorkflowError("\n".join(problems))

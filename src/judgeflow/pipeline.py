@@ -337,7 +337,8 @@ def read_leaves(stage: Stage, settings: dict, wildcards: dict | None = None) -> 
     for name in model_names(stage, settings):
         spec = settings["models"][name]
         for field in stage.model_fields or spec:
-            out += list(leaves(spec[field], ("models", name, field)))
+            if field in spec:  # (a vllm entry has no device nor batch_size)
+                out += list(leaves(spec[field], ("models", name, field)))
         if settings["models"][name]["backend"] == "openai":
             out.append((("cache_dir",), settings["cache_dir"]))
     skip = {tuple(_parts(p)) for p in stage.excludes}
@@ -593,7 +594,8 @@ def declared_roots(stage: Stage, settings: dict, wildcards: dict | None = None) 
     for path in (*stage.decl("reads", settings), *stage.decl("models", settings)):
         roots |= {w for w, _ in select(settings, _expand(path, wildcards))}
     for name in model_names(stage, settings):
-        roots |= {("models", name, f) for f in stage.model_fields or settings["models"][name]}
+        roots |= {("models", name, f) for f in stage.model_fields or settings["models"][name]
+                  if f in settings["models"][name]}
         if settings["models"][name]["backend"] == "openai":
             roots.add(("cache_dir",))
     return frozenset(roots)

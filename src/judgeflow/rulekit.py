@@ -65,6 +65,16 @@ class Rules:
     def local(self, name: str) -> bool:
         return STAGES[name].local or name in self.api_local
 
+    def vllm_models(self, name: str) -> list[str]:
+        """The models of a stage that use backend vllm."""
+        return sorted(m for m in pipeline.model_names(STAGES[name], self.config)
+                      if self.config["models"][m]["backend"] == "vllm")
+
+    def conda(self, name: str, env: str) -> str:
+        """The rule's conda env file: its own (`env`: the CPU or the CUDA build, by where the rule
+        runs), or envs/vllm.yaml beside it when a model the rule runs uses backend vllm."""
+        return str(Path(env).with_name("vllm.yaml")) if self.vllm_models(name) else env
+
     def _resource(self, name: str, key: str):
         value = (self.config["resources"]["rules"].get(name) or {}).get(key)
         return value if value is not None else self.config["resources"]["default"][key]

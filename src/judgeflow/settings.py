@@ -109,8 +109,23 @@ class OpenAIModel(Section):
         return self
 
 
-ModelSpec = Annotated[HFModel | OpenAIModel, Field(discriminator="backend")]
-BACKENDS = ("hf", "openai")
+class VLLMModel(Section):
+    """An offline vLLM engine in the job's own process (GPU jobs; `pip install -e .[vllm]` or envs/vllm.yaml)."""
+    backend: Literal["vllm"] = Field(description="vllm: an offline vllm.LLM engine in the job itself (GPU only)")
+    path: str = Field(description="a transformers model directory (a prepared model, a DPO-trained model/)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights dtype when loading; auto = the dtype stored in the checkpoint")
+    tensor_parallel_size: int | None = op(None, "GPUs one engine shards the model over; null = the job's GPUs", ge=1)
+    max_model_len: int | None = op(None, "prompt + answer tokens at most (the KV cache is sized for it); "
+                                         "null = the model's own", ge=16)
+    gpu_memory_utilization: float = op(0.9, "share of each GPU's memory the engine may take (weights + KV cache)",
+                                       gt=0, le=1)
+    enable_prefix_caching: bool = op(True, "share the KV cache of a common prompt prefix (n samples, k judges)")
+
+
+ModelSpec = Annotated[HFModel | OpenAIModel | VLLMModel, Field(discriminator="backend")]
+BACKENDS = ("hf", "openai", "vllm")
+LOCAL_BACKENDS = ("hf", "vllm")  # the model runs in the job: it can continue an assistant prefix
 
 
 # ----------------------------------------------------------------------------------- sections
@@ -176,7 +191,7 @@ class Cleaning(Section):
     max_new_tokens: int = Field(48, ge=1, description="tokens the oracle may write per question (a reason and "
                                                       "the verdict line)")
     temperature: float = Field(0.0, ge=0, description="sampling temperature of the oracle (0 = greedy)")
-    answer_first: bool = Field(False, description="hf only: the oracle's turn starts with 'Verdict:' (a template "
+    answer_first: bool = Field(False, description="hf or vllm: the oracle's turn starts with 'Verdict:' (a template "
                                                   "such as clean_first); with max_new_tokens 1 one forward pass each")
 
 
@@ -199,7 +214,7 @@ class Judge(Section):
     id: str = Field(pattern=ID_PATTERN, description="unique judge id, recorded with each of its verdicts")
     model: str = Field(description="models key of the judge's model")
     template: str = Field("judge", description="packaged name or .txt path with {question}, {response}, {criterion}")
-    answer_first: bool = Field(False, description="hf only: the answer turn starts with 'Verdict:'")
+    answer_first: bool = Field(False, description="hf or vllm: the answer turn starts with 'Verdict:'")
     seed: int = Field(0, description="this judge's own seed: each verdict's draw is seeded from it, the item "
                                      "and the criterion")
     threshold: float | None = Field(
@@ -687,15 +702,20 @@ def _cross_checks(s: Settings) -> None:
                 what = "a local server (serve:)" if m.backend == "openai" else f"backend {m.backend}"
                 raise ConfigError(f"oracle.batch: {key} is model '{name}', {what}; the Batch API needs an openai "
                                   f"backend with a base_url that serves /v1/batches (or set oracle.batch: false)")
+    if s.probe.enabled and s.models[s.draws.model].backend != "hf":
+        raise ConfigError(f"probe.enabled: the probe reads the policy's hidden states with transformers; "
+                          f"draws.model '{s.draws.model}' is backend {s.models[s.draws.model].backend} (give the "
+                          f"probe an hf entry of the same path as draws.model, or probe.enabled: false)")
     if s.probe.enabled and not s.draws.enabled:
         raise ConfigError("probe.enabled: the probe learns from the draws' oracle labels (draws.enabled: true)")
-    if s.cleaning.enabled and s.cleaning.answer_first and s.models[s.cleaning.model].backend != "hf":
-        raise ConfigError(f"cleaning.answer_first: needs an hf model (an API cannot be made to continue "
+    cleaner = s.models[s.cleaning.model]
+    if s.cleaning.enabled and s.cleaning.answer_first and cleaner.backend not in LOCAL_BACKENDS:
+        raise ConfigError(f"cleaning.answer_first: needs an hf or vllm model (an API cannot be made to continue "
                           f"'Verdict:'); model '{s.cleaning.model}' is {s.models[s.cleaning.model].backend}")
     for i, j in enumerate(s.judging.judges):
-        if j.answer_first and s.models[j.model].backend != "hf":
-            raise ConfigError(f"judging.judges[{i}].answer_first: needs an hf model (an API cannot be made to "
-                              f"continue 'Verdict:'); model '{j.model}' is {s.models[j.model].backend}")
+        if j.answer_first and s.models[j.model].backend not in LOCAL_BACKENDS:
+            raise ConfigError(f"judging.judges[{i}].answer_first: needs an hf or vllm model (an API cannot be "
+                              f"made to continue 'Verdict:'); model '{j.model}' is {s.models[j.model].backend}")
     policy = s.models[s.training.model]
     if policy.backend != "hf":
         raise ConfigError(f"training.model: DPO trains a local transformers model; models.{s.training.model} "

@@ -4,6 +4,7 @@
       smollm2: {backend: hf, path: resources/models/SmolLM2-135M-Instruct}
       gpt41:   {backend: openai, base_url: https://api.openai.com/v1, model: gpt-4.1,
                 api_key_env: OPENAI_API_KEY}
+      llama70: {backend: vllm, path: resources/models/Llama-3.3-70B-Instruct}   # GPU jobs only
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from .base import BackendError, ConfigError, Generation, GenRequest, Model, Sampling
 from .cache import namespace
 
-BACKENDS = ("hf", "openai")
+BACKENDS = ("hf", "openai", "vllm")
 
 __all__ = [
     "BackendError",
@@ -66,6 +67,13 @@ def open_models(config: dict, names: dict[str, str], log_dir: str | None = None,
 
                 opened[name] = HFModel(name, spec["path"], device=spec["device"], dtype=spec["dtype"],
                                        batch_size=spec["batch_size"], threads=threads)
+            elif spec["backend"] == "vllm":
+                from .vllm_backend import VLLMModel
+
+                opened[name] = VLLMModel(name, spec["path"], tensor_parallel_size=spec["tensor_parallel_size"],
+                                         max_model_len=spec["max_model_len"], dtype=spec["dtype"],
+                                         gpu_memory_utilization=spec["gpu_memory_utilization"],
+                                         enable_prefix_caching=spec["enable_prefix_caching"])
             elif spec["backend"] == "openai":
                 from .openai_api import OpenAIModel
 
