@@ -702,14 +702,14 @@ def _cross_checks(s: Settings) -> None:
                 what = "a local server (serve:)" if m.backend == "openai" else f"backend {m.backend}"
                 raise ConfigError(f"oracle.batch: {key} is model '{name}', {what}; the Batch API needs an openai "
                                   f"backend with a base_url that serves /v1/batches (or set oracle.batch: false)")
-    if s.probe.enabled and s.models[s.draws.model].backend != "hf":
+    if s.probe.enabled and s.draws.enabled and s.models[s.draws.model].backend != "hf":
         raise ConfigError(f"probe.enabled: the probe reads the policy's hidden states with transformers; "
                           f"draws.model '{s.draws.model}' is backend {s.models[s.draws.model].backend} (give the "
                           f"probe an hf entry of the same path as draws.model, or probe.enabled: false)")
     if s.probe.enabled and not s.draws.enabled:
         raise ConfigError("probe.enabled: the probe learns from the draws' oracle labels (draws.enabled: true)")
-    cleaner = s.models[s.cleaning.model]
-    if s.cleaning.enabled and s.cleaning.answer_first and cleaner.backend not in LOCAL_BACKENDS:
+    if (s.cleaning.enabled and s.cleaning.answer_first
+            and s.models[s.cleaning.model].backend not in LOCAL_BACKENDS):
         raise ConfigError(f"cleaning.answer_first: needs an hf or vllm model (an API cannot be made to continue "
                           f"'Verdict:'); model '{s.cleaning.model}' is {s.models[s.cleaning.model].backend}")
     for i, j in enumerate(s.judging.judges):
