@@ -1,22 +1,83 @@
 """Persistent on-disk cache of API calls, shared across runs and across parallel jobs.
 
-Layout: `<cache_dir>/<namespace>/<host>-<pid>-<start>.jsonl`. Each process appends to its own
-segment (no locks, safe on a cluster's shared file system) and reads every segment at start.
-Each entry is flushed and fsync'd as soon as its call returns, so a killed job keeps what it
-paid for. A torn last line is ignored. Entries hold the request body and the answer: never
-headers, never the API key. An answer that is paid for but unusable (empty, cut at max_tokens)
-is cached too, marked `"unusable"` in its response: the same seeded request would only pay
-again for the same answer; the backend counts it each time it is returned.
+Layout: `<cache_dir>/<namespace>/<host>-<pid>-<start_ms>[.n].jsonl` (a *segment*) and beside
+each segment `<same name>.idx` (its *index*). Entries hold the request body and the answer:
+never headers, never the API key. An answer that is paid for but unusable (empty, cut at
+max_tokens) is cached too, marked `"unusable"` in its response: the same seeded request would
+only pay again for the same answer; the backend counts it each time it is returned.
+
+Segment: one JSON entry a line, `{"key", "request", "response", "time"}` (the format older
+judgeflow versions wrote, which stay readable). Index: a 16-byte header (magic `JFCACHEI`,
+version u32, record size u32) then one 32-byte little-endian record per complete segment line,
+in file order: `key` (first 8 bytes of sha256(entry key)), `offset` u64 and `length` u32 of the
+line (with its newline), `crc` u32 (zlib.crc32 of the line), `flags` u32 (1: an entry, 0: a
+line that is not one, e.g. garbage left in the middle by a corruption) and `check` u32 (a
+multiply-xor mix of the other fields, so a damaged record is found with vectorised numpy).
+
+Writing (`put`): each process appends only to its own segment and index, created on the first
+put with O_EXCL (index first, so a segment of this format always has one). The line is written,
+fsync'd, then its index record is appended and fsync'd. No locks of any kind (no flock, no
+SQLite), so it is safe on a cluster's shared file system (NFS, Lustre, GPFS); index files
+written by a reader (migration, repair) go to a private tmp file and are published with
+os.replace, so nobody ever sees half of one.
+
+Opening: for each segment, its index is read with numpy (a partial last record, from a writer
+killed mid-record, is ignored) and validated vectorised: header, check values, flags, lines
+tiling the segment contiguously from 0, last end <= the segment's size. A missing index (a
+segment from an older judgeflow) is built once by scanning the segment and written atomically;
+an invalid one is rebuilt the same way, with a warning naming the file. Complete lines after the
+last indexed end (a live writer, or one killed between line and index record) are scanned into
+the lookup each open; the index is only extended on disk when that writer is known to be gone
+(same host, pid not running), never under a possibly live writer. A torn last line is ignored.
+All entries' key prefixes go into one sorted numpy uint64 array with parallel arrays (segment,
+offset, length, crc): about 28 bytes an entry, no Python object per entry. The lookup sees the
+entries on disk at open plus this process's own puts (visible at once); entries other jobs put
+after this open are not seen (as before).
+
+Reading (`get`): searchsorted on the prefix, then each candidate's line is pread from its
+segment, checked (length, newline, crc) and parsed, and its "key" compared with the asked key.
+If an indexed line does not match the index (short, unparsable, another key's line: the index or
+the segment was damaged or rewritten), that segment's index is rebuilt from the segment, with a
+warning, and the lookup retried: a damaged index never turns into a silent miss that pays
+again. A line whose bytes changed but that still parses as the right key (crc mismatch: a
+corrupted answer) is never returned; it is reported and treated as absent. Complete entries
+whose lines are intact are always found; only damaged lines are lost.
+
+Not thread-safe beyond a lock around each call; one instance per process is the intended use.
+The number of segments grows by one per process that pays for a call; opening costs one small
+file read per segment.
 """
 from __future__ import annotations
 
+import array
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
+import struct
+import threading
 import time
+import zlib
+from collections.abc import Iterable
 from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"JFCACHEI"
+VERSION = 1
+REC = np.dtype([("key", "<u8"), ("offset", "<u8"), ("length", "<u4"), ("crc", "<u4"),
+                ("flags", "<u4"), ("check", "<u4")])
+HEADER = MAGIC + struct.pack("<II", VERSION, REC.itemsize)
+ENTRY, SKIP = 1, 0
+_C = [np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                             0xBF58476D1CE4E5B9, 0x94D049BB133111EB)]
+_S = [np.uint64(s) for s in (29, 31, 32)]
+_SEG_NAME = re.compile(r"^(?P<host>.+)-(?P<pid>\d+)-(?P<ms>\d+)(?:\.\d+)?$")
+_MAX_FDS = 128
 
 
 def cache_key(model: str, messages: list[dict], sampling: dict, sample_index: int) -> str:
@@ -33,42 +94,402 @@ def namespace(base_url: str, model: str) -> str:
     return f"{slug}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
 
 
+def key_prefix(key: str) -> int:
+    """The index's 64-bit key: the first 8 bytes of sha256(key), little-endian."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:8], "little")
+
+
+def record_check(rec: np.ndarray) -> np.ndarray:
+    """The check value of index records (uint32 array): a multiply-xor mix of their fields."""
+    with np.errstate(over="ignore"):
+        x = rec["key"] ^ (rec["offset"] * _C[0])
+        x ^= (rec["length"].astype(np.uint64) | (rec["crc"].astype(np.uint64) << _S[2])) * _C[1]
+        x ^= (rec["flags"].astype(np.uint64) + _C[2]) * _C[2]
+        x ^= x >> _S[1]
+        x *= _C[3]
+        x ^= x >> _S[0]
+        x *= _C[4]
+        x ^= x >> _S[2]
+    return (x & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+def make_records(keys, offsets, lengths, crcs, flags) -> np.ndarray:
+    """Index records (check values filled in) from parallel sequences of their fields."""
+    n = len(offsets)
+    rec = np.zeros(n, REC)
+    if n:
+        rec["key"] = np.asarray(keys, dtype=np.uint64)
+        rec["offset"] = np.asarray(offsets, dtype=np.uint64)
+        rec["length"] = np.asarray(lengths, dtype=np.uint32)
+        rec["crc"] = np.asarray(crcs, dtype=np.uint32)
+        rec["flags"] = np.asarray(flags, dtype=np.uint32)
+        rec["check"] = record_check(rec)
+    return rec
+
+
+def index_path(segment: str | os.PathLike) -> Path:
+    return Path(segment).with_suffix(".idx")
+
+
+def _entry_key(line: bytes) -> str | None:
+    """The key of a segment line if it is a complete cache entry, else None."""
+    try:
+        e = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(e, dict) and isinstance(e.get("key"), str) and "response" in e:
+        return e["key"]
+    return None
+
+
+def scan_segment(segment: str | os.PathLike, start: int = 0) -> tuple[np.ndarray, int]:
+    """Index records of the complete lines of `segment` from byte `start` (a line boundary), and
+    the end of the last complete line. A last line without its newline (torn) is left out."""
+    keys, offs, lens, crcs, flags = (array.array("Q"), array.array("Q"), array.array("I"),
+                                     array.array("I"), array.array("I"))
+    pos = start
+    with open(segment, "rb", buffering=1 << 20) as fh:
+        fh.seek(start)
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break  # torn write from a killed job (or a line being written right now)
+            k = _entry_key(line)
+            keys.append(key_prefix(k) if k is not None else 0)
+            offs.append(pos)
+            lens.append(len(line))
+            crcs.append(zlib.crc32(line))
+            flags.append(ENTRY if k is not None else SKIP)
+            pos += len(line)
+    return make_records(keys, offs, lens, crcs, flags), pos
+
+
+def read_index(path: str | os.PathLike) -> tuple[np.ndarray | None, str | None]:
+    """(records, None) for a readable index, (None, None) if there is none, (None, why) if its
+    header is bad. A partial last record is ignored."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None, None
+    if len(data) < len(HEADER) or data[:len(HEADER)] != HEADER:
+        return None, "bad header" if len(data) >= len(HEADER) else f"only {len(data)} bytes"
+    n = (len(data) - len(HEADER)) // REC.itemsize
+    return np.frombuffer(data, dtype=REC, count=n, offset=len(HEADER)), None
+
+
+def validate_index(rec: np.ndarray, size: int) -> str | None:
+    """Why the records cannot be the index of a segment of `size` bytes, or None if they can."""
+    if not len(rec):
+        return None
+    if not (rec["flags"] <= 1).all():
+        return "bad flags"
+    if not (rec["check"] == record_check(rec)).all():
+        return f"{int((rec['check'] != record_check(rec)).sum())} records fail their check value"
+    off = rec["offset"]
+    end = off + rec["length"].astype(np.uint64)
+    if off[0] != 0 or not (off[1:] == end[:-1]).all() or not (rec["length"] > 0).all():
+        return "records do not tile the segment"
+    if int(end[-1]) > size:
+        return f"indexes {int(end[-1])} bytes of a {size}-byte segment"
+    return None
+
+
+def write_index(path: str | os.PathLike, rec: np.ndarray) -> bool:
+    """Write an index atomically (private tmp file, fsync, os.replace). False if it cannot be."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(HEADER)
+            fh.write(rec.tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("cannot write the cache index %s (%s): it is kept in memory only", path, e)
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        return False
+    _fsync_dir(path.parent)
+    return True
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _writer_gone(segment: Path) -> bool:
+    """True only when the process that wrote `segment` is known to have exited."""
+    m = _SEG_NAME.match(segment.stem)
+    if m is None or m["host"] != socket.gethostname() or int(m["pid"]) == os.getpid():
+        return False
+    try:
+        os.kill(int(m["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError, ValueError):
+        return False
+    return False
+
+
 class CallCache:
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.entries: dict[str, dict] = {}
-        for seg in sorted(self.dir.glob("*.jsonl")):
-            for line in seg.read_bytes().splitlines():
-                try:
-                    e = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    continue  # torn write from a killed job
-                if isinstance(e, dict) and "key" in e and "response" in e:
-                    self.entries[e["key"]] = e
         self.hits = 0
         self.misses = 0
-        self._fh = None
-        self._segment = self.dir / f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}.jsonl"
+        self._lock = threading.RLock()
+        self._segments: list[Path] = sorted(self.dir.glob("*.jsonl"))
+        self._fds: dict[int, int] = {}
+        self._bad: set[tuple[int, int]] = set()  # (segment, offset) of lines found corrupted
+        self._own: dict[str, tuple[int, int, int]] = {}  # key -> (offset, length, crc) in own segment
+        self._segment: Path | None = None
+        self._seg_fd: int | None = None
+        self._idx_fd: int | None = None
+        self._end = 0
+        self._set_lookup((i, self._load(i)) for i in range(len(self._segments)))  # one at a time
+
+    # -- opening ---------------------------------------------------------------------------
+    def _load(self, i: int) -> np.ndarray:
+        """Records of segment i (index + scanned tail), building or repairing its index."""
+        seg = self._segments[i]
+        idx = index_path(seg)
+        rec, why = read_index(idx)  # read before the segment's size: a record follows its line
+        try:
+            size = seg.stat().st_size
+        except FileNotFoundError:
+            return np.zeros(0, REC)
+        if rec is not None:
+            why = validate_index(rec, size)
+            if why and "-byte segment" in why:  # maybe a stale size: look again once
+                size = seg.stat().st_size
+                why = validate_index(rec, size)
+        if rec is None or why:
+            if why:
+                log.warning("cache index %s is corrupt (%s): rebuilding it from %s", idx, why, seg.name)
+            else:
+                log.warning("cache segment %s has no index (written by an older judgeflow, or the "
+                            "index was lost): building %s", seg, idx.name)
+            return self._rebuild(i, None if rec is None else rec[rec["check"] == record_check(rec)])
+        end = int(rec["offset"][-1]) + int(rec["length"][-1]) if len(rec) else 0
+        if end < size:
+            tail, _ = scan_segment(seg, end)
+            if len(tail):
+                rec = np.concatenate([rec, tail])
+                if _writer_gone(seg):
+                    log.info("cache index %s: adding %d lines its dead writer did not index", idx, len(tail))
+                    write_index(idx, rec)
+        return rec
+
+    def _rebuild(self, i: int, trusted: np.ndarray | None = None) -> np.ndarray:
+        """Segment i's index from its lines, written atomically. `trusted`: records known good
+        (valid check value); a line at one's place with its key but another crc is corrupted
+        and is indexed as not an entry, never re-blessed."""
+        seg = self._segments[i]
+        try:
+            rec, _ = scan_segment(seg)
+        except FileNotFoundError:
+            return np.zeros(0, REC)
+        if trusted is not None and len(trusted) and len(rec):
+            t = np.sort(trusted, order="offset")
+            j = np.minimum(np.searchsorted(t["offset"], rec["offset"]), len(t) - 1)
+            damaged = ((t["offset"][j] == rec["offset"]) & (t["length"][j] == rec["length"])
+                       & (t["key"][j] == rec["key"]) & (t["crc"][j] != rec["crc"]) & (rec["flags"] == ENTRY))
+            if damaged.any():
+                log.warning("cache segment %s: %d entries are corrupt (at offsets %s) and are dropped",
+                            seg, int(damaged.sum()), rec["offset"][damaged][:5].tolist())
+                rec["flags"][damaged] = SKIP
+                rec["check"] = record_check(rec)
+        write_index(index_path(seg), rec)
+        return rec
+
+    def _set_lookup(self, parts: Iterable[tuple[int, np.ndarray]], keep: np.ndarray | None = None) -> None:
+        """Sorted lookup arrays from the entry records of `parts` ((segment, records) pairs),
+        plus the current lookup's rows where `keep` is true."""
+        cols: dict[str, list[np.ndarray]] = {"key": [], "seg": [], "offset": [], "length": [], "crc": []}
+        if keep is not None:
+            for c in cols:
+                cols[c].append(getattr(self, "_" + c)[keep])
+        for i, rec in parts:
+            m = rec["flags"] == ENTRY
+            for c in ("key", "offset", "length", "crc"):
+                cols[c].append(rec[c][m])
+            cols["seg"].append(np.full(int(m.sum()), i, dtype=np.uint32))
+        dtypes = {"key": np.uint64, "seg": np.uint32, "offset": np.uint64, "length": np.uint32, "crc": np.uint32}
+        joined = {c: np.concatenate(v).astype(dtypes[c], copy=False) if v else np.zeros(0, dtypes[c])
+                  for c, v in cols.items()}
+        del cols
+        order = np.argsort(joined["key"], kind="stable")
+        for c in list(joined):
+            setattr(self, "_" + c, joined.pop(c)[order])
+
+    # -- reading ---------------------------------------------------------------------------
+    def _fd(self, i: int) -> int:
+        fd = self._fds.pop(i, None)
+        if fd is None:
+            if len(self._fds) >= _MAX_FDS:
+                os.close(self._fds.pop(next(iter(self._fds))))
+            fd = os.open(self._segments[i], os.O_RDONLY)
+        self._fds[i] = fd  # most recently used last
+        return fd
+
+    def _read(self, fd: int, offset: int, length: int, crc: int, prefix: int) -> tuple[str, dict | None]:
+        """("ok", entry), ("bad", None): the line of this record changed but is still the record's
+        key (a corrupted entry), or ("stale", None): the index does not describe this segment."""
+        line = os.pread(fd, length, offset)
+        if len(line) != length or not line.endswith(b"\n"):
+            return "stale", None
+        try:
+            e = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            e = None
+        if not (isinstance(e, dict) and isinstance(e.get("key"), str) and "response" in e) \
+                or key_prefix(e["key"]) != prefix:
+            return "stale", None
+        if zlib.crc32(line) != crc:
+            return "bad", None
+        return "ok", e
+
+    def _lookup(self, key: str) -> dict | None:
+        own = self._own.get(key)
+        if own is not None:
+            if self._seg_fd is None:
+                self._open_own()  # after close()
+            status, e = self._read(self._seg_fd, *own, key_prefix(key))
+            if status == "ok":
+                return e
+            log.warning("cache segment %s: this process's entry at offset %d is corrupt", self._segment, own[0])
+        prefix = key_prefix(key)
+        rebuilt: set[int] = set()
+        while True:
+            i = int(np.searchsorted(self._key, np.uint64(prefix)))
+            stale = None
+            while i < len(self._key) and int(self._key[i]) == prefix:
+                s, off = int(self._seg[i]), int(self._offset[i])
+                if (s, off) not in self._bad:
+                    try:
+                        status, e = self._read(self._fd(s), off, int(self._length[i]), int(self._crc[i]), prefix)
+                    except OSError:
+                        status, e = "stale", None
+                    if status == "ok" and e["key"] == key:
+                        return e
+                    if status == "bad" or (status == "stale" and s in rebuilt):
+                        log.warning("cache segment %s: the entry at offset %d is corrupt and ignored",
+                                    self._segments[s], off)
+                        self._bad.add((s, off))
+                    elif status == "stale":
+                        stale = s
+                        break
+                i += 1
+            if stale is None:
+                return None
+            seg = self._segments[stale]
+            log.warning("cache index %s does not match its segment at offset %d: rebuilding it from %s",
+                        index_path(seg), off, seg.name)
+            fd = self._fds.pop(stale, None)
+            if fd is not None:
+                os.close(fd)
+            rebuilt.add(stale)
+            self._bad = {b for b in self._bad if b[0] != stale}
+            mine = self._seg == stale
+            trusted = make_records(self._key[mine], self._offset[mine], self._length[mine], self._crc[mine],
+                                   np.full(int(mine.sum()), ENTRY))
+            self._set_lookup([(stale, self._rebuild(stale, trusted))], keep=~mine)
 
     def get(self, key: str) -> dict | None:
-        e = self.entries.get(key)
-        if e is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return e
+        with self._lock:
+            e = self._lookup(key)
+            if e is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+            return e
+
+    # -- writing ---------------------------------------------------------------------------
+    def _open_own(self) -> None:
+        if self._segment is not None:  # reopened after close()
+            self._seg_fd = os.open(self._segment, os.O_RDWR | os.O_APPEND)
+            self._end = os.fstat(self._seg_fd).st_size
+            try:
+                self._idx_fd = os.open(index_path(self._segment), os.O_WRONLY | os.O_APPEND)
+            except OSError:
+                self._idx_fd = None
+            return
+        base = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
+        for n in range(10_000):
+            seg = self.dir / (f"{base}.jsonl" if n == 0 else f"{base}.{n}.jsonl")
+            idx = index_path(seg)
+            try:  # the index first: a segment of this format always has one
+                idx_fd = os.open(idx, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                continue
+            try:
+                seg_fd = os.open(seg, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                os.close(idx_fd)
+                os.unlink(idx)
+                continue
+            except BaseException:
+                os.close(idx_fd)
+                os.unlink(idx)
+                raise
+            _write_all(idx_fd, HEADER)
+            os.fsync(idx_fd)
+            _fsync_dir(self.dir)
+            self._segment, self._seg_fd, self._idx_fd, self._end = seg, seg_fd, idx_fd, 0
+            return
+        raise OSError(f"no free segment name for {base} in {self.dir}")
 
     def put(self, key: str, request: dict, response: dict) -> None:
         entry = {"key": key, "request": request, "response": response, "time": time.time()}
-        if self._fh is None:
-            self._fh = open(self._segment, "a", encoding="utf-8")  # noqa: SIM115 - open until close()
-        self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self.entries[key] = entry
+        line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+        with self._lock:
+            if self._seg_fd is None:
+                self._open_own()
+            off = self._end
+            try:
+                _write_all(self._seg_fd, line)
+            except BaseException:
+                try:  # a half-written line would swallow the next one
+                    os.ftruncate(self._seg_fd, off)
+                except OSError:
+                    pass
+                raise
+            os.fsync(self._seg_fd)
+            self._end = off + len(line)
+            crc = zlib.crc32(line)
+            self._own[key] = (off, len(line), crc)
+            if self._idx_fd is not None:
+                rec = make_records([key_prefix(key)], [off], [len(line)], [crc], [ENTRY])
+                try:
+                    _write_all(self._idx_fd, rec.tobytes())
+                    os.fsync(self._idx_fd)
+                except OSError as e:  # the line is safe: readers scan what the index lacks
+                    log.warning("cache index %s: cannot append (%s); later readers scan the segment",
+                                index_path(self._segment), e)
+                    os.close(self._idx_fd)
+                    self._idx_fd = None
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        with self._lock:
+            for fd in (self._seg_fd, self._idx_fd, *self._fds.values()):
+                if fd is not None:
+                    os.close(fd)
+            self._seg_fd = self._idx_fd = None
+            self._fds.clear()
