@@ -318,3 +318,36 @@ def test_cache_benchmark_small_run_and_worker_rss_is_its_own(tmp_path):
     for r in (first, old):
         assert 5 < r["peak_rss_mb"] < 300, r  # an interpreter with numpy, not the parent's 400 MB
         assert r["total_s"] >= r["open_s"] >= 0
+
+
+WRITER = """
+import sys
+from judgeflow.models.cache import CallCache
+d, w, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+c = CallCache(d)
+for i in range(n):
+    k = f"w{w}-{i}"
+    c.put(k, {"k": k}, {"text": "answer " + k})
+c.close()
+"""
+
+
+def test_concurrent_writer_processes_and_a_reader_opening_meanwhile(tmp_path, caplog):
+    """Four processes append at once while this one keeps opening the cache: no open ever warns or
+    rebuilds an index under a live writer, each open finds a consistent prefix, and every entry hits."""
+    n, writers = 400, 4
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(w), str(n)]) for w in range(writers)]
+    opens = 0
+    with caplog.at_level(logging.WARNING):
+        while any(p.poll() is None for p in procs) or opens == 0:
+            c = CallCache(tmp_path)
+            for w in range(writers):
+                seen = [c.get(f"w{w}-{i}") is not None for i in range(0, n, 37)]
+                assert seen == sorted(seen, reverse=True)  # what one writer put before this open, in order
+            c.close()
+            opens += 1
+    assert all(p.wait() == 0 for p in procs)
+    assert not warnings(caplog), warnings(caplog)
+    assert len(list(tmp_path.glob("*.jsonl"))) == writers
+    assert_all_hit(tmp_path, [f"w{w}-{i}" for w in range(writers) for i in range(n)])
+    assert opens > 1
