@@ -131,14 +131,14 @@ def index_path(segment: str | os.PathLike) -> Path:
     return Path(segment).with_suffix(".idx")
 
 
-def _entry_key(line: bytes) -> str | None:
-    """The key of a segment line if it is a complete cache entry, else None."""
+def _entry(line: bytes) -> dict | None:
+    """A segment line's cache entry if it is a complete one, else None."""
     try:
         e = json.loads(line)
     except (ValueError, UnicodeDecodeError):
         return None
     if isinstance(e, dict) and isinstance(e.get("key"), str) and "response" in e:
-        return e["key"]
+        return e
     return None
 
 
@@ -153,7 +153,8 @@ def scan_segment(segment: str | os.PathLike, start: int = 0) -> tuple[np.ndarray
         for line in fh:
             if not line.endswith(b"\n"):
                 break  # torn write from a killed job (or a line being written right now)
-            k = _entry_key(line)
+            e = _entry(line)
+            k = None if e is None else e["key"]
             keys.append(key_prefix(k) if k is not None else 0)
             offs.append(pos)
             lens.append(len(line))
@@ -355,27 +356,23 @@ class CallCache:
         line = os.pread(fd, length, offset)
         if len(line) != length or not line.endswith(b"\n"):
             return "stale", None
-        try:
-            e = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            e = None
-        if not (isinstance(e, dict) and isinstance(e.get("key"), str) and "response" in e) \
-                or key_prefix(e["key"]) != prefix:
+        e = _entry(line)
+        if e is None or key_prefix(e["key"]) != prefix:
             return "stale", None
         if zlib.crc32(line) != crc:
             return "bad", None
         return "ok", e
 
     def _lookup(self, key: str) -> dict | None:
+        prefix = key_prefix(key)
         own = self._own.get(key)
         if own is not None:
             if self._seg_fd is None:
                 self._open_own()  # after close()
-            status, e = self._read(self._seg_fd, *own, key_prefix(key))
+            status, e = self._read(self._seg_fd, *own, prefix)
             if status == "ok":
                 return e
             log.warning("cache segment %s: this process's entry at offset %d is corrupt", self._segment, own[0])
-        prefix = key_prefix(key)
         rebuilt: set[int] = set()
         while True:
             i = int(np.searchsorted(self._key, np.uint64(prefix)))
