@@ -154,21 +154,27 @@ def test_legacy_segment_gets_its_index_built_once(tmp_path, caplog):
 
 # -- corruption ------------------------------------------------------------------------------
 
-def _swap_keys(idx):
-    """Two records swap keys, check values redone: a valid-looking index pointing at wrong lines."""
-    data = bytearray(idx.read_bytes())
-    rec = np.frombuffer(bytes(data[16:]), dtype=cache_mod.REC).copy()
-    rec["key"][[1, 2]] = rec["key"][[2, 1]]
+def _rewrite_records(idx, change):
+    """The index with its records changed by `change(rec)` and their check values redone."""
+    data = idx.read_bytes()
+    rec = np.frombuffer(data[16:], dtype=cache_mod.REC).copy()
+    change(rec)
     rec["check"] = cache_mod.record_check(rec)
-    idx.write_bytes(bytes(data[:16]) + rec.tobytes())
+    idx.write_bytes(data[:16] + rec.tobytes())
+
+
+def _swap_keys(idx):
+    """Two records swap keys: a valid-looking index pointing at wrong lines."""
+    def swap(rec):
+        rec["key"][[1, 2]] = rec["key"][[2, 1]]
+    _rewrite_records(idx, swap)
 
 
 def _shift_offsets(idx):
-    data = bytearray(idx.read_bytes())
-    rec = np.frombuffer(bytes(data[16:]), dtype=cache_mod.REC).copy()
-    rec["offset"][1:] += np.uint64(3)  # no longer tiles the segment even with good check values
-    rec["check"] = cache_mod.record_check(rec)
-    idx.write_bytes(bytes(data[:16]) + rec.tobytes())
+    """No longer tiles the segment, even with good check values."""
+    def shift(rec):
+        rec["offset"][1:] += np.uint64(3)
+    _rewrite_records(idx, shift)
 
 
 def _overwrite_middle(idx):

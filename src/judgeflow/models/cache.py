@@ -438,13 +438,11 @@ class CallCache:
                 continue
             try:
                 seg_fd = os.open(seg, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666)
-            except FileExistsError:
+            except BaseException as e:
                 os.close(idx_fd)
                 os.unlink(idx)
-                continue
-            except BaseException:
-                os.close(idx_fd)
-                os.unlink(idx)
+                if isinstance(e, FileExistsError):
+                    continue
                 raise
             _write_all(idx_fd, HEADER)
             os.fsync(idx_fd)
