@@ -97,3 +97,15 @@ def test_heldout_split_is_stable_and_disjoint():
     assert held2 == held
     assert split_heldout(qs, 5, seed=8)[1] != held  # the seed picks the split
     assert split_heldout(qs, 0, seed=7) == (qs, [])
+
+
+def test_limit_reads_only_the_lines_it_keeps(tmp_path):
+    """Regression (issue 22): with questions.limit: 2, a broken line 3 stopped the run."""
+    src = tmp_path / "src.jsonl"
+    src.write_text('{"question_id": "a", "prompt": "Hi?"}\n'
+                   '{"question_id": "b", "prompt": "Yo?"}\n'
+                   '{"question_id": "c", \n')
+    assert prepare_questions({"source": "jsonl", "path": str(src), "limit": 2}, tmp_path / "q.jsonl") == 2
+    assert [q["question_id"] for q in read_jsonl(tmp_path / "q.jsonl")] == ["a", "b"]
+    with pytest.raises(InputError, match=r"src\.jsonl:3: malformed JSON"):
+        prepare_questions({"source": "jsonl", "path": str(src), "limit": 3}, tmp_path / "q3.jsonl")

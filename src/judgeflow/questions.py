@@ -136,8 +136,6 @@ def prepare_questions(qcfg: dict, output: str) -> int:
     out, seen = [], {}
     limit = qcfg["limit"]
     for where, row in _rows(qcfg):
-        if limit is not None and len(out) >= limit:
-            break
         qid, prompt = row.get("question_id"), row.get("prompt")
         check_id(qid, "question_id", where)
         if qid in seen:
@@ -159,6 +157,8 @@ def prepare_questions(qcfg: dict, output: str) -> int:
             raise InputError(f"{where}: duplicate criterion ids {ids}")
         rec["criteria"] = criteria
         out.append(rec)
+        if limit is not None and len(out) >= limit:
+            break  # the rows after the limit are never read: a broken one past it stops nothing
     if not out:
         src = {"ifbench": str(ifbench_file()), "composed": "questions.composed"}.get(qcfg["source"], qcfg["path"])
         raise InputError(f"{src}: no questions (questions.source '{qcfg['source']}'): the file is empty")
