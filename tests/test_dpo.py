@@ -332,8 +332,15 @@ def test_train_few_steps_under_accelerate_launch_loss_below_log2_and_model_loads
            "-m", "judgeflow.train_worker", "--variant", "multi_feedback", "--pairs", str(pairs),
            "--model", str(model_dir), "--out-dir", str(out), "--threads", "2", "--settings", str(settings)]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    old_umask = os.umask(0o022)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    finally:
+        os.umask(old_umask)
     assert r.returncode == 0, r.stderr[-3000:]
+    # every output honours the umask: safetensors wrote the trained weights 0600 (issue 22)
+    modes = {str(f.relative_to(out)): f.stat().st_mode & 0o777 for f in out.rglob("*") if f.is_file()}
+    assert modes["model/model.safetensors"] == 0o644 and set(modes.values()) == {0o644}, modes
     summary = json.loads((out / "summary.json").read_text())
     assert summary["optimizer_steps"] == 3 and summary["pairs_used"] == 2
     assert summary["final_dpo_loss_on_training_pairs"] < math.log(2)
@@ -375,6 +382,7 @@ def test_resume_only_from_checkpoints_of_the_same_job(tmp_path):
     pairs = _write(tmp_path / "p.jsonl", [_pair(0)])
     fp = dpo.fingerprint({"training": {"beta": 0.1}}, str(pairs), str(tmp_path))
     assert fp != dpo.fingerprint({"training": {"beta": 0.2}}, str(pairs), str(tmp_path))
+    assert fp != dpo.fingerprint({"training": {"beta": 0.1}}, str(pairs), str(tmp_path), job="other-job")
     _write(pairs, [_pair(1)])
     assert fp != dpo.fingerprint({"training": {"beta": 0.1}}, str(pairs), str(tmp_path))
 

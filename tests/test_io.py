@@ -51,6 +51,6 @@ def test_checkpoint_resumes_and_drops_torn_line(tmp_path):
     ck2 = Checkpoint(out, key="id")
     assert set(ck2.done) == {"a", "b"} and "c" not in ck2
     ck2.add_many([{"id": "c", "v": 3}])
-    assert ck2.finish(out, ["c", "a", "b"]) == 3
+    assert len(ck2.finish(out, ["c", "a", "b"])) == 3
     assert [json.loads(l)["id"] for l in out.read_text().splitlines()] == ["c", "a", "b"]
     assert not ck2.path.exists()

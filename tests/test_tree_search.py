@@ -214,7 +214,7 @@ def test_killed_mid_tree_resumes_without_generating_a_node_twice(tmp_path):
         ts.search_trees(roots(), root_verdicts(), QUESTIONS, cfg, dying, judges(), str(out))
     assert not out.exists()
     ckpts = sorted(tmp_path.glob(".killed.jsonl.levels/.depth-2.generations.jsonl.checkpoint"))
-    assert ckpts and ckpts[0].read_text().count("\n") == 16  # depth 2's finished chunks, fsync'd
+    assert ckpts and ckpts[0].read_text().count("\n") == 1 + 16  # its header, depth 2's finished chunks
     with ckpts[0].open("a") as fh:  # a kill in the middle of a write leaves a torn line
         fh.write('{"node_id": "q0/r0/t.0.0", "te')
     resumed = Refiner()
@@ -224,6 +224,54 @@ def test_killed_mid_tree_resumes_without_generating_a_node_twice(tmp_path):
     assert out.read_text() == (tmp_path / "whole.jsonl").read_text()  # identical trees
     assert again == whole
     assert not list(tmp_path.glob(".killed.jsonl*"))  # the checkpoints are gone
+
+
+class DyingJudge(Judge):
+    """Dies when asked to judge at depth `die_at` (its responses hold that many '+')."""
+
+    def __init__(self, need, die_at):
+        super().__init__(need)
+        self.die_at = die_at
+
+    def generate(self, reqs, desc=""):
+        if any(r.messages[-1][1].count("+") >= self.die_at for r in reqs):
+            raise Killed("killed while judging")
+        return super().generate(reqs, desc)
+
+
+def test_a_level_killed_while_judging_resumes_with_its_generations_done(tmp_path):
+    """Regression (issue 22): a level whose generations finished but whose judging was killed was
+    generated again in full on resume (the resume read only the in-progress checkpoint)."""
+    cfg = config(checkpoint_every=4)
+    whole, full_ref, _ = search(tmp_path, cfg, name="whole.jsonl")
+    out = tmp_path / "killed.jsonl"
+    dying_ref = Refiner()
+    dying = {f"m{i}": DyingJudge(need, die_at=1) for i, need in zip((1, 2, 3), (1, 2, 3))}
+    with pytest.raises(Killed):
+        ts.search_trees(roots(), root_verdicts(), QUESTIONS, cfg, dying_ref, dying, str(out))
+    generated_before = dying_ref.calls
+    assert generated_before > 0  # depth 1's generations finished before the judges died
+    resumed = Refiner()
+    again = ts.search_trees(roots(), root_verdicts(), QUESTIONS, cfg, resumed, judges(), str(out))
+    assert generated_before + resumed.calls == full_ref.calls  # no node generated twice
+    assert again == whole and out.read_text() == (tmp_path / "whole.jsonl").read_text()
+    assert not list(tmp_path.glob(".killed.jsonl*"))
+
+
+def test_a_level_checkpoint_of_other_settings_is_not_resumed(tmp_path, caplog):
+    """A checkpoint is bound to the job that wrote it: another fingerprint starts over, never mixes."""
+    from judgeflow.io import bound_to
+
+    cfg = config(checkpoint_every=4)
+    out = tmp_path / "killed.jsonl"
+    with bound_to("job-a"), pytest.raises(Killed):
+        ts.search_trees(roots(), root_verdicts(), QUESTIONS, cfg, DyingRefiner(die_after=30), judges(), str(out))
+    resumed = Refiner()
+    with bound_to("job-b"):
+        ts.search_trees(roots(), root_verdicts(), QUESTIONS, cfg, resumed, judges(), str(out))
+    _, full_ref, _ = search(tmp_path, cfg, name="whole.jsonl")
+    assert resumed.calls == full_ref.calls  # everything generated again under the new fingerprint
+    assert "made by another job (fingerprint job-a; this job's is job-b)" in caplog.text
 
 
 @pytest.mark.parametrize("tree, key", [

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from . import dpo_diagnostics as diag
-from .io import InputError, iter_jsonl, write_csv, write_json, write_jsonl
+from .io import InputError, file_digest, honour_umask, iter_jsonl, write_csv, write_json, write_jsonl
 from .models import ConfigError
 
 log = logging.getLogger(__name__)
@@ -242,16 +242,15 @@ def lora_config(tcfg: dict):
                       target_modules=lcfg["target_modules"], task_type="CAUSAL_LM")
 
 
-def fingerprint(settings_: dict, pairs_path: str, model_dir: str) -> str:
-    """Identifies a training job: a checkpoint is resumed only by the job that wrote it."""
+def fingerprint(settings_: dict, pairs_path: str, model_dir: str, job: str | None = None) -> str:
+    """Identifies a training job: a checkpoint is resumed only by the job that wrote it. `job`: the
+    workflow job's fingerprint (its settings, code digest and inputs; judgeflow.io.job_fingerprint),
+    by default from JUDGEFLOW_JOB_FINGERPRINT, which the train_dpo stage sets for its workers."""
+    job = os.environ.get("JUDGEFLOW_JOB_FINGERPRINT", "") if job is None else job
     h = hashlib.sha256(json.dumps(settings_, sort_keys=True).encode())
     h.update(Path(pairs_path).read_bytes())
-    cfg = Path(model_dir, "config.json")
-    if cfg.exists():
-        h.update(cfg.read_bytes())
-    st = Path(model_dir, "model.safetensors")
-    if st.exists():
-        h.update(str(st.stat().st_size).encode())
+    h.update(file_digest(model_dir).encode())  # the start model (weights: by size and mtime)
+    h.update(job.encode())
     return h.hexdigest()[:16]
 
 
@@ -526,6 +525,7 @@ def save_model(trainer, tokenizer, out: OutputPaths, state, *, lora: bool, model
             tokenizer.save_pretrained(str(tmp))
     state.wait_for_everyone()
     if is_main:
+        honour_umask(tmp)  # safetensors writes its files 0600: teammates could not load the policy
         if out.model.exists():
             shutil.rmtree(out.model)
         os.replace(tmp, out.model)
@@ -628,6 +628,8 @@ def train(settings_: dict, variant: str, pairs_path: str, model_dir: str, out_di
     write_json(out.summary, summary)
     if not tcfg["keep_checkpoints"]:
         shutil.rmtree(out.checkpoints, ignore_errors=True)
+    elif state.is_main_process and out.checkpoints.exists():
+        honour_umask(out.checkpoints)  # kept checkpoints are outputs too
     log.info("trained %s: %s", variant, {k: v for k, v in summary.items() if k != "dropped_pairs"})
     return summary
 

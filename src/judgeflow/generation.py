@@ -10,11 +10,13 @@ log = logging.getLogger(__name__)
 
 
 def generate_resumable(model: Model, work: list[tuple[str, GenRequest, dict]], output: str, key: str,
-                       desc: str, chunk: int = 64) -> list[dict]:
+                       desc: str, chunk: int = 64, finish: bool = True) -> list[dict]:
     """Generate for each (id, request, base record) and write records in `work` order to `output`.
 
     Each record is the base record plus the generation (`text`, `finish_reason`, token counts).
-    A rerun after a kill skips ids already in the checkpoint.
+    A rerun after a kill skips ids already in the checkpoint. `finish=False`: no `output` is
+    written and the checkpoint stays (an intermediate step whose caller removes it when its own
+    output is done): a rerun finds every record of a finished step there.
     """
     ckpt = Checkpoint(output, key=key)
     todo = [w for w in work if w[0] not in ckpt]
@@ -26,5 +28,4 @@ def generate_resumable(model: Model, work: list[tuple[str, GenRequest, dict]], o
                        "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
                        "seed": req.seed, "cached": g.cached}
                       for (_, req, base), g in zip(part, gens))
-    ckpt.finish(output, [w[0] for w in work])
-    return [ckpt.done[w[0]] for w in work]
+    return ckpt.finish(output, [w[0] for w in work], write=finish)

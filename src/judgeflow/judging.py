@@ -80,8 +80,9 @@ def verdict_key(v: dict) -> tuple:
 
 
 def judge_items(items: list[dict], questions: dict[str, dict], config: dict, models: dict,
-                output: str, chunk: int = 256) -> list[dict]:
-    """Judge every (item, criterion) with every judge; write verdict records to `output`.
+                output: str, chunk: int = 256, finish: bool = True) -> list[dict]:
+    """Judge every (item, criterion) with every judge; write verdict records to `output`
+    (`finish=False`: keep them in its checkpoint instead, see `generate_resumable`).
 
     `items` are responses or refinements: dicts with `item_id`, `question_id`, `text`, and
     whatever ids to carry (`response_id`, `refinement_id`).
@@ -152,8 +153,7 @@ def judge_items(items: list[dict], questions: dict[str, dict], config: dict, mod
                                 "finish_reason": g.finish_reason, "completion_tokens": g.completion_tokens,
                                 "cached": g.cached})
         ckpt.add_many(records)
-    ckpt.finish(output, [w[0] for w in work])
-    return [ckpt.done[w[0]] for w in work]
+    return ckpt.finish(output, [w[0] for w in work], write=finish)
 
 
 def aggregate(verdicts: list[dict], items: list[dict], questions: dict[str, dict], config: dict) -> list[dict]:

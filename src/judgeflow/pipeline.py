@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -30,6 +31,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .io import bound_to, job_fingerprint
+
+log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
 Decl = tuple[str, ...] | Callable[[dict], tuple[str, ...]]
 
@@ -636,6 +640,12 @@ def run_stage(name: str, inp: dict, out: dict, config: dict, *, threads: int = 1
     settings = view(stage, p, tunes(stage, config, wildcards), declared_roots(stage, config, wildcards))
     job = SimpleNamespace(rule=name, threads=threads, wildcards=wildcards, resources=dict(resources or {}),
                           log_dir=log_dir, params=dict(job_params or {}))
+    # the job's checkpoints are bound to exactly what makes its outputs: a resume under other
+    # settings, code or inputs starts over instead of mixing (judgeflow.io.Checkpoint)
+    fingerprint = job_fingerprint({"stage": name, "settings": p, "code": code_digest(stage), "wildcards": wildcards,
+                                   "params": job.params}, inp)
+    log.info("job fingerprint %s (settings, code %s, wildcards, inputs)", fingerprint, code_digest(stage))
     module = importlib.import_module(stage.module)
-    module.run(SimpleNamespace(**inp), SimpleNamespace(**out), settings, job)
+    with bound_to(fingerprint):
+        module.run(SimpleNamespace(**inp), SimpleNamespace(**out), settings, job)
     return settings

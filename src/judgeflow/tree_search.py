@@ -167,15 +167,17 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
         todo = [w for w in work if w[0] not in nodes]
         if todo:
             level = f"{work_dir}/depth-{depth}"
+            # a level's generations and verdicts stay in their checkpoints until the trees are written:
+            # a job killed while judging a level finds its generations done
             gens = generate_resumable(refiner, todo, f"{level}.generations.jsonl", key="node_id",
-                                      desc=f"tree depth {depth}", chunk=ts["checkpoint_every"])
+                                      desc=f"tree depth {depth}", chunk=ts["checkpoint_every"], finish=False)
             for g in gens:
                 g["unusable"] = unusable_reason(g["text"], g["finish_reason"])
                 g["usable"] = g["unusable"] is None
             items = [{**g, "item_id": g["node_id"], "response_id": g["root_id"], "refinement_id": g["node_id"]}
                      for g in gens if g["usable"]]
             verdicts = judge_items(items, questions, config, judge_models, f"{level}.verdicts.jsonl",
-                                   chunk=ts["checkpoint_every"]) if items else []
+                                   chunk=ts["checkpoint_every"], finish=False) if items else []
             per_node = defaultdict(list)
             for v in verdicts:
                 per_node[v["refinement_id"]].append(v)

@@ -6,6 +6,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from ..io import honour_umask
 from .base import ConfigError
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def gguf_to_safetensors(package: str, gguf_file: str, out_dir: str, key: str = "
     shutil.rmtree(tmp, ignore_errors=True)
     fresh.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    honour_umask(tmp)  # safetensors writes its files 0600: teammates could not load the model
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     log.info("saved %s (%d parameters)", out, sum(p.numel() for p in fresh.parameters()))

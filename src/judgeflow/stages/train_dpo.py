@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import train_worker
 from ..dpo import actor_of, worker_settings as dpo_worker_settings
-from ..io import write_json
+from ..io import current_fingerprint, write_json
 from ..launch import accelerate_command, gpus_per_node
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ def run(inp, out, settings, job) -> None:
                              accelerate_args=["--config_file", inp.accelerate_config])
     package_root = str(Path(train_worker.__file__).resolve().parents[1])
     env = dict(os.environ, JUDGEFLOW_TRAIN_SETTINGS=json.dumps(worker_settings, sort_keys=True),
+               JUDGEFLOW_JOB_FINGERPRINT=current_fingerprint() or "",
                OMP_NUM_THREADS=str(max(1, job.threads // nproc)),
                PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
     log.info("%s", cmd)
