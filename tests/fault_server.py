@@ -27,6 +27,21 @@ once the batch has been polled `batch_polls` times. `batch_outcome` makes it end
 or failed, `batch_answered` is the share of requests answered by an expired or failed batch, and
 `batch_hold` (an Event, set = hold) keeps every batch in progress (kill tests).
 
+Faults of `batches.create` (`batch_create_faults`, a list: each create call takes the first one
+left, then the list is empty and creates succeed):
+
+    close_after  the batch is created, then the connection is closed without a response
+    500_after    the batch is created, then the answer is HTTP 500
+    stall_after  the batch is created, then nothing for `stall_s` seconds, then closed
+    close, 500   the connection is closed / HTTP 500, and no batch is created
+
+A batch keeps the `metadata` it was created with; `GET /v1/batches` lists them newest first with
+`after`/`limit` pagination (`has_more`; `batch_list_cap` caps a page, to exercise pagination);
+`POST /v1/batches/<id>/cancel` cancels one that has not ended (HTTP 409 for one that has).
+Billing, as a provider bills: a batch that is not cancelled is billed for its requests whether or
+not anyone polls it (the stand-in answers them only at the poll that ends it); a batch cancelled
+before it ended is billed nothing (`batches_billed`, `requests_billed`, `batches_cancelled`).
+
 Run alone (`python tests/fault_server.py --rate 0.3`) it serves until interrupted.
 """
 from __future__ import annotations
@@ -123,6 +138,10 @@ class FaultServer:
         self.batches: dict[str, dict] = {}
         self.batch_polls, self.batch_outcome, self.batch_answered = 1, "completed", 0.5
         self.batch_hold = threading.Event()
+        self.batch_create_faults: list[str] = []   # faults of the next batches.create calls, in order
+        self.batch_create_calls = 0                 # POST /v1/batches received (faulted ones included)
+        self.batch_list_cap: int | None = None      # at most this many batches per list page
+        self._stopping = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -145,9 +164,7 @@ class FaultServer:
                     self.end_headers()
                     self.wfile.write(data)
                 elif path == "/v1/batches":
-                    with outer.lock:
-                        data = [outer._batch_view(b) for b in reversed(list(outer.batches.values()))]
-                    self._json(200, {"object": "list", "data": data, "has_more": False})
+                    self._json(200, outer._list_batches(self.path))
                 elif path.startswith("/v1/batches/"):
                     b = outer.batches.get(path.split("/")[3])
                     if b is None:
@@ -163,7 +180,9 @@ class FaultServer:
                 if path == "/v1/files":
                     return self._json(200, outer._upload(self.headers.get("Content-Type", ""), raw))
                 if path == "/v1/batches":
-                    return self._json(200, outer._create_batch(json.loads(raw)))
+                    return outer._create_batch_faulted(self, json.loads(raw))
+                if path.startswith("/v1/batches/") and path.endswith("/cancel"):
+                    return self._json(*outer._cancel_batch(path.split("/")[3]))
                 if path != "/v1/chat/completions":
                     return self._json(404, {"error": {"message": f"no route {self.path}"}})
                 outer._handle(self, raw)
@@ -304,18 +323,66 @@ class FaultServer:
             lines = [json.loads(x) for x in self.files[body["input_file_id"]].decode().splitlines() if x.strip()]
             self.batches[bid] = {"id": bid, "input_file_id": body["input_file_id"], "lines": lines, "polls": 0,
                                  "status": "validating", "output_file_id": None, "error_file_id": None,
-                                 "completed": 0, "failed": 0, "metadata": body.get("metadata")}
+                                 "completed": 0, "failed": 0, "metadata": body.get("metadata"),
+                                 "created_at": int(time.time()), "cancelled_before_end": False}
             return self._batch_view(self.batches[bid])
+
+    def _create_batch_faulted(self, h, body: dict) -> None:
+        with self.lock:
+            self.batch_create_calls += 1
+            fault = self.batch_create_faults.pop(0) if self.batch_create_faults else None
+        if fault == "close":
+            return self._drop(h)
+        if fault == "500":
+            return h._json(500, {"error": {"message": "injected 500", "type": "server_error"}})
+        view = self._create_batch(body)
+        if fault == "close_after":
+            return self._drop(h)
+        if fault == "500_after":
+            return h._json(500, {"error": {"message": "injected 500 after create", "type": "server_error"}})
+        if fault == "stall_after":
+            self._stopping.wait(self.stall_s)
+            return self._drop(h)
+        h._json(200, view)
+
+    def _list_batches(self, raw_path: str) -> dict:
+        from urllib.parse import parse_qs, urlsplit
+
+        q = parse_qs(urlsplit(raw_path).query)
+        limit = max(1, min(100, int(q.get("limit", ["20"])[0])))
+        if self.batch_list_cap:
+            limit = min(limit, self.batch_list_cap)
+        with self.lock:
+            ordered = [self._batch_view(b) for b in reversed(list(self.batches.values()))]  # newest first
+        after = q.get("after", [None])[0]
+        if after is not None:
+            ids = [b["id"] for b in ordered]
+            ordered = ordered[ids.index(after) + 1:] if after in ids else []
+        page = ordered[:limit]
+        return {"object": "list", "data": page, "has_more": len(ordered) > limit,
+                "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None}
+
+    def _cancel_batch(self, bid: str) -> tuple[int, dict]:
+        with self.lock:
+            b = self.batches.get(bid)
+            if b is None:
+                return 404, {"error": {"message": f"no batch {bid}"}}
+            if b["status"] in ("completed", "failed", "expired", "cancelled", "finalizing"):
+                return 409, {"error": {"message": f"Cannot cancel a batch with status '{b['status']}'.",
+                                       "type": "invalid_request_error"}}
+            b["status"], b["cancelled_before_end"] = "cancelled", True
+            return 200, self._batch_view(b)
 
     def _poll(self, b: dict, auth: str) -> dict:
         with self.lock:
             b["polls"] += 1
-            if b["status"] in ("completed", "failed", "expired", "cancelled") or self.batch_hold.is_set():
+            if b["status"] in ("completed", "failed", "expired", "cancelled", "finalizing") or self.batch_hold.is_set():
                 return self._batch_view(b)
             if b["polls"] < self.batch_polls:
                 b["status"] = "in_progress"
                 return self._batch_view(b)
             outcome, share = self.batch_outcome, self.batch_answered
+            b["status"] = "finalizing"   # ends at this poll: no longer cancellable
         n = len(b["lines"]) if outcome == "completed" else int(len(b["lines"]) * share)
         out = []
         for rec in b["lines"][:n]:
@@ -340,12 +407,29 @@ class FaultServer:
     def _batch_view(b: dict) -> dict:
         return {"id": b["id"], "object": "batch", "endpoint": "/v1/chat/completions", "errors": None,
                 "input_file_id": b["input_file_id"], "completion_window": "24h", "status": b["status"],
-                "output_file_id": b["output_file_id"], "error_file_id": b["error_file_id"], "created_at": 0,
+                "output_file_id": b["output_file_id"], "error_file_id": b["error_file_id"],
+                "created_at": b.get("created_at", 0),
                 "metadata": b["metadata"],
                 "request_counts": {"total": len(b["lines"]), "completed": b["completed"], "failed": b["failed"]}}
 
     def batches_created(self) -> int:
         return len(self.batches)
+
+    def batches_billed(self) -> int:
+        """Batches a provider bills: every one not cancelled before it ended, polled or not."""
+        with self.lock:
+            return sum(1 for b in self.batches.values() if not b["cancelled_before_end"])
+
+    def batches_cancelled(self) -> int:
+        with self.lock:
+            return sum(1 for b in self.batches.values() if b["cancelled_before_end"])
+
+    def requests_billed(self) -> int:
+        """Requests a provider bills: those answered by an ended batch, and all of those of a batch
+        still under way (it will answer them, whether or not anyone polls it)."""
+        with self.lock:
+            return sum(b["completed"] if b["status"] in ("completed", "failed", "expired") else len(b["lines"])
+                       for b in self.batches.values() if not b["cancelled_before_end"])
 
     @staticmethod
     def _drop(h) -> None:
@@ -385,6 +469,7 @@ class FaultServer:
 
     def stop(self) -> None:
         self.gate_open.set()
+        self._stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -176,3 +176,164 @@ def test_batch_needs_an_openai_backend_naming_the_key():
         validate(deep_merge(shipped, served))
     with pytest.raises(ConfigError, match=r"oracle.batch: the Batch API needs a model with backend openai"):
         BatchedModel(object())
+
+
+# --- an idempotent batches.create (issue 22) ----------------------------------------------------
+def _state_files(cache) -> list[Path]:
+    return sorted(Path(cache).glob("openai/*/batches/*.json"))
+
+
+@pytest.mark.parametrize("faults", [["close_after"], ["500_after"], ["500", "close_after"]],
+                         ids=["dropped", "500-after-create", "500-then-dropped"])
+def test_a_lost_create_answer_bills_one_batch(tmp_path, faults):
+    """The server creates the batch, then the answer is lost (connection dropped, or HTTP 500): the
+    intent is looked up and its batch adopted; no second batch is created, one is billed."""
+    reqs = _requests(6)
+    with FaultServer() as fs:
+        fs.batch_create_faults = list(faults)
+        b = BatchedModel(_model(fs.url, tmp_path), poll_s=0.01)
+        got = b.generate(reqs)
+        assert all(g.text for g in got)
+        assert fs.batches_created() == 1 and fs.batches_billed() == 1 and fs.requests_billed() == 6
+        assert fs.batch_create_calls == len(faults)          # the SDK did not re-send a create on its own
+        assert fs.upstream_calls() == 6 and fs.paid_twice() == 0
+        assert b.stats()["batch"]["adopted"] == 1 and b.stats()["batch"]["submitted"] == 1
+        state = json.loads(_state_files(tmp_path)[0].read_text())
+        assert state["batch_id"] == "batch_0001" and state["done"]
+        assert fs.batches["batch_0001"]["metadata"]["judgeflow_intent"] == state["intent"]
+
+
+def test_a_create_that_never_gets_through_stops_and_a_rerun_looks_it_up_first(tmp_path):
+    reqs = _requests(4)
+    with FaultServer() as fs:
+        fs.batch_create_faults = ["500", "close", "500"]          # nothing created, three times
+        with pytest.raises(BackendError, match=r"failed 3 times without a clear answer \(HTTP 500, connection lost"):
+            BatchedModel(_model(fs.url, tmp_path), poll_s=0.01).generate(reqs)
+        assert fs.batches_created() == 0 and fs.batch_create_calls == 3
+        state = json.loads(_state_files(tmp_path)[0].read_text())
+        assert state["intent"] and state["batch_id"] is None and not state["done"]
+        b = BatchedModel(_model(fs.url, tmp_path), poll_s=0.01)
+        assert all(g.text for g in b.generate(reqs))
+        assert fs.batches_created() == 1 and fs.batches_billed() == 1 and fs.upstream_calls() == 4
+        assert json.loads(_state_files(tmp_path)[0].read_text())["status"] == "never created"
+
+
+def _other_batch(fs, tag: str, metadata: dict | None = None, input_file_id: str | None = None) -> str:
+    """A batch created by someone else through the SDK (another job, another tool)."""
+    import openai
+
+    client = openai.OpenAI(base_url=fs.url, api_key="x", max_retries=0)
+    if input_file_id is None:
+        line = {"custom_id": tag, "method": "POST", "url": "/v1/chat/completions",
+                "body": {"model": "standin", "messages": [{"role": "user", "content": tag}]}}
+        input_file_id = client.files.create(file=(f"{tag}.jsonl", json.dumps(line).encode() + b"\n"),
+                                            purpose="batch").id
+    return client.batches.create(input_file_id=input_file_id, endpoint="/v1/chat/completions",
+                                 completion_window="24h", metadata=metadata or {"other": tag}).id
+
+
+def test_a_job_killed_during_the_create_call_resumes_its_intent_without_a_second_batch(tmp_path):
+    """Killed while batches.create was in flight (the server had created the batch, the answer never
+    came): the state holds the intent and no batch id; the rerun finds the batch by its intent in
+    batches.list (paginated: one batch a page, a newer batch of someone else in front of it)."""
+    src = os.path.join(os.path.dirname(HERE), "src")
+    with FaultServer(stall_s=60) as fs:
+        fs.batch_create_faults = ["stall_after"]
+        proc = subprocess.Popen([sys.executable, "-c", KILLED.format(src=src, n=6, url=fs.url, cache=str(tmp_path))])
+        try:
+            deadline = time.time() + 60
+            while time.time() < deadline and fs.batches_created() < 1:
+                time.sleep(0.02)
+            assert fs.batches_created() == 1, "no batch was created"
+        finally:
+            proc.kill()
+            proc.wait()
+        state = json.loads(_state_files(tmp_path)[0].read_text())
+        assert state["batch_id"] is None and state["intent"]
+        assert fs.batches["batch_0001"]["metadata"]["judgeflow_intent"] == state["intent"]
+        other = _other_batch(fs, "someone-else")
+        fs.batch_list_cap = 1
+        b = BatchedModel(_model(fs.url, tmp_path), poll_s=0.01)
+        assert all(g.text for g in b.generate(_requests(6)))
+        assert fs.batches_created() == 2 and fs.batch_create_calls == 2   # ours, and the other one
+        assert fs.batches["batch_0001"]["status"] == "completed" and fs.batches[other]["status"] == "validating"
+        assert b.stats()["batch"]["resumed"] == 1 and "submitted" not in b.stats()["batch"]
+        assert fs.upstream_calls() == 6 and fs.paid_twice() == 0
+        assert json.loads(_state_files(tmp_path)[0].read_text())["batch_id"] == "batch_0001"
+
+
+def test_two_batches_of_one_intent_one_is_adopted_the_other_cancelled(tmp_path, caplog):
+    reqs = _requests(5)
+    with FaultServer() as fs:
+        fs.batch_hold.set()
+        b = BatchedModel(_model(fs.url, tmp_path), poll_s=0.01)
+        m = b.model
+        by_key = {m._key(r): r for r in reqs}
+        with b._client() as client:
+            state = b._submit(client, list(by_key), by_key, "clean")
+        path = _state_files(tmp_path)[0]
+        on_disk = json.loads(path.read_text())
+        on_disk["batch_id"] = None                      # killed before the batch id was written ...
+        path.write_text(json.dumps(on_disk))
+        twin = _other_batch(fs, "twin", {"judgeflow_intent": state["intent"]}, state["input_file_id"])
+        assert twin == "batch_0002" and fs.batches_billed() == 2   # ... and a second batch of its intent
+        fs.batch_hold.clear()
+        with caplog.at_level("INFO", logger="judgeflow.models.batch"):
+            b2 = BatchedModel(_model(fs.url, tmp_path), poll_s=0.01)
+            assert all(g.text for g in b2.generate(reqs))
+        assert f"2 batches carry intent {state['intent']}: batch_0001 is kept, batch_0002 is cancelled" in caplog.text
+        assert fs.batches["batch_0002"]["status"] == "cancelled" and fs.batches["batch_0001"]["status"] == "completed"
+        assert fs.batches_billed() == 1 and fs.batches_cancelled() == 1 and fs.upstream_calls() == 5
+        assert b2.stats()["batch"]["cancelled"] == 1 and "submitted" not in b2.stats()["batch"]
+
+
+def test_a_state_whose_requests_differ_is_not_resumed_and_the_log_says_so(tmp_path, caplog):
+    """A batch submitted with other settings (here send_seed: the same cache keys, other bodies):
+    the rerun does not take its answers as this job's; it cancels it (still in flight), logs it,
+    and submits its own requests; the answers cached are those of the bodies sent now."""
+    reqs = _requests(6)
+    with FaultServer() as fs:
+        fs.batch_hold.set()
+        old = BatchedModel(_model(fs.url, tmp_path), poll_s=0.01)
+        by_key = {old.model._key(r): r for r in reqs}
+        with old._client() as client:
+            old._submit(client, list(by_key), by_key, "clean")
+        fs.batch_hold.clear()
+        fs.batch_polls = 3                                # still in progress when the rerun looks at it
+        with caplog.at_level("INFO", logger="judgeflow.models.batch"):
+            new = BatchedModel(_model(fs.url, tmp_path, send_seed=False), poll_s=0.01)
+            got = new.generate(reqs)
+        assert "6 of the 6 requests this job wants from it differ from the requests it sends now" in caplog.text
+        assert "batch batch_0001 (state" in caplog.text and "not resumed, starting over" in caplog.text
+        assert fs.batches["batch_0001"]["status"] == "cancelled"
+        assert fs.batches_created() == 2 and fs.batches_billed() == 1 and fs.requests_billed() == 6
+        assert all("seed" not in line["body"] for line in fs.batches["batch_0002"]["lines"])
+        assert new.stats()["batch"]["superseded"] == 1 and "resumed" not in new.stats()["batch"]
+        sync = _model(fs.url, tmp_path / "sync", send_seed=False).generate(reqs)
+        assert [g.text for g in got] == [g.text for g in sync]      # the answers to what is sent now
+        states = [json.loads(p.read_text()) for p in _state_files(tmp_path)]
+        assert [s.get("status") for s in states] == ["superseded", "completed"]
+        assert states[0]["fingerprint"] != states[1]["fingerprint"]
+
+
+def test_a_resume_takes_only_the_requests_sent_as_now(tmp_path, caplog):
+    """One request of a resumed batch differs (its recorded body digest): the others are taken from
+    the batch, that one is sent again in a batch of its own, its old answer is not cached."""
+    reqs = _requests(5)
+    with FaultServer() as fs:
+        fs.batch_hold.set()
+        b = BatchedModel(_model(fs.url, tmp_path), poll_s=0.01)
+        by_key = {b.model._key(r): r for r in reqs}
+        with b._client() as client:
+            b._submit(client, list(by_key), by_key, "clean")
+        path = _state_files(tmp_path)[0]
+        on_disk = json.loads(path.read_text())
+        on_disk["digests"][2] = "0" * 16                  # as if sent with another body
+        path.write_text(json.dumps(on_disk))
+        fs.batch_hold.clear()
+        with caplog.at_level("WARNING", logger="judgeflow.models.batch"):
+            b2 = BatchedModel(_model(fs.url, tmp_path), poll_s=0.01)
+            assert all(g.text for g in b2.generate(reqs))
+        assert "1 of the 5 requests this job wants from it differ" in caplog.text
+        assert [x["custom_id"] for x in fs.batches["batch_0002"]["lines"]] == [on_disk["keys"][2]]
+        assert b2.stats()["batch"] == {"batch_answers": 5, "batch_errors": 0, "resumed": 1, "submitted": 1}
