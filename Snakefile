@@ -2,6 +2,7 @@
 # -> DPO -> evaluation;
 # sample until accept -> oracle labels -> TP(N), N*, Best-of-N; one report.
 # Run: snakemake --profile profiles/local   (or --profile slurm on a cluster, docs/cluster.md)
+import os
 import sys
 
 from snakemake.utils import min_version
@@ -9,6 +10,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 sys.path.insert(0, f"{workflow.basedir}/src")
 from judgeflow import cluster as jf_cluster, settings as jf_settings
+from judgeflow import redact as jf_redact
 from judgeflow.rulekit import Rules
 
 # The embedded default (the demo) unless the command line names config files: those are the whole
@@ -25,7 +27,13 @@ report: "workflow/report/workflow.rst"
 # First, before any rule is read: the typed settings (judgeflow.settings) check every key, fill in
 # the defaults and resolve "null = another key"; an error names the config key.
 config.update(jf_settings.validate(config))
+# The API key of every model (its api_key_env variable) is masked in what this process logs.
+jf_redact.register_config(config)
 JF = Rules(config, api_local=jf_cluster.api_local_rules(config))
+# Then what a stage would otherwise find out only when it runs, after the jobs upstream of it: the
+# placeholders of every prompt template a stage of this config loads, and the API key variable of
+# every model such a stage calls (where Snakemake runs; a cluster job re-reads this file without it).
+JF.check_before_jobs(environ=None if workflow.remote_exec else os.environ)
 
 
 include: "rules/common.smk"

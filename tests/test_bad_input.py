@@ -32,6 +32,7 @@ class Case:
     run: Callable[[Path, str], object]   # (tmp dir, stand-in server URL) -> raises, or returns a check's input
     error: type | None                   # the exception expected, or None: the stage succeeds
     match: str                           # regex the message must match (or the check's outcome)
+    hidden: str = ""                     # a secret the message must not show
 
 
 def _src(tmp: Path, lines: list, raw: bytes | None = None) -> Path:
@@ -80,6 +81,18 @@ def _clean(rows, heldout: int = 0, **cfg):
 def _config(**overrides):
     def run(tmp, url):
         stage_config(tmp, url, **overrides)
+    return run
+
+
+KEY = "sk-jf-" + "0f3a9c" * 6  # an API key, where a secret does not belong
+CREDENTIAL = "s3cr3t-token-0123456789abcdef"
+
+
+def _url_with(where: str):
+    def run(tmp, url):
+        bad = {"userinfo": url.replace("http://", f"http://user:{CREDENTIAL}@"),
+               "query": f"{url}?api-key={CREDENTIAL}", "token": f"{url}?token={CREDENTIAL}"}[where]
+        stage_config(tmp, bad)
     return run
 
 
@@ -194,6 +207,17 @@ CASES = [
          r"config key models\.flaky\.max_retries: Input should be greater than or equal to 0 \(got -1\)"),
     Case("oracle that is not a model", _config(oracle={"labeller": "gpt9"}), ConfigError,
          r"oracle\.labeller: 'gpt9' is neither 'verifier' nor a model"),
+    Case("a typo in a one-or-list setting", _config(refining={"strategy": "tree_serach"}), ConfigError,
+         r"^config key refining\.strategy: Input should be 'single' or 'tree_search' \(got 'tree_serach'\); "
+         r"did you mean 'tree_search'\?$"),
+    Case("the API key as the value of api_key_env", _config(models={"flaky": {"api_key_env": KEY}}), ConfigError,
+         r"^models\.flaky\.api_key_env: expected the NAME of the environment variable", hidden=KEY),
+    Case("a password in base_url", _url_with("userinfo"), ConfigError,
+         r"^models\.flaky\.base_url: the URL holds a credential \(a user name and password", hidden=CREDENTIAL),
+    Case("an api-key parameter in base_url", _url_with("query"), ConfigError,
+         r"^models\.flaky\.base_url: the URL holds a credential \(the query parameter 'api-key'", hidden=CREDENTIAL),
+    Case("a token parameter in base_url", _url_with("token"), ConfigError,
+         r"^models\.flaky\.base_url: the URL holds a credential \(the query parameter 'token'", hidden=CREDENTIAL),
     # models and endpoints
     Case("missing model files (hf)", _missing_hf_model, ConfigError, r"models\.smollm2\.path: no model at"),
     Case("missing model files (served)", _missing_served_model, ConfigError,
@@ -220,6 +244,7 @@ def try_case(case: Case, tmp: Path, url: str) -> str:
         msg = str(e)
         assert case.error is not None and isinstance(e, case.error), f"{type(e).__name__}: {msg}"
         assert re.search(case.match, msg), f"{msg!r} does not match {case.match!r}"
+        assert not case.hidden or case.hidden not in msg, f"{msg!r} shows the secret"
         outcome = f"{type(e).__name__}: {' / '.join(l.strip() for l in msg.splitlines())}"
         # nothing half-written: no output, no temporary file, no checkpoint, no cache entry
         written = [p for p in (tmp / "out").rglob("*") if p.is_file()] if (tmp / "out").exists() else []

@@ -155,3 +155,193 @@ def test_schema_validates_the_shipped_config_too():
     jsonschema.validate(raw, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**raw, "samplin": {}}, schema)
+
+
+# ------------------------------------------------------------------ literal settings: did you mean
+
+@pytest.mark.parametrize("override,message", [
+    # one value or a list of them: the wrong value itself, never "(got list)"
+    ({"refining": {"strategy": "tree_serach"}},
+     r"^config key refining\.strategy: Input should be 'single' or 'tree_search' \(got 'tree_serach'\); "
+     r"did you mean 'tree_search'\?$"),
+    ({"refining": {"strategy": ["single", "tree_serach"]}},
+     r"^config key refining\.strategy\[1\]: .* \(got 'tree_serach'\); did you mean 'tree_search'\?$"),
+    ({"oracle": {"interval": "betings"}},
+     r"^config key oracle\.interval: Input should be 'hoeffding', 'clopper_pearson' or 'betting' \(got 'betings'\); "
+     r"did you mean 'betting'\?$"),
+    ({"oracle": {"strategy": "bisecton"}}, r"oracle\.strategy: .* \(got 'bisecton'\); did you mean 'bisection'\?$"),
+    ({"refining": {"modes": ["multi_feedbak"]}}, r"refining\.modes\[0\]: .*did you mean 'multi_feedback'\?$"),
+    ({"models": {"smollm2": {"dtype": "bfloat61"}}}, r"models\.smollm2\.dtype: .*did you mean 'bfloat16'\?$"),
+    # a boolean or a word: both listed
+    ({"models": {"oracle": {"logprobs": "aut"}}},
+     r"^config key models\.oracle\.logprobs: Input should be true, false or 'auto' \(got 'aut'\); "
+     r"did you mean 'auto'\?$"),
+    # nothing close: the allowed values alone
+    ({"pairs": {"require": "some"}},
+     r"^config key pairs\.require: Input should be 'targeted' or 'all' \(got 'some'\)$"),
+])
+def test_a_wrong_literal_value_lists_the_allowed_ones_and_the_closest(override, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        st.load(CFG, overrides=override)
+    assert "got list" not in str(e.value) and "literal[" not in str(e.value)
+
+
+# --------------------------------------------------- secrets: api_key_env holding a key, base_url credentials
+
+KEYS = ["sk-proj-" + "Ab3dE5gH7jK9mN1pQ3sT5vX7zB9dF1hJ3lN5pR7tV9xZ", "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc",
+        "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz12345678", "AIza" + "SyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
+        "3f9a" * 10, "gsk_" + "Wq8Zr3Lp0Xv5Ty2Nb7Mk4Hj1Gf6Ds9Ac"]
+
+
+@pytest.mark.parametrize("value", KEYS, ids=["openai", "stripe-like", "huggingface", "google", "hex", "groq"])
+def test_a_key_pasted_as_api_key_env_is_refused_without_echoing_it(value):
+    with pytest.raises(ConfigError, match=r"^models\.gpt41\.api_key_env: expected the NAME of the environment "
+                                          r"variable") as e:
+        st.load(CFG, overrides={"models": {"gpt41": {"backend": "openai", "base_url": "https://api.openai.com/v1",
+                                                     "model": "gpt-4.1", "api_key_env": value}}})
+    assert value not in str(e.value) and value[-12:] not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "DEEPSEEK_API_KEY", "HF_TOKEN", "AZURE_OPENAI_API_KEY_2",
+                                  "JF_FAULT_TEST_API_KEY", "my_key"])
+def test_an_environment_variable_name_is_a_valid_api_key_env(name):
+    c = st.load(CFG, overrides={"models": {"gpt41": {"backend": "openai", "base_url": "https://api.openai.com/v1",
+                                                     "model": "gpt-4.1", "api_key_env": name}}})
+    assert c["models"]["gpt41"]["api_key_env"] == name
+
+
+SECRET = "s3cr3t-DO-NOT-ECHO-0123456789"
+
+
+@pytest.mark.parametrize("url,what", [
+    (f"https://user:{SECRET}@api.example.com/v1", r"a user name and password"),
+    (f"https://{SECRET}@api.example.com/v1", r"a user name or token"),
+    (f"https://api.example.com/v1?api-key={SECRET}", r"the query parameter 'api-key'"),
+    (f"https://api.example.com/v1?key={SECRET}", r"the query parameter 'key'"),
+    (f"https://api.example.com/v1?token={SECRET}", r"the query parameter 'token'"),
+    (f"https://api.example.com/v1?api_key={SECRET}&x=1", r"the query parameter 'api_key'"),
+    (f"https://api.example.com/v1?access_token={SECRET}", r"the query parameter 'access_token'"),
+])
+def test_a_credential_in_base_url_is_refused_without_echoing_it(url, what):
+    with pytest.raises(ConfigError, match=rf"^models\.gpt41\.base_url: the URL holds a credential \({what}") as e:
+        st.load(CFG, overrides={"models": {"gpt41": {"backend": "openai", "base_url": url, "model": "gpt-4.1"}}})
+    assert SECRET not in str(e.value) and "0123456789" not in str(e.value)
+
+
+def test_a_base_url_without_credentials_passes():
+    url = "https://myres.openai.azure.com/openai/deployments/gpt-4o?api-version=2024-02-01"
+    c = st.load(CFG, overrides={"models": {"gpt41": {"backend": "openai", "base_url": url, "model": "gpt-4.1"}}})
+    assert c["models"]["gpt41"]["base_url"] == url
+
+
+# ------------------------------------------- before any job: templates and API key variables
+
+HOSTED = {"backend": "openai", "base_url": "https://api.example.com/v1", "model": "x", "api_key_env": "JF_TEST_KEY"}
+
+
+def _rules(**overrides):
+    from judgeflow.rulekit import Rules
+
+    return Rules(st.load(CFG, overrides=overrides))
+
+
+def test_every_template_setting_and_every_stage_fills_the_table_s_placeholders():
+    """One table (judgeflow.prompting.TEMPLATE_FIELDS) of the placeholders per template setting: the
+    stages' declarations name only its keys, and each load_template call in the package fills
+    exactly its set (the stage code and the parse-time check cannot drift apart)."""
+    import ast
+
+    from judgeflow import pipeline, prompting
+
+    everything = st.load(CFG, overrides={"refining": {"strategy": ["single", "tree_search"],
+                                                      "tree_search": {"oracle": "oracle"}},
+                                         "oracle": {"labeller": "oracle", "proxy": "oracle",
+                                                    "strategy": "prediction_powered"},
+                                         "cleaning": {"model": "oracle", "template": "clean", "answer_first": False,
+                                                      "enabled": True}})
+    declared = {d for s in pipeline.STAGES.values() for d in s.decl("templates", everything)}
+    assert declared == set(prompting.TEMPLATE_FIELDS)
+    calls = 0
+    for path in (ROOT / "src" / "judgeflow").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "load_template" and \
+                    isinstance(node.args[1], ast.Set):
+                key = node.args[2]
+                key = key.value if isinstance(key, ast.Constant) else "".join(
+                    v.value if isinstance(v, ast.Constant) else "0" for v in key.values)  # f"...[{i}]..."
+                assert {e.value for e in node.args[1].elts} == prompting.template_fields(key), (path, key)
+                calls += 1
+    assert calls >= 6
+
+
+def test_a_template_with_the_wrong_placeholders_is_an_error_naming_its_key(tmp_path):
+    bad = tmp_path / "judge.txt"
+    bad.write_text("Question: {question}\nAnswer: {answer}\nVerdict:")
+    judges = [{"id": f"j{i}", "model": "smollm2", **({"template": str(bad)} if i == 1 else {})} for i in range(3)]
+    with pytest.raises(ConfigError, match=r"^judging\.judges\[1\]\.template: template '.*judge\.txt' uses "
+                                          r"fields \['answer', 'question'\], expected \['criterion', 'question', "
+                                          r"'response'\]"):
+        _rules(judging={"k": 1, "judges": judges}).check_before_jobs()
+    broken = tmp_path / "clean.txt"
+    broken.write_text("Is {question answerable?")
+    with pytest.raises(ConfigError, match=r"^cleaning\.template: template '.*clean\.txt' is not a valid format"):
+        _rules(cleaning={"template": str(broken)}).check_before_jobs()
+    # a template of a stage this config does not run is not loaded: the pairwise oracle with the verifier
+    _rules(evaluation={"oracle": "verifier", "oracle_template": str(bad)}).check_before_jobs()
+    with pytest.raises(ConfigError, match=r"^evaluation\.oracle_template: .* expected \['question', 'response_a', "
+                                          r"'response_b'\]"):
+        _rules(evaluation={"oracle": "oracle", "oracle_template": str(bad)}).check_before_jobs()
+
+
+def test_an_unset_api_key_variable_of_a_model_a_stage_calls_is_an_error_naming_it():
+    with pytest.raises(ConfigError, match=r"^models\.hosted\.api_key_env: environment variable JF_TEST_KEY is not "
+                                          r"set \(it must hold the API key of model 'hosted', named by "
+                                          r"cleaning\.model, refining\.tree_search\.oracle and evaluation\.oracle; "
+                                          r"set it before running the workflow: export JF_TEST_KEY=\.\.\.\)$"):
+        _rules(models={"hosted": HOSTED}, cleaning={"model": "hosted", "template": "clean", "answer_first": False},
+               evaluation={"oracle": "hosted"}).check_before_jobs(environ={})
+    _rules(models={"hosted": HOSTED}, cleaning={"model": "hosted", "template": "clean", "answer_first": False},
+           evaluation={"oracle": "hosted"}).check_before_jobs(environ={"JF_TEST_KEY": "sk-x"})
+    # a cluster job re-reads the workflow without the check (environ None)
+    _rules(models={"hosted": HOSTED}, evaluation={"oracle": "hosted"}).check_before_jobs(environ=None)
+
+
+@pytest.mark.parametrize("overrides", [
+    {},                                                                  # defined, used by no role
+    {"cleaning": {"enabled": False, "model": "hosted"}},                 # the cleaning stage asks no oracle
+    {"draws": {"enabled": False}, "probe": {"enabled": False},           # no draws: no labels, no proxy
+     "oracle": {"labeller": "hosted", "proxy": "hosted", "replay_runs": 0, "strategy": "fixed_sequence"}},
+    {"refining": {"strategy": "single", "tree_search": {"oracle": "hosted"}}},  # no tree search
+])
+def test_a_model_no_stage_of_the_config_calls_needs_no_key(overrides):
+    _rules(**st.deep_merge({"models": {"hosted": HOSTED}}, overrides)).check_before_jobs(environ={})
+
+
+@pytest.mark.slow  # runs Snakemake
+def test_a_wrong_template_or_an_unset_key_stops_the_dry_run_before_any_job(tmp_path, monkeypatch):
+    """What failed only when the stage ran, after the jobs upstream of it, now stops `snakemake -n`."""
+    from project import smk, tiny_config, write_tiny_project
+
+    monkeypatch.delenv("JF_TEST_KEY", raising=False)
+    cfg = tiny_config()
+    cfg["models"]["hosted"] = HOSTED  # defined, used by no stage: no key needed
+    proj = write_tiny_project(tmp_path / "p", cfg)
+    path = proj / "config" / "tiny.yaml"
+    ok = smk(proj, "-n", "--quiet", "rules", configfile=path)
+    assert "clean_questions" in ok.stdout
+    cfg["cleaning"]["model"] = "hosted"
+    path.write_text(yaml.safe_dump(cfg))
+    p = smk(proj, "-n", configfile=path, check=False)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and "Job stats" not in out, out[-3000:]
+    assert "models.hosted.api_key_env: environment variable JF_TEST_KEY is not set" in out and "cleaning.model" in out
+    assert "Job stats" in smk(proj, "-n", configfile=path, env={"JF_TEST_KEY": "sk-jf-test-0123456789"}).stdout
+    cfg = tiny_config()
+    (proj / "data" / "judge.txt").write_text("Question: {question}\nAnswer: {answer}\nVerdict:")
+    cfg["judging"]["judges"][2]["template"] = "data/judge.txt"
+    path.write_text(yaml.safe_dump(cfg))
+    p = smk(proj, "-n", configfile=path, check=False)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and "Job stats" not in out, out[-3000:]
+    assert ("judging.judges[2].template: template 'data/judge.txt' uses fields ['answer', 'question'], expected "
+            "['criterion', 'question', 'response']") in out

@@ -50,6 +50,7 @@ def no_slurm_path(tmp_path_factory) -> str:
 def _env(path, site_file=None, **extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUDGEFLOW_SLURM_")}
     env.update(PATH=path, HF_HUB_OFFLINE="1", **extra)
+    env.setdefault("OPENAI_API_KEY", "sk-placeholder-dry-run")  # the full-scale config's GPT-4.1 (checked at parse)
     if site_file:
         env["JUDGEFLOW_SLURM_SITE"] = str(site_file)
     return env

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -453,7 +454,8 @@ def test_every_setting_reruns_exactly_the_stages_that_read_it(tiny_run, tmp_path
     for part in range(2):  # two processes, one per core
         (tmp_path / f"variants{part}.json").write_text(json.dumps([unchanged] + files[part::2]))
         procs.append(subprocess.Popen([sys.executable, str(ROOT / "tests" / "dryrun_batch.py"), str(tiny_run),
-                                       str(tmp_path / f"variants{part}.json"), str(tmp_path / f"out{part}.json")]))
+                                       str(tmp_path / f"variants{part}.json"), str(tmp_path / f"out{part}.json")],
+                                      env=dict(os.environ, SOME_KEY="placeholder-key-of-the-dry-runs")))
     for part, p in enumerate(procs):
         assert p.wait(timeout=900) == 0
         result.update(json.loads((tmp_path / f"out{part}.json").read_text()))

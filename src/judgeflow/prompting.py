@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import string
 from importlib import resources
 from pathlib import Path
@@ -30,14 +31,52 @@ def template_path(name_or_path: str, key: str) -> Path:
     return Path(str(res))
 
 
-def load_template(name_or_path: str, fields: set[str], key: str) -> str:
-    """Load a template by packaged name or file path; check it uses exactly `fields`."""
+# The placeholders each template setting must use, exactly: the one table the stages load their
+# templates with (`load_template` checks a stage's own set against it) and the workflow checks
+# every template of a config against when it is parsed (judgeflow.rulekit.Rules.check_before_jobs).
+# Keyed like the stage declarations of judgeflow.pipeline ([*]: any list item).
+TEMPLATE_FIELDS: dict[str, frozenset[str]] = {
+    "cleaning.template": frozenset({"question"}),
+    "judging.judges[*].template": frozenset({"question", "response", "criterion"}),
+    "refining.template_one": frozenset({"question", "response", "criterion", "critiques"}),
+    "refining.template_all": frozenset({"question", "response", "criteria"}),
+    "oracle.template": frozenset({"question", "criteria", "response"}),
+    "evaluation.oracle_template": frozenset({"question", "response_a", "response_b"}),
+}
+
+
+def template_fields(key: str) -> frozenset[str]:
+    """The placeholders of the template setting `key` (`judging.judges[0].template` is
+    `judging.judges[*].template`)."""
+    pattern = re.sub(r"\[\d+\]", "[*]", key)
+    if pattern not in TEMPLATE_FIELDS:
+        raise KeyError(f"{key}: no template setting (judgeflow.prompting.TEMPLATE_FIELDS)")
+    return TEMPLATE_FIELDS[pattern]
+
+
+def template_placeholders(text: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(text) if f}
+
+
+def load_template(name_or_path: str, fields: set[str] | None, key: str) -> str:
+    """Load a template by packaged name or file path; check it uses exactly the placeholders of
+    `key` in TEMPLATE_FIELDS (`fields`, when given, must be that set: a stage that fills other
+    placeholders than the table says is a bug, found here)."""
+    expected = template_fields(key)
+    if fields is not None and set(fields) != expected:
+        raise RuntimeError(f"{key}: the stage fills {sorted(fields)}, but judgeflow.prompting.TEMPLATE_FIELDS "
+                           f"says {sorted(expected)}; make them agree")
+    fields = expected
     path = template_path(name_or_path, key)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{key}: template file '{path}' is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    used = {f for _, f, _, _ in string.Formatter().parse(text) if f}
+    try:
+        used = template_placeholders(text)
+    except ValueError as e:  # an unmatched brace
+        raise ConfigError(f"{key}: template '{name_or_path}' is not a valid format string ({e}); a literal "
+                          f"brace is written {{{{ or }}}}") from None
     if used != fields:
         raise ConfigError(f"{key}: template '{name_or_path}' uses fields {sorted(used)}, expected {sorted(fields)}")
     return text

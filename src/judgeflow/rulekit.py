@@ -15,6 +15,10 @@ from pathlib import Path
 from . import pipeline
 from .pipeline import STAGES
 
+# the stages of the draws (TP(N)), their oracle labels and what reads them: none with draws.enabled false
+DRAW_STAGES = ("sample_until_accept", "label_oracle", "score_proxy", "oracle_replay", "probe", "best_of_n",
+               "judge_quality")
+
 
 class _Wildcards(dict):
     __getattr__ = dict.__getitem__
@@ -31,6 +35,55 @@ class Rules:
         self.models_dir = f"{config['resources_dir']}/models"
         self.shards = list(range(config["sampling"]["shards"]))
         self._digests: dict[str, str] = {}
+
+    # --- checks before any job: what a stage would only find out when it runs -------------------
+    def active_stages(self) -> list[str]:
+        """The stages this config runs (those `rule all` reaches): not a refinement strategy's it
+        does not use, not the probe, replay or proxy unless asked for, no draws or oracle labels
+        with draws.enabled false, no Best-of-N with oracle.bon.enabled false."""
+        off = pipeline.inactive_stages(self.config)
+        if not self.config["draws"]["enabled"]:
+            off |= set(DRAW_STAGES)
+        if not self.config["oracle"]["bon"]["enabled"]:
+            off.add("best_of_n")
+        if self.config["refining"]["tree_search"]["rounds"] < 2:
+            off |= {"sample_round", "judge_round", "train_round"}
+        return [name for name in STAGES if name not in off]
+
+    def check_before_jobs(self, environ=None) -> None:
+        """Raise a ConfigError naming the key for what would otherwise fail only when a stage runs,
+        after the jobs upstream of it: a prompt template of a stage this config runs that is
+        missing or does not use exactly the placeholders the stage fills
+        (judgeflow.prompting.TEMPLATE_FIELDS), or, with `environ` (skipped where None: a cluster
+        job, which re-reads the workflow), an `api_key_env` variable that is not set of a model
+        such a stage calls. A model defined but not used needs no key."""
+        from .models import ConfigError
+        from .prompting import load_template
+
+        stages = [STAGES[n] for n in self.active_stages()]
+        done = set()
+        for stage in stages:
+            for decl in stage.decl("templates", self.config):
+                for where, value in pipeline.select(self.config, decl):
+                    key = pipeline._key(where)
+                    if key not in done:
+                        done.add(key)
+                        load_template(value, None, key)
+        if environ is None:
+            return
+        users: dict[str, list[str]] = {}  # model -> the keys naming it, of the stages that run
+        for stage in stages:
+            for decl in stage.decl("models", self.config):
+                for where, name in pipeline.select(self.config, decl):
+                    if name is not None and pipeline._key(where) not in users.setdefault(name, []):
+                        users[name].append(pipeline._key(where))
+        for name, keys in users.items():
+            env = (self.config["models"].get(name) or {}).get("api_key_env")
+            if env and not environ.get(env):
+                named = " and ".join([", ".join(keys[:-1]), keys[-1]] if len(keys) > 1 else keys)
+                raise ConfigError(f"models.{name}.api_key_env: environment variable {env} is not set (it must hold "
+                                  f"the API key of model '{name}', named by {named}; set it before running the "
+                                  f"workflow: export {env}=...)")
 
     # --- params: what shapes the outputs, and the code ----------------------------------------
     def params(self, name: str):

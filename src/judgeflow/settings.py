@@ -758,7 +758,7 @@ def validate(raw: dict) -> Validated:
     try:
         s = Settings.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_describe(e)) from None
+        raise ConfigError(_describe(e, raw)) from None
     derived = _resolve(s)
     _resolve_tree_search(s, derived)
     _cross_checks(s)
@@ -799,10 +799,30 @@ def _closest(name: str, choices) -> str:
 
 
 def _check_secrets(raw: dict) -> None:
+    """No secret in a model entry: no key-like setting, no key as the value of `api_key_env`, no
+    credential in `base_url`. The errors never echo the value."""
+    from .redact import looks_like_key, url_credentials
+
     models = raw.get("models")
     if not isinstance(models, dict):
         return
     for name, spec in models.items():
+        if isinstance(spec, dict):
+            env = spec.get("api_key_env")
+            if env is not None and (not isinstance(env, str) or looks_like_key(env)):
+                raise ConfigError(
+                    f"models.{name}.api_key_env: expected the NAME of the environment variable that holds the API "
+                    f"key (letters, digits and underscores, e.g. OPENAI_API_KEY); the value given looks like a key "
+                    f"itself and is not shown. Put the key in an environment variable (export OPENAI_API_KEY=...) "
+                    f"and name that variable here")
+            url = spec.get("base_url")
+            what = url_credentials(url) if isinstance(url, str) else None
+            if what:
+                raise ConfigError(
+                    f"models.{name}.base_url: the URL holds a credential ({what}), which would be stored in the "
+                    f"cache folder's name, the outputs, .snakemake/metadata and the logs; it is not shown. Give "
+                    f"the endpoint without it and the key through an environment variable named with "
+                    f"models.{name}.api_key_env")
         stack = [(f"models.{name}", spec)]
         while stack:
             where, node = stack.pop()
@@ -876,9 +896,76 @@ def _check_keys(data, shape, where: str) -> None:
         _check_keys(v, _unwrap(fields[k].annotation), here)
 
 
-def _describe(e: ValidationError) -> str:
-    err = e.errors(include_url=False)[0]
-    loc = [p for p in err["loc"] if p not in BACKENDS]  # the union's tag is not part of the key
+# a union member's tag in an error's location (literal['a','b'], list[...], bool): not part of the key
+_UNION_TAG = re.compile(r"\[|^(bool|int|float|str|none)$")
+
+
+def _clean_loc(loc) -> list:
+    return [p for p in loc if not (isinstance(p, str) and (p in BACKENDS or _UNION_TAG.search(p)))]
+
+
+def _raw_at(raw, loc):
+    for p in loc:
+        try:
+            raw = raw[p]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return raw
+
+
+def _choices(errors: list[dict]) -> list:
+    """The allowed values of a literal setting (or a union of literals and booleans), from its errors."""
+    out: list = []
+    for x in errors:
+        if x["type"] == "literal_error":
+            out += [v for v in re.findall(r"'([^']*)'", str((x.get("ctx") or {}).get("expected", ""))) if v not in out]
+        elif x["type"] in ("bool_parsing", "bool_type"):
+            out += [v for v in (True, False) if v not in out]
+    return out
+
+
+def _show(value) -> str:
+    shown = repr(value) if isinstance(value, (int, float, str, bool)) or value is None else type(value).__name__
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _literal(errors: list[dict], raw) -> str | None:
+    """The message of a wrong literal value: the allowed values and the closest one, naming the key
+    (for a setting that takes one value or a list of them, the wrong value itself, never "(got list)")."""
+    err = errors[0]
+    if err["type"] not in ("literal_error", "bool_parsing", "bool_type"):
+        return None
+    loc = _clean_loc(err["loc"])
+    same = [x for x in errors if _clean_loc(x["loc"])[:len(loc)] == loc]  # the union's other members
+    items = [x for x in same if len(_clean_loc(x["loc"])) > len(loc) and x["type"] == "literal_error"
+             and isinstance(x["input"], str)]
+    if items:  # one-or-a-list: the item that is wrong
+        err = items[0]
+        loc, choices = _clean_loc(err["loc"]), _choices([err])
+        if isinstance(loc[-1], int) and isinstance(_raw_at(raw, loc[:-1]), str):
+            loc = loc[:-1]  # one value given (made a list by the setting): name the setting
+    else:
+        choices = _choices([x for x in same if _clean_loc(x["loc"]) == loc])
+    if not choices:
+        return None
+    shown = [("true" if c else "false") if isinstance(c, bool) else repr(c) for c in choices]
+    allowed = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+    value = err["input"]
+    msg = f"config key {_key(loc) or '(top level)'}: Input should be {allowed} (got {_show(value)})"
+    if isinstance(value, str):
+        close = difflib.get_close_matches(value, [c for c in choices if isinstance(c, str)], n=1, cutoff=0.6)
+        if close:
+            msg += f"; did you mean '{close[0]}'?"
+    return msg
+
+
+def _describe(e: ValidationError, raw=None) -> str:
+    errors = e.errors(include_url=False)
+    literal = _literal(errors, raw)
+    if literal:
+        return literal
+    err = errors[0]
+    loc = _clean_loc(err["loc"])  # the union's tag is not part of the key
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "value_error" and ":" in msg.split(" ")[0]:  # a model validator naming its field
         field, _, rest = msg.partition(":")
@@ -888,11 +975,7 @@ def _describe(e: ValidationError) -> str:
                 "is not read then): to change the demo, name both, --configfile config/config.yaml yours.yaml"
                 if len(loc) == 1 else "")
         return f"config key {_key(loc[:-1]) or '(top level)'}: '{loc[-1]}' is a required key{hint}"
-    value = err.get("input")
-    shown = repr(value) if isinstance(value, (int, float, str, bool)) or value is None else type(value).__name__
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return f"config key {_key(loc) or '(top level)'}: {msg} (got {shown})"
+    return f"config key {_key(loc) or '(top level)'}: {msg} (got {_show(err.get('input'))})"
 
 
 # ---------------------------------------------------------------------------- schema and docs

@@ -1,6 +1,11 @@
 """The one entry point of every `script:` rule (workflow/scripts/stage.py): the job's log file
 catches everything (C-level output too), then the rule's stage runs on exactly its declared
 settings. No Snakemake import: it only reads the `snakemake` object a `script:` receives.
+
+Before the stage starts, the API key of every model of the config (the variable its `api_key_env`
+names, where set) is registered with `judgeflow.redact`: from then on the job's log records,
+warnings and the traceback of a failure are written with each key masked. A stage that fails has
+its traceback printed here, masked, and the job exits with status 1.
 """
 from __future__ import annotations
 
@@ -9,10 +14,19 @@ import os
 import sys
 from pathlib import Path
 
+from . import redact
+
 log = logging.getLogger("judgeflow")
 
 
+def register_keys(config) -> list[str]:
+    """Register for masking the API key of every model of `config` whose `api_key_env` is set."""
+    return redact.register_config(config)
+
+
 def setup(snakemake) -> None:
+    redact.install()
+    register_keys(snakemake.config)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if snakemake.log:
@@ -34,8 +48,24 @@ def _files(named) -> dict:
 
 
 def run(snakemake) -> None:
-    """Run the stage of `snakemake.rule` with the rule's named inputs, outputs and settings."""
+    """Run the stage of `snakemake.rule` with the rule's named inputs, outputs and settings. A
+    failure's traceback goes to the job's log with every registered key masked; exit status 1."""
     setup(snakemake)
+    try:
+        _run(snakemake)
+    except Exception as e:  # noqa: BLE001 - printed (masked) and turned into the job's failure
+        fail(e)
+
+
+def fail(e: BaseException) -> None:
+    """Print the traceback of `e`, masked, to stderr (the job's log) and exit with status 1."""
+    sys.stdout.flush()
+    sys.stderr.write(redact.format_exception(e))
+    sys.stderr.flush()
+    raise SystemExit(1) from None
+
+
+def _run(snakemake) -> None:
     from . import pipeline
 
     extra = {k: v for k, v in snakemake.params.items() if k not in ("settings", "code")}

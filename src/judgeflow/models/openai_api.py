@@ -39,7 +39,11 @@ Every answer is appended to a persistent cache (fsync'd) as soon as it arrives, 
 never pays twice for what it already received. `stats()` reports attempts, retries, failed
 attempts by kind, unusable answers and cache hits. The API key is read from the environment
 variable *named* in the config and is never written anywhere: not in the cache (request bodies
-only), not in `repr`, not in error messages (a server that echoes the key gets it masked).
+only), not in `repr`, not in error messages. It is registered with `judgeflow.redact` when read,
+and every answer is masked where it comes in (`result_of`, before the cache, a record or a log
+sees it), so an endpoint that echoes the key, in a 200 answer or an error, gets
+`[masked:<api_key_env>]` written instead. A `base_url` with a credential in it (user:password@,
+`?api-key=`) is refused.
 """
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ from collections import Counter
 
 from tqdm.auto import tqdm
 
+from .. import redact
 from .base import BackendError, ConfigError, Generation, GenRequest
 from .cache import CallCache, cache_key, namespace
 
@@ -91,12 +96,20 @@ class OpenAIModel:
                  api_key_env: str | None = None, max_concurrency: int = 8, timeout: float = 120.0,
                  max_retries: int = 5, send_seed: bool = True,
                  cache_namespace: str | None = None, logprobs: bool | str = "auto"):
+        credential = redact.url_credentials(base_url)
+        if credential:
+            raise ConfigError(f"models.{name}.base_url: the URL holds a credential ({credential}; not shown); give "
+                              f"the key through the environment variable named by models.{name}.api_key_env")
         if api_key_env:
+            if redact.looks_like_key(api_key_env):
+                raise ConfigError(f"models.{name}.api_key_env: expected the NAME of an environment variable; the "
+                                  f"value given looks like a key itself and is not shown")
             key = os.environ.get(api_key_env)
             if not key:
                 raise ConfigError(
                     f"models.{name}.api_key_env: environment variable {api_key_env} is not set "
                     f"(it must hold the API key for {base_url})")
+            redact.register(key, api_key_env)  # masked from here on, whatever writes it
         else:
             key = "EMPTY"  # local servers take any key
         self._api_key = key
@@ -142,8 +155,9 @@ class OpenAIModel:
         return cache_key(self.model, req.message_dicts(), sampling, req.seed)
 
     def _redact(self, s: str) -> str:
-        key = self._api_key
-        if key and key != "EMPTY" and len(key) >= 4:
+        s = redact.mask(s)
+        key = self._api_key  # too short to be registered for masking everywhere: still not in an error
+        if key and key != "EMPTY" and 4 <= len(key) < redact.MIN_SECRET_LEN:
             s = s.replace(key, "***")
         return s
 
@@ -198,7 +212,7 @@ class OpenAIModel:
                 if body.get("logprobs") and e.status_code in (400, 422) and "logprob" in str(e.message).lower():
                     if not self.logprobs_refused:
                         log.warning("%s: the endpoint refuses logprobs (%s); verdicts are read from the text",
-                                    self.name, _short(e.message, 120))
+                                    self.name, self._redact(_short(e.message, 120)))
                     self.logprobs_refused = True
                     body = {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
                     continue
@@ -218,7 +232,8 @@ class OpenAIModel:
         path and the Batch API's results both go through here)."""
         choice = resp.choices[0]
         usage = resp.usage
-        text = (choice.message.content if choice.message else None) or ""
+        # masked where it comes in: neither the cache, a record nor a log ever sees a key it echoes
+        text = redact.mask((choice.message.content if choice.message else None) or "")
         finish = choice.finish_reason or "empty"
         result = {
             "text": text, "finish_reason": finish,
@@ -240,7 +255,7 @@ class OpenAIModel:
         self.calls += 1
         self.prompt_tokens += result["prompt_tokens"]
         self.completion_tokens += result["completion_tokens"]
-        self.cache.put(key, body, result)
+        self.cache.put(key, redact.mask_obj(body), redact.mask_obj(result))
         self._count(result)
 
     def cached_result(self, key: str) -> dict | None:
@@ -248,7 +263,7 @@ class OpenAIModel:
         hit = self.cache.get(key)
         if hit is None:
             return None
-        result = dict(hit["response"])
+        result = redact.mask_obj(dict(hit["response"]))  # an entry an older judgeflow wrote unmasked
         result.setdefault("unusable", classify(result.get("text") or "", result.get("finish_reason") or ""))
         self._count(result)
         return result
