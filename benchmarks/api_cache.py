@@ -8,10 +8,10 @@
 
 Data set: `--entries` entries of judge size (request: a ~1.5 KB chat body; response: ~300 chars of
 text and token counts, ~2.1 KB a line), spread round-robin over `--segments` segments as that many
-parallel jobs would have written them, written in bulk as JSON lines in the exact format the cache
-writes (and older judgeflow wrote), without indexes. Then, each in a fresh subprocess (peak RSS is
-that subprocess's VmHWM, interpreter and imports included; wall is measured inside it, from
-before the cache is opened to after the last lookup):
+parallel jobs would have written them, written in bulk as the lines the cache writes (canonical
+JSON with each line's own checksum: `cache.entry_line`), without indexes. Then, each in a fresh
+subprocess (peak RSS is that subprocess's VmHWM, interpreter and imports included; wall is
+measured inside it, from before the cache is opened to after the last lookup):
 
   migration  the first CallCache open, which builds every segment's index (CallCache's own path)
   new        a later CallCache open + `--lookups` gets (half hits, half misses, hits checked)
@@ -27,6 +27,12 @@ Figures on this machine (2 CPU cores, 24 GiB RAM, local disk, page cache warm, 1
 
 The same data in 1,024 segments (as 1,024 jobs that each paid for calls would leave it;
 `--segments 1024 --skip-old`): open 0.26 s, lookups 0.12 s, peak RSS 99 MB; migration 13.8 s.
+
+With each line's checksum checked on every read and every index build (issue 22), measured back to
+back with the version before it on the same machine, shared with other work at the time (so both
+slower than above): new 0.24 s open + 0.17 s lookups = 0.41 s at 97 MB (before: 0.23 + 0.13 =
+0.35 s, 97 MB); migration 17.5 s (before: 16.1 s). Lines are not longer: a line's canonical JSON
+has no spaces, which about pays for its 43-byte checksum field (2,146.5 MiB of segments both).
 
 The page cache was warm (the data had just been written); on a cold shared file system each hit
 costs one random read of ~2 KB, and opening reads only the small index files, one per segment.
@@ -122,11 +128,13 @@ def write_dataset(d: Path, entries: int, segments: int, seed: int = 0) -> None:
     question = _pool(rng, 256, 600)
     answer = _pool(rng, 256, 500)
     reply = _pool(rng, 256, 300)
+    from judgeflow.models.cache import entry_line
+
     d.mkdir(parents=True, exist_ok=True)
-    fhs = [open(d / f"node{j % 4:02d}-{100000 + j}-1700000000{j:03d}.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+    fhs = [open(d / f"node{j % 4:02d}-{100000 + j}-1700000000{j:03d}.jsonl", "wb")  # noqa: SIM115
            for j in range(segments)]
     try:
-        buf: list[list[str]] = [[] for _ in fhs]
+        buf: list[list[bytes]] = [[] for _ in fhs]
         for i in range(entries):
             request = {"model": "judge-model", "messages": [
                 {"role": "system", "content": system[i % 8]},
@@ -138,7 +146,7 @@ def write_dataset(d: Path, entries: int, segments: int, seed: int = 0) -> None:
                         "choice_probs": {"YES": 0.9, "NO": 0.1}, "logprobs": "read"}
             entry = {"key": key_of(i), "request": request, "response": response, "time": 1.7e9 + i}
             b = buf[i % segments]
-            b.append(json.dumps(entry, ensure_ascii=False) + "\n")
+            b.append(entry_line(entry))
             if len(b) >= 4096:
                 fhs[i % segments].writelines(b)
                 b.clear()

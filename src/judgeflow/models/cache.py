@@ -6,42 +6,77 @@ never headers, never the API key. An answer that is paid for but unusable (empty
 max_tokens) is cached too, marked `"unusable"` in its response: the same seeded request would
 only pay again for the same answer; the backend counts it each time it is returned.
 
-Segment: one JSON entry a line, `{"key", "request", "response", "time"}` (the format older
-judgeflow versions wrote, which stay readable). Index: a 16-byte header (magic `JFCACHEI`,
-version u32, record size u32) then one 32-byte little-endian record per complete segment line,
-in file order: `key` (first 8 bytes of sha256(entry key)), `offset` u64 and `length` u32 of the
-line (with its newline), `crc` u32 (zlib.crc32 of the line), `flags` u32 (1: an entry, 0: a
-line that is not one, e.g. garbage left in the middle by a corruption) and `check` u32 (a
-multiply-xor mix of the other fields, so a damaged record is found with vectorised numpy).
+Segment: one JSON entry a line, `{"key", "request", "response", "time", "sum"}`. `sum` is the
+line's own checksum: the first 16 bytes, in hex (32 digits), of the sha256 of the canonical JSON
+of the entry's other fields (`json.dumps(fields, sort_keys=True, ensure_ascii=False,
+separators=(",", ":"))`, UTF-8), computed by `put` over the entry exactly as a reader parses it
+back; `get` returns those fields (without `sum`), so what is returned is exactly what was
+checksummed (key, request and answer). `put` writes the line as that canonical JSON with
+`,"sum":"<32 hex digits>"` appended as its last member, so a reader checks it by hashing the
+line's bytes before `,"sum"` (one sha256 of the line, no re-serialising); a line laid out
+otherwise (rewritten by another tool) is checked by serialising its parsed fields canonically.
+
+Index: a 16-byte header (magic `JFCACHEI`, version u32, record size u32) then one 32-byte
+little-endian record per complete segment line, in file order: `key` (first 8 bytes of
+sha256(entry key)), `offset` u64 and `length` u32 of the line (with its newline), `crc` u32
+(zlib.crc32 of the line), `flags` u32 (1: an entry, 0: a line that is not one: garbage left by a
+corruption, a damaged line, an unverifiable legacy line) and `check` u32 (a multiply-xor mix of
+the other fields, so a damaged record is found with vectorised numpy). The index only locates
+lines; it never vouches for a line that carries a checksum.
+
+Checking: every line is checked when it is read (`get`) and when a segment is scanned (an index
+built or rebuilt, lines after the last indexed one): a line whose `sum` does not match (damaged
+or edited, whatever its length) is never returned and never indexed as an entry; it is a miss,
+logged with its segment's path and byte offset. Intact lines stay hits.
+
+Legacy lines (`{"key", "request", "response", "time"}`, no `sum`: in users' caches, and written
+by older judgeflow versions still running beside this one) cannot check themselves. One is
+returned only while an index record vouches for it: an entry record with the same key prefix,
+length and crc32 of the whole line, i.e. the record its writer wrote, or the one an earlier
+judgeflow's one-time migration wrote for a segment from before the index. A line edited since is
+a miss, logged. A scan never makes an entry of a legacy line from its bytes alone: a rebuild
+keeps the legacy lines that a surviving record (valid check value) vouches for, and the others
+(a segment from before the index that no judgeflow has indexed yet, an index deleted or
+truncated before their records) are misses, logged once per scan with their count and offsets,
+and stay so: each such call is paid once more and cached again, with a checksum, in the paying
+process's own segment. (Older judgeflow versions indexed lines from their bytes alone, so a
+legacy line edited *before* its record was written cannot be told apart; every edit after that
+is caught.)
 
 Writing (`put`): each process appends only to its own segment and index, created on the first
 put with O_EXCL (index first, so a segment of this format always has one). The line is written,
 fsync'd, then its index record is appended and fsync'd. No locks of any kind (no flock, no
 SQLite), so it is safe on a cluster's shared file system (NFS, Lustre, GPFS); index files
 written by a reader (migration, repair) go to a private tmp file and are published with
-os.replace, so nobody ever sees half of one.
+os.replace, so nobody ever sees half of one. A segment write that fails (disk full, quota,
+read-only file system, permissions) raises `CacheWriteError` (an OSError with the same errno)
+naming the segment and the setting `cache_dir` it lives under; a partly written line is cut off
+again. An index record that cannot be appended is only a warning: readers scan what it lacks.
 
 Opening: for each segment, its index is read with numpy (a partial last record, from a writer
 killed mid-record, is ignored) and validated vectorised: header, check values, flags, lines
 tiling the segment contiguously from 0, last end <= the segment's size. A missing index (a
 segment from an older judgeflow) is built once by scanning the segment and written atomically;
-an invalid one is rebuilt the same way, with a warning naming the file. Complete lines after the
-last indexed end (a live writer, or one killed between line and index record) are scanned into
-the lookup each open; the index is only extended on disk when that writer is known to be gone
-(same host, pid not running), never under a possibly live writer. A torn last line is ignored.
-All entries' key prefixes go into one sorted numpy uint64 array with parallel arrays (segment,
-offset, length, crc): about 28 bytes an entry, no Python object per entry. The lookup sees the
-entries on disk at open plus this process's own puts (visible at once); entries other jobs put
-after this open are not seen (as before).
+an invalid one is rebuilt the same way, with a warning naming the file. An empty segment (maybe
+a writer's between creating its files and writing them) is skipped, its index left alone, and an
+index shorter than its header is read once more before it is called corrupt (a writer writes its
+index's header before its segment's first line). Complete lines after the last indexed end (a
+live writer, or one killed between line and index record) are scanned into the lookup each
+open; the index is only extended on disk when that writer is known to be gone (same host, pid
+not running), never under a possibly live writer. A torn last line is ignored. All entries' key
+prefixes go into one sorted numpy uint64 array with parallel arrays (segment, offset, length,
+crc): about 28 bytes an entry, no Python object per entry. The lookup sees the entries on disk
+at open plus this process's own puts (visible at once); entries other jobs put after this open
+are not seen (as before).
 
 Reading (`get`): searchsorted on the prefix, then each candidate's line is pread from its
-segment, checked (length, newline, crc) and parsed, and its "key" compared with the asked key.
-If an indexed line does not match the index (short, unparsable, another key's line: the index or
-the segment was damaged or rewritten), that segment's index is rebuilt from the segment, with a
-warning, and the lookup retried: a damaged index never turns into a silent miss that pays
-again. A line whose bytes changed but that still parses as the right key (crc mismatch: a
-corrupted answer) is never returned; it is reported and treated as absent. Complete entries
-whose lines are intact are always found; only damaged lines are lost.
+segment, checked (length, newline, parse, key prefix, checksum; crc for a legacy line) and its
+"key" compared with the asked key. If an indexed line does not match the index (short,
+unparsable, another key's line: the index or the segment was damaged or rewritten), that
+segment's index is rebuilt from the segment, with a warning, and the lookup retried: a damaged
+index never turns into a silent miss that pays again. A line that is still the record's key but
+fails its checksum (or, legacy, its crc) is never returned; it is logged and treated as absent.
+Complete entries whose lines are intact are always found; only damaged lines are lost.
 
 Not thread-safe beyond a lock around each call; one instance per process is the intended use.
 The number of segments grows by one per process that pays for a call; opening costs one small
@@ -50,6 +85,8 @@ file read per segment.
 from __future__ import annotations
 
 import array
+import contextlib
+import enum
 import hashlib
 import json
 import logging
@@ -73,11 +110,30 @@ REC = np.dtype([("key", "<u8"), ("offset", "<u8"), ("length", "<u4"), ("crc", "<
                 ("flags", "<u4"), ("check", "<u4")])
 HEADER = MAGIC + struct.pack("<II", VERSION, REC.itemsize)
 ENTRY, SKIP = 1, 0
+SUM = "sum"  # the field of a segment line that holds its checksum
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+_SUM_HEX = 32  # hex digits of a checksum: the first 16 bytes of a sha256
+_SUM_OPEN, _SUM_CLOSE = b',"sum":"', b'"}\n'  # how `put` ends a line, around the checksum
+_SUM_TAIL = len(_SUM_OPEN) + _SUM_HEX + len(_SUM_CLOSE)
 _C = [np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
                              0xBF58476D1CE4E5B9, 0x94D049BB133111EB)]
 _S = [np.uint64(s) for s in (29, 31, 32)]
 _SEG_NAME = re.compile(r"^(?P<host>.+)-(?P<pid>\d+)-(?P<ms>\d+)(?:\.\d+)?$")
 _MAX_FDS = 128
+_SHOWN_OFFSETS = 10
+
+
+class CacheWriteError(OSError):
+    """Writing the API-call cache failed (disk full, quota, read-only, permissions); the message
+    names the file and the setting `cache_dir` it lives under, `errno` is the failure's."""
+
+
+class Line(enum.IntEnum):
+    """What a segment line is, read on its own."""
+    VERIFIED = 1  # an entry whose checksum matches
+    LEGACY = 2    # an entry without a checksum (older judgeflow): only an index record can vouch for it
+    DAMAGED = 3   # an entry whose checksum does not match: damaged or edited, never returned
+    GARBAGE = 4   # not an entry at all
 
 
 def cache_key(model: str, messages: list[dict], sampling: dict, sample_index: int) -> str:
@@ -97,6 +153,52 @@ def namespace(base_url: str, model: str) -> str:
 def key_prefix(key: str) -> int:
     """The index's 64-bit key: the first 8 bytes of sha256(key), little-endian."""
     return int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:8], "little")
+
+
+def _digest(canonical: bytes) -> str:
+    return hashlib.sha256(canonical).hexdigest()[:_SUM_HEX]
+
+
+def entry_sum(entry: dict) -> str:
+    """The checksum of an entry's fields other than `sum`: the first 16 bytes of the sha256 of
+    their canonical JSON (sorted keys, no spaces, UTF-8), in hex."""
+    fields = {k: v for k, v in entry.items() if k != SUM}
+    return _digest(_CANONICAL.encode(fields).encode("utf-8", "surrogatepass"))
+
+
+def entry_line(entry: dict) -> bytes:
+    """The segment line of `entry` ({"key", "request", "response", "time"}): its canonical JSON
+    with its checksum appended as the last member, both computed over the entry as a reader
+    parses it back (e.g. a dict's int keys become strings)."""
+    fields = json.loads(json.dumps(entry, ensure_ascii=False))
+    body = _CANONICAL.encode(fields).encode("utf-8")  # a lone surrogate cannot be cached: UnicodeEncodeError
+    return body[:-1] + _SUM_OPEN + _digest(body).encode("ascii") + _SUM_CLOSE
+
+
+def _sum_matches(line: bytes, stored: object, entry: dict) -> bool:
+    """Whether `stored` is the checksum of `entry`, the fields parsed from `line`: from the
+    line's own bytes where it is laid out as `put` writes it (its bytes before `,"sum"` are the
+    canonical JSON that was summed), else by serialising the fields canonically again."""
+    tail = line[-_SUM_TAIL:]
+    if (isinstance(stored, str) and tail.startswith(_SUM_OPEN) and tail.endswith(_SUM_CLOSE)
+            and _digest(line[:-_SUM_TAIL] + b"}") == stored):
+        return True
+    return stored == entry_sum(entry)
+
+
+def parse_line(line: bytes) -> tuple[Line, dict | None]:
+    """What a segment line is, and its entry without `sum` (None for garbage). A damaged entry's
+    fields are not to be trusted: its key only tells where an index pointed."""
+    try:
+        e = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return Line.GARBAGE, None
+    if not (isinstance(e, dict) and isinstance(e.get("key"), str) and "response" in e):
+        return Line.GARBAGE, None
+    if SUM not in e:
+        return Line.LEGACY, e
+    stored = e.pop(SUM)
+    return (Line.VERIFIED if _sum_matches(line, stored, e) else Line.DAMAGED), e
 
 
 def record_check(rec: np.ndarray) -> np.ndarray:
@@ -131,37 +233,73 @@ def index_path(segment: str | os.PathLike) -> Path:
     return Path(segment).with_suffix(".idx")
 
 
-def _entry(line: bytes) -> dict | None:
-    """A segment line's cache entry if it is a complete one, else None."""
-    try:
-        e = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if isinstance(e, dict) and isinstance(e.get("key"), str) and "response" in e:
-        return e
-    return None
+def _line_ids(rec: np.ndarray) -> np.ndarray:
+    """(key prefix, length, crc) of each record: what identifies the line it describes."""
+    ids = np.empty(len(rec), dtype=[("key", "<u8"), ("length", "<u4"), ("crc", "<u4")])
+    for field in ids.dtype.names:
+        ids[field] = rec[field]
+    return ids
 
 
-def scan_segment(segment: str | os.PathLike, start: int = 0) -> tuple[np.ndarray, int]:
+def vouched(rec: np.ndarray, trusted: np.ndarray | None) -> np.ndarray:
+    """Which of `rec` (scanned lines) an entry record of `trusted` vouches for: one with the same
+    key prefix, length and crc of the whole line (wherever it is: an edit that moves the lines
+    after it moves them intact)."""
+    if trusted is None or not len(rec):
+        return np.zeros(len(rec), dtype=bool)
+    return np.isin(_line_ids(rec), _line_ids(trusted[trusted["flags"] == ENTRY]))
+
+
+def _at_offsets(offsets: np.ndarray) -> str:
+    shown = ", ".join(str(int(o)) for o in offsets[:_SHOWN_OFFSETS])
+    more = f" and {len(offsets) - _SHOWN_OFFSETS} more" if len(offsets) > _SHOWN_OFFSETS else ""
+    return f"at byte offset{'s' if len(offsets) > 1 else ''} {shown}{more}"
+
+
+def _report_unused(segment: str | os.PathLike, rec: np.ndarray, kinds: np.ndarray, unverified: np.ndarray) -> None:
+    """One warning per kind of line a scan did not index as an entry, with their offsets."""
+    found = [
+        (kinds == Line.DAMAGED, "fail their checksum (damaged or edited) and are not used"),
+        (kinds == Line.GARBAGE, "are not cache entries (damaged) and are not used"),
+        (unverified, "were written by an older judgeflow without a checksum and no index record vouches for "
+                     "them: they are not used (each such call is paid once more, then cached with a checksum)"),
+    ]
+    for mask, what in found:
+        if mask.any():
+            log.warning("cache segment %s: %d line(s) %s; %s", segment, int(mask.sum()), what,
+                        _at_offsets(rec["offset"][mask]))
+
+
+def scan_segment(segment: str | os.PathLike, start: int = 0,
+                 trusted: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Index records of the complete lines of `segment` from byte `start` (a line boundary), and
-    the end of the last complete line. A last line without its newline (torn) is left out."""
-    keys, offs, lens, crcs, flags = (array.array("Q"), array.array("Q"), array.array("I"),
-                                     array.array("I"), array.array("I"))
+    the end of the last complete line. A last line without its newline (torn) is left out. A
+    line is an entry if its checksum matches, or (a legacy line) if a record of `trusted` vouches
+    for it; the others are logged with their offsets."""
+    keys, offs, lens, crcs, kinds = (array.array("Q"), array.array("Q"), array.array("I"),
+                                     array.array("I"), array.array("B"))
     pos = start
     with open(segment, "rb", buffering=1 << 20) as fh:
         fh.seek(start)
         for line in fh:
             if not line.endswith(b"\n"):
                 break  # torn write from a killed job (or a line being written right now)
-            e = _entry(line)
-            k = None if e is None else e["key"]
-            keys.append(key_prefix(k) if k is not None else 0)
+            kind, e = parse_line(line)
+            keys.append(key_prefix(e["key"]) if e is not None else 0)
             offs.append(pos)
             lens.append(len(line))
             crcs.append(zlib.crc32(line))
-            flags.append(ENTRY if k is not None else SKIP)
+            kinds.append(kind)
             pos += len(line)
-    return make_records(keys, offs, lens, crcs, flags), pos
+    kind_of = np.frombuffer(kinds, dtype=np.uint8) if len(kinds) else np.zeros(0, np.uint8)
+    rec = make_records(keys, offs, lens, crcs, np.where(kind_of == Line.VERIFIED, ENTRY, SKIP))
+    unverified = kind_of == Line.LEGACY
+    if unverified.any():
+        unverified[unverified] = ~vouched(rec[unverified], trusted)
+        rec["flags"][(kind_of == Line.LEGACY) & ~unverified] = ENTRY
+        rec["check"] = record_check(rec)
+    _report_unused(segment, rec, kind_of, unverified)
+    return rec, pos
 
 
 def read_index(path: str | os.PathLike) -> tuple[np.ndarray | None, str | None]:
@@ -249,10 +387,22 @@ def _writer_gone(segment: Path) -> bool:
     return False
 
 
+# why a line read for a lookup is not returned (the _read statuses that are not "ok" or "stale")
+_REJECTED = {
+    "damaged": "fails its checksum (damaged or edited)",
+    "changed": "was written by an older judgeflow without a checksum and no longer matches its index "
+               "record's crc (damaged or edited)",
+    "stale": "still does not match its segment's freshly rebuilt index",
+}
+
+
 class CallCache:
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise self._write_error(e, f"create the API-call cache folder {self.dir}") from e
         self.hits = 0
         self.misses = 0
         self._lock = threading.RLock()
@@ -276,6 +426,10 @@ class CallCache:
             size = seg.stat().st_size
         except FileNotFoundError:
             return np.zeros(0, REC)
+        if size == 0:  # nothing to index, and maybe a writer between creating its files and their first bytes
+            return np.zeros(0, REC)
+        if why:  # its writer wrote the index's header before the segment's first line: look again once
+            rec, why = read_index(idx)
         if rec is not None:
             why = validate_index(rec, size)
             if why and "-byte segment" in why:  # maybe a stale size: look again once
@@ -300,23 +454,12 @@ class CallCache:
 
     def _rebuild(self, i: int, trusted: np.ndarray | None = None) -> np.ndarray:
         """Segment i's index from its lines, written atomically. `trusted`: records known good
-        (valid check value); a line at one's place with its key but another crc is corrupted
-        and is indexed as not an entry, never re-blessed."""
+        (valid check value), the only ones that can vouch for a legacy line (no checksum)."""
         seg = self._segments[i]
         try:
-            rec, _ = scan_segment(seg)
+            rec, _ = scan_segment(seg, 0, trusted)
         except FileNotFoundError:
             return np.zeros(0, REC)
-        if trusted is not None and len(trusted) and len(rec):
-            t = np.sort(trusted, order="offset")
-            j = np.minimum(np.searchsorted(t["offset"], rec["offset"]), len(t) - 1)
-            damaged = ((t["offset"][j] == rec["offset"]) & (t["length"][j] == rec["length"])
-                       & (t["key"][j] == rec["key"]) & (t["crc"][j] != rec["crc"]) & (rec["flags"] == ENTRY))
-            if damaged.any():
-                log.warning("cache segment %s: %d entries are corrupt (at offsets %s) and are dropped",
-                            seg, int(damaged.sum()), rec["offset"][damaged][:5].tolist())
-                rec["flags"][damaged] = SKIP
-                rec["check"] = record_check(rec)
         write_index(index_path(seg), rec)
         return rec
 
@@ -351,16 +494,20 @@ class CallCache:
         return fd
 
     def _read(self, fd: int, offset: int, length: int, crc: int, prefix: int) -> tuple[str, dict | None]:
-        """("ok", entry), ("bad", None): the line of this record changed but is still the record's
-        key (a corrupted entry), or ("stale", None): the index does not describe this segment."""
+        """("ok", entry) for an intact line of the record's key; ("damaged", None): the line is
+        still the record's key but fails its checksum; ("changed", None): a legacy line (no
+        checksum) of the record's key whose crc is no longer the record's; ("stale", None): the
+        index does not describe this segment (short, unparsable, another key's line)."""
         line = os.pread(fd, length, offset)
         if len(line) != length or not line.endswith(b"\n"):
             return "stale", None
-        e = _entry(line)
+        kind, e = parse_line(line)
         if e is None or key_prefix(e["key"]) != prefix:
             return "stale", None
+        if kind is Line.DAMAGED:
+            return "damaged", None
         if zlib.crc32(line) != crc:
-            return "bad", None
+            return ("changed" if kind is Line.LEGACY else "stale"), None
         return "ok", e
 
     def _lookup(self, key: str) -> dict | None:
@@ -372,7 +519,8 @@ class CallCache:
             status, e = self._read(self._seg_fd, *own, prefix)
             if status == "ok":
                 return e
-            log.warning("cache segment %s: this process's entry at offset %d is corrupt", self._segment, own[0])
+            log.warning("cache segment %s: this process's entry at byte offset %d is corrupt (%s)",
+                        self._segment, own[0], status)
         rebuilt: set[int] = set()
         while True:
             i = int(np.searchsorted(self._key, np.uint64(prefix)))
@@ -386,9 +534,9 @@ class CallCache:
                         status, e = "stale", None
                     if status == "ok" and e["key"] == key:
                         return e
-                    if status == "bad" or (status == "stale" and s in rebuilt):
-                        log.warning("cache segment %s: the entry at offset %d is corrupt and ignored",
-                                    self._segments[s], off)
+                    if status in ("damaged", "changed") or (status == "stale" and s in rebuilt):
+                        log.warning("cache segment %s: the line at byte offset %d %s: not used",
+                                    self._segments[s], off, _REJECTED[status])
                         self._bad.add((s, off))
                     elif status == "stale":
                         stale = s
@@ -397,7 +545,7 @@ class CallCache:
             if stale is None:
                 return None
             seg = self._segments[stale]
-            log.warning("cache index %s does not match its segment at offset %d: rebuilding it from %s",
+            log.warning("cache index %s does not match its segment at byte offset %d: rebuilding it from %s",
                         index_path(seg), off, seg.name)
             fd = self._fds.pop(stale, None)
             if fd is not None:
@@ -410,6 +558,7 @@ class CallCache:
             self._set_lookup([(stale, self._rebuild(stale, trusted))], keep=~mine)
 
     def get(self, key: str) -> dict | None:
+        """The cached entry of `key` ({"key", "request", "response", "time"}, checked), or None."""
         with self._lock:
             e = self._lookup(key)
             if e is None:
@@ -419,9 +568,41 @@ class CallCache:
             return e
 
     # -- writing ---------------------------------------------------------------------------
+    def _write_error(self, err: OSError, what: str) -> CacheWriteError:
+        """The error for a failed write: what could not be done, why, and the setting to look at."""
+        msg = (f"cannot {what} ({err.strerror or err}): it lives under the setting `cache_dir` (this cache: "
+               f"{self.dir}); free space or quota there, make it writable, or set `cache_dir` to a folder "
+               f"that every job can write")
+        return CacheWriteError(err.errno, msg) if err.errno is not None else CacheWriteError(msg)
+
+    def _create(self, seg: Path) -> tuple[int, int] | None:
+        """(segment fd, index fd) of a new segment and its index (created first, its header
+        written and fsync'd), or None if the name is taken. A failure leaves neither file."""
+        idx = index_path(seg)
+        made: list[tuple[Path, int]] = []
+        try:
+            for path, mode in ((idx, os.O_WRONLY), (seg, os.O_RDWR)):
+                made.append((path, os.open(path, mode | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666)))
+            _write_all(made[0][1], HEADER)
+            os.fsync(made[0][1])
+        except BaseException as e:
+            for path, fd in reversed(made):
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            if isinstance(e, FileExistsError):
+                return None
+            if isinstance(e, OSError):
+                raise self._write_error(e, f"create the API-call cache segment {seg} and its index {idx.name}") from e
+            raise
+        return made[1][1], made[0][1]
+
     def _open_own(self) -> None:
         if self._segment is not None:  # reopened after close()
-            self._seg_fd = os.open(self._segment, os.O_RDWR | os.O_APPEND)
+            try:
+                self._seg_fd = os.open(self._segment, os.O_RDWR | os.O_APPEND)
+            except OSError as e:
+                raise self._write_error(e, f"reopen the API-call cache segment {self._segment}") from e
             self._end = os.fstat(self._seg_fd).st_size
             try:
                 self._idx_fd = os.open(index_path(self._segment), os.O_WRONLY | os.O_APPEND)
@@ -431,42 +612,30 @@ class CallCache:
         base = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
         for n in range(10_000):
             seg = self.dir / (f"{base}.jsonl" if n == 0 else f"{base}.{n}.jsonl")
-            idx = index_path(seg)
-            try:  # the index first: a segment of this format always has one
-                idx_fd = os.open(idx, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666)
-            except FileExistsError:
-                continue
-            try:
-                seg_fd = os.open(seg, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666)
-            except BaseException as e:
-                os.close(idx_fd)
-                os.unlink(idx)
-                if isinstance(e, FileExistsError):
-                    continue
-                raise
-            _write_all(idx_fd, HEADER)
-            os.fsync(idx_fd)
-            _fsync_dir(self.dir)
-            self._segment, self._seg_fd, self._idx_fd, self._end = seg, seg_fd, idx_fd, 0
-            return
+            fds = self._create(seg)
+            if fds is not None:
+                _fsync_dir(self.dir)
+                self._segment, (self._seg_fd, self._idx_fd), self._end = seg, fds, 0
+                return
         raise OSError(f"no free segment name for {base} in {self.dir}")
 
     def put(self, key: str, request: dict, response: dict) -> None:
-        entry = {"key": key, "request": request, "response": response, "time": time.time()}
-        line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+        """Cache an answer: its line (with its checksum) written and fsync'd, then its index record.
+        A failed write raises CacheWriteError, naming the segment and `cache_dir`."""
+        line = entry_line({"key": key, "request": request, "response": response, "time": time.time()})
         with self._lock:
             if self._seg_fd is None:
                 self._open_own()
             off = self._end
             try:
                 _write_all(self._seg_fd, line)
-            except BaseException:
-                try:  # a half-written line would swallow the next one
+                os.fsync(self._seg_fd)
+            except BaseException as e:
+                with contextlib.suppress(OSError):  # a half-written line would swallow the next one
                     os.ftruncate(self._seg_fd, off)
-                except OSError:
-                    pass
+                if isinstance(e, OSError):
+                    raise self._write_error(e, f"write the API-call cache segment {self._segment}") from e
                 raise
-            os.fsync(self._seg_fd)
             self._end = off + len(line)
             crc = zlib.crc32(line)
             self._own[key] = (off, len(line), crc)
