@@ -1,6 +1,7 @@
 rule clean_questions:
     """The oracle keeps meaningful, answerable questions and rejects the rest with a reason;
-    `questions.heldout` kept questions are set aside for evaluation (never sampled for pairs).
+    `questions.heldout` kept questions are set aside for evaluation and `judging.calibration.questions`
+    for the judges' calibration (neither is ever sampled for pairs, DPO, TP(N) or the tree search).
     """
     input:
         unpack(JF.inputs("clean_questions")),
@@ -9,6 +10,7 @@ rule clean_questions:
         kept=f"{RESULTS}/questions/kept.jsonl",
         rejected=f"{RESULTS}/questions/rejected.jsonl",
         heldout=f"{RESULTS}/questions/heldout.jsonl",
+        calibration=f"{RESULTS}/questions/calibration.jsonl",
         summary=f"{RESULTS}/questions/cleaning.json",
     log:
         f"{LOGS}/clean_questions/clean_questions.log",

@@ -566,6 +566,7 @@ def paths(root) -> dict:
     return {"questions": root / "data" / "questions.jsonl", "draws": root / "data" / "draws.jsonl",
             "kept": r / "questions" / "kept.jsonl", "rejected": r / "questions" / "rejected.jsonl",
             "heldout": r / "questions" / "heldout.jsonl", "cleaning": r / "questions" / "cleaning.json",
+            "calibration": r / "questions" / "calibration.jsonl",
             "labels": r / "oracle" / "labels.jsonl", "nstar": r / "oracle" / "nstar.json",
             "curve_csv": r / "oracle" / "tp_curve.csv", "curve_png": r / "oracle" / "tp_curve.png",
             "fit": r / "oracle" / "fit.json", "log_dir": root / "logs" / "run"}
@@ -576,7 +577,7 @@ def run_clean(config: dict, p: dict) -> None:
     from judgeflow.pipeline import run_stage
 
     run_stage("clean_questions", {"questions": str(p["questions"])},
-              {k: str(p[k]) for k in ("kept", "rejected", "heldout")} | {"summary": str(p["cleaning"])},
+              {k: str(p[k]) for k in ("kept", "rejected", "heldout", "calibration")} | {"summary": str(p["cleaning"])},
               config, log_dir=str(p["log_dir"]))
 
 

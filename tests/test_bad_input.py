@@ -72,7 +72,7 @@ def _clean(rows, heldout: int = 0, **cfg):
         config = stage_config(tmp, extra.pop("url", url), questions={"heldout": heldout}, **extra)
         out = tmp / "out"
         run_stage("clean_questions", {"questions": str(q)},
-                  {name: str(out / f"{name}.jsonl") for name in ("kept", "rejected", "heldout")}
+                  {name: str(out / f"{name}.jsonl") for name in ("kept", "rejected", "heldout", "calibration")}
                   | {"summary": str(out / "cleaning.json")}, config, log_dir=str(tmp / "logs"))
         return {r["question_id"]: r["cleaning"]["reason"] for r in map(json.loads, (out / "rejected.jsonl").open())}
     return run

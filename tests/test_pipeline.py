@@ -20,11 +20,28 @@ def demo():
 def test_every_declared_path_is_a_setting_of_the_demo(demo):
     for name, stage in STAGES.items():
         wildcards = {"model": "SmolLM2-135M-Instruct"} if name == "prepare_model" else None
-        if name == "score_proxy" and demo["oracle"]["proxy"] == "judges":
-            # the judges' scores come from the draws' verdict files alone: no setting shapes them
+        if (name == "score_proxy" and demo["oracle"]["proxy"] == "judges") or name == "label_calibration":
+            # the judges' scores come from the draws' verdict files alone, the verifier's labels from the
+            # calibration responses alone: no setting shapes them
             assert pipeline.declared_paths(stage, demo, wildcards) == []
             continue
+        if name == "train_judge":  # one job per trained (or reward-model) judge: the demo's judges are prompts
+            continue
         assert pipeline.declared_paths(stage, demo, wildcards), name
+
+
+def test_train_judge_reads_exactly_its_own_judge_by_id():
+    cfg = st.load(CFG, overrides={"judging": {"k": 1, "calibration": {"questions": 20}, "judges": [
+        {"id": "t1", "kind": "trained", "model": "smollm2", "layers": [-1]},
+        {"id": "t2", "kind": "trained", "model": "smollm2", "layers": [-2]},
+        {"id": "p1", "model": "smollm2"}]}, "refining": {"tree_search": {"gates": [{"k": 1}]}}})
+    stage = STAGES["train_judge"]
+    params = pipeline.params(stage, cfg, {"judge": "t2"})
+    assert params["judging"]["judges"][1]["layers"] == [-2] and params["judging"]["judges"][0] == {}
+    assert params["judging"]["judges"][2] == {} and params["judging"]["calibration"] == {"folds": 5}
+    assert pipeline.params(stage, cfg, {"judge": "t1"}) != params
+    with pytest.raises(KeyError, match="no item with id 'nope'"):
+        pipeline.params(stage, cfg, {"judge": "nope"})
 
 
 def test_operational_settings_are_handed_over_but_are_no_params(demo):

@@ -76,13 +76,15 @@ def test_empty_and_huge_prompts_are_rejected_with_a_reason_without_the_oracle(tm
                                         {"question_id": "h", "prompt": "x" * 50, "criteria": []},
                                         {"question_id": "ok", "prompt": "Fine?", "criteria": []}])
     config = {"seed": 0, "questions": {"max_prompt_chars": 20, "heldout": 0},
-              "cleaning": {"enabled": False, "model": "oracle", "on_abstain": "keep"}}
+              "cleaning": {"enabled": False, "model": "oracle", "on_abstain": "keep"},
+              "judging": {"calibration": {"questions": 0}}}
     summary = clean_questions(src, tmp_path / "kept.jsonl", tmp_path / "rej.jsonl", config, models={})
     rejected = {q["question_id"]: q["cleaning"]["reason"] for q in read_jsonl(tmp_path / "rej.jsonl")}
     assert rejected["e"] == "empty prompt"
     assert "50 characters, over questions.max_prompt_chars=20" in rejected["h"]
     assert [q["question_id"] for q in read_jsonl(tmp_path / "kept.jsonl")] == ["ok"]
-    assert summary == {"questions": 3, "kept": 1, "heldout": 0, "rejected": 2, "asked_oracle": 0, "abstained": 0}
+    assert summary == {"questions": 3, "kept": 1, "heldout": 0, "calibration": 0, "rejected": 2, "asked_oracle": 0,
+                       "abstained": 0}
 
 
 def test_heldout_split_is_stable_and_disjoint():
@@ -109,3 +111,24 @@ def test_limit_reads_only_the_lines_it_keeps(tmp_path):
     assert [q["question_id"] for q in read_jsonl(tmp_path / "q.jsonl")] == ["a", "b"]
     with pytest.raises(InputError, match=r"src\.jsonl:3: malformed JSON"):
         prepare_questions({"source": "jsonl", "path": str(src), "limit": 3}, tmp_path / "q3.jsonl")
+
+
+def test_calibration_heldout_and_kept_are_disjoint_and_a_split_too_large_names_its_key(tmp_path):
+    """A judge never trains on a question that any other stage uses (issue 23)."""
+    src = _write(tmp_path / "q.jsonl", [{"question_id": f"q{i}", "prompt": f"Say {i}.", "criteria": []}
+                                        for i in range(30)])
+    config = {"seed": 3, "questions": {"max_prompt_chars": 0, "heldout": 5},
+              "cleaning": {"enabled": False, "model": "oracle", "on_abstain": "keep"},
+              "judging": {"calibration": {"questions": 8}}}
+    paths = {n: tmp_path / f"{n}.jsonl" for n in ("kept", "rejected", "heldout", "calibration")}
+    summary = clean_questions(src, paths["kept"], paths["rejected"], config, {}, paths["heldout"], paths["calibration"])
+    ids = {n: {q["question_id"] for q in read_jsonl(p)} for n, p in paths.items()}
+    assert (len(ids["kept"]), len(ids["heldout"]), len(ids["calibration"])) == (17, 5, 8)
+    assert summary["calibration"] == 8
+    assert not ids["kept"] & ids["heldout"] and not ids["kept"] & ids["calibration"]
+    assert not ids["heldout"] & ids["calibration"]
+    assert ids["kept"] | ids["heldout"] | ids["calibration"] == {f"q{i}" for i in range(30)}
+    config["judging"]["calibration"]["questions"] = 25
+    with pytest.raises(InputError, match=r"judging.calibration.questions: 25 calibration questions asked for, "
+                                         r"but only 25 questions"):
+        clean_questions(src, paths["kept"], paths["rejected"], config, {}, paths["heldout"], paths["calibration"])

@@ -23,7 +23,9 @@ DEMO_STAGES = ["prepare_model", "prepare_questions", "clean_questions", "sample_
                "evaluate_responses", "evaluate_policies", "report"]
 SINGLE_STAGES = ["refine_responses", "judge_refinements", "build_pairs"]  # refining.strategy: single
 ROUND_STAGES = ["sample_round", "judge_round", "train_round"]  # self-play rounds 2, 3, ...
-STAGES = DEMO_STAGES + SINGLE_STAGES + ROUND_STAGES
+# judging.calibration.questions > 0 (train_judge: one job per trained or reward-model judge)
+CALIBRATION_STAGES = ["sample_calibration", "label_calibration", "train_judge", "judge_calibration"]
+STAGES = DEMO_STAGES + SINGLE_STAGES + ROUND_STAGES + CALIBRATION_STAGES
 
 
 def test_dry_run_of_the_demo_lists_every_stage(tmp_path):
@@ -68,6 +70,24 @@ def test_every_rule_is_a_declared_stage():
     out = smk(ROOT, "--list-rules").stdout
     rules = set(re.findall(r"^(\w+)", out, re.M))
     assert sorted(rules - {"all"}) == sorted(DECLARED) == sorted(STAGES)
+
+
+def test_trained_judges_are_fitted_before_any_stage_that_runs_the_judges(tmp_path):
+    """Two trained judges and a prompt one: a train_judge job each, on the calibration split; every stage
+    that runs the judges waits for both (their judge.json are its inputs); without a calibration split the
+    four calibration stages are not planned at all."""
+    cfg = tmp_path / "trained.yaml"
+    cfg.write_text(yaml.safe_dump({"judging": {"k": 2, "calibration": {"questions": 30}, "judges": [
+        {"id": "t1", "kind": "trained", "model": "smollm2"},
+        {"id": "t2", "kind": "trained", "model": "smollm2", "layers": [-1], "pooling": ["mean"]},
+        {"id": "j3", "model": "smollm2", "template": "judge_brief", "answer_first": True, "max_new_tokens": 1}]}}))
+    out = smk(tmp_path, "-n", "--configfile", str(ROOT / "config/config.yaml"), str(cfg)).stdout
+    jobs = planned_jobs(out)
+    assert jobs["train_judge"] == 2 and jobs["sample_calibration"] == jobs["judge_calibration"] == 1, jobs
+    for rule in ("judge_responses", "tree_search", "sample_until_accept", "evaluate_responses"):
+        block = next(b for b in out.split("\nrule ")[1:] if b.startswith(rule + ":"))
+        assert "results/demo/judges/t1/judge.json" in block and "results/demo/judges/t2/judge.json" in block, rule
+    assert not set(CALIBRATION_STAGES) & set(planned_jobs(smk(tmp_path, "-n", "--quiet", "rules").stdout))
 
 
 def test_dag_renders(tmp_path):

@@ -242,10 +242,12 @@ def _policies(config: dict, variants, summaries, model_dirs) -> tuple[dict, dict
 
 def respond_and_judge(config: dict, heldout: str, policy: str, model_dir: str, summary: str | None,
                       generations_out: str, verdicts_out: str, aggregates_out: str,
-                      threads: int | None = None, log_dir: str | None = None) -> None:
+                      threads: int | None = None, log_dir: str | None = None,
+                      judge_files: list[str] = ()) -> None:
     """Rule evaluate_responses, one job per policy (base, or a trained variant; a GPU job): the policy
     answers the held-out questions, the judges label every (response, criterion), k-of-J per response.
-    A variant whose training was skipped gets empty outputs."""
+    A variant whose training was skipped gets empty outputs. `judge_files`: the trained and reward-model
+    judges' judge.json (judging.learned_judges)."""
     from . import judging
     from .io import write_jsonl
     from .models import open_models
@@ -264,6 +266,7 @@ def respond_and_judge(config: dict, heldout: str, policy: str, model_dir: str, s
         judges = judging.judges_from_config(config)
         names = {f"judging.judges[{i}].model": j.model for i, j in enumerate(judges)}
         with open_models(config, names, log_dir=log_dir, threads=threads) as models:
+            models = judging.learned_judges(config, models, list(judge_files))
             verdicts = judging.judge_items(generations, questions, config, models, verdicts_out)
         write_jsonl(aggregates_out, judging.aggregate(verdicts, generations, questions, config))
     else:

@@ -15,9 +15,11 @@ where its label came from (`label_from`: text, first_token, logprobs, forced, th
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 from .io import Checkpoint, InputError
 from .models import GenRequest, Sampling
@@ -45,20 +47,79 @@ VERDICT_KEY = ("response_id", "refinement_id", "criterion_id", "judge_id")
 class Judge:
     judge_id: str
     model: str
-    template: str
+    template: str | None  # prompt judges only
     seed: int
     sampling: Sampling
     answer_first: bool = False  # the assistant turn starts with "Verdict:" (hf backend)
     threshold: float | None = None  # YES iff P(YES) >= threshold, where P(YES) is known
+    kind: str = "prompt"  # prompt | reward_model | trained (see LearnedJudge)
 
 
 def judges_from_config(config: dict) -> list[Judge]:
-    """The judges of `judging.judges` (validated: ids unique, k <= J), templates loaded."""
+    """The judges of `judging.judges` (validated: ids unique, k <= J), prompt judges' templates loaded."""
     return [Judge(j["id"], j["model"],
-                  load_template(j["template"], {"question", "response", "criterion"}, f"judging.judges[{i}].template"),
+                  load_template(j["template"], {"question", "response", "criterion"}, f"judging.judges[{i}].template")
+                  if j["kind"] == "prompt" else None,
                   j["seed"], Sampling(j["max_new_tokens"], j["temperature"], j["top_p"]), j["answer_first"],
-                  j["threshold"])
+                  j["threshold"], j["kind"])
             for i, j in enumerate(config["judging"]["judges"])]
+
+
+LEARNED = "judge:"  # models[LEARNED + judge id]: a judge that learned from the calibration split
+
+
+class LearnedJudge:
+    """A judge of kind `trained` or `reward_model`, ready to give P(YES) per (question, criterion,
+    response): its model (the frozen hf model under a trained head, or the reward model; opened by the
+    stage like any judge's model) and what train_judge fitted on the calibration split (judge.json and
+    head.npz: the head, or the reward model's Platt calibration). It says YES iff P(YES) reaches the
+    judge's threshold: the config's, else the one train_judge chose (Youden's J, out of fold)."""
+
+    def __init__(self, judge: Judge, model, judge_dir: str | Path):
+        from .trained_judge import TrainedJudge
+
+        self.judge, self.model, self.dir = judge, model, Path(judge_dir)
+        if judge.kind == "trained":
+            self.head = TrainedJudge.load(self.dir)
+            chosen = self.head.threshold
+        else:
+            from .models.reward_model import Calibration
+
+            meta = json.loads((self.dir / "judge.json").read_text(encoding="utf-8"))
+            self.calibration, chosen = Calibration(meta["a"], meta["b"]), meta["threshold"]
+        self.threshold = judge.threshold if judge.threshold is not None else chosen
+        self.calls = self.items = 0
+
+    def p_yes(self, triples: list[tuple[str, str, str]]) -> list[float]:
+        """P(YES) of each (question, criterion, response)."""
+        from .trained_judge import judge_text
+
+        self.calls += 1
+        self.items += len(triples)
+        conversations = [judge_text(q, c, r) for q, c, r in triples]
+        if self.judge.kind == "trained":
+            return [float(p) for p in self.head.p_yes(self.model.model, self.model.tokenizer, conversations,
+                                                      batch_size=self.model.batch_size)]
+        return self.calibration.apply(self.model.score(conversations))
+
+    def stats(self) -> dict:
+        return {"judge": self.judge.judge_id, "kind": self.judge.kind, "calls": self.calls, "items": self.items,
+                "threshold": self.threshold}
+
+
+def learned_judges(config: dict, models: dict, judge_files: list[str]) -> dict:
+    """`models` plus {LEARNED + id: LearnedJudge} for every judge of kind trained or reward_model; its
+    files are judges/<id>/judge.json among `judge_files` (the stage's inputs: a retrained judge reruns it)."""
+    dirs = {Path(f).parent.name: Path(f).parent for f in judge_files}
+    out = dict(models)
+    for i, j in enumerate(judges_from_config(config)):
+        if j.kind == "prompt":
+            continue
+        if j.judge_id not in dirs:
+            raise InputError(f"judging.judges[{i}]: no judges/{j.judge_id}/judge.json among the stage's inputs "
+                             f"({', '.join(map(str, judge_files)) or 'none'})")
+        out[LEARNED + j.judge_id] = LearnedJudge(j, models[j.model], dirs[j.judge_id])
+    return out
 
 
 def criteria_for(question: dict, config: dict) -> list[dict]:
@@ -80,24 +141,29 @@ def verdict_key(v: dict) -> tuple:
 
 
 def judge_items(items: list[dict], questions: dict[str, dict], config: dict, models: dict,
-                output: str, chunk: int = 256, finish: bool = True) -> list[dict]:
+                output: str, chunk: int = 256, finish: bool = True, only: set[str] | None = None) -> list[dict]:
     """Judge every (item, criterion) with every judge; write verdict records to `output`
-    (`finish=False`: keep them in its checkpoint instead, see `generate_resumable`).
+    (`finish=False`: keep them in its checkpoint instead, see `generate_resumable`). `only`: these judge
+    ids alone. A judge of kind trained or reward_model is `models[LEARNED + id]` (`learned_judges`).
 
     `items` are responses or refinements: dicts with `item_id`, `question_id`, `text`, and
     whatever ids to carry (`response_id`, `refinement_id`).
     """
-    judges = judges_from_config(config)
+    judges = [j for j in judges_from_config(config) if only is None or j.judge_id in only]
     force = config["judging"]["force_verdict"]
-    work = []  # (verdict key, judge, request, base record)
+    work = []  # (verdict key, judge, request (a learned judge: (question, criterion, response)), base record)
     for item in items:
         q = questions[item["question_id"]]
         for c in criteria_for(q, config):
             for j in judges:
-                prompt = j.template.format(question=q["prompt"], response=item["text"], criterion=c["description"])
-                req = GenRequest.chat(prompt, sampling=j.sampling, score_after=VERDICT_PREFIX,
-                                      prefix=VERDICT_PREFIX if j.answer_first else "",
-                                      seed=stable_seed(j.seed, item["item_id"], c["criterion_id"]))
+                if j.kind != "prompt":
+                    req = (q["prompt"], c["description"], item["text"])
+                else:
+                    prompt = j.template.format(question=q["prompt"], response=item["text"],
+                                               criterion=c["description"])
+                    req = GenRequest.chat(prompt, sampling=j.sampling, score_after=VERDICT_PREFIX,
+                                          prefix=VERDICT_PREFIX if j.answer_first else "",
+                                          seed=stable_seed(j.seed, item["item_id"], c["criterion_id"]))
                 base = {"question_id": item["question_id"],
                         "response_id": item.get("response_id"), "refinement_id": item.get("refinement_id"),
                         "criterion_id": c["criterion_id"], "judge_id": j.judge_id, "model": j.model}
@@ -110,10 +176,16 @@ def judge_items(items: list[dict], questions: dict[str, dict], config: dict, mod
         part = todo[start:start + chunk]
         by_model = defaultdict(list)
         for w in part:
-            by_model[w[1].model].append(w)
+            by_model[w[1].model if w[1].kind == "prompt" else LEARNED + w[1].judge_id].append(w)
         records = []
         for name, ws in by_model.items():
             model = models[name]
+            if isinstance(model, LearnedJudge):
+                for w, p in zip(ws, model.p_yes([w[2] for w in ws])):
+                    records.append({**w[3], "label": YES if p >= model.threshold else NO, "label_from": "threshold",
+                                    "p_yes": round(p, 6), "forced": False, "critique": None, "raw": None,
+                                    "finish_reason": None, "completion_tokens": 0, "cached": False})
+                continue
             gens = model.generate([w[2] for w in ws], desc="judge")
             raws = [w[2].prefix + g.text for w, g in zip(ws, gens)]  # the judge's whole answer
             labels = [parse_verdict(t) for t in raws]

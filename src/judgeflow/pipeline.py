@@ -48,6 +48,7 @@ class Stage:
     local: bool = False       # runs where Snakemake runs (never a cluster job)
     model_fields: tuple[str, ...] | None = None  # the models' settings it reads (None: all)
     excludes: tuple[str, ...] = ()  # parts of a declared section it does not read
+    judged: bool = False      # runs the judges: the trained and reward-model judges' files are its inputs
     doc: str = ""
 
     def decl(self, what: str, settings: dict) -> tuple[str, ...]:
@@ -85,6 +86,13 @@ JUDGE_READS = ("judging.judges", "judging.force_verdict", "judging.generic_crite
 REFINE_TEMPLATES = ("refining.template_one", "refining.template_all")
 SAMPLING_DRAW = ("sampling.system_prompt", "sampling.temperature", "sampling.top_p", "sampling.shards")
 JUDGES = ("judging.judges[*].model",)
+# what a stage that runs the judges does not read of `judging`: the calibration split (the trained and
+# reward-model judges reach it through their files, judges/<id>/judge.json, its inputs)
+NOT_JUDGING = ("judging.calibration",)
+CALIBRATION_STAGES = ("sample_calibration", "label_calibration", "train_judge", "judge_calibration")
+
+
+
 JUDGE_TEMPLATES = ("judging.judges[*].template",)
 
 
@@ -109,25 +117,40 @@ def _stages() -> dict[str, Stage]:
               doc="read the question source into judgeflow's question file"),
         Stage("clean_questions", "judgeflow.stages.clean_questions",
               reads=lambda s: ("seed", "cleaning", "questions.max_prompt_chars", "questions.heldout",
-                               *(BATCH if s["cleaning"]["enabled"] else ())),
+                               "judging.calibration.questions", *(BATCH if s["cleaning"]["enabled"] else ())),
               models=_if("cleaning.enabled", "cleaning.model"),
               templates=_if("cleaning.enabled", "cleaning.template"),
-              doc="the oracle keeps meaningful, answerable questions; held-out questions are set aside"),
+              doc="the oracle keeps meaningful, answerable questions; held-out and calibration questions are "
+                  "set aside"),
+        Stage("sample_calibration", "judgeflow.stages.sample_calibration",
+              reads=("seed", "sampling", "judging.calibration.n_samples"), models=("sampling.model",),
+              doc="the policy samples judging.calibration.n_samples responses per calibration question"),
+        Stage("label_calibration", "judgeflow.stages.label_calibration", reads=(),
+              local=True, doc="the oracle (the exact verifier) labels every (calibration response, criterion)"),
+        Stage("train_judge", "judgeflow.stages.train_judge",
+              reads=("seed", "judging.calibration.folds", "judging.judges[id={judge}]"),
+              models=("judging.judges[id={judge}].model",), model_fields=("backend", "path", "device", "dtype", "batch_size"),
+              doc="fit a trained judge (or calibrate a reward-model judge) on the calibration labels, out of fold"),
+        Stage("judge_calibration", "judgeflow.stages.judge_calibration", reads=("seed", "judging"), models=JUDGES,
+              templates=JUDGE_TEMPLATES,
+              doc="every judge on the calibration responses (learning judges out of fold) against the oracle"),
         Stage("sample_responses", "judgeflow.stages.sample_responses", reads=("seed", "sampling"),
               models=("sampling.model",), doc="the policy samples n_samples responses per kept question of a shard"),
         Stage("judge_responses", "judgeflow.stages.judge", reads=("judging",), models=JUDGES,
-              templates=JUDGE_TEMPLATES, doc="J judges label every (response, criterion); k-of-J aggregation"),
+              templates=JUDGE_TEMPLATES, excludes=NOT_JUDGING, judged=True,
+              doc="J judges label every (response, criterion); k-of-J aggregation"),
         Stage("refine_responses", "judgeflow.stages.refine_responses",
               reads=("seed", "refining", "judging.generic_criteria"), models=("refining.model",),
               templates=("refining.template_one", "refining.template_all"),
               excludes=("refining.strategy", "refining.tree_search"),
               doc="refine each failing response once per failed criterion and once on all of them"),
         Stage("judge_refinements", "judgeflow.stages.judge", reads=("judging",), models=JUDGES,
-              templates=JUDGE_TEMPLATES, doc="the judges label every (refinement, criterion)"),
+              templates=JUDGE_TEMPLATES, excludes=NOT_JUDGING, judged=True,
+              doc="the judges label every (refinement, criterion)"),
         Stage("tree_search", "judgeflow.stages.tree_search",
               reads=("seed", "refining.model", "refining.template_one", "refining.template_all",
                      "refining.temperature", "refining.top_p", *TREE_SHAPE, *JUDGE_READS),
-              models=("refining.model", *JUDGES), templates=(*REFINE_TEMPLATES, *JUDGE_TEMPLATES),
+              models=("refining.model", *JUDGES), templates=(*REFINE_TEMPLATES, *JUDGE_TEMPLATES), judged=True,
               doc="a breadth-first tree of refinements per rejected response, run to the strictest gate"),
         Stage("tree_search_gate", "judgeflow.stages.tree_search_gate",
               reads=lambda s: ("seed", "refining.tree_search.oracle", "sampling.system_prompt",
@@ -144,7 +167,8 @@ def _stages() -> dict[str, Stage]:
               models=("training.model",), model_fields=("backend", "device", "dtype", "batch_size"),
               doc="self-play round r >= 2: the actor (trained on round r-1's pairs) samples the kept questions"),
         Stage("judge_round", "judgeflow.stages.judge", reads=("judging",), models=JUDGES,
-              templates=JUDGE_TEMPLATES, doc="the judges label round r's responses; k-of-J aggregation"),
+              templates=JUDGE_TEMPLATES, excludes=NOT_JUDGING, judged=True,
+              doc="the judges label round r's responses; k-of-J aggregation"),
         Stage("train_round", "judgeflow.stages.train_dpo",
               reads=("seed", "training", "refining.tree_search.train_gate"), models=("training.model",),
               model_fields=("backend", "path"), excludes=("training.variants",),
@@ -160,7 +184,7 @@ def _stages() -> dict[str, Stage]:
               reads=("seed", "evaluation.n_samples", "evaluation.max_new_tokens", "evaluation.temperature",
                      "evaluation.top_p", "evaluation.judges", "judging", "sampling.system_prompt"),
               models=lambda s: ("training.model", *(JUDGES if s["evaluation"]["judges"] else ())),
-              templates=_if("evaluation.judges", *JUDGE_TEMPLATES),
+              templates=_if("evaluation.judges", *JUDGE_TEMPLATES), excludes=NOT_JUDGING, judged=True,
               doc="one policy answers the held-out questions; the judges label the answers"),
         Stage("evaluate_policies", "judgeflow.stages.evaluate_policies",
               reads=lambda s: ("seed", "evaluation.n_samples", "evaluation.oracle", "evaluation.confidence",
@@ -172,7 +196,7 @@ def _stages() -> dict[str, Stage]:
         Stage("sample_until_accept", "judgeflow.stages.sample_until_accept",
               reads=("seed", "draws.model", "draws.n_max", "draws.min_draws", "draws.max_new_tokens", *SAMPLING_DRAW,
                      "judging"),
-              models=("draws.model", *JUDGES), templates=JUDGE_TEMPLATES,
+              models=("draws.model", *JUDGES), templates=JUDGE_TEMPLATES, excludes=NOT_JUDGING, judged=True,
               doc="the policy draws until the k-of-J judges accept (N) or draws.n_max"),
         Stage("label_oracle", "judgeflow.stages.label_oracle",
               reads=lambda s: label + (llm if s["oracle"]["labeller"] != "verifier" else ())
@@ -225,25 +249,46 @@ def inactive_stages(settings: dict) -> set[str]:
         out.add("oracle_replay")
     if not (draws and (o.get("replay_runs") or o.get("strategy") == "prediction_powered")):
         out.add("score_proxy")
+    judging = settings.get("judging") or {}
+    if not (judging.get("calibration") or {}).get("questions"):
+        out |= set(CALIBRATION_STAGES)
+    elif not any(j.get("kind", "prompt") != "prompt" for j in judging.get("judges") or []):
+        out.add("train_judge")
     return out
 
 
 # ------------------------------------------------------------------------------ path selection
 
-_PART = re.compile(r"([^.\[\]]+)|\[(\*|\d+)\]")
+_PART = re.compile(r"([^.\[\]]+)|\[(\*|\d+|id=[^\]]+)\]")
+
+
+class ById(str):
+    """A list item selected by its `id` field (`judging.judges[id=j1]`): the item whose id is this."""
 
 
 def _parts(path: str) -> list[str | int]:
     out: list[str | int] = []
     for name, index in _PART.findall(path):
-        out.append(name if name else ("*" if index == "*" else int(index)))
+        if name:
+            out.append(name)
+        elif index.startswith("id="):
+            out.append(ById(index[3:]))
+        else:
+            out.append("*" if index == "*" else int(index))
     return out
+
+
+def _by_id(node: list, p: ById, path: str) -> int:
+    for i, item in enumerate(node):
+        if isinstance(item, dict) and item.get("id") == p:
+            return i
+    raise KeyError(f"{path}: no item with id '{p}'")
 
 
 def lookup(settings: dict, path: str) -> Any:
     node: Any = settings
     for p in _parts(path):
-        node = node[p]
+        node = node[_by_id(node, p, path)] if isinstance(p, ById) else node[p]
     return node
 
 
@@ -257,6 +302,9 @@ def select(settings: dict, path: str) -> list[tuple[tuple, Any]]:
                 if not isinstance(node, list):
                     raise KeyError(f"{path}: [*] on a value that is not a list")
                 nxt += [((*where, i), v) for i, v in enumerate(node)]
+            elif isinstance(p, ById) and isinstance(node, list):
+                i = _by_id(node, p, path)
+                nxt.append(((*where, i), node[i]))
             elif (isinstance(node, dict) and p in node) or (
                     isinstance(node, list) and isinstance(p, int) and p < len(node)):
                 nxt.append(((*where, p), node[p]))
@@ -314,9 +362,17 @@ def is_operational(path: tuple) -> bool:
 # ------------------------------------------------------------------------ what a stage reads
 
 
-def model_names(stage: Stage, settings: dict) -> list[str]:
+def for_any_job(path: str) -> str:
+    """A declared path for every job of its rule: an item chosen by a wildcard (`[id={judge}]`) becomes `[*]`."""
+    return re.sub(r"\[id=\{\w+\}\]", "[*]", path)
+
+
+def model_names(stage: Stage, settings: dict, wildcards: dict | None = None) -> list[str]:
+    """The models the stage runs: of one job (`wildcards`), or of any of its jobs (None: an item chosen by a
+    wildcard, `[id={judge}]`, stands for every item)."""
     names = []
     for key in stage.decl("models", settings):
+        key = _expand(key, wildcards) if wildcards is not None else for_any_job(key)
         for _, v in select(settings, key):
             if v is not None and v not in names:
                 names.append(v)
@@ -338,7 +394,7 @@ def read_leaves(stage: Stage, settings: dict, wildcards: dict | None = None) -> 
     for path in (*stage.decl("reads", settings), *stage.decl("models", settings)):  # a model key is read too
         for where, value in select(settings, _expand(path, wildcards)):
             out += list(leaves(value, where))
-    for name in model_names(stage, settings):
+    for name in model_names(stage, settings, wildcards or {}):
         spec = settings["models"][name]
         for field in stage.model_fields or spec:
             if field in spec:  # (a vllm entry has no device nor batch_size)
@@ -597,7 +653,7 @@ def declared_roots(stage: Stage, settings: dict, wildcards: dict | None = None) 
     roots = set()
     for path in (*stage.decl("reads", settings), *stage.decl("models", settings)):
         roots |= {w for w, _ in select(settings, _expand(path, wildcards))}
-    for name in model_names(stage, settings):
+    for name in model_names(stage, settings, wildcards or {}):
         roots |= {("models", name, f) for f in stage.model_fields or settings["models"][name]
                   if f in settings["models"][name]}
         if settings["models"][name]["backend"] == "openai":

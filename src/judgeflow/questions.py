@@ -165,25 +165,28 @@ def prepare_questions(qcfg: dict, output: str) -> int:
     return write_jsonl(output, out)
 
 
-def split_heldout(kept: list[dict], count: int, seed: int) -> tuple[list[dict], list[dict]]:
+def split_heldout(kept: list[dict], count: int, seed: int, what: str = "heldout") -> tuple[list[dict], list[dict]]:
     """(train, heldout): `count` kept questions, chosen by a seeded hash of their ids, are held out.
 
     The choice of a question does not depend on which other questions are present, so adding
-    questions to a run keeps the earlier held-out ones held out (unless `count` is reached).
+    questions to a run keeps the earlier held-out ones held out (unless `count` is reached). `what`
+    names the split in the hash ("heldout", "calibration"): each split draws its own questions.
     """
     if count <= 0:
         return kept, []
-    order = sorted(kept, key=lambda q: stable_seed(seed, "heldout", q["question_id"]))
+    order = sorted(kept, key=lambda q: stable_seed(seed, what, q["question_id"]))
     held = {q["question_id"] for q in order[:count]}
     return [q for q in kept if q["question_id"] not in held], [q for q in kept if q["question_id"] in held]
 
 
 def clean_questions(questions_path: str, kept_path: str, rejected_path: str, config: dict, models: dict,
-                    heldout_path: str | None = None) -> dict:
+                    heldout_path: str | None = None, calibration_path: str | None = None) -> dict:
     """Ask the oracle whether each question is meaningful and answerable; split kept / rejected.
 
     With `questions.heldout` = n > 0, n kept questions go to `heldout_path` instead of `kept_path`:
-    they are for evaluating trained policies and never reach sampling or pairs.
+    they are for evaluating trained policies and never reach sampling or pairs. Then, with
+    `judging.calibration.questions` = m > 0, m of the rest go to `calibration_path`: the judges' calibration
+    split, never used for pairs, DPO, TP(N) or the tree search. The three files are disjoint.
     """
     ccfg = config["cleaning"]
     questions = read_jsonl(questions_path, required=("question_id", "prompt"))
@@ -232,11 +235,20 @@ def clean_questions(questions_path: str, kept_path: str, rejected_path: str, con
         raise InputError(f"questions.heldout: {n_held} held-out questions asked for, but only {len(kept)} "
                          f"questions of {questions_path} were kept; nothing would be left for training")
     kept, heldout = split_heldout(kept, n_held, config["seed"])
+    n_cal = config["judging"]["calibration"]["questions"]
+    if n_cal and n_cal >= len(kept):
+        raise InputError(f"judging.calibration.questions: {n_cal} calibration questions asked for, but only "
+                         f"{len(kept)} questions of {questions_path} were kept besides the {len(heldout)} held out; "
+                         "nothing would be left for training")
+    kept, calibration = split_heldout(kept, n_cal, config["seed"], "calibration")
     write_jsonl(kept_path, kept)
     if heldout_path:
         write_jsonl(heldout_path, heldout)
+    if calibration_path:
+        write_jsonl(calibration_path, calibration)
     write_jsonl(rejected_path, rejected)
-    summary = {"questions": len(questions), "kept": len(kept), "heldout": len(heldout), "rejected": len(rejected),
+    summary = {"questions": len(questions), "kept": len(kept), "heldout": len(heldout),
+               "calibration": len(calibration), "rejected": len(rejected),
                "asked_oracle": len(to_ask),
                "abstained": sum(1 for v in verdicts.values() if v.get("label") == ABSTAIN)}
     log.info("cleaning: %s", summary)

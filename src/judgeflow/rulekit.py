@@ -69,12 +69,18 @@ class Rules:
                     if key not in done:
                         done.add(key)
                         load_template(value, None, key)
+        for i, j in enumerate(self.config["judging"]["judges"]):  # a reward model that exists must be one
+            path = self.config["models"][j["model"]].get("path")
+            if j["kind"] == "reward_model" and path and Path(path).exists():
+                from .models.reward_model import check_seq_cls_dir
+
+                check_seq_cls_dir(path, f"models.{j['model']}.path (judging.judges[{i}], a reward_model judge)")
         if environ is None:
             return
         users: dict[str, list[str]] = {}  # model -> the keys naming it, of the stages that run
         for stage in stages:
             for decl in stage.decl("models", self.config):
-                for where, name in pipeline.select(self.config, decl):
+                for where, name in pipeline.select(self.config, pipeline.for_any_job(decl)):
                     if name is not None and pipeline._key(where) not in users.setdefault(name, []):
                         users[name].append(pipeline._key(where))
         for name, keys in users.items():
@@ -112,7 +118,22 @@ class Rules:
         """An input function (for unpack()): {models: the prepared model directories, templates: the
         prompt template files} of a stage."""
         files = {"models": self.model_dirs(name), "templates": pipeline.template_files(STAGES[name], self.config)}
+        if STAGES[name].judged:
+            files["judges"] = self.learned_judge_files()
         return lambda wildcards: files
+
+    # --- judges that learn from the calibration split ------------------------------------------
+    def learned_judges(self) -> list[str]:
+        """The ids of the judges of kind trained or reward_model (train_judge fits each)."""
+        return [j["id"] for j in self.config["judging"]["judges"] if j["kind"] != "prompt"]
+
+    def learned_judge_files(self) -> list[str]:
+        """judges/<id>/judge.json of every learned judge: inputs of every stage that runs the judges."""
+        return [f"{self.results}/judges/{j}/judge.json" for j in self.learned_judges()]
+
+    def calibration_targets(self) -> list[str]:
+        r = self.results
+        return [f"{r}/judges/calibration.csv"] if self.config["judging"]["calibration"]["questions"] else []
 
     # --- where a rule runs, and with what ----------------------------------------------------
     def local(self, name: str) -> bool:
@@ -248,7 +269,7 @@ class Rules:
             out += [f"{r}/pairs/{m}.jsonl" for m in self.config["refining"]["modes"]] + [f"{r}/pairs/summary.csv"]
         if "tree_search" in self.strategies():
             out += [f"{r}/tree_search/gates.csv"]
-        return out
+        return out + self.calibration_targets()
 
     def variant_files(self, pattern: str) -> list[str]:
         return [pattern.format(variant=v) for v in self.config["training"]["variants"]]

@@ -13,13 +13,15 @@ def shard_of(questions: list[dict], shard: int, n_shards: int) -> list[dict]:
     return questions[shard::n_shards]
 
 
-def sample_responses(questions: list[dict], config: dict, model, output: str, label: str | None = None) -> list[dict]:
-    """`label`: the model name the records carry (default: sampling.model; a self-play round: its actor)."""
+def sample_responses(questions: list[dict], config: dict, model, output: str, label: str | None = None,
+                     n_samples: int | None = None) -> list[dict]:
+    """`label`: the model name the records carry (default: sampling.model; a self-play round: its actor);
+    `n_samples`: per question (default: sampling.n_samples)."""
     scfg = config["sampling"]
     sampling = Sampling(scfg["max_new_tokens"], scfg["temperature"], scfg["top_p"])
     work = []
     for q in questions:
-        for i in range(scfg["n_samples"]):
+        for i in range(scfg["n_samples"] if n_samples is None else n_samples):
             rid = f"{q['question_id']}/r{i}"
             req = GenRequest.chat(q["prompt"], system=scfg["system_prompt"], sampling=sampling,
                                   seed=stable_seed(config["seed"], "sample", q["question_id"], i))

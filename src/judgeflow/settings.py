@@ -123,8 +123,20 @@ class VLLMModel(Section):
     enable_prefix_caching: bool = op(True, "share the KV cache of a common prompt prefix (n samples, k judges)")
 
 
-ModelSpec = Annotated[HFModel | OpenAIModel | VLLMModel, Field(discriminator="backend")]
-BACKENDS = ("hf", "openai", "vllm")
+class RewardModelSpec(Section):
+    """A transformers sequence-classification model (a reward model) in the job's own process: a judge
+    of kind reward_model reads its raw score per (question, criterion, response)."""
+    backend: Literal["reward_model"] = Field(
+        description="reward_model: a ...ForSequenceClassification directory, scored in the job itself")
+    path: str = Field(description="a transformers sequence-classification model directory")
+    device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights dtype when loading; auto = the dtype stored in the checkpoint")
+    batch_size: int = op(16, "conversations per forward pass (scores do not depend on it)", ge=1)
+
+
+ModelSpec = Annotated[HFModel | OpenAIModel | VLLMModel | RewardModelSpec, Field(discriminator="backend")]
+BACKENDS = ("hf", "openai", "vllm", "reward_model")
 LOCAL_BACKENDS = ("hf", "vllm")  # the model runs in the job: it can continue an assistant prefix
 
 
@@ -209,18 +221,37 @@ class Sampling(Section):
     checkpoint_every: int = op(64, "responses per checkpointed batch", ge=1)
 
 
+JudgeKind = Literal["prompt", "reward_model", "trained"]
+Pooling = Literal["last", "mean"]
+
+
 class Judge(Section):
-    """One judge: a model, a prompt template and a seed; it labels every (response, criterion) YES or NO."""
+    """One judge: it labels every (response, criterion) YES or NO, with P(YES). Three kinds: `prompt` (a
+    model, a prompt template and a seed: LLM-as-judge), `reward_model` (a sequence-classification model's
+    score, calibrated on the calibration split) and `trained` (a logistic head on a frozen model's hidden
+    states, fitted by train_judge on the oracle's labels of the calibration split)."""
     id: str = Field(pattern=ID_PATTERN, description="unique judge id, recorded with each of its verdicts")
-    model: str = Field(description="models key of the judge's model")
+    kind: JudgeKind = Field("prompt", description="prompt (LLM-as-judge), reward_model (a models key of backend "
+                                                  "reward_model) or trained (a head on the hidden states of an "
+                                                  "hf model, fitted by train_judge)")
+    model: str = Field(description="models key of the judge's model (trained: the frozen hf model whose hidden "
+                                   "states are the features)")
+    layers: list[int] | None = Field(None, description="trained: hidden states read (0 = embeddings, -1 = last "
+                                                       "layer); null = the last layer and the middle one")
+    pooling: list[Pooling] = Field(["last", "mean"], min_length=1,
+                                   description="trained: each layer at the last token and/or averaged over the "
+                                               "response")
+    max_tokens: int = Field(1024, ge=16, description="trained, reward_model: a longer conversation keeps its "
+                                                     "last tokens")
     template: str = Field("judge", description="packaged name or .txt path with {question}, {response}, {criterion}")
     answer_first: bool = Field(False, description="hf or vllm: the answer turn starts with 'Verdict:'")
     seed: int = Field(0, description="this judge's own seed: each verdict's draw is seeded from it, the item "
                                      "and the criterion")
     threshold: float | None = Field(
-        None, gt=0, lt=1, description="say YES when P(YES) at the answer token is at least this (a calibrated "
-                                      "judge: the demo's 135M judges say YES to almost anything they sample); null = "
-                                      "the judge's own (sampled) answer")
+        None, gt=0, lt=1, description="say YES when P(YES) is at least this (prompt: at the answer token, a "
+                                      "calibrated judge); null = prompt: the judge's own (sampled) answer; "
+                                      "trained, reward_model: the threshold train_judge chooses on the calibration "
+                                      "split (Youden's J, out of fold)")
     max_new_tokens: int = Field(40, ge=1, description="tokens per verdict (a critique and the verdict line)")
     temperature: float = Field(0.7, ge=0, description="sampling temperature of the judge")
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling probability mass of the judge")
@@ -234,6 +265,18 @@ class GenericCriterion(Section):
                                                        "in the judge template)")
 
 
+class JudgeCalibration(Section):
+    """The calibration split: kept questions set aside (after cleaning, disjoint from the held-out ones) on
+    which the policy's responses are labelled by the oracle, to train the trained judges, calibrate the
+    reward-model judges and measure every judge on random (not judge-selected) responses."""
+    questions: int = Field(0, ge=0, description="kept questions set aside for the calibration split (never used "
+                                                "for pairs, DPO, TP(N) or the tree search); 0 = none, and every "
+                                                "judge must then be a prompt judge")
+    n_samples: int = Field(2, ge=1, description="responses the policy samples per calibration question")
+    folds: int = Field(5, ge=2, description="cross-validation folds over questions (the judges' out-of-fold "
+                                            "P(YES), and the choice of the regularisation inside each fold)")
+
+
 class Judging(Section):
     """The J judges and k-of-J aggregation (judge_responses, judge_refinements, sample_until_accept, evaluate_*)."""
     k: int = Field(1, ge=1, description="k-of-J: a criterion passes when at least k of the J judges say YES")
@@ -242,6 +285,8 @@ class Judging(Section):
     judges: list[Judge] = Field(min_length=1, description="the J judges (at least one, ids unique)")
     generic_criteria: list[GenericCriterion] = Field(
         default_factory=list, description="criteria judged on every question besides its own")
+    calibration: JudgeCalibration = Field(default_factory=JudgeCalibration,
+                                          description="the calibration split (train_judge, judge_calibration)")
 
     @model_validator(mode="after")
     def _judges(self):
@@ -664,6 +709,33 @@ def _resolve_tree_search(s: Settings, derived: dict) -> None:
         derived["training.variants"] = "refining.strategy"
 
 
+def _check_judge_kinds(s: Settings) -> None:
+    """Each judge kind runs on its backend; a judge that learns from the calibration split needs one, labelled
+    by the verifier; a reward model only scores (it generates nothing)."""
+    need = {"prompt": BACKENDS[:3], "reward_model": ("reward_model",), "trained": ("hf",)}
+    learning = []
+    for i, j in enumerate(s.judging.judges):
+        backend = s.models[j.model].backend
+        if backend not in need[j.kind]:
+            raise ConfigError(f"judging.judges[{i}].model: a {j.kind} judge needs a model of backend "
+                              f"{' or '.join(need[j.kind])}; models.{j.model} is backend {backend}")
+        if j.kind != "prompt":
+            learning.append(f"judging.judges[{i}] ({j.id}, {j.kind})")
+    cal = s.judging.calibration
+    if learning and not cal.questions:
+        raise ConfigError(f"judging.calibration.questions: {', '.join(learning)} learns from the oracle's labels "
+                          "of a calibration split, and the split is empty (questions: 0); set aside some kept "
+                          "questions, e.g. questions: 40")
+    if cal.questions and s.oracle.labeller != "verifier":
+        raise ConfigError(f"judging.calibration.questions: the calibration split is labelled by the exact verifier; "
+                          f"oracle.labeller is '{s.oracle.labeller}' (an LLM oracle's per-criterion labels are not "
+                          "supported yet: set questions: 0 and use prompt judges)")
+    for key, name in s.model_roles().items():
+        if not key.startswith("judging.judges[") and s.models[name].backend == "reward_model":
+            raise ConfigError(f"{key}: models.{name} is a reward model (backend reward_model): it scores responses "
+                              "and generates nothing; only a judge of kind reward_model may name it")
+
+
 def _cross_checks(s: Settings) -> None:
     """Checks across sections, each error naming its config key."""
     made = refine_datasets(s)
@@ -712,8 +784,9 @@ def _cross_checks(s: Settings) -> None:
             and s.models[s.cleaning.model].backend not in LOCAL_BACKENDS):
         raise ConfigError(f"cleaning.answer_first: needs an hf or vllm model (an API cannot be made to continue "
                           f"'Verdict:'); model '{s.cleaning.model}' is {s.models[s.cleaning.model].backend}")
+    _check_judge_kinds(s)
     for i, j in enumerate(s.judging.judges):
-        if j.answer_first and s.models[j.model].backend not in LOCAL_BACKENDS:
+        if j.kind == "prompt" and j.answer_first and s.models[j.model].backend not in LOCAL_BACKENDS:
             raise ConfigError(f"judging.judges[{i}].answer_first: needs an hf or vllm model (an API cannot be "
                               f"made to continue 'Verdict:'); model '{j.model}' is {s.models[j.model].backend}")
     policy = s.models[s.training.model]

@@ -5,6 +5,7 @@
       gpt41:   {backend: openai, base_url: https://api.openai.com/v1, model: gpt-4.1,
                 api_key_env: OPENAI_API_KEY}
       llama70: {backend: vllm, path: resources/models/Llama-3.3-70B-Instruct}   # GPU jobs only
+      rm:      {backend: reward_model, path: resources/models/Skywork-Reward-V2}  # scores only (judges)
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from .base import BackendError, ConfigError, Generation, GenRequest, Model, Sampling
 from .cache import namespace
 
-BACKENDS = ("hf", "openai", "vllm")
+BACKENDS = ("hf", "openai", "vllm", "reward_model")
 
 __all__ = [
     "BackendError",
@@ -74,6 +75,13 @@ def open_models(config: dict, names: dict[str, str], log_dir: str | None = None,
                                          max_model_len=spec["max_model_len"], dtype=spec["dtype"],
                                          gpu_memory_utilization=spec["gpu_memory_utilization"],
                                          enable_prefix_caching=spec["enable_prefix_caching"])
+            elif spec["backend"] == "reward_model":
+                from .reward_model import RewardModel
+
+                m = RewardModel(name, spec["path"], device=spec["device"], dtype=spec["dtype"],
+                                batch_size=spec["batch_size"], threads=threads, key=f"models.{name}.path")
+                stack.callback(m.close)
+                opened[name] = m
             elif spec["backend"] == "openai":
                 from .openai_api import OpenAIModel
 

@@ -1,5 +1,6 @@
 """clean_questions: the oracle keeps meaningful, answerable questions and rejects the rest with a
-reason; `questions.heldout` kept questions are set aside for evaluation."""
+reason; `questions.heldout` kept questions are set aside for evaluation, `judging.calibration.questions`
+for the judges' calibration."""
 from __future__ import annotations
 
 from ..io import write_json
@@ -14,6 +15,7 @@ def run(inp, out, settings, job) -> None:
     with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
         if ccfg["enabled"]:  # oracle.batch: the Batch API
             models = batched(models, ccfg["model"], settings["oracle"], "oracle.batch")
-        result = clean_questions(inp.questions, out.kept, out.rejected, settings, models, out.heldout)
+        result = clean_questions(inp.questions, out.kept, out.rejected, settings, models, out.heldout,
+                                 out.calibration)
         result["models"] = log_stats(models)
     write_json(out.summary, result)

@@ -3,7 +3,7 @@ aggregation per criterion and overall."""
 from __future__ import annotations
 
 from ..io import questions_by_id, read_jsonl, write_jsonl
-from ..judging import aggregate, judge_items
+from ..judging import aggregate, judge_items, learned_judges
 from ..models import log_stats, open_models
 
 
@@ -15,6 +15,7 @@ def run(inp, out, settings, job) -> None:
     questions = questions_by_id(inp.kept)
     names = {f"judging.judges[{i}].model": j["model"] for i, j in enumerate(settings["judging"]["judges"])}
     with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
+        models = learned_judges(settings, models, inp.judges)
         verdicts = judge_items(items, questions, settings, models, out.verdicts)
         log_stats(models)
     write_jsonl(out.aggregate, aggregate(verdicts, items, questions, settings))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..draws import sample_until_accept
 from ..io import read_jsonl
+from ..judging import learned_judges
 from ..models import log_stats, open_models
 from ..sampling import shard_of
 
@@ -12,5 +13,6 @@ def run(inp, out, settings, job) -> None:
     names = {"draws.model": settings["draws"]["model"],
              **{f"judging.judges[{i}].model": j["model"] for i, j in enumerate(settings["judging"]["judges"])}}
     with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
+        models = learned_judges(settings, models, inp.judges)
         sample_until_accept(questions, settings, models, out.draws, out.verdicts)
         log_stats(models)

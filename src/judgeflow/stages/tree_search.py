@@ -3,6 +3,7 @@ run to the strictest exit gate (judgeflow.tree_search)."""
 from __future__ import annotations
 
 from ..io import questions_by_id, read_jsonl
+from ..judging import learned_judges
 from ..models import log_stats, open_models
 from ..tree_search import search_trees
 
@@ -14,6 +15,7 @@ def run(inp, out, settings, job) -> None:
     names = {"refining.model": refiner,
              **{f"judging.judges[{i}].model": j["model"] for i, j in enumerate(settings["judging"]["judges"])}}
     with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
+        models = learned_judges(settings, models, inp.judges)
         search_trees(roots, read_jsonl(inp.verdicts), questions_by_id(inp.kept), settings, models[refiner], models,
                      out.trees, round_=int(job.wildcards["round"]))
         log_stats(models)

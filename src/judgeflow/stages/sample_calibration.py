@@ -1,0 +1,16 @@
+"""sample_calibration: the policy samples judging.calibration.n_samples responses per calibration question
+(random draws of the policy, not selected by any judge: what the judges are calibrated and measured on)."""
+from __future__ import annotations
+
+from ..io import read_jsonl
+from ..models import log_stats, open_models
+from ..sampling import sample_responses
+
+
+def run(inp, out, settings, job) -> None:
+    policy = settings["sampling"]["model"]
+    questions = read_jsonl(inp.calibration, required=("question_id", "prompt"))
+    with open_models(settings, {"sampling.model": policy}, log_dir=job.log_dir, threads=job.threads) as models:
+        sample_responses(questions, settings, models[policy], out.responses,
+                         n_samples=settings["judging"]["calibration"]["n_samples"])
+        log_stats(models)

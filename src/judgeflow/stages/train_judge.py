@@ -1,0 +1,21 @@
+"""train_judge: one judge of kind trained (a logistic head on its frozen model's hidden states) or
+reward_model (Platt scaling of its reward model's score) learns from the oracle's labels of the
+calibration split; its out-of-fold P(YES) on every labelled (response, criterion)."""
+from __future__ import annotations
+
+from ..calibration import fit_learned_judge, learning_rows
+from ..io import questions_by_id, read_jsonl
+from ..models import log_stats, open_models
+
+
+def run(inp, out, settings, job) -> None:
+    judge_id = job.wildcards["judge"]
+    index, spec = next((i, j) for i, j in enumerate(settings["judging"]["judges"]) if j["id"] == judge_id)
+    rows = learning_rows(read_jsonl(inp.labels), read_jsonl(inp.responses), questions_by_id(inp.calibration),
+                         f"judging.judges[{index}]", inp.labels)
+    key = f"judging.judges[{index}].model"
+    with open_models(settings, {key: spec["model"]}, log_dir=job.log_dir, threads=job.threads) as models:
+        fit_learned_judge(spec, models[spec["model"]], settings["models"][spec["model"]]["path"], rows,
+                          seed=settings["seed"], folds=settings["judging"]["calibration"]["folds"],
+                          key=f"judging.judges[{index}]", judge_out=out.judge, head_out=out.head, oof_out=out.oof)
+        log_stats(models)
