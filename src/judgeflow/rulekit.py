@@ -309,6 +309,9 @@ class Rules:
         """(heading, [files]) of the report, for the stages this config runs."""
         r = self.results
         s = [("Questions", [f"{r}/questions/cleaning.json"])]
+        if self.calibration_targets():
+            s.append(("Judges on the calibration split (random responses of the policy; learned judges out of fold)",
+                      [f"{r}/judges/calibration.csv", f"{r}/judges/calibration.json"]))
         if "single" in self.strategies():
             s.append(("Preference pairs", [f"{r}/pairs/summary.json", f"{r}/pairs/summary.csv"]))
         if "tree_search" in self.strategies():
@@ -321,8 +324,9 @@ class Rules:
         if self.config["draws"]["enabled"]:
             s.append(("Oracle: TP(N) and N*", [f"{r}/oracle/tp_curve.png", f"{r}/oracle/tp_curve.csv",
                                                f"{r}/oracle/nstar.json", f"{r}/oracle/fit.json"]))
-            s.append(("Judges against the oracle", [f"{r}/judges/quality.csv", f"{r}/judges/agreement.csv",
-                                                    f"{r}/judges/quality.json"]))
+            s.append(("Judges against the oracle on the labelled draws (selected by the judges' own accepts: "
+                      "p1 and p0 are biased; the calibration split's are not)",
+                      [f"{r}/judges/quality.csv", f"{r}/judges/agreement.csv", f"{r}/judges/quality.json"]))
             if self.config["oracle"]["bon"]["enabled"]:
                 s.append(("Best-of-N", [f"{r}/oracle/bon_grid.png", f"{r}/oracle/bon_grid.csv"]))
             if self.config["oracle"]["replay_runs"]:
