@@ -49,6 +49,16 @@ def test_headline_panel_says_what_the_run_found(tmp_path):
         assert text in page, text
 
 
+def test_the_headline_says_when_the_fit_sits_on_its_boundary_and_that_accepted_draws_are_selected(tmp_path):
+    files = _files(tmp_path)
+    assert "constraint p0 &lt; p1 binds" not in headline(files)
+    Path(files["fit"]).write_text(json.dumps({"ok": True, "p0": 0.5, "p1": 0.5001, "constraint_binds": True,
+                                              "p0_free": 0.62, "p1_free": 0.48}))
+    page = headline(files)
+    assert "constraint p0 &lt; p1 binds: without it p0 0.62 &gt;= p1 0.48 fits better" in page
+    assert "on the draws they accepted" in page and "p1 and p0 here are biased" in page
+
+
 def test_a_missing_summary_shows_n_a_not_a_crash(tmp_path):
     page = headline({"cleaning": str(tmp_path / "nope.json")})
     assert "n/a kept" in page

@@ -28,6 +28,18 @@ def test_fit_recovers_parameters_from_model_data():
     assert f["loglik"] > log_likelihood(recs, a=2.0, b=2.0, p0=0.3, p1=0.85) + 10
 
 
+def test_the_fit_says_when_the_constraint_p0_below_p1_binds():
+    """Judges that accept wrong draws more often than right ones (p0 > p1): the constrained fit sits on its
+    boundary, and the fit says so instead of silently reporting p0 < p1 (issue 23)."""
+    worse = simulate_records(3000, 8, a=2.0, b=2.0, p0=0.8, p1=0.4, seed=5)
+    f = fit_model(worse)
+    assert f["ok"] and f["p0"] < f["p1"]  # the constrained estimates
+    assert f["constraint_binds"] and f["p0_free"] > f["p1_free"] and f["loglik_free"] > f["loglik"]
+    assert f["p0_free"] == pytest.approx(0.8, abs=0.08)
+    good = fit_model(simulate_records(3000, 8, **TRUE, seed=5))
+    assert not good["constraint_binds"] and good["loglik_free"] == pytest.approx(good["loglik"], abs=0.05)
+
+
 def test_fit_without_labels_or_records_says_why():
     assert fit_model([])["ok"] is False
     recs = [{"n_accept": 2, "n_max": 4, "oracle": None}, {"n_accept": None, "n_max": 4, "oracle": None}]

@@ -99,7 +99,11 @@ def headline(files: dict[str, str]) -> str:
                              f"{1 - n.get('delta', 0):.2f}"),
                            e(f"{n.get('calls')} oracle calls ({n.get('strategy')}), +{n.get('curve_calls', 0)} for "
                              f"the curve; {labelled} accepted draws"),
-                           e("model fit: " + ("converged" if fit.get("ok") else f"not ok ({fit.get('message', '')})"))))
+                           e("model fit: " + ("converged" if fit.get("ok") else f"not ok ({fit.get('message', '')})")),
+                           *([e(f"the fit's constraint p0 < p1 binds: without it p0 {_fmt(fit.get('p0_free'))} >= "
+                                f"p1 {_fmt(fit.get('p1_free'))} fits better (the judges accept wrong draws at least "
+                                "as often as right ones); the constrained TP(N) model does not describe them")]
+                             if fit.get("constraint_binds") else [])))
     ev = _read_json(files.get("evaluation", ""))
     if ev is not None:
         per = (ev.get("oracle") or {}).get("per_policy") or {}
@@ -118,8 +122,10 @@ def headline(files: dict[str, str]) -> str:
         m, f = j.get("measured") or {}, j.get("fitted")
         lo0, hi0 = m.get("p0_interval") or (None, None)
         lo1, hi1 = m.get("p1_interval") or (None, None)
-        cards.append(_card(f"Judges ({j.get('k')}-of-{j.get('J')}) against the oracle",
+        cards.append(_card(f"Judges ({j.get('k')}-of-{j.get('J')}) against the oracle, on the draws they accepted",
                            e(f"p1 {_fmt(m.get('p1'))} / p0 {_fmt(m.get('p0'))}"),
+                           e("selected by the judges' own accepts: p1 and p0 here are biased (the calibration "
+                             "split's table, where there is one, is measured on random responses)"),
                            e(f"p1 = P(accept | X=1) {_interval(m.get('p1'), lo1, hi1)}"),
                            e(f"p0 = P(accept | X=0) {_interval(m.get('p0'), lo0, hi0)}"),
                            e(f"fitted by the TP(N) model: p1 {_fmt(f['p1'])}, p0 {_fmt(f['p0'])}" if f else

@@ -13,6 +13,12 @@ Unlabelled accepted records are missing at random given N (a labelling strategy 
 their N only), so summing over x is the right likelihood for them. The fit maximises the sum of
 log-likelihoods over 0 < p0 < p1 < 1, a, b > 0, reparametrised as p1 = expit(u), p0 = p1 expit(v),
 a = exp(alpha), b = exp(beta), with scipy.optimize from a few starting points.
+
+The constraint p0 < p1 (the judges accept a right draw more often than a wrong one) is an assumption,
+and judges without signal break it. So the model is also fitted without it (p0 = expit(v) on its own):
+`constraint_binds` is true when that fit is better (log-likelihood higher by more than 1e-6 per
+record) with p0 >= p1, and its estimates are reported beside the constrained ones (`p0_free`,
+`p1_free`, `loglik_free`). A report must then say that the constrained fit sits on its boundary.
 """
 from __future__ import annotations
 
@@ -77,16 +83,17 @@ def log_likelihood(records, a: float, b: float, p0: float, p1: float) -> float:
     return _ll_counts(check_records(records), a, b, p0, p1)
 
 
-def _unpack(z):
+def _unpack(z, constrained: bool = True):
     u, v, la, lb = z
     p1 = float(expit(u))
-    p0 = p1 * float(expit(v))
+    p0 = p1 * float(expit(v)) if constrained else float(expit(v))
     return float(np.exp(np.clip(la, -12, 12))), float(np.exp(np.clip(lb, -12, 12))), p0, p1
 
 
 def fit_model(records, starts: int = 4, seed: int = 0) -> dict:
-    """MLE of (a, b, p0, p1). Returns {"ok", "a", "b", "p0", "p1", "loglik", "records", "labelled",
-    "censored", "message"}; ok is False (with the reason in message) when there is nothing to fit:
+    """MLE of (a, b, p0, p1) under p0 < p1, and of the model without that constraint. Returns {"ok", "a",
+    "b", "p0", "p1", "loglik", "constraint_binds", "p0_free", "p1_free", "loglik_free", "records",
+    "labelled", "censored", "message"}; ok is False (with the reason in message) when there is nothing to fit:
     no records, or no oracle label (X is then unobserved and p0, p1, a, b are not identified)."""
     counts = check_records(records)
     n_rec = sum(counts.values())
@@ -98,13 +105,6 @@ def fit_model(records, starts: int = 4, seed: int = 0) -> dict:
     if labelled == 0:
         return {"ok": False, "message": "no oracle-labelled record: p0, p1, a, b are not identified", **base}
 
-    def nll(z):
-        a, b, p0, p1 = _unpack(z)
-        if not (0 < p0 < p1 < 1):
-            return 1e300
-        v = _ll_counts(counts, a, b, p0, p1)
-        return -v / n_rec if math.isfinite(v) else 1e300
-
     # starting points: the labelled accepts' positive rate suggests p; a spread of judge qualities
     lab_pos = sum(c for (k, _, x), c in counts.items() if k == "label" and x == 1)
     pbar = min(max(lab_pos / labelled, 0.05), 0.95)
@@ -112,18 +112,37 @@ def fit_model(records, starts: int = 4, seed: int = 0) -> dict:
     inits = [(0.85, 0.3, pbar, 1.0), (0.7, 0.5, 0.5, 1.0), (0.95, 0.1, pbar, 3.0), (0.6, 0.2, 0.5, 0.5)]
     while len(inits) < starts:
         inits.append((rng.uniform(0.55, 0.99), rng.uniform(0.05, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0.3, 5)))
+    inits = inits[:max(starts, 1)]
+    best = _maximise(counts, n_rec, inits, constrained=True)
+    free = _maximise(counts, n_rec, inits, constrained=False)
+    a, b, p0, p1 = _unpack(best.x)
+    _, _, p0_free, p1_free = _unpack(free.x, constrained=False)
+    ok = bool(np.isfinite(best.fun) and best.fun < 1e299)
+    binds = bool(ok and np.isfinite(free.fun) and free.fun < best.fun - 1e-6 and p0_free >= p1_free)
+    return {"ok": ok, "a": a, "b": b, "p0": p0, "p1": p1, "loglik": float(-best.fun * n_rec),
+            "constraint_binds": binds, "p0_free": p0_free, "p1_free": p1_free,
+            "loglik_free": float(-free.fun * n_rec), "message": str(best.message), **base}
+
+
+def _maximise(counts: Counter, n_rec: int, inits: list[tuple], constrained: bool):
+    """The best of a Nelder-Mead then L-BFGS-B minimisation of the mean negative log-likelihood per start."""
+    def nll(z):
+        a, b, p0, p1 = _unpack(z, constrained)
+        if not (0 < p0 < 1 and 0 < p1 < 1) or (constrained and not p0 < p1):
+            return 1e300
+        v = _ll_counts(counts, a, b, p0, p1)
+        return -v / n_rec if math.isfinite(v) else 1e300
+
     best = None
-    for p1, ratio, mean, conc in inits[:max(starts, 1)]:
-        z0 = np.array([logit(p1), logit(ratio), math.log(mean * conc * 2), math.log((1 - mean) * conc * 2)])
+    for p1, ratio, mean, conc in inits:
+        second = logit(ratio) if constrained else logit(p1 * ratio)
+        z0 = np.array([logit(p1), second, math.log(mean * conc * 2), math.log((1 - mean) * conc * 2)])
         res = optimize.minimize(nll, z0, method="Nelder-Mead",
                                 options={"xatol": 1e-6, "fatol": 1e-10, "maxiter": 4000, "maxfev": 8000})
         res = optimize.minimize(nll, res.x, method="L-BFGS-B") if np.isfinite(res.fun) else res
         if best is None or res.fun < best.fun:
             best = res
-    a, b, p0, p1 = _unpack(best.x)
-    ok = bool(np.isfinite(best.fun) and best.fun < 1e299)
-    return {"ok": ok, "a": a, "b": b, "p0": p0, "p1": p1, "loglik": float(-best.fun * n_rec),
-            "message": str(best.message), **base}
+    return best
 
 
 def simulate_records(n_questions: int, n_max: int, a: float, b: float, p0: float, p1: float,
