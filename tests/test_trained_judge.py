@@ -233,7 +233,7 @@ def test_save_and_load_give_the_same_p_yes(hf_model, labelled, trained, model_di
     absolute.save(tmp_path / "abs")
     meta = json.loads((tmp_path / "abs" / "judge.json").read_text())
     assert [s for s in strings(meta) if s.startswith("/")] == [str(model_dir)]
-    assert meta["features"] == {"layers": [-1, 15], "pooling": ["last", "mean"], "max_tokens": 1024}
+    assert meta["features"] == {"layers": [-1, 15], "pooling": ["last"], "max_tokens": 1024}  # the default
     assert meta["feature_dim"] == X.shape[1] and meta["training"]["n_questions"] == N_QUESTIONS
 
 

@@ -65,6 +65,43 @@ def _check_layer(layer: int, n_states: int) -> int:
     return int(layer)
 
 
+def hidden_state_batches(model, ids: list[list[int]], batch_size: int):
+    """Yield (row indices, hidden_states, attention mask) for batches of token-id lists, longest first.
+
+    Rows are right-padded by hand and the pad positions masked, with position ids counted over the real
+    tokens, so under the causal mask a row's states are the same alone or in a batch (up to float
+    rounding). The model runs in eval mode under no_grad (its training flag is restored after)."""
+    import torch
+
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    try:
+        device = next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        device = torch.device("cpu")
+    keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+    was_training = bool(getattr(model, "training", False))
+    if was_training:
+        model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                width = max(len(ids[i]) for i in idx)
+                input_ids = torch.zeros((len(idx), width), dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):
+                    input_ids[row, :len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
+                    mask[row, :len(ids[i])] = 1
+                position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+                kwargs = {"logits_to_keep": 1} if keep_logits else {}
+                res = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                            position_ids=position_ids.to(device), output_hidden_states=True, **kwargs)
+                yield idx, res.hidden_states, mask
+    finally:
+        if was_training:
+            model.train()
+
+
 def features(model, tokenizer, prompts: list[str], *, layer: int = -1, system: str | None = None,
              batch_size: int = 8) -> np.ndarray:
     """The hidden state of `layer` (an index into `hidden_states`: 0 = embeddings, -1 = last) at the
@@ -94,43 +131,16 @@ def features(model, tokenizer, prompts: list[str], *, layer: int = -1, system: s
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     if any(len(x) == 0 for x in ids):
         raise ValueError("features: a prompt rendered to no tokens")
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    try:
-        device = next(model.parameters()).device
-    except (AttributeError, StopIteration):
-        device = torch.device("cpu")
-    keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
     out: list[np.ndarray | None] = [None] * len(ids)
-    was_training = bool(getattr(model, "training", False))
-    if was_training:
-        model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                width = max(len(ids[i]) for i in idx)
-                input_ids = torch.zeros((len(idx), width), dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    input_ids[row, :len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
-                    mask[row, :len(ids[i])] = 1
-                position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-                kwargs = {"logits_to_keep": 1} if keep_logits else {}
-                res = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                            position_ids=position_ids.to(device), output_hidden_states=True, **kwargs)
-                states = res.hidden_states
-                if n_states is None:  # no layer count in the config: check against the output
-                    n_states = len(states)
-                    layer = _check_layer(layer, n_states)
-                h = states[layer]
-                last = mask.sum(dim=1) - 1  # right padding: the last real token of each row
-                rows = h[torch.arange(len(idx), device=h.device), last.to(h.device)]
-                rows = rows.float().cpu().numpy()
-                for row, i in enumerate(idx):
-                    out[i] = rows[row]
-    finally:
-        if was_training:
-            model.train()
+    for idx, states, mask in hidden_state_batches(model, ids, batch_size):
+        if n_states is None:  # no layer count in the config: check against the output
+            n_states = len(states)
+            layer = _check_layer(layer, n_states)
+        h = states[layer]
+        last = mask.sum(dim=1) - 1  # right padding: the last real token of each row
+        rows = h[torch.arange(len(idx), device=h.device), last.to(h.device)].float().cpu().numpy()
+        for row, i in enumerate(idx):
+            out[i] = rows[row]
     return np.stack(out).astype(np.float32)
 
 

@@ -238,9 +238,9 @@ class Judge(Section):
                                    "states are the features)")
     layers: list[int] | None = Field(None, description="trained: hidden states read (0 = embeddings, -1 = last "
                                                        "layer); null = the last layer and the middle one")
-    pooling: list[Pooling] = Field(["last", "mean"], min_length=1,
+    pooling: list[Pooling] = Field(["last"], min_length=1,
                                    description="trained: each layer at the last token and/or averaged over the "
-                                               "response")
+                                               "response (benchmarks/trained_judge.py: averaging did not help)")
     max_tokens: int = Field(1024, ge=16, description="trained, reward_model: a longer conversation keeps its "
                                                      "last tokens")
     template: str = Field("judge", description="packaged name or .txt path with {question}, {response}, {criterion}")

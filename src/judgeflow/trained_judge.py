@@ -53,12 +53,13 @@ The saved format (`TrainedJudge.save` / `load`): a directory with
 so that P(YES) = sigmoid(((h - scaler_mean) / scaler_scale) · coef + intercept). No pickle: the
 files are portable across scikit-learn versions and can be read by anything. The head is not saved
 as a transformers sequence-classification directory: that format's head reads the last layer at the
-last token only, and the default features here concatenate two layers and two poolings (the
-benchmark benchmarks/trained_judge.py measures the AUC of both on the composed questions).
+last token only, and a FeatureSpec may name several layers and poolings (the default: the last and
+the middle layer). On the composed questions the two do equally well (out-of-fold AUC 0.900 for the
+last layer alone, 0.904 for the default; benchmarks/trained_judge.py), so a caller that wants the
+transformers format can use FeatureSpec(layers=(-1,), pooling=("last",)) at no measured cost.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import warnings
@@ -68,7 +69,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .probe import _check_layer, _n_hidden_states
+from .probe import _check_layer, _n_hidden_states, hidden_state_batches
 
 FORMAT = "judgeflow-trained-judge"
 FORMAT_VERSION = 1
@@ -119,11 +120,15 @@ class FeatureSpec:
 
     @staticmethod
     def default(model) -> FeatureSpec:
-        """The last layer and the middle one, each at the last token and averaged over the response."""
+        """The last layer and the middle one, at the last token. Measured (benchmarks/trained_judge.py,
+        SmolLM2-135M-Instruct, 200 composed questions x 2 responses, out-of-fold AUC against the exact
+        verifier): last layer alone 0.900, + the middle layer 0.904 (paired difference +0.004 [-0.009,
+        +0.017]), + mean pooling of both layers 0.891 (-0.013 [-0.028, -0.001] against this default):
+        averaging over the response did not help, so it is left out by default."""
         n_states = _n_hidden_states(model)
         if n_states is None:
             raise ValueError("FeatureSpec.default: the model's config has no num_hidden_layers")
-        return FeatureSpec(layers=(-1, (n_states - 1) // 2), pooling=("last", "mean"))
+        return FeatureSpec(layers=(-1, (n_states - 1) // 2), pooling=("last",))
 
     def as_dict(self) -> dict:
         return {"layers": [int(x) for x in self.layers], "pooling": list(self.pooling),
@@ -172,53 +177,28 @@ def features(model, tokenizer, conversations: Sequence[Sequence[dict]], spec: Fe
         ids, start = _render(tokenizer, conv, f"conversation {n}")
         cut = max(0, len(ids) - spec.max_tokens)  # keep the last max_tokens tokens
         rendered.append((ids[cut:], max(0, start - cut)))
-    order = sorted(range(len(rendered)), key=lambda i: -len(rendered[i][0]))
-    try:
-        device = next(model.parameters()).device
-    except (AttributeError, StopIteration):
-        device = torch.device("cpu")
-    keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
     out: list[np.ndarray | None] = [None] * len(rendered)
-    was_training = bool(getattr(model, "training", False))
-    if was_training:
-        model.eval()
-    try:
-        with torch.no_grad():
-            for first in range(0, len(order), batch_size):
-                idx = order[first:first + batch_size]
-                width = max(len(rendered[i][0]) for i in idx)
-                input_ids = torch.zeros((len(idx), width), dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                span = torch.zeros((len(idx), width), dtype=torch.float32)  # the assistant turn
-                for row, i in enumerate(idx):
-                    ids, start = rendered[i]
-                    input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-                    mask[row, :len(ids)] = 1
-                    span[row, start:len(ids)] = 1.0
-                position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-                kwargs = {"logits_to_keep": 1} if keep_logits else {}
-                res = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                            position_ids=position_ids.to(device), output_hidden_states=True, **kwargs)
-                states = res.hidden_states
-                if n_states is None:  # no layer count in the config: check against the output
-                    n_states = len(states)
-                    layers = [_check_layer(x, n_states) for x in spec.layers]
-                last = (mask.sum(dim=1) - 1).to(states[0].device)  # right padding: the last real token
-                weights = (span / span.sum(dim=1, keepdim=True)).to(states[0].device)
-                blocks = []
-                for layer in layers:
-                    h = states[layer].float()
-                    for pool in spec.pooling:
-                        if pool == "last":
-                            blocks.append(h[torch.arange(len(idx), device=h.device), last])
-                        else:
-                            blocks.append(torch.einsum("bt,bth->bh", weights, h))
-                rows = torch.cat(blocks, dim=1).cpu().numpy()
-                for row, i in enumerate(idx):
-                    out[i] = rows[row]
-    finally:
-        if was_training:
-            model.train()
+    for idx, states, mask in hidden_state_batches(model, [ids for ids, _ in rendered], batch_size):
+        if n_states is None:  # no layer count in the config: check against the output
+            n_states = len(states)
+            layers = [_check_layer(x, n_states) for x in spec.layers]
+        span = torch.zeros(mask.shape, dtype=torch.float32)  # the assistant turn
+        for row, i in enumerate(idx):
+            ids, start = rendered[i]
+            span[row, start:len(ids)] = 1.0
+        last = (mask.sum(dim=1) - 1).to(states[0].device)  # right padding: the last real token
+        weights = (span / span.sum(dim=1, keepdim=True)).to(states[0].device)
+        blocks = []
+        for layer in layers:
+            h = states[layer].float()
+            for pool in spec.pooling:
+                if pool == "last":
+                    blocks.append(h[torch.arange(len(idx), device=h.device), last])
+                else:
+                    blocks.append(torch.einsum("bt,bth->bh", weights, h))
+        rows = torch.cat(blocks, dim=1).cpu().numpy()
+        for row, i in enumerate(idx):
+            out[i] = rows[row]
     return np.stack(out).astype(np.float32)
 
 
