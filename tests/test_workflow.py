@@ -284,6 +284,9 @@ RUN_SCOPED = set(STAGES) - {"prepare_model", "prepare_questions"}
 # plans the new (or, fewer, no) rounds' jobs, and the summary over the rounds (which reads it).
 MORE_JOBS = {"refining.tree_search.rounds": {"tree_search", "tree_search_gate", "sample_round", "judge_round",
                                              "train_round"}}
+# settings that bring stages into the DAG which read nothing of them (the calibration split's sampling and
+# labels), beside the stages that read them and what follows
+ACTIVATES = {"judging.calibration.questions": {"sample_calibration", "label_calibration", "judge_calibration"}}
 
 
 def _set(raw: dict, path: tuple, value) -> dict:
@@ -300,8 +303,10 @@ def _set(raw: dict, path: tuple, value) -> dict:
     return out
 
 
-def _candidates(path: tuple, value, validated: dict) -> list:
-    """Changed values to try for one setting, the first that validates is used."""
+def _candidates(path: tuple, value, validated: dict, template_dir: Path | None = None) -> list:
+    """Changed values to try for one setting, the first that validates is used. A template: another
+    packaged one, else a copy of it (one more line) in `template_dir`: one with the placeholders its stage
+    fills (the parse checks them)."""
     name = path[-1]
     models = sorted(validated["models"])
     if name == "proxy":
@@ -309,7 +314,10 @@ def _candidates(path: tuple, value, validated: dict) -> list:
     if name in ("model", "labeller", "oracle") and isinstance(value, str) and path[0] != "models":
         return [m for m in models if m != value]
     if "template" in name:
-        return [t for t in ("judge", "judge_strict", "refine_one", "clean", "pairwise") if t != value]
+        packaged = ("judge", "judge_strict", "judge_brief", "judge_first", "refine_one", "refine_all", "clean",
+                    "clean_first", "pairwise", "oracle_label")
+        copy_ = [str(template_dir / f"{value}.txt")] if template_dir is not None else []
+        return [t for t in packaged if t != value] + copy_
     if name == "accelerate_config":
         return ["config/accelerate/zero2.yaml"]
     if path == ("questions", "path"):
@@ -333,7 +341,8 @@ def _candidates(path: tuple, value, validated: dict) -> list:
         return {"system_prompt": ["Be brief."], "bf16": [False], "limit": [3], "max_prompt_chars": [None],
                 "base_url": ["http://127.0.0.1:9/v1"], "api_key_env": ["SOME_KEY"], "port": [8999],
                 "j": [[1]], "mem_mb": [1000], "threads": [2], "runtime": [5],
-                "max_steps": [None], "tasks": ["data/tasks.txt"], "threshold": [0.9], "pca": [4]}.get(name, [])
+                "max_steps": [None], "tasks": ["data/tasks.txt"], "threshold": [0.9], "pca": [4],
+                "layers": [[-1]]}.get(name, [])
     if isinstance(value, list) and value:
         return [value[:-1], value + value[-1:], list(reversed(value))] if len(value) > 1 else [value + value]
     if isinstance(value, list) and not value:
@@ -380,10 +389,11 @@ def setting_leaves(value, where: tuple = ()):
         yield where, value
 
 
-def variants(raw: dict) -> tuple[list[dict], list[str]]:
+def variants(raw: dict, template_dir: Path | None = None) -> tuple[list[dict], list[str]]:
     """One changed config per leaf setting of the validated tiny config: (variants, keys left out)."""
     from judgeflow import pipeline, settings as st
     from judgeflow.models import ConfigError
+    from judgeflow.rulekit import Rules
 
     validated = st.validate(copy.deepcopy(raw))
     out, left_out = [], []
@@ -395,15 +405,19 @@ def variants(raw: dict) -> tuple[list[dict], list[str]]:
         if key == "cleaning.answer_first" and validated["models"][validated["cleaning"]["model"]]["backend"] != "hf":
             left_out.append(f"{key}: answer-first needs an hf cleaner, and this one is served")
             continue
+        if where[:2] == ("judging", "judges") and where[-1] == "kind":
+            left_out.append(f"{key}: a learned judge needs a calibration split besides (test_judge_kinds.py)")
+            continue
         if key == "oracle.batch" and not value:
             left_out.append(f"{key}: the Batch API needs a hosted oracle, and this one is served (test_batch.py)")
             continue
-        for candidate in _candidates(where, value, validated):
+        for candidate in _candidates(where, value, validated, template_dir):
             changed = _set(raw, where, candidate)
             if key == "oracle.label_all_accepted" and not candidate:  # the replay needs every label
                 changed = _set(changed, ("oracle", "replay_runs"), 0)
             try:
                 new = st.validate(copy.deepcopy(changed))
+                Rules(new).check_before_jobs()  # a template without its stage's placeholders stops the parse
             except ConfigError:
                 continue
             out.append({"name": key, "path": where, "config": changed, "old": validated, "new": new,
@@ -451,6 +465,7 @@ def expected_rules(path: tuple, old: dict, new: dict, rulegraph: list, present: 
             if up in downstream and down not in downstream:
                 downstream.add(down)
                 changed = True
+    downstream |= ACTIVATES.get(key, set())
     return (downstream & present if present is not None else downstream) - {"all"}
 
 
@@ -462,7 +477,11 @@ def test_every_setting_reruns_exactly_the_stages_that_read_it(tiny_run, tmp_path
     raw = yaml.safe_load((tiny_run / "config/tiny.yaml").read_text())
     assert raw == tiny_config()
     (tiny_run / "data" / "questions-copy.jsonl").write_bytes((tiny_run / "data" / "questions.jsonl").read_bytes())
-    cases, left_out = variants(raw)
+    templates = tmp_path / "templates"  # each packaged template, one line longer: another template, same fields
+    templates.mkdir()
+    for t in (ROOT / "src/judgeflow/prompts").glob("*.txt"):
+        (templates / t.name).write_text(t.read_text() + "\n(a copy)\n")
+    cases, left_out = variants(raw, templates)
     files = []
     for i, case in enumerate(cases):
         f = tmp_path / f"v{i}.yaml"
@@ -492,5 +511,5 @@ def test_every_setting_reruns_exactly_the_stages_that_read_it(tiny_run, tmp_path
                          + ("" if got["ok"] else f"\n{got['output']}"))
     assert not wrong, f"{len(wrong)} of {len(cases)} settings:\n" + "\n".join(wrong)
     # every leaf is covered but the ones listed, each with its reason
-    allowed = r"models\.\w+\.backend|cleaning\.answer_first|oracle\.batch"
+    allowed = r"models\.\w+\.backend|cleaning\.answer_first|oracle\.batch|judging\.judges\[\d+\]\.kind"
     assert len(cases) > 140 and all(re.fullmatch(allowed, x.split(":")[0]) for x in left_out), left_out
