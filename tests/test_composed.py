@@ -53,6 +53,16 @@ def test_two_constraints_per_question_never_conflict():
     assert all(len(r["instruction_id_list"]) == 2 for r in rows)
 
 
+def test_a_list_of_sizes_splits_the_count_and_one_size_composes_as_before():
+    mixed = compose(_ccfg(instructions=["change_case", "punctuation"], per_question=[1, 2], count=9))
+    sizes = [len(r["instruction_id_list"]) for r in mixed]
+    assert sizes.count(1) == 5 and sizes.count(2) == 4 and len({r["question_id"] for r in mixed}) == 9
+    assert mixed == compose(_ccfg(instructions=["change_case", "punctuation"], per_question=[1, 2], count=9))
+    assert compose(_ccfg(per_question=[1])) == compose(_ccfg(per_question=1))
+    with pytest.raises(ValueError, match="per_question: \\[2, 2\\] must be distinct sizes"):
+        st.Composed(per_question=[2, 2])
+
+
 def test_fixed_kwargs_are_used_and_kwargs_a_checker_rejects_name_the_key():
     rows = compose(_ccfg(instructions=["length_constraints:number_words"], count=3,
                          kwargs={"length_constraints:number_words": {"num_words": 30, "relation": "less than"}}))
@@ -65,7 +75,8 @@ def test_fixed_kwargs_are_used_and_kwargs_a_checker_rejects_name_the_key():
 
 
 def test_more_questions_than_the_source_can_compose_says_how_many_it_can():
-    with pytest.raises(ConfigError, match=r"questions\.composed\.count: 500 questions asked for, but this source "
+    with pytest.raises(ConfigError, match=r"questions\.composed\.count: 500 questions of 1 instruction\(s\) asked "
+                                          r"for, but this source "
                                           r"can compose at most 120 \(60 tasks x 2 sets"):
         compose(_ccfg(count=500))
 

@@ -121,24 +121,36 @@ def describe(iid: str, kwargs: dict | None, seed: int, key: str) -> tuple[str, d
 
 
 def compose(ccfg: dict) -> list[dict]:
-    """The composed question rows (question_id, prompt, instruction_id_list, kwargs, registry)."""
+    """The composed question rows (question_id, prompt, instruction_id_list, kwargs, registry).
+
+    `per_question` a list (e.g. [1, 2]): the count is split evenly between the sizes (the first sizes
+    take the remainder), each size composed as on its own."""
+    sizes = ccfg["per_question"] if isinstance(ccfg["per_question"], list) else [ccfg["per_question"]]
+    rows = []
+    for i, size in enumerate(sizes):
+        count = ccfg["count"] // len(sizes) + (1 if i < ccfg["count"] % len(sizes) else 0)
+        salt = ("composed",) if len(sizes) == 1 else ("composed", size)
+        rows += _compose_size(ccfg, size, count, salt)
+    return rows
+
+
+def _compose_size(ccfg: dict, size: int, count: int, salt: tuple) -> list[dict]:
     tasks = base_tasks(ccfg["tasks"])
     ids = expand(ccfg["instructions"])
-    sets = constraint_sets(ids, ccfg["per_question"])
+    sets = constraint_sets(ids, size)
     capacity = len(tasks) * len(sets)
-    if ccfg["count"] > capacity:
-        raise ConfigError(f"questions.composed.count: {ccfg['count']} questions asked for, but this source can "
-                          f"compose at most {capacity} ({len(tasks)} tasks x {len(sets)} sets of "
-                          f"{ccfg['per_question']} instruction(s) from {len(ids)}); lower the count or add "
-                          "instructions or tasks")
+    if count > capacity:
+        raise ConfigError(f"questions.composed.count: {count} questions of {size} instruction(s) asked for, but "
+                          f"this source can compose at most {capacity} ({len(tasks)} tasks x {len(sets)} sets of "
+                          f"{size} instruction(s) from {len(ids)}); lower the count or add instructions or tasks")
     fixed = ccfg["kwargs"]
     for iid in fixed:
         if iid not in ids:
             raise ConfigError(f"questions.composed.kwargs.{iid}: '{iid}' is not among the composed instructions")
     # every instruction set equally often, each with tasks in a seeded order
-    rng = random.Random(stable_seed(ccfg["seed"], "composed"))
+    rng = random.Random(stable_seed(ccfg["seed"], *salt))
     order = [(t, s) for s in range(len(sets)) for t in rng.sample(range(len(tasks)), len(tasks))]
-    picks = sorted(order[i] for i in _spread(len(tasks), len(sets), ccfg["count"]))
+    picks = sorted(order[i] for i in _spread(len(tasks), len(sets), count))
     rows = []
     for t, s in picks:
         qid = f"c{t:02d}-" + "+".join(sets[s])

@@ -151,8 +151,9 @@ class Composed(Section):
                                  "startend:end_checker", "detectable_content:postscript"], min_length=1,
         description="IFEval instruction ids (punctuation:no_comma) or families (punctuation: every instruction "
                     "of it a short answer can meet)")
-    per_question: int = Field(1, ge=1, le=3, description="instructions appended to each task (never two that "
-                                                         "IFEval lists as conflicting)")
+    per_question: Annotated[int, Field(ge=1, le=3)] | list[Annotated[int, Field(ge=1, le=3)]] = Field(
+        1, description="instructions appended to each task (never two that IFEval lists as conflicting); a list "
+                       "(e.g. [1, 2]) splits the count evenly between those sizes")
     kwargs: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="instruction id -> its kwargs, fixed for every question (else drawn "
                                           "by the checker with a seed per question)")
@@ -168,6 +169,9 @@ class Composed(Section):
             expand(self.instructions)
         except ConfigError as e:
             raise ValueError(str(e).removeprefix("questions.composed.")) from None
+        if isinstance(self.per_question, list) and (not self.per_question
+                                                    or len(set(self.per_question)) != len(self.per_question)):
+            raise ValueError(f"per_question: {self.per_question} must be distinct sizes, at least one")
         return self
 
 
