@@ -13,6 +13,7 @@ import yaml
 
 from judgeflow.trained_judge import (
     FeatureSpec,
+    SharedFeatures,
     TrainedJudge,
     features,
     fit,
@@ -56,6 +57,28 @@ def test_a_row_is_the_same_alone_and_in_a_padded_batch(hf_model):
     # the blocks are layer-major: [last layer: last, mean | layer 15: last, mean]
     only_mean_15 = features(model, tok, convs, FeatureSpec(layers=(15,), pooling=("mean",)))
     np.testing.assert_allclose(only_mean_15, batch[:, 3 * hidden:], rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_judges_on_one_model_share_one_hidden_state_pass(hf_model):
+    """A panel of trained judges on one model: one pass per conversation, and each judge's columns are
+    exactly its own features (layer -1 and layer 30 of the 31 hidden states are the same state)."""
+    model, tok = hf_model.model, hf_model.tokenizer
+    n = model.config.num_hidden_layers + 1
+    specs = [FeatureSpec(layers=(-1,)), FeatureSpec(layers=(n - 1, 15), pooling=("last", "mean")),
+             FeatureSpec(layers=(15,), pooling=("mean",))]
+    shared = SharedFeatures(model, tok, specs, batch_size=8)
+    assert shared.spec.layers == (n - 1, 15) and shared.spec.pooling == ("last", "mean")
+    convs = _conversations()
+    keys = [("q", str(i)) for i in range(len(convs))]
+    for spec in specs:
+        np.testing.assert_allclose(shared.for_spec(keys, convs, spec), features(model, tok, convs, spec),
+                                   rtol=0, atol=1e-4)
+    assert shared.passes == len(convs)  # three judges, one pass each conversation
+    shared.for_spec(keys[:1], convs[:1], specs[0])
+    assert shared.passes == len(convs)
+    with pytest.raises(ValueError, match="max_tokens"):
+        SharedFeatures(model, tok, [FeatureSpec(max_tokens=64), FeatureSpec(max_tokens=128)])
 
 
 @pytest.mark.slow

@@ -79,6 +79,7 @@ class LearnedJudge:
         from .trained_judge import TrainedJudge
 
         self.judge, self.model, self.dir = judge, model, Path(judge_dir)
+        self.shared = None  # trained: the SharedFeatures of its model (learned_judges sets it)
         if judge.kind == "trained":
             self.head = TrainedJudge.load(self.dir)
             chosen = self.head.threshold
@@ -98,27 +99,39 @@ class LearnedJudge:
         self.items += len(triples)
         conversations = [judge_text(q, c, r) for q, c, r in triples]
         if self.judge.kind == "trained":
-            return [float(p) for p in self.head.p_yes(self.model.model, self.model.tokenizer, conversations,
-                                                      batch_size=self.model.batch_size)]
+            X = self.shared.for_spec(list(triples), conversations, self.head.spec)
+            return [float(p) for p in self.head.p_from_features(X)]
         return self.calibration.apply(self.model.score(conversations))
 
     def stats(self) -> dict:
         return {"judge": self.judge.judge_id, "kind": self.judge.kind, "calls": self.calls, "items": self.items,
-                "threshold": self.threshold}
+                "threshold": self.threshold,
+                "shared_feature_passes": None if self.shared is None else self.shared.passes}
 
 
 def learned_judges(config: dict, models: dict, judge_files: list[str]) -> dict:
     """`models` plus {LEARNED + id: LearnedJudge} for every judge of kind trained or reward_model; its
     files are judges/<id>/judge.json among `judge_files` (the stage's inputs: a retrained judge reruns it)."""
+    from .trained_judge import SharedFeatures
+
     dirs = {Path(f).parent.name: Path(f).parent for f in judge_files}
     out = dict(models)
+    trained = defaultdict(list)  # (model key, max_tokens) -> its trained judges: one hidden-state pass
     for i, j in enumerate(judges_from_config(config)):
         if j.kind == "prompt":
             continue
         if j.judge_id not in dirs:
             raise InputError(f"judging.judges[{i}]: no judges/{j.judge_id}/judge.json among the stage's inputs "
                              f"({', '.join(map(str, judge_files)) or 'none'})")
-        out[LEARNED + j.judge_id] = LearnedJudge(j, models[j.model], dirs[j.judge_id])
+        out[LEARNED + j.judge_id] = judge = LearnedJudge(j, models[j.model], dirs[j.judge_id])
+        if j.kind == "trained":
+            trained[(j.model, judge.head.spec.max_tokens)].append(judge)
+    for (name, _), judges in trained.items():
+        model = models[name]
+        shared = SharedFeatures(model.model, model.tokenizer, [lj.head.spec for lj in judges],
+                                batch_size=model.batch_size)
+        for lj in judges:
+            lj.shared = shared
     return out
 
 

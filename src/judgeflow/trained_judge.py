@@ -202,6 +202,56 @@ def features(model, tokenizer, conversations: Sequence[Sequence[dict]], spec: Fe
     return np.stack(out).astype(np.float32)
 
 
+class SharedFeatures:
+    """One hidden-state pass of a frozen model for every trained judge on it: the features of the union
+    of their layers and poolings (one max_tokens) are computed once per conversation, and each judge
+    takes its own columns (`for_spec`). A panel of J trained judges on one model thus costs one forward
+    pass per (question, criterion, response), not J. Rows are kept for the most recent conversations
+    (`keep`), enough for one judging chunk seen by each judge in turn."""
+
+    def __init__(self, model, tokenizer, specs: Sequence[FeatureSpec], batch_size: int = 8, keep: int = 4096):
+        if len({s.max_tokens for s in specs}) != 1:
+            raise ValueError("SharedFeatures: the judges' max_tokens differ (give each max_tokens its own)")
+        self.model, self.tokenizer, self.batch_size, self.keep = model, tokenizer, batch_size, keep
+        self.n_states = _n_hidden_states(model)
+        layers, pooling = [], []
+        for s in specs:
+            layers += [x for x in map(self._layer, s.layers) if x not in layers]
+            pooling += [p for p in s.pooling if p not in pooling]
+        self.spec = FeatureSpec(layers=tuple(layers), pooling=tuple(pooling), max_tokens=specs[0].max_tokens)
+        self.hidden = int(getattr(getattr(model, "config", None), "hidden_size", 0) or 0)
+        self.rows: dict[tuple, np.ndarray] = {}
+        self.passes = 0  # conversations run through the model
+
+    def _layer(self, layer: int) -> int:
+        """A layer index as a non-negative one (-1 and n_states - 1 are the same hidden state)."""
+        if self.n_states is None:
+            return int(layer)
+        return _check_layer(layer, self.n_states) % self.n_states
+
+    def columns(self, spec: FeatureSpec) -> np.ndarray:
+        """Indices of `spec`'s features (in `features`' order) within the shared rows."""
+        if spec.max_tokens != self.spec.max_tokens:
+            raise ValueError(f"SharedFeatures: max_tokens {spec.max_tokens} is not the shared {self.spec.max_tokens}")
+        blocks = [self.spec.layers.index(self._layer(x)) * len(self.spec.pooling) + self.spec.pooling.index(p)
+                  for x in spec.layers for p in spec.pooling]
+        return np.concatenate([np.arange(b * self.hidden, (b + 1) * self.hidden) for b in blocks])
+
+    def for_spec(self, keys: Sequence[tuple], conversations: Sequence[Sequence[dict]], spec: FeatureSpec) -> np.ndarray:
+        """Feature rows of `spec` for the conversations (`keys` identify them: equal keys, equal text)."""
+        todo = {k: c for k, c in zip(keys, conversations) if k not in self.rows}
+        if todo:
+            if len(self.rows) + len(todo) > self.keep:
+                self.rows.clear()
+                todo = dict(zip(keys, conversations))
+            rows = features(self.model, self.tokenizer, list(todo.values()), self.spec, batch_size=self.batch_size)
+            self.rows.update(zip(todo, rows))
+            self.passes += len(todo)
+        if not keys:
+            return np.zeros((0, self.hidden * len(spec.layers) * len(spec.pooling)), dtype=np.float32)
+        return np.stack([self.rows[k] for k in keys])[:, self.columns(spec)]
+
+
 # --- fitting ---------------------------------------------------------------------------------------
 
 @dataclass
@@ -563,5 +613,5 @@ def train(X, y, groups, base_model: str, spec: FeatureSpec, *, seed: int, folds:
     return judge, result, q
 
 
-__all__ = ["FeatureSpec", "FitResult", "TrainedJudge", "features", "fit", "judge_text", "quality", "train",
-           "youden_threshold"]
+__all__ = ["FeatureSpec", "FitResult", "SharedFeatures", "TrainedJudge", "features", "fit", "judge_text", "quality",
+           "train", "youden_threshold"]
