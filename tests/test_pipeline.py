@@ -40,6 +40,16 @@ def test_train_judge_reads_exactly_its_own_judge_by_id():
     assert params["judging"]["judges"][1]["layers"] == [-2] and params["judging"]["judges"][0] == {}
     assert params["judging"]["judges"][2] == {} and params["judging"]["calibration"] == {"folds": 5}
     assert pipeline.params(stage, cfg, {"judge": "t1"}) != params
+    # the job's own view: the stage finds its judge at any index without reading another judge's id
+    # (regression: the second judge's job read judging.judges[0].id and failed as undeclared)
+    from judgeflow.stages.train_judge import own_judge
+
+    for index, judge_id in enumerate(("t1", "t2")):
+        wc = {"judge": judge_id}
+        view = pipeline.view(stage, pipeline.params(stage, cfg, wc), pipeline.tunes(stage, cfg, wc),
+                             pipeline.declared_roots(stage, cfg, wc))
+        i, spec = own_judge(view, judge_id)
+        assert (i, spec["id"], spec["layers"]) == (index, judge_id, [-1 - index])
     with pytest.raises(KeyError, match="no item with id 'nope'"):
         pipeline.params(stage, cfg, {"judge": "nope"})
 

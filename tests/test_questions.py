@@ -128,6 +128,9 @@ def test_calibration_heldout_and_kept_are_disjoint_and_a_split_too_large_names_i
     assert not ids["kept"] & ids["heldout"] and not ids["kept"] & ids["calibration"]
     assert not ids["heldout"] & ids["calibration"]
     assert ids["kept"] | ids["heldout"] | ids["calibration"] == {f"q{i}" for i in range(30)}
+    config["judging"]["calibration"]["questions"] = 0.2  # a fraction of the 25 kept besides the held-out ones
+    summary = clean_questions(src, paths["kept"], paths["rejected"], config, {}, paths["heldout"], paths["calibration"])
+    assert (summary["kept"], summary["calibration"]) == (20, 5)
     config["judging"]["calibration"]["questions"] = 25
     with pytest.raises(InputError, match=r"judging.calibration.questions: 25 calibration questions asked for, "
                                          r"but only 25 questions"):

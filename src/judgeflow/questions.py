@@ -236,6 +236,8 @@ def clean_questions(questions_path: str, kept_path: str, rejected_path: str, con
                          f"questions of {questions_path} were kept; nothing would be left for training")
     kept, heldout = split_heldout(kept, n_held, config["seed"])
     n_cal = config["judging"]["calibration"]["questions"]
+    if isinstance(n_cal, float):  # a fraction of the kept questions besides the held-out ones
+        n_cal = max(1, round(n_cal * len(kept)))
     if n_cal and n_cal >= len(kept):
         raise InputError(f"judging.calibration.questions: {n_cal} calibration questions asked for, but only "
                          f"{len(kept)} questions of {questions_path} were kept besides the {len(heldout)} held out; "

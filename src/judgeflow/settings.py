@@ -273,9 +273,10 @@ class JudgeCalibration(Section):
     """The calibration split: kept questions set aside (after cleaning, disjoint from the held-out ones) on
     which the policy's responses are labelled by the oracle, to train the trained judges, calibrate the
     reward-model judges and measure every judge on random (not judge-selected) responses."""
-    questions: int = Field(0, ge=0, description="kept questions set aside for the calibration split (never used "
-                                                "for pairs, DPO, TP(N) or the tree search); 0 = none, and every "
-                                                "judge must then be a prompt judge")
+    questions: Annotated[int, Field(ge=0)] | Annotated[float, Field(gt=0, lt=1)] = Field(
+        0, description="kept questions set aside for the calibration split (never used for pairs, DPO, TP(N) or "
+                       "the tree search): a count, or a fraction (0 < f < 1) of the kept questions besides the "
+                       "held-out ones; 0 = none, and every judge must then be a prompt judge")
     n_samples: int = Field(2, ge=1, description="responses the policy samples per calibration question")
     folds: int = Field(5, ge=2, description="cross-validation folds over questions (the judges' out-of-fold "
                                             "P(YES), and the choice of the regularisation inside each fold)")

@@ -8,9 +8,15 @@ from ..io import questions_by_id, read_jsonl
 from ..models import log_stats, open_models
 
 
+def own_judge(settings, judge_id: str) -> tuple[int, dict]:
+    """(index, settings) of the job's judge: the one item of judging.judges its view holds (the job
+    declares judging.judges[id=<judge>]; the other items are empty and never read)."""
+    return next((i, j) for i, j in enumerate(settings["judging"]["judges"]) if "id" in j and j["id"] == judge_id)
+
+
 def run(inp, out, settings, job) -> None:
     judge_id = job.wildcards["judge"]
-    index, spec = next((i, j) for i, j in enumerate(settings["judging"]["judges"]) if j["id"] == judge_id)
+    index, spec = own_judge(settings, judge_id)
     rows = learning_rows(read_jsonl(inp.labels), read_jsonl(inp.responses), questions_by_id(inp.calibration),
                          f"judging.judges[{index}]", inp.labels)
     key = f"judging.judges[{index}].model"
