@@ -1,10 +1,11 @@
 # Oracle labels of accepted draws under a budget -> TP(N), certified N*, the model curve;
-# Best-of-N over (N, J, k) from labelled draws.
+# Best-of-N over (N, J, k) from labelled draws, and keeping the judges' top-scored draw of N.
 
 
 rule label_oracle:
     """The allocation strategy picks which accepted draws the oracle labels (budget, T, delta);
-    writes the labels, the certified N*, the empirical and model TP(N) curves and the fit.
+    writes the labels, the certified N*, the empirical and model TP(N) curves (intervals valid for
+    how the labels were chosen), TP per extra draw (nstar.json's tp_trend) and the fit.
     """
     input:
         unpack(JF.inputs("label_oracle")),
@@ -45,7 +46,8 @@ rule label_oracle:
 
 rule best_of_n:
     """Best-of-N over a grid of N, J and k: TP of a random accepted response and P(at least one
-    accepted), per question as the unit, with finite-sample bounds and the independent-judge model.
+    accepted), per question as the unit, with finite-sample bounds and the independent-judge model;
+    and keeping the judges' top-scored draw of N: the oracle's pass rate and the judges' score of it.
     """
     input:
         unpack(JF.inputs("best_of_n")),
@@ -62,6 +64,16 @@ rule best_of_n:
         plot=report(
             f"{RESULTS}/oracle/bon_grid.png",
             caption=f"{REPORT_DIR}/bon_grid.rst",
+            category="Oracle",
+        ),
+        kept=report(
+            f"{RESULTS}/oracle/bon_kept.csv",
+            caption=f"{REPORT_DIR}/bon_kept.rst",
+            category="Oracle",
+        ),
+        kept_plot=report(
+            f"{RESULTS}/oracle/bon_kept.png",
+            caption=f"{REPORT_DIR}/bon_kept.rst",
             category="Oracle",
         ),
     log:

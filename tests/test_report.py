@@ -2,6 +2,7 @@
 in a real browser (headless Chromium from Debian's package), and Snakemake's own --report."""
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -57,6 +58,57 @@ def test_the_headline_says_when_the_fit_sits_on_its_boundary_and_that_accepted_d
     page = headline(files)
     assert "constraint p0 &lt; p1 binds: without it p0 0.62 &gt;= p1 0.48 fits better" in page
     assert "on the draws they accepted" in page and "p1 and p0 here are biased" in page
+
+
+BON_KEPT = ("N,questions,oracle_pass,lower,upper,judge_score,oracle_abstained,left_out,interval,confidence,"
+            "random_accepted_tp,random_accepted_lower,random_accepted_upper,random_accepted_questions,"
+            "random_accepted_bound,J,k\n"
+            "1,50,0.5,0.36,0.64,0.55,0,0,clopper_pearson,0.95,0.48,0.3,0.66,40,hoeffding,3,2\n"
+            "2,50,0.7,0.55,0.82,0.7,0,0,clopper_pearson,0.95,0.52,0.36,0.68,45,hoeffding,3,2\n"
+            "4,50,0.6,0.45,0.74,0.85,0,0,clopper_pearson,0.95,,,,0,hoeffding,3,2\n")
+
+
+def test_the_headline_says_in_words_what_best_of_n_kept_and_the_tp_slope_show(tmp_path):
+    """Read from bon_kept.csv and nstar.json's tp_trend, not written in: other numbers, other words."""
+    files = _files(tmp_path)
+    (tmp_path / "bon_kept.csv").write_text(BON_KEPT)
+    nstar = json.loads(Path(files["nstar"]).read_text())
+    nstar["tp_trend"] = {"labels": "every accepted draw", "n": 240, "distinct_n": 4, "confidence": 0.95,
+                         "slope": -0.052, "lower": -0.081, "upper": -0.023, "p_value": 0.0004, "odds_ratio": 0.77,
+                         "odds_ratio_lower": 0.66, "odds_ratio_upper": 0.9, "reason": None}
+    Path(files["nstar"]).write_text(json.dumps(nstar))
+    page = html.unescape(headline({**files, "bon_kept": str(tmp_path / "bon_kept.csv")}))
+    for text in ("oracle pass rate of the kept response rises from 0.50 to 0.60 as N goes 1 -> 4, while the "
+                 "judges' score of it rises from 0.55 to 0.85",
+                 "the oracle's rate peaks at N = 2 (0.70) and then falls",
+                 "at N = 1: 0.50 [0.36, 0.64]; at N = 4: 0.60 [0.45, 0.74]",
+                 "a random accepted draw (2-of-3 per criterion): TP rises from 0.48 to 0.52",
+                 "pointwise 95% Clopper-Pearson over 50 questions",
+                 "TP(N) per extra draw", "-0.052 per draw", "-0.05 [-0.08, -0.02] at 95% (OLS of X on N, HC3",
+                 "odds ratio per draw 0.77 [0.66, 0.90]", "240 labels at 4 values of N: every accepted draw"):
+        assert text in page, text
+    (tmp_path / "bon_kept.csv").write_text(BON_KEPT.replace(",0.85,", ",0.40,").replace("1,50,0.5,", "1,50,0.8,"))
+    page = html.unescape(headline({**files, "bon_kept": str(tmp_path / "bon_kept.csv")}))
+    assert "falls from 0.80 to 0.60 as N goes 1 -> 4, while the judges' score of it falls from 0.55 to 0.40" in page
+    nstar["tp_trend"] = {"n": 6, "distinct_n": 2, "slope": None, "reason": "6 oracle labels, fewer than 10",
+                         "labels": "every accepted draw"}
+    Path(files["nstar"]).write_text(json.dumps(nstar))
+    assert "none: 6 oracle labels, fewer than 10" in html.unescape(headline(files))
+
+
+def test_the_report_shows_best_of_n_kept_and_its_headline_reads_only_report_inputs():
+    from judgeflow import settings as st
+    from judgeflow.rulekit import Rules
+
+    from conftest import ROOT
+
+    rules = Rules(st.load(ROOT / "config" / "config.yaml"))
+    best = dict(rules.report_sections())["Best-of-N"]
+    assert any(f.endswith("oracle/bon_kept.png") for f in best) and any(f.endswith("oracle/bon_kept.csv")
+                                                                       for f in best)
+    headline_files = rules.headline_files()
+    assert headline_files["bon_kept"].endswith("oracle/bon_kept.csv")
+    assert set(headline_files.values()) <= set(rules.report_files())
 
 
 def test_a_missing_summary_shows_n_a_not_a_crash(tmp_path):

@@ -89,6 +89,29 @@ def test_question_values_by_hand():
     assert rates["p1"] == pytest.approx(5 / 9) and rates["p0"] == pytest.approx(2 / 4)   # abstains left out
 
 
+def test_acceptance_is_k_of_j_per_criterion_then_all_criteria():
+    """The workflow's rule (judging.aggregate), not k-of-J over the judges' draw-level verdicts: judge A
+    says YES on c1 only and B on c2 only; 1-of-2 per criterion accepts, though no judge accepts the
+    draw whole. A question with fewer criteria: the ones it lacks always pass."""
+    split = {"judges": [[1, 0], [0, 1]], "oracle": 1}
+    both_c1 = {"judges": [[1, 1], [1, 0]], "oracle": 0}
+    one_criterion = {"judges": [[1, 0]], "oracle": 1}
+    qs = [[split], [both_c1], [one_criterion]]
+    any_, _ = question_values(qs, N=1, J=2, k=1)
+    assert any_.tolist() == [1.0, 1.0, 1.0]
+    any_, _ = question_values(qs, N=1, J=2, k=2)
+    assert any_.tolist() == [0.0, 0.0, 0.0]          # c2 of both_c1 has one YES; one_criterion has one
+    any_, _ = question_values(qs, N=1, J=1, k=1)     # judge A alone: NO on c2 of split
+    assert any_.tolist() == [0.0, 1.0, 1.0]
+    # judge_rates read each judge's draw-level verdict (YES on every criterion): A and B accept `split` never
+    assert judge_rates([[split]], J=2)["p1"] == 0.0
+    # a flat list is one criterion: the same values as [[...]]
+    flat = [[{"judges": [1, 0, None], "oracle": 0}], [{"judges": [1, 1, 1], "oracle": 1}]]
+    nested = [[{"judges": [d["judges"]], "oracle": d["oracle"]} for d in q] for q in flat]
+    for k in (1, 2, 3):
+        assert question_values(flat, 1, 3, k)[0].tolist() == question_values(nested, 1, 3, k)[0].tolist()
+
+
 def test_independent_judges_agree_with_the_model_and_bounds_cover():
     qs = _sim_bon(2500, 4, 3, 2.0, 2.0, 0.3, 0.8, correlated=False, seed=1)
     rows = bon_grid(qs, model_params={"a": 2.0, "b": 2.0}, delta=0.05)
@@ -123,7 +146,9 @@ def test_betting_bounds_and_bad_input():
     assert bb["tp_lower"] < bb["tp"] < bb["tp_upper"]
     with pytest.raises(ValueError, match="bound must be"):
         bon_grid(qs, bound="wilson")
-    with pytest.raises(ValueError, match="question 0, draw 0, judge 1"):
+    with pytest.raises(ValueError, match="question 0, draw 0, criterion 0, judge 1"):
         bon_grid([[{"judges": [1, 2], "oracle": 1}]])
+    with pytest.raises(ValueError, match="question 0, draw 0, criterion 1: 1 judge verdicts, expected 2"):
+        bon_grid([[{"judges": [[1, 0], [1]], "oracle": 1}]])
     with pytest.raises(ValueError, match="k <= J"):
         model_bon(1, 2, 3, 1.0, 1.0, 0.2, 0.8)

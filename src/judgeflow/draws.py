@@ -5,24 +5,36 @@ criterion and the k-of-J aggregate decides acceptance. A question stops at its f
 draw (N = that draw's index) or after `draws.n_max` draws; with `draws.min_draws` = m every
 question is drawn at least m times (Best-of-N needs the first m draws of every question).
 
+A draw record: `draw_id`, `question_id`, `draw` (1-based), `text`, `accepted` and `failed` (the
+workflow's k-of-J per criterion, then all criteria; `k` is that k), `verdicts` ({criterion_id: [1
+(YES), 0 (NO) or None (abstained, or no verdict) per judge, in judging.judges order]}: what
+Best-of-N re-aggregates), `judge_accepts` ({judge_id: said YES on every criterion}), `score` (the
+judges' mean P(YES) over every judge and criterion; None when a verdict has no P(YES)),
+`tiebreak` (a uniform number seeded by the config's seed, the question and the draw: Best-of-N
+breaks ties in `score` by it), `first_accept`, `n_accept`, `n_max`.
+
 Rounds are batched across questions and each finished round is kept on disk
 (`.<output>.rounds/round-<r>.*.jsonl`), so a killed job resumes at the round it was in.
 """
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 from pathlib import Path
 
 from .generation import generate_resumable
 from .io import read_jsonl, write_jsonl
-from .judging import YES, aggregate, criteria_for, judge_items
+from .judging import NO, YES, aggregate, criteria_for, judge_items
 from .models import GenRequest, Sampling
 from .prompting import stable_seed
 
 log = logging.getLogger(__name__)
 # the fields of a draw record that the oracle stages read
 DRAW_FIELDS = ("draw_id", "question_id", "draw", "text", "n_max")
+# and those best_of_n reads besides (a draws file written before them: rerun sample_until_accept)
+BON_FIELDS = ("accepted", "k", "verdicts", "score", "tiebreak")
+VOTE = {YES: 1, NO: 0}  # any other label (abstain) is None: not a YES
 
 
 def draw_id(question_id: str, index: int) -> str:
@@ -69,6 +81,30 @@ def judge_accepts(verdicts: list[dict], question: dict, config: dict) -> dict[st
     return out
 
 
+def criterion_verdicts(verdicts: list[dict], question: dict, config: dict) -> dict[str, list]:
+    """Per criterion of the draw: each judge's verdict (1 YES, 0 NO, None abstained or missing), in
+    judging.judges order: the matrix that k-of-J per criterion, then all criteria, aggregates."""
+    label = {(v["criterion_id"], v["judge_id"]): v["label"] for v in verdicts}
+    judge_ids = [j["id"] for j in config["judging"]["judges"]]
+    return {c["criterion_id"]: [VOTE.get(label.get((c["criterion_id"], j))) for j in judge_ids]
+            for c in criteria_for(question, config)}
+
+
+def judges_score(verdicts: list[dict]) -> float | None:
+    """The judges' mean P(YES) over every judge and criterion of the draw; None if a verdict has no
+    P(YES) (a mean over the others would weigh the judges unevenly) or there is no verdict."""
+    ps = [v.get("p_yes") for v in verdicts]
+    if not ps or any(p is None for p in ps):
+        return None
+    return round(sum(ps) / len(ps), 6)
+
+
+def draw_tiebreak(seed, question_id: str, draw: int) -> float:
+    """A uniform number in [0, 1) for the draw, fixed by the config's seed, the question and the draw:
+    among draws the judges score the same, Best-of-N keeps the one with the highest."""
+    return random.Random(stable_seed(seed, "bon-tiebreak", question_id, draw)).random()
+
+
 def sample_until_accept(questions: list[dict], config: dict, models: dict, output: str,
                         verdicts_output: str) -> list[dict]:
     dcfg = config["draws"]
@@ -89,9 +125,10 @@ def sample_until_accept(questions: list[dict], config: dict, models: dict, outpu
             per_draw.setdefault(v["response_id"], []).append(v)
         qmap = {q["question_id"]: q for q in active}
         for d in drawn:
-            a = acc[d["draw_id"]]
-            rec = {**d, "accepted": a["accepted"], "failed": a["failed"],
-                   "judge_accepts": judge_accepts(per_draw.get(d["draw_id"], []), qmap[d["question_id"]], config),
+            a, mine, q = acc[d["draw_id"]], per_draw.get(d["draw_id"], []), qmap[d["question_id"]]
+            rec = {**d, "accepted": a["accepted"], "failed": a["failed"], "k": a["k"],
+                   "verdicts": criterion_verdicts(mine, q, config), "judge_accepts": judge_accepts(mine, q, config),
+                   "score": judges_score(mine), "tiebreak": draw_tiebreak(config["seed"], d["question_id"], r),
                    "first_accept": False}
             if a["accepted"] and d["question_id"] not in first_accept:
                 first_accept[d["question_id"]] = r

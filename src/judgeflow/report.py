@@ -1,8 +1,9 @@
 """One self-contained HTML page per run, read as a research summary.
 
 First a headline panel (questions kept and rejected, pairs per variant, the certified N* with T,
-delta and the oracle calls spent, the win rates of the trained policies with their intervals, the
-judges' p0 and p1 against the oracle, measured and fitted); then every figure; then the tables,
+delta and the oracle calls spent, TP per extra draw, Best-of-N keeping the judges' top-scored draw
+in words, the win rates of the trained policies with their intervals, the judges' p0 and p1 against
+the oracle, measured and fitted); then every figure; then the tables,
 each in a box of its own that scrolls sideways; the raw JSON last, folded in `<details>`. Images
 are embedded (base64) and each item names the file it shows, so the page can be mailed or opened
 from a cluster's scratch without the files.
@@ -10,6 +11,7 @@ from a cluster's scratch without the files.
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import json
 from datetime import UTC, datetime
@@ -55,6 +57,58 @@ def _fmt(x, digits: int = 2) -> str:
 
 def _interval(v, lo, hi) -> str:
     return f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]" if v is not None else "n/a"
+
+
+def _read_csv(path) -> list[dict] | None:
+    """The rows of a CSV file, numbers as floats and empty cells as None (None: no readable file)."""
+    def cell(v):
+        try:
+            return None if v in ("", None) else float(v)
+        except ValueError:
+            return v
+
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return [{k: cell(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    except OSError:
+        return None
+
+
+def _change(a: float, b: float) -> str:
+    """'rises from 0.40 to 0.55', 'falls from ...' or 'stays at 0.40' (as shown, two decimals)."""
+    if round(a, 2) == round(b, 2):
+        return f"stays at {_fmt(a)}"
+    return f"{'rises' if b > a else 'falls'} from {_fmt(a)} to {_fmt(b)}"
+
+
+def bon_kept_words(rows: list[dict]) -> list[str]:
+    """What the Best-of-N curve of the kept response shows, in words, from bon_kept.csv's rows."""
+    rows = sorted((r for r in rows if r.get("oracle_pass") is not None), key=lambda r: r["N"])
+    if not rows:
+        return ["no kept response was labelled by the oracle"]
+    first, last = rows[0], rows[-1]
+    n1, n2 = int(first["N"]), int(last["N"])
+    if n1 == n2:
+        rate = _interval(first["oracle_pass"], first["lower"], first["upper"])
+        out = [f"oracle pass rate of the kept response {rate} at N = {n1}; the judges' score of it "
+               f"{_fmt(first['judge_score'])}"]
+    else:
+        out = [f"oracle pass rate of the kept response {_change(first['oracle_pass'], last['oracle_pass'])} as N goes "
+               f"{n1} -> {n2}, while the judges' score of it {_change(first['judge_score'], last['judge_score'])}"]
+        peak = max(rows, key=lambda r: r["oracle_pass"])
+        if peak is not first and peak is not last and round(peak["oracle_pass"], 2) > round(last["oracle_pass"], 2):
+            out.append(f"the oracle's rate peaks at N = {int(peak['N'])} ({_fmt(peak['oracle_pass'])}) and then falls")
+        out.append(f"at N = {n1}: {_interval(first['oracle_pass'], first['lower'], first['upper'])}; at N = {n2}: "
+                   f"{_interval(last['oracle_pass'], last['lower'], last['upper'])}")
+    rnd = [r for r in rows if r.get("random_accepted_tp") is not None]
+    if rnd:
+        k, J = int(rnd[0]["k"]), int(rnd[0]["J"])
+        tp = (_change(rnd[0]["random_accepted_tp"], rnd[-1]["random_accepted_tp"]) if len(rnd) > 1
+              else f"is {_fmt(rnd[0]['random_accepted_tp'])}")
+        out.append(f"a random accepted draw ({k}-of-{J} per criterion): TP {tp}")
+    out.append(f"pointwise {last['confidence']:.0%} Clopper-Pearson over {int(last['questions'])} questions; the "
+               "differences between N are not tested")
+    return out
 
 
 def _card(title: str, big: str, *lines: str) -> str:
@@ -104,6 +158,22 @@ def headline(files: dict[str, str]) -> str:
                                 f"p1 {_fmt(fit.get('p1_free'))} fits better (the judges accept wrong draws at least "
                                 "as often as right ones); the constrained TP(N) model does not describe them")]
                              if fit.get("constraint_binds") else [])))
+    tr = (n or {}).get("tp_trend")
+    if tr is not None:
+        big = "n/a" if tr.get("slope") is None else e(f"{tr['slope']:+.3f} per draw")
+        lines = ([e(f"none: {tr.get('reason')}")] if tr.get("slope") is None else
+                 [e(f"{_interval(tr['slope'], tr['lower'], tr['upper'])} at {tr['confidence']:.0%} (OLS of X on N, "
+                    f"HC3 standard errors; p = {tr['p_value']:.2g})"),
+                  e(f"odds ratio per draw {_interval(tr['odds_ratio'], tr['odds_ratio_lower'], tr['odds_ratio_upper'])}"
+                    if tr.get("odds_ratio") is not None else (tr.get("logit_note") or "no logistic fit"))])
+        cards.append(_card("TP(N) per extra draw", big, *lines,
+                           e(f"{tr.get('n')} labels at {tr.get('distinct_n')} values of N: {tr.get('labels')}")))
+    bk = _read_csv(files["bon_kept"]) if "bon_kept" in files else None
+    if bk is not None:
+        words = bon_kept_words(bk)
+        pts = sorted((r for r in bk if r.get("oracle_pass") is not None), key=lambda r: r["N"])
+        big = e(f"{_fmt(pts[0]['oracle_pass'])} -> {_fmt(pts[-1]['oracle_pass'])}") if pts else "n/a"
+        cards.append(_card("Best-of-N: the judges' top-scored draw of N, by the oracle", big, *map(e, words)))
     ev = _read_json(files.get("evaluation", ""))
     if ev is not None:
         per = (ev.get("oracle") or {}).get("per_policy") or {}

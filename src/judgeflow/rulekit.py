@@ -328,7 +328,8 @@ class Rules:
                       "p1 and p0 are biased; the calibration split's are not)",
                       [f"{r}/judges/quality.csv", f"{r}/judges/agreement.csv", f"{r}/judges/quality.json"]))
             if self.config["oracle"]["bon"]["enabled"]:
-                s.append(("Best-of-N", [f"{r}/oracle/bon_grid.png", f"{r}/oracle/bon_grid.csv"]))
+                s.append(("Best-of-N", [f"{r}/oracle/bon_grid.png", f"{r}/oracle/bon_grid.csv",
+                                        f"{r}/oracle/bon_kept.png", f"{r}/oracle/bon_kept.csv"]))
             if self.config["oracle"]["replay_runs"]:
                 s.append(("Oracle calls with and without a proxy (replayed on the labelled pool)",
                           [f"{r}/oracle/replay.csv", f"{r}/oracle/replay.json"]))
@@ -347,6 +348,8 @@ class Rules:
             out["tree_search"] = f"{r}/tree_search/summary.json"
         if self.config["draws"]["enabled"]:
             out.update(nstar=f"{r}/oracle/nstar.json", fit=f"{r}/oracle/fit.json", judges=f"{r}/judges/quality.json")
+            if self.config["oracle"]["bon"]["enabled"]:
+                out["bon_kept"] = f"{r}/oracle/bon_kept.csv"
             if self.config["oracle"]["replay_runs"]:
                 out["replay"] = f"{r}/oracle/replay.json"
             if self.config["probe"]["enabled"]:

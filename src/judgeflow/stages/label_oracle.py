@@ -1,5 +1,10 @@
 """label_oracle: the allocation strategy picks which accepted draws the oracle labels (budget, T,
-delta); the labels, the certified N*, the empirical and model TP(N) curves and the fit."""
+delta); the labels, the certified N*, the empirical and model TP(N) curves and the fit, and TP per
+extra draw (nstar.json's `tp_trend`).
+
+The curve's intervals hold for how its labels were chosen: every accepted draw labelled
+(oracle.label_all_accepted), the pointwise oracle.interval; else the strategy's sequentially chosen
+labels, the anytime-valid betting interval."""
 from __future__ import annotations
 
 from .. import oracle as oracle_mod, oracle_analysis as oa
@@ -27,10 +32,15 @@ def run(inp, out, settings, job) -> None:
     fit = tp_fit.fit_model(oa.per_question_records(draws, labels))
     write_json(out.fit, fit)
     curve = tp_model.tp_curve(n_max, a=fit["a"], b=fit["b"], p0=fit["p0"], p1=fit["p1"]) if fit["ok"] else None
-    rows = oa.tp_curve_rows(draws, labels, n_max, ocfg["interval"], ocfg["delta"], curve, result)
+    every = ocfg["label_all_accepted"]
+    kind = oa.curve_interval(every, ocfg["interval"])
+    note = oa.interval_note(kind, ocfg["delta"], every, ocfg["strategy"])
+    rows = oa.tp_curve_rows(draws, labels, n_max, kind, ocfg["delta"], curve, result, note)
     oa.write_curve(rows, out.curve)
+    result["tp_trend"] = oa.tp_trend(labels, ocfg["delta"], oa.labels_used(every))
     nstar = result.get("nstar", 0)
     oa.plot_tp_curve(rows, ocfg["threshold"], nstar, out.plot,
                      f"run {settings['run']}: N*={nstar} by {result['strategy']} after {result['calls']} oracle "
-                     f"calls (+{result['curve_calls']} for the curve), T={ocfg['threshold']}, delta={ocfg['delta']}")
+                     f"calls (+{result['curve_calls']} for the curve), T={ocfg['threshold']}, delta={ocfg['delta']}",
+                     result["tp_trend"])
     write_json(out.nstar, result)
