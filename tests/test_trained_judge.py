@@ -382,3 +382,22 @@ def test_a_judge_loads_without_transformers_objects(tmp_path):
     with pytest.raises(ValueError, match="do not fit the head's 8 features"):
         loaded.p_from_features(X[:, :5])
     assert Path(tmp_path / "j" / "head.npz").exists()
+
+
+def test_the_bootstrap_metrics_in_arrays_equal_the_sklearn_ones():
+    """_metrics_many (every bootstrap sample at once) against _metrics (sklearn, one sample), with ties
+    in P(YES), zero weights, and samples of one class."""
+    from judgeflow.trained_judge import METRICS, _metrics, _metrics_many
+
+    rng = np.random.default_rng(3)
+    n = 40
+    x = rng.integers(0, 2, n)
+    p = np.round(rng.random(n), 1)  # ties
+    yes = (p >= 0.5).astype(int)
+    W = rng.multinomial(n, np.full(n, 1 / n), size=50).astype(float)
+    W[0] = x  # positives only: AUC, p0 undefined
+    W[1] = 1 - x
+    many = _metrics_many(x, p, yes, W)
+    for b in range(len(W)):
+        one = _metrics(x, p, yes, W[b])
+        np.testing.assert_allclose(many[b], [one[k] for k in METRICS], rtol=1e-9, atol=1e-12, equal_nan=True)

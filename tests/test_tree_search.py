@@ -348,3 +348,14 @@ def test_an_llm_oracle_compares_final_and_original_in_both_orders(tmp_path):
     assert all(c["outcome"] == "inconsistent" for c in biased)  # the orders disagree: counted, not a win
     row = ts.gate_row(1, "3of3", finals, biased, 0.95)
     assert row["oracle_inconsistent"] == 4 and row["win_rate"] is None and row["solved"] == 4
+
+
+def test_a_share_of_the_rejected_responses_are_roots_the_same_in_every_shard():
+    from judgeflow.tree_search import searched
+
+    ids = [f"q{i}/r0" for i in range(2000)]
+    half = [i for i in ids if searched(1234, i, 0.5)]
+    assert 900 < len(half) < 1100 and half == [i for i in ids if searched(1234, i, 0.5)]
+    assert half != [i for i in ids if searched(1, i, 0.5)]  # another run's seed, another subset
+    assert set(i for i in ids if searched(1234, i, 0.25)) <= set(half)  # a smaller share: a subset of it
+    assert all(searched(1234, i, 1.0) for i in ids)

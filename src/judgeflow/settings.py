@@ -249,8 +249,9 @@ class Judge(Section):
                                                      "last tokens")
     template: str = Field("judge", description="packaged name or .txt path with {question}, {response}, {criterion}")
     answer_first: bool = Field(False, description="hf or vllm: the answer turn starts with 'Verdict:'")
-    seed: int = Field(0, description="this judge's own seed: each verdict's draw is seeded from it, the item "
-                                     "and the criterion")
+    seed: int = Field(0, description="this judge's own seed: prompt: each verdict's draw is seeded from it, the "
+                                     "item and the criterion; trained, reward_model: with the run's seed, its "
+                                     "cross-validation folds over questions (judges differing by seed alone differ)")
     threshold: float | None = Field(
         None, gt=0, lt=1, description="say YES when P(YES) is at least this (prompt: at the answer token, a "
                                       "calibrated judge); null = prompt: the judge's own (sampled) answer; "
@@ -324,6 +325,10 @@ class TreeSearch(Section):
     select: int = Field(2, ge=1, description="nodes kept per level (ranked by value: the share of YES verdicts, "
                                              "mean P(YES) breaking ties) and expanded at the next")
     depth: int = Field(3, ge=1, description="levels of refinements at most")
+    roots: float = Field(1.0, gt=0, le=1, description="the share of rejected responses searched: each is a root "
+                                                     "when a uniform number seeded by the run's seed and its id "
+                                                     "falls below this (a random subset, the same in every round "
+                                                     "and shard); 1 = every rejected response")
     feedback: Literal["multi", "full"] = Field(
         "multi", description="multi: a child targets one failed criterion (the children take them in turn); "
                              "full: every child gets all failed criteria")

@@ -26,6 +26,7 @@ rerun after a kill regenerates no node and gives the same trees.
 from __future__ import annotations
 
 import logging
+import random
 from collections import defaultdict
 from pathlib import Path
 
@@ -95,6 +96,12 @@ def _node(base: dict, verdicts: list[dict], criterion_ids: list[str], gates: lis
             "value": value if base["usable"] else None, "p_yes_mean": p_mean if base["usable"] else None}
     node["passes"] = [k for k in gates if passes(node, k)]
     return node
+
+
+def searched(seed, response_id: str, share: float) -> bool:
+    """Is this rejected response a root (refining.tree_search.roots = share)? A uniform number seeded by
+    the run's seed and the response id, below `share`: a random subset, independent of the shard."""
+    return share >= 1 or random.Random(stable_seed(seed, "tree-root", response_id)).random() < share
 
 
 def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[str, dict], config: dict,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..calibration import fit_learned_judge, learning_rows
 from ..io import questions_by_id, read_jsonl
 from ..models import log_stats, open_models
+from ..prompting import stable_seed
 
 
 def own_judge(settings, judge_id: str) -> tuple[int, dict]:
@@ -22,6 +23,6 @@ def run(inp, out, settings, job) -> None:
     key = f"judging.judges[{index}].model"
     with open_models(settings, {key: spec["model"]}, log_dir=job.log_dir, threads=job.threads) as models:
         fit_learned_judge(spec, models[spec["model"]], settings["models"][spec["model"]]["path"], rows,
-                          seed=settings["seed"], folds=settings["judging"]["calibration"]["folds"],
+                          seed=stable_seed(settings["seed"], "train_judge", spec["seed"]) % 2**31, folds=settings["judging"]["calibration"]["folds"],
                           key=f"judging.judges[{index}]", judge_out=out.judge, head_out=out.head, oof_out=out.oof)
         log_stats(models)

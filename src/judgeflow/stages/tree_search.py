@@ -5,13 +5,15 @@ from __future__ import annotations
 from ..io import questions_by_id, read_jsonl
 from ..judging import learned_judges
 from ..models import log_stats, open_models
-from ..tree_search import search_trees
+from ..tree_search import search_trees, searched
 
 
 def run(inp, out, settings, job) -> None:
     refiner = settings["refining"]["model"]
     accepted = {a["response_id"] for a in read_jsonl(inp.aggregate) if a["accepted"]}
-    roots = [r for r in read_jsonl(inp.responses) if r["response_id"] not in accepted]
+    share = settings["refining"]["tree_search"]["roots"]
+    roots = [r for r in read_jsonl(inp.responses)
+             if r["response_id"] not in accepted and searched(settings["seed"], r["response_id"], share)]
     names = {"refining.model": refiner,
              **{f"judging.judges[{i}].model": j["model"] for i, j in enumerate(settings["judging"]["judges"])}}
     with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
