@@ -21,8 +21,9 @@ def run(inp, out, settings, job) -> None:
     rows = learning_rows(read_jsonl(inp.labels), read_jsonl(inp.responses), questions_by_id(inp.calibration),
                          f"judging.judges[{index}]", inp.labels)
     key = f"judging.judges[{index}].model"
+    seed = stable_seed(settings["seed"], "train_judge", spec["seed"]) % 2**31  # the judge's folds
     with open_models(settings, {key: spec["model"]}, log_dir=job.log_dir, threads=job.threads) as models:
         fit_learned_judge(spec, models[spec["model"]], settings["models"][spec["model"]]["path"], rows,
-                          seed=stable_seed(settings["seed"], "train_judge", spec["seed"]) % 2**31, folds=settings["judging"]["calibration"]["folds"],
+                          seed=seed, folds=settings["judging"]["calibration"]["folds"],
                           key=f"judging.judges[{index}]", judge_out=out.judge, head_out=out.head, oof_out=out.oof)
         log_stats(models)
