@@ -105,3 +105,25 @@ def test_one_token_requests_take_one_forward_pass_per_distinct_prompt_and_match_
         assert a.completion_tokens == 1 and b.text.startswith(a.text), (a.text, b.text)
         assert abs(a.p_yes - b.p_yes) < 1e-4 and abs(a.p_yes - c.p_yes) < 1e-4, (a.p_yes, b.p_yes, c.p_yes)
         assert a.text == c.text
+
+
+def test_the_nucleus_from_the_head_is_the_nucleus_of_a_full_sort():
+    """nucleus() looks among each row's 256 most probable tokens first: the tokens it keeps, with their
+    probabilities, are those a sort of the whole vocabulary keeps; a flat row (its nucleus wider than
+    the head) is sorted whole."""
+    import torch
+
+    from judgeflow.models.hf import nucleus
+
+    torch.manual_seed(0)
+    peaked = torch.softmax(torch.randn(3, 49152) * 6, dim=-1)
+    flat = torch.full((1, 49152), 1 / 49152)
+    probs = torch.cat([peaked, flat])
+    for top_p in (0.5, 0.95):
+        for row, (p, ids) in zip(probs, nucleus(probs, top_p)):
+            s, order = row.sort(descending=True)
+            keep = s.cumsum(-1) - s < top_p
+            want = dict(zip(order[keep].tolist(), s[keep].tolist()))
+            got = {int(i): float(x) for i, x in zip(ids, p) if x > 0}
+            assert got.keys() == want.keys() and all(abs(got[i] - want[i]) < 1e-12 for i in got)
+    assert len(nucleus(flat, 0.95)[0][1]) == 49152 and len(nucleus(peaked, 0.95)[0][1]) == 256
