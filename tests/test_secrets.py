@@ -148,7 +148,7 @@ def test_a_failing_job_prints_its_traceback_masked_and_exits_non_zero(tmp_path, 
     code = textwrap.dedent("""
         import os, sys, threading, warnings
         from judgeflow import redact, smk
-        smk.register_keys({"models": {"m": {"backend": "openai", "api_key_env": "JF_JOB_KEY"}}})
+        redact.register_config({"models": {"m": {"backend": "openai", "api_key_env": "JF_JOB_KEY"}}})
         def boom():
             raise ValueError("HTTP 401: Incorrect API key provided: " + os.environ["JF_JOB_KEY"])
     """) + body + "\n"

@@ -19,14 +19,9 @@ from . import redact
 log = logging.getLogger("judgeflow")
 
 
-def register_keys(config) -> list[str]:
-    """Register for masking the API key of every model of `config` whose `api_key_env` is set."""
-    return redact.register_config(config)
-
-
 def setup(snakemake) -> None:
     redact.install()
-    register_keys(snakemake.config)
+    redact.register_config(snakemake.config)  # every model's API key is masked in the job's logs
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if snakemake.log:

@@ -44,26 +44,18 @@ from pathlib import Path
 
 import torch
 
+from ..trained_judge import judge_text
 from .base import ConfigError
 
 log = logging.getLogger(__name__)
 
 SEQ_CLS_SUFFIX = "ForSequenceClassification"
 SEQ_CLS_PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
-USER_TEMPLATE = "{question}\n\nCriterion: {criterion}"
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def conversation(question: str, criterion: str, response: str) -> list[dict]:
-    """The chat a reward model scores for one (question, criterion, response).
-
-    The question and the criterion form the user turn (`USER_TEMPLATE`: the question, a blank
-    line, then "Criterion: <criterion>"), the response is the assistant turn. The score then
-    rates the response as an answer to a question that asks for the criterion, which is what
-    P(YES) (the response meets the criterion) is calibrated against.
-    """
-    return [{"role": "user", "content": USER_TEMPLATE.format(question=question, criterion=criterion)},
-            {"role": "assistant", "content": response}]
+# The chat a reward model scores for one (question, criterion, response): the same one a trained judge
+# reads (the question and "Criterion: ..." as the user turn, the response as the assistant turn), so
+# its score rates the response as an answer to a question that asks for the criterion.
+conversation = judge_text
 
 
 def p_yes(scores: Sequence[float], a: float, b: float) -> list[float]:
