@@ -29,7 +29,9 @@ rule sample_calibration:
 
 
 rule label_calibration:
-    """The oracle (the exact verifier) labels every (calibration response, criterion)."""
+    """The oracle labels every (calibration response, criterion): the exact verifier (free), or an
+    LLM oracle once per pair within judging.calibration.budget calls (whole responses of a seeded
+    random subset past it; through the API cache, a rerun pays nothing twice)."""
     input:
         unpack(JF.inputs("label_calibration")),
         calibration=f"{RESULTS}/questions/calibration.jsonl",
@@ -42,7 +44,11 @@ rule label_calibration:
         f"{BENCH}/label_calibration/label_calibration.tsv"
     localrule: JF.local("label_calibration")
     conda:
-        "../envs/analysis.yaml"
+        JF.conda("label_calibration", "../envs/models.yaml")
+    threads: JF.threads("label_calibration")
+    resources:
+        mem_mb=JF.mem_mb("label_calibration"),
+        runtime=JF.runtime("label_calibration"),
     params:
         settings=JF.params("label_calibration"),
         code=JF.code("label_calibration"),

@@ -3,9 +3,14 @@ and every judge measured on them.
 
 The split (`judging.calibration.questions` kept questions, set aside by clean_questions, disjoint from
 the held-out questions and from every question a later stage samples) gets `n_samples` responses per
-question from the policy: random draws, selected by no judge. The exact verifier labels each (response,
-instruction criterion) x = 1 (met) or 0 (`label_with_verifier`); generic criteria have no verifier and
-get no label.
+question from the policy: random draws, selected by no judge. The oracle (`oracle.labeller`) labels each
+(response, criterion) x = 1 (met) or 0. The exact verifier (`label_with_verifier`) labels every (response,
+instruction criterion), free; generic criteria have no verifier and get no label. An LLM oracle
+(`label_with_oracle`: a models key, e.g. GPT-4.1 over the openai backend, through its API cache) is asked
+once per (response, criterion), generic criteria included, with the question narrowed to that one
+criterion, and makes at most `judging.calibration.budget` calls: past it, whole responses (all their
+criteria) of a seeded random subset are labelled, the rest left unlabelled. An abstaining oracle gives
+no label.
 
 A judge of kind `trained` fits a logistic head on its frozen model's hidden states
 (judgeflow.trained_judge); one of kind `reward_model` gets a Platt calibration of its reward model's
@@ -58,7 +63,7 @@ def label_with_verifier(responses: list[dict], questions: dict[str, dict], where
         by_id = {c["criterion_id"]: c for c in q["criteria"]}
         for cid, ok in v["criteria"].items():
             out.append({"response_id": r["response_id"], "question_id": q["question_id"], "criterion_id": cid,
-                        "instruction_id": by_id[cid].get("instruction_id"), "x": int(ok)})
+                        "instruction_id": by_id[cid].get("instruction_id"), "x": int(ok), "oracle": "verifier"})
     if unverifiable:
         log.warning("%d calibration questions have no verifier verdict (not instruction criteria, or a checker "
                     "failed): their responses are not labelled", len(unverifiable))
@@ -66,6 +71,78 @@ def label_with_verifier(responses: list[dict], questions: dict[str, dict], where
         raise InputError(f"{where}: no calibration response could be labelled by the verifier (the calibration "
                          "questions need instruction criteria: questions.source ifbench or composed)")
     log.info("calibration labels: %d (response, criterion) pairs, %d met", len(out), sum(o["x"] for o in out))
+    return out
+
+
+def budgeted_responses(responses: list[dict], n_criteria: dict[str, int], budget: int, seed: int) -> list[dict]:
+    """The responses whose every criterion the oracle labels within `budget` calls: all of them when they
+    fit, else a prefix of a seeded random order of the responses, taken while their criteria fit (so the
+    subset is uniform over responses, and a larger budget labels a superset: a rerun pays only the new
+    ones). `n_criteria`: response_id -> its criteria. The responses keep their order."""
+    if sum(n_criteria.values()) <= budget:
+        return list(responses)
+    import random
+
+    from .prompting import stable_seed
+
+    order = sorted(r["response_id"] for r in responses)
+    random.Random(stable_seed(seed, "calibration-budget")).shuffle(order)
+    chosen, used = set(), 0
+    for rid in order:
+        if used + n_criteria[rid] > budget:
+            break
+        chosen.add(rid)
+        used += n_criteria[rid]
+    return [r for r in responses if r["response_id"] in chosen]
+
+
+def label_with_oracle(responses: list[dict], questions: dict[str, dict], config, models: dict,
+                      where: str) -> list[dict]:
+    """One record per (response, criterion) an LLM oracle (`oracle.labeller`, a models key) labels: x = 1
+    if it says the criterion is met, else 0. One call per pair, the question narrowed to that criterion
+    (its own criteria and the generic ones alike); at most `judging.calibration.budget` calls (whole
+    responses of a seeded random subset past it, `budgeted_responses`). An abstention gives no record."""
+    from .judging import criteria_for
+    from .oracle import Oracle
+
+    budget, seed = config["judging"]["calibration"]["budget"], config["seed"]
+    criteria = {r["response_id"]: criteria_for(questions[r["question_id"]], config) for r in responses}
+    total = sum(len(c) for c in criteria.values())
+    chosen = budgeted_responses(responses, {rid: len(c) for rid, c in criteria.items()}, budget, seed)
+    if len(chosen) < len(responses):
+        log.warning("calibration labels: %d (response, criterion) pairs exceed judging.calibration.budget=%d: the "
+                    "oracle labels %d of the %d responses (a seeded random subset, every criterion of each); %d "
+                    "responses (%d pairs) are left unlabelled", total, budget, len(chosen), len(responses),
+                    len(responses) - len(chosen), total - sum(len(criteria[r["response_id"]]) for r in chosen))
+    pairs, keys = [], []
+    for r in chosen:
+        q = questions[r["question_id"]]
+        for c in criteria[r["response_id"]]:
+            pairs.append(({**q, "criteria": [c]}, {"draw_id": f"{r['response_id']}|{c['criterion_id']}",
+                                                   "text": r["text"]}))
+            keys.append((r, c))
+    oracle = Oracle(config, models)
+    got = oracle.label(pairs) if pairs else []
+    out, abstained = [], 0
+    for (r, c), g in zip(keys, got):
+        if g["label"] is None:
+            abstained += 1
+            continue
+        out.append({"response_id": r["response_id"], "question_id": r["question_id"], "criterion_id": c["criterion_id"],
+                    "instruction_id": c.get("instruction_id"), "criterion": c["description"],
+                    "x": int(g["label"]), "oracle": oracle.name,
+                    "reason": g["reason"]})
+    if abstained:
+        log.warning("calibration labels: the oracle abstained (no verdict) on %d of %d (response, criterion) pairs: "
+                    "they have no label", abstained, len(pairs))
+    if not out:
+        sizes = sorted(len(c) for c in criteria.values()) or [0]
+        why = (f"judging.calibration.budget={budget} is too small for one whole response of the seeded order "
+               f"(they have {sizes[0]} to {sizes[-1]} criteria each)" if not pairs
+               else f"the oracle '{oracle.name}' abstained on all {len(pairs)} pairs it was asked")
+        raise InputError(f"{where}: no calibration response could be labelled by the oracle ({why})")
+    log.info("calibration labels: %d (response, criterion) pairs by the oracle '%s' in %d calls, %d met", len(out),
+             oracle.name, len(pairs), sum(o["x"] for o in out))
     return out
 
 
@@ -89,9 +166,12 @@ def learning_rows(labels: list[dict], responses: list[dict], questions: dict[str
     rows = []
     for lab in labels:
         q = questions[lab["question_id"]]
-        crit = next(c for c in q["criteria"] if c["criterion_id"] == lab["criterion_id"])
+        # a generic criterion (an LLM oracle labels those too) is not among the question's own: its
+        # label record carries its text
+        text = lab.get("criterion") or next(c["description"] for c in q["criteria"]
+                                            if c["criterion_id"] == lab["criterion_id"])
         rows.append(Row(lab["response_id"], lab["question_id"], lab["criterion_id"], lab.get("instruction_id"),
-                        q["prompt"], crit["description"], texts[lab["response_id"]], int(lab["x"])))
+                        q["prompt"], text, texts[lab["response_id"]], int(lab["x"])))
     xs = {r.x for r in rows}
     if len(xs) < 2:
         what = "met" if xs == {1} else "failed"

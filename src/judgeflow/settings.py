@@ -272,8 +272,9 @@ class GenericCriterion(Section):
 
 class JudgeCalibration(Section):
     """The calibration split: kept questions set aside (after cleaning, disjoint from the held-out ones) on
-    which the policy's responses are labelled by the oracle, to train the trained judges, calibrate the
-    reward-model judges and measure every judge on random (not judge-selected) responses."""
+    which the policy's responses are labelled by the oracle (the verifier, or an LLM within `budget` calls),
+    to train the trained judges, calibrate the reward-model judges and measure every judge on random (not
+    judge-selected) responses."""
     questions: Annotated[int, Field(ge=0)] | Annotated[float, Field(gt=0, lt=1)] = Field(
         0, description="kept questions set aside for the calibration split (never used for pairs, DPO, TP(N) or "
                        "the tree search): a count, or a fraction (0 < f < 1) of the kept questions besides the "
@@ -281,6 +282,12 @@ class JudgeCalibration(Section):
     n_samples: int = Field(2, ge=1, description="responses the policy samples per calibration question")
     folds: int = Field(5, ge=2, description="cross-validation folds over questions (the judges' out-of-fold "
                                             "P(YES), and the choice of the regularisation inside each fold)")
+    budget: int = Field(0, ge=0, description="the most oracle calls label_calibration makes with an LLM oracle "
+                                             "(oracle.labeller a models key): one per (response, criterion), "
+                                             "generic criteria included; past it, every criterion of a seeded "
+                                             "random subset of the responses is labelled and the rest left "
+                                             "unlabelled. Needed (> 0) with an LLM oracle and a calibration split; "
+                                             "unused with the verifier (free: every pair labelled)")
 
 
 class Judging(Section):
@@ -582,7 +589,8 @@ class Cluster(Section):
         "auto", description="run the api_rules where Snakemake runs: auto = those calling a hosted model, "
                             "always, never")
     api_rules: dict[str, str | list[str]] = Field(
-        default_factory=lambda: {"clean_questions": "cleaning.model", "label_oracle": "oracle.labeller",
+        default_factory=lambda: {"clean_questions": "cleaning.model", "label_calibration": "oracle.labeller",
+                                 "label_oracle": "oracle.labeller",
                                  "best_of_n": "oracle.labeller", "evaluate_policies": "evaluation.oracle",
                                  "tree_search_gate": "refining.tree_search.oracle", "score_proxy": "oracle.proxy"},
         description="rule -> config key(s) whose value names the model(s) it calls")
@@ -720,8 +728,8 @@ def _resolve_tree_search(s: Settings, derived: dict) -> None:
 
 
 def _check_judge_kinds(s: Settings) -> None:
-    """Each judge kind runs on its backend; a judge that learns from the calibration split needs one, labelled
-    by the verifier; a reward model only scores (it generates nothing)."""
+    """Each judge kind runs on its backend; a judge that learns from the calibration split needs one; an LLM
+    oracle labels the split only within a budget of calls; a reward model only scores (it generates nothing)."""
     need = {"prompt": BACKENDS[:3], "reward_model": ("reward_model",), "trained": ("hf",)}
     learning = []
     for i, j in enumerate(s.judging.judges):
@@ -736,10 +744,13 @@ def _check_judge_kinds(s: Settings) -> None:
         raise ConfigError(f"judging.calibration.questions: {', '.join(learning)} learns from the oracle's labels "
                           "of a calibration split, and the split is empty (questions: 0); set aside some kept "
                           "questions, e.g. questions: 40")
-    if cal.questions and s.oracle.labeller != "verifier":
-        raise ConfigError(f"judging.calibration.questions: the calibration split is labelled by the exact verifier; "
-                          f"oracle.labeller is '{s.oracle.labeller}' (an LLM oracle's per-criterion labels are not "
-                          "supported yet: set questions: 0 and use prompt judges)")
+    if cal.questions and s.oracle.labeller != "verifier" and not cal.budget:
+        raise ConfigError(f"judging.calibration.budget: the calibration split (questions: {cal.questions}) is labelled "
+                          f"by the LLM oracle '{s.oracle.labeller}' (oracle.labeller), one paid call per (response, "
+                          "criterion), and the budget is 0 calls: nothing could be labelled. Set budget to the most "
+                          f"calls to pay for (questions x n_samples={cal.n_samples} x criteria per question, "
+                          "generic ones included, labels every pair; less labels whole responses of a random "
+                          "subset), or oracle.labeller: verifier (free, instruction criteria only)")
     for key, name in s.model_roles().items():
         if not key.startswith("judging.judges[") and s.models[name].backend == "reward_model":
             raise ConfigError(f"{key}: models.{name} is a reward model (backend reward_model): it scores responses "

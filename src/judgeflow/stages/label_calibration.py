@@ -1,15 +1,30 @@
-"""label_calibration: the oracle labels every (calibration response, criterion). The oracle is the exact
-verifier (settings refuse a calibration split with an LLM labeller): free, so every pair is labelled."""
+"""label_calibration: the oracle (`oracle.labeller`) labels the calibration responses per (response,
+criterion): calibration/labels.jsonl, each record naming its oracle (judgeflow.calibration).
+
+The exact verifier is free: every (response, instruction criterion) is labelled, generic criteria are
+not (no verifier), and the stage reads no setting. An LLM oracle (a models key) is asked once per
+(response, criterion), generic criteria included, through the model's API cache (a rerun pays nothing
+twice), at most `judging.calibration.budget` times: past it, whole responses of a seeded random subset
+(`seed`) are labelled and the others left unlabelled. An abstention gives no record."""
 from __future__ import annotations
 
 import logging
 
-from ..calibration import label_with_verifier
+from ..calibration import label_with_oracle, label_with_verifier
 from ..io import questions_by_id, read_jsonl, write_jsonl
+from ..models import log_stats, open_models
 
 log = logging.getLogger(__name__)
 
 
 def run(inp, out, settings, job) -> None:
-    labels = label_with_verifier(read_jsonl(inp.responses), questions_by_id(inp.calibration), inp.responses)
+    responses, questions = read_jsonl(inp.responses), questions_by_id(inp.calibration)
+    # the oracle settings are declared only with an LLM oracle (judgeflow.pipeline: the verifier reads none)
+    if "oracle" not in settings:
+        labels = label_with_verifier(responses, questions, inp.responses)
+    else:
+        names = {"oracle.labeller": settings["oracle"]["labeller"]}
+        with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
+            labels = label_with_oracle(responses, questions, settings, models, inp.responses)
+            log_stats(models)
     write_jsonl(out.labels, labels)
