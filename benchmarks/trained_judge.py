@@ -12,7 +12,8 @@ the last token and averaged over the response) and sliced into:
 Each is fitted by trained_judge.fit (nested grouped CV) and scored by trained_judge.quality
 (AUC, Brier against the constant, kappa at Youden's threshold, question-bootstrap intervals);
 dAUC is the paired difference to the first set, with a question-bootstrap interval.
-    .venv/bin/python benchmarks/trained_judge.py [--questions 200] [--responses 2] [--cache FILE.npz]
+    .venv/bin/python benchmarks/trained_judge.py [--questions 200] [--responses 2] [--per-question 1]
+                                                 [--cache FILE.npz]
 Needs resources/models/SmolLM2-135M-Instruct (make demo, or the prepare_model rule).
 """
 from __future__ import annotations
@@ -29,49 +30,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from judgeflow.composed import compose  # noqa: E402
-from judgeflow.models import GenRequest, Sampling  # noqa: E402
+from judgeflow.composed import labelled_responses  # noqa: E402
 from judgeflow.models.hf import HFModel  # noqa: E402
-from judgeflow.questions import instruction_criteria  # noqa: E402
-from judgeflow.settings import Composed  # noqa: E402
 from judgeflow.trained_judge import FeatureSpec, features, fit, judge_text, quality, youden_threshold  # noqa: E402
-from judgeflow.verifier import verify  # noqa: E402
 
 
-def labelled_data(model: HFModel, n_questions: int, n_responses: int) -> dict:
-    demo = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["questions"]["composed"]
-    ccfg = Composed(instructions=demo["instructions"], per_question=demo["per_question"],
-                    count=n_questions).model_dump()
-    questions = []
-    for row in compose(ccfg):
-        crit = instruction_criteria(row["instruction_id_list"], row["kwargs"], row["question_id"], row["registry"])
-        questions.append({"question_id": row["question_id"], "prompt": row["prompt"], "criteria": crit})
-    sampling = Sampling(max_new_tokens=32, temperature=0.8)
-    reqs = [GenRequest.chat(q["prompt"], sampling=sampling, seed=1000 * i + j)
-            for i, q in enumerate(questions) for j in range(n_responses)]
+def labelled_data(model: HFModel, n_questions: int, n_responses: int, per_question: int) -> dict:
     t0 = time.perf_counter()
-    gens = model.generate(reqs, desc="responses")
+    rows = labelled_responses(model, n_questions, n_responses, per_question=per_question)
     t_gen = time.perf_counter() - t0
-    convs, y, groups, instr = [], [], [], []
-    for k, gen in enumerate(gens):
-        q = questions[k // n_responses]
-        (crit,) = q["criteria"]
-        verdict = verify(q, gen.text)
-        if verdict is None or verdict["all"] is None:
-            raise SystemExit(f"the verifier cannot check {q['question_id']}: {verdict}")
-        convs.append(judge_text(q["prompt"], crit["description"], gen.text))
-        y.append(int(verdict["criteria"][crit["criterion_id"]]))
-        groups.append(q["question_id"])
-        instr.append(crit["instruction_id"])
+    convs = [judge_text(r["prompt"], r["criterion"], r["response"]) for r in rows]
+    y = [r["x"] for r in rows]
+    groups = [r["question_id"] for r in rows]
+    instr = [r["instruction_id"] for r in rows]
     wide = FeatureSpec.default(model.model)  # its layers, with both poolings: sliced below
     spec = FeatureSpec(layers=wide.layers, pooling=("last", "mean"))
     t0 = time.perf_counter()
     X = features(model.model, model.tokenizer, convs, spec, batch_size=16)
     t_feat = time.perf_counter() - t0
-    print(f"{len(convs)} responses: generated in {t_gen:.0f} s, features ({X.shape[1]}) in {t_feat:.0f} s",
+    print(f"{len(convs)} (response, criterion) pairs: generated in {t_gen:.0f} s, features ({X.shape[1]}) in {t_feat:.0f} s",
           flush=True)
     return {"X": X, "y": np.array(y), "groups": np.array(groups), "instr": np.array(instr),
             "layers": np.array(spec.layers)}
@@ -82,6 +61,7 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "resources/models/SmolLM2-135M-Instruct"))
     ap.add_argument("--questions", type=int, default=200)
     ap.add_argument("--responses", type=int, default=2)
+    ap.add_argument("--per-question", type=int, default=1, help="instructions per question (criteria per response)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, help="an .npz to reuse (written when missing)")
@@ -92,7 +72,7 @@ def main() -> None:
         data = dict(np.load(args.cache))
     else:
         model = HFModel("judge", args.model, device="cpu", dtype="float32", batch_size=16, threads=args.threads)
-        data = labelled_data(model, args.questions, args.responses)
+        data = labelled_data(model, args.questions, args.responses, args.per_question)
         if args.cache:
             np.savez(args.cache, **data)
     X, y, g = data["X"], data["y"], data["groups"]

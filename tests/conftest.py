@@ -31,6 +31,17 @@ def hf_model(model_dir):
     return HFModel("smollm2", str(model_dir), device="cpu", batch_size=8, threads=2)
 
 
+# Three prompt judges of the 135M model, answering first in one token (the demo's panel before issue 23;
+# they carry no signal, but need no calibration split): for tests that run a judging stage alone.
+PROMPT_JUDGES = {"k": 2, "calibration": {"questions": 0}, "judges": [
+    {"id": "j1", "model": "smollm2", "template": "judge_brief", "answer_first": True, "max_new_tokens": 1,
+     "threshold": 0.80},
+    {"id": "j2", "model": "smollm2", "template": "judge_brief", "answer_first": True, "max_new_tokens": 1,
+     "threshold": 0.85},
+    {"id": "j3", "model": "smollm2", "template": "judge_brief_strict", "answer_first": True, "max_new_tokens": 1,
+     "threshold": 0.93}]}
+
+
 def base_config(tmp_path: Path, model_dir: Path, **overrides) -> dict:
     """The shipped config (the demo's), validated, with results/logs/cache under tmp_path and the real model."""
     from judgeflow import settings as jf_settings

@@ -9,7 +9,7 @@ import pytest
 
 from judgeflow import evaluation as ev
 
-from conftest import base_config
+from conftest import PROMPT_JUDGES, base_config
 
 
 def test_parse_preference_only_answer_lines():
@@ -119,12 +119,10 @@ def test_compare_with_oracle_asks_both_orders(tmp_path, model_dir):
 def test_evaluate_end_to_end_on_the_real_model(tmp_path, model_dir):
     """Base + one 'trained' policy (the base weights again) on one held-out question; judges on,
     the real model as an in-process (hf) oracle; a skipped variant is noted."""
+    judging = {**PROMPT_JUDGES, "k": 1, "judges": [{**j, "max_new_tokens": 6} for j in PROMPT_JUDGES["judges"][:2]]}
     cfg = base_config(tmp_path, model_dir, evaluation={"oracle": "smollm2", "max_new_tokens": 12, "n_samples": 1,
-                                                       "oracle_max_new_tokens": 8})
-    cfg["judging"]["judges"] = cfg["judging"]["judges"][:2]
-    cfg["judging"]["k"] = 1
-    for j in cfg["judging"]["judges"]:
-        j["max_new_tokens"] = 6
+                                                       "oracle_max_new_tokens": 8}, judging=judging,
+                      refining={"tree_search": {"gates": [{"k": 1}, {"k": 2}]}}, oracle={"bon": {"j": [1, 2]}})
     q = {"question_id": "ifbench-x", "prompt": "Write a sentence about the sea. Use the word blue twice.",
          "criteria": [{"criterion_id": "generic:blue", "description": "Uses the word blue twice.", "kind": "generic"}]}
     held = tmp_path / "heldout.jsonl"
@@ -160,7 +158,7 @@ def test_evaluate_end_to_end_on_the_real_model(tmp_path, model_dir):
 
 
 def test_no_heldout_questions_and_all_variants_skipped_still_write_outputs(tmp_path, model_dir):
-    cfg = base_config(tmp_path, model_dir)
+    cfg = base_config(tmp_path, model_dir, judging=PROMPT_JUDGES)
     held = tmp_path / "heldout.jsonl"
     held.write_text("")
     s = tmp_path / "s.json"

@@ -15,7 +15,7 @@ CFG = ROOT / "config" / "config.yaml"
 
 def test_shipped_config_validates_and_fills_defaults():
     c = st.load(CFG)
-    assert c["run"] == "demo" and c["judging"]["k"] == 2 and len(c["judging"]["judges"]) == 3
+    assert c["run"] == "demo" and c["judging"]["k"] == 1 and len(c["judging"]["judges"]) == 3
     assert c["refining"]["modes"] == ["multi_feedback", "full_feedback"]  # default filled
     assert c["judging"]["judges"][0]["top_p"] == 0.95  # default inside list items
     assert c["cache_dir"] == "cache"
@@ -257,6 +257,7 @@ def test_every_template_setting_and_every_stage_fills_the_table_s_placeholders()
                                                       "tree_search": {"oracle": "oracle"}},
                                          "oracle": {"labeller": "oracle", "proxy": "oracle",
                                                     "strategy": "prediction_powered"},
+                                         "judging": {"calibration": {"budget": 1000}},
                                          "cleaning": {"model": "oracle", "template": "clean", "answer_first": False,
                                                       "enabled": True}})
     declared = {d for s in pipeline.STAGES.values() for d in s.decl("templates", everything)}
@@ -309,8 +310,10 @@ def test_an_unset_api_key_variable_of_a_model_a_stage_calls_is_an_error_naming_i
 @pytest.mark.parametrize("overrides", [
     {},                                                                  # defined, used by no role
     {"cleaning": {"enabled": False, "model": "hosted"}},                 # the cleaning stage asks no oracle
-    {"draws": {"enabled": False}, "probe": {"enabled": False},           # no draws: no labels, no proxy
-     "oracle": {"labeller": "hosted", "proxy": "hosted", "replay_runs": 0, "strategy": "fixed_sequence"}},
+    {"draws": {"enabled": False}, "probe": {"enabled": False},           # no draws: no labels, no proxy,
+     "oracle": {"labeller": "hosted", "proxy": "hosted", "replay_runs": 0, "strategy": "fixed_sequence"},
+     "judging": {"k": 1, "calibration": {"questions": 0},               # and no calibration split to label
+                 "judges": [{"id": "p", "model": "smollm2"}]}, "refining": {"tree_search": {"gates": [{"k": 1}]}}},
     {"refining": {"strategy": "single", "tree_search": {"oracle": "hosted"}}},  # no tree search
 ])
 def test_a_model_no_stage_of_the_config_calls_needs_no_key(overrides):

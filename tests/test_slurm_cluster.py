@@ -24,7 +24,7 @@ import yaml
 
 from judgeflow.questions import ifbench_file
 
-from conftest import ROOT
+from conftest import PROMPT_JUDGES, ROOT
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SLURM_DIR = ROOT / "tests" / "slurm"
@@ -116,7 +116,7 @@ def test_profile_runs_each_rule_in_its_partition(slurm_cluster, tmp_path):
         "cleaning": {"enabled": False},
         "cluster": {"api_rules_local": "always"},     # clean_questions runs here, not in SLURM
         "sampling": {"n_samples": 1, "shards": 1, "max_new_tokens": 8},
-        "judging": {"generic_criteria": []},
+        "judging": {**PROMPT_JUDGES, "generic_criteria": []},  # no calibration split to label and train on
         "resources": {"default": {"threads": 1}},
     }
     target = f"{tmp_path}/results/slurm/verdicts/responses/shard-0.aggregate.jsonl"

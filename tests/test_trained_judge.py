@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from judgeflow.trained_judge import (
     FeatureSpec,
@@ -143,34 +142,14 @@ def test_feature_spec_and_conversation_checks():
 
 @pytest.fixture(scope="module")
 def labelled(hf_model):
-    """Composed questions with the demo's instructions, N_RESPONSES sampled responses each (the
-    demo's sampling: 32 tokens, temperature 0.8), the exact verifier's label of each, the features."""
-    from judgeflow.composed import compose
-    from judgeflow.models import GenRequest, Sampling
-    from judgeflow.questions import instruction_criteria
-    from judgeflow.settings import Composed
-    from judgeflow.verifier import verify
+    """Composed questions with the demo's instructions (one each), N_RESPONSES sampled responses each
+    (the demo's sampling: 32 tokens, temperature 0.8), the exact verifier's label of each, the features."""
+    from judgeflow.composed import labelled_responses
 
-    demo = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["questions"]["composed"]
-    ccfg = Composed(instructions=demo["instructions"], per_question=demo["per_question"],
-                    count=N_QUESTIONS).model_dump()
-    questions = []
-    for row in compose(ccfg):
-        crit = instruction_criteria(row["instruction_id_list"], row["kwargs"], row["question_id"], row["registry"])
-        questions.append({"question_id": row["question_id"], "prompt": row["prompt"], "criteria": crit})
-    sampling = Sampling(max_new_tokens=32, temperature=0.8)
-    reqs = [GenRequest.chat(q["prompt"], sampling=sampling, seed=1000 * i + j)
-            for i, q in enumerate(questions) for j in range(N_RESPONSES)]
-    gens = hf_model.generate(reqs, desc="trained judge data")
-    convs, y, groups = [], [], []
-    for k, gen in enumerate(gens):
-        q = questions[k // N_RESPONSES]
-        (crit,) = q["criteria"]
-        verdict = verify(q, gen.text)
-        assert verdict is not None and verdict["all"] is not None, verdict
-        convs.append(judge_text(q["prompt"], crit["description"], gen.text))
-        y.append(int(verdict["criteria"][crit["criterion_id"]]))
-        groups.append(q["question_id"])
+    rows = labelled_responses(hf_model, N_QUESTIONS, N_RESPONSES)
+    convs = [judge_text(r["prompt"], r["criterion"], r["response"]) for r in rows]
+    y = [r["x"] for r in rows]
+    groups = [r["question_id"] for r in rows]
     spec = FeatureSpec.default(hf_model.model)
     X = features(hf_model.model, hf_model.tokenizer, convs, spec, batch_size=16)
     return {"X": X, "y": np.array(y), "groups": np.array(groups), "convs": convs, "spec": spec}

@@ -29,17 +29,20 @@ STAGES = DEMO_STAGES + SINGLE_STAGES + ROUND_STAGES + CALIBRATION_STAGES
 
 
 def test_dry_run_of_the_demo_lists_every_stage(tmp_path):
-    """The embedded default, in an empty directory: every stage planned, one job per shard, gate and round."""
+    """The embedded default, in an empty directory: every stage planned, one job per shard, gate, judge and
+    round; both refinement strategies side by side on the same responses, and the calibration split."""
     jobs = planned_jobs(smk(tmp_path, "-n", "--quiet", "rules").stdout)
-    assert set(DEMO_STAGES) <= set(jobs) and not set(ROUND_STAGES + SINGLE_STAGES) & set(jobs), jobs
+    assert set(DEMO_STAGES + SINGLE_STAGES + CALIBRATION_STAGES) <= set(jobs), jobs
+    assert not set(ROUND_STAGES) & set(jobs), jobs
     assert jobs["sample_responses"] == jobs["judge_responses"] == jobs["tree_search"] == 2
+    assert jobs["refine_responses"] == jobs["judge_refinements"] == 2
     assert jobs["tree_search_gate"] == 2 and jobs["tree_search_summary"] == 1  # gates 2of3 and 3of3, one round
-    assert jobs["train_dpo"] == 2 and jobs["evaluate_responses"] == 3  # a variant per gate; the base and both
-    # both strategies side by side on the same responses
-    both = planned_jobs(smk(tmp_path, "-n", "--quiet", "rules", "--config",
-                            "refining={strategy: [single, tree_search]}",
-                            "training={variants: [multi_feedback, tree_search_3of3]}").stdout)
-    assert both["refine_responses"] == both["tree_search"] == 2 and both["train_dpo"] == 2, both
+    assert jobs["train_judge"] == 3 and jobs["sample_calibration"] == jobs["judge_calibration"] == 1  # 3 judges
+    # multi_feedback and full_feedback (the demo trains no gate's pairs); the base and both evaluated
+    assert jobs["train_dpo"] == 2 and jobs["evaluate_responses"] == 3
+    one = planned_jobs(smk(tmp_path, "-n", "--quiet", "rules", "--config", "refining={strategy: tree_search}",
+                           "training={variants: [tree_search_3of3]}").stdout)
+    assert one["tree_search"] == 2 and one["train_dpo"] == 1 and not set(SINGLE_STAGES) & set(one), one
 
 
 def test_dry_run_lists_each_rounds_and_gates_jobs_and_runs_one_round_alone(tmp_path):
@@ -87,7 +90,12 @@ def test_trained_judges_are_fitted_before_any_stage_that_runs_the_judges(tmp_pat
     for rule in ("judge_responses", "tree_search", "sample_until_accept", "evaluate_responses"):
         block = next(b for b in out.split("\nrule ")[1:] if b.startswith(rule + ":"))
         assert "results/demo/judges/t1/judge.json" in block and "results/demo/judges/t2/judge.json" in block, rule
-    assert not set(CALIBRATION_STAGES) & set(planned_jobs(smk(tmp_path, "-n", "--quiet", "rules").stdout))
+    prompts = tmp_path / "prompts.yaml"
+    prompts.write_text(yaml.safe_dump({"judging": {"k": 1, "calibration": {"questions": 0}, "judges": [
+        {"id": "j3", "model": "smollm2", "template": "judge_brief", "answer_first": True, "max_new_tokens": 1}]},
+        "refining": {"tree_search": {"gates": [{"k": 1}]}}}))
+    alone = smk(tmp_path, "-n", "--quiet", "rules", "--configfile", str(ROOT / "config/config.yaml"), str(prompts))
+    assert not set(CALIBRATION_STAGES) & set(planned_jobs(alone.stdout))
 
 
 def test_dag_renders(tmp_path):

@@ -169,3 +169,40 @@ def _spread(n_tasks: int, n_sets: int, count: int) -> list[int]:
     """Indices into the (set-major) order that take each set about count / n_sets times."""
     per = [count // n_sets + (1 if s < count % n_sets else 0) for s in range(n_sets)]
     return [s * n_tasks + j for s in range(n_sets) for j in range(per[s])]
+
+
+def labelled_responses(model, count: int, n_responses: int, *, per_question: int = 1,
+                       instructions: list[str] | None = None, max_new_tokens: int = 32,
+                       temperature: float = 0.8) -> list[dict]:
+    """Outside the workflow (benchmarks, tests): `count` composed questions (the demo's instructions
+    unless given), `n_responses` responses to each sampled by `model` (seeds 1000 i + j), and the exact
+    verifier's label of every (response, criterion): one row {question_id, prompt, criterion_id,
+    instruction_id, criterion, response, x} per pair. Unverifiable responses raise ValueError."""
+    from .models import GenRequest, Sampling
+    from .questions import instruction_criteria
+    from .settings import Composed
+    from .verifier import verify
+
+    if instructions is None:
+        import yaml
+
+        demo = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
+        instructions = yaml.safe_load(demo.read_text())["questions"]["composed"]["instructions"]
+    ccfg = Composed(instructions=instructions, per_question=per_question, count=count).model_dump()
+    questions = [{"question_id": row["question_id"], "prompt": row["prompt"],
+                  "criteria": instruction_criteria(row["instruction_id_list"], row["kwargs"], row["question_id"],
+                                                   row["registry"])} for row in compose(ccfg)]
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature)
+    reqs = [GenRequest.chat(q["prompt"], sampling=sampling, seed=1000 * i + j)
+            for i, q in enumerate(questions) for j in range(n_responses)]
+    rows = []
+    for k, gen in enumerate(model.generate(reqs, desc="labelled responses")):
+        q = questions[k // n_responses]
+        verdict = verify(q, gen.text)
+        if verdict is None or verdict["all"] is None:
+            raise ValueError(f"the verifier cannot check {q['question_id']}: {verdict}")
+        for c in q["criteria"]:
+            rows.append({"question_id": q["question_id"], "prompt": q["prompt"], "criterion_id": c["criterion_id"],
+                         "instruction_id": c["instruction_id"], "criterion": c["description"],
+                         "response": gen.text, "x": int(verdict["criteria"][c["criterion_id"]])})
+    return rows
