@@ -510,6 +510,8 @@ def stage_config(root, url: str, *, timeout: float = 2.0, max_retries: int = 5, 
 
     from judgeflow import settings as jf_settings
 
+    from conftest import PROMPT_JUDGES
+
     flaky = {"backend": "openai", "base_url": url, "model": model, "timeout": timeout,
              "max_retries": max_retries, "max_concurrency": max_concurrency}
     if api_key_env:
@@ -520,7 +522,7 @@ def stage_config(root, url: str, *, timeout: float = 2.0, max_retries: int = 5, 
               # the demo cleans answer-first in-process; a served cleaner writes its verdict line
               "cleaning": {"model": "flaky", "max_new_tokens": 32, "answer_first": False, "template": "clean"},
               "questions": {"heldout": 2},
-              "judging": {"calibration": {"budget": 400}},  # the demo's split, labelled by this oracle
+              "judging": PROMPT_JUDGES,  # no calibration split: these runs have a few dozen questions
               "oracle": {"labeller": "flaky", "max_new_tokens": 32, "batch_size": batch_size, "budget": 400,
                          "label_all_accepted": True}}
     merged = jf_settings.deep_merge(merged, overrides)

@@ -271,3 +271,18 @@ def test_the_stages_write_bon_kept_and_the_tp_trend_reading_only_what_they_decla
         assert trend["labels"] == oa.labels_used(label_all) and trend["n"] > 0
         assert (o / "tp.png").read_bytes()[:8] == PNG
     assert rows[0]["interval_note"].startswith("anytime-valid 95% betting; labels chosen sequentially")
+
+
+def test_the_kept_draw_at_n_is_compared_with_n_1_on_the_same_questions():
+    """Best-of-N's kept draw at each N against the smallest N, paired by question: the mean change,
+    its question-bootstrap interval and McNemar's exact p-value from the discordant questions."""
+    from judgeflow.tp.bon import paired_change
+
+    before = [1] * 30 + [0] * 30 + [1] * 5 + [None]
+    after = [1] * 30 + [0] * 30 + [0] * 5 + [1]  # 5 lost, none gained; the unlabelled question left out
+    out = paired_change(before, after, 0.05)
+    assert (out["gained"], out["lost"]) == (0, 5) and out["change"] == -5 / 65
+    assert out["change_lower"] < out["change"] < out["change_upper"] <= 0
+    assert abs(out["mcnemar_p"] - 2 * 0.5 ** 5) < 1e-12  # exact binomial on the 5 discordant questions
+    same = paired_change([1, 0, 1], [1, 0, 1], 0.05)
+    assert same["change"] == 0 and same["mcnemar_p"] == 1.0 and same["gained"] == same["lost"] == 0

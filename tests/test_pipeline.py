@@ -7,7 +7,7 @@ import pytest
 from judgeflow import pipeline, settings as st
 from judgeflow.pipeline import STAGES, Declared, UndeclaredSetting
 
-from conftest import ROOT
+from conftest import PROMPT_JUDGES, ROOT
 
 CFG = ROOT / "config" / "config.yaml"
 
@@ -123,8 +123,10 @@ def test_a_module_edit_changes_the_digests_of_the_stages_that_import_it(tmp_path
 
 
 def test_templates_are_files_packaged_or_the_users(demo, tmp_path):
-    files = pipeline.template_files(STAGES["judge_responses"], demo)
-    # the demo's judges: j1 and j2 share judge_brief, j3 is judge_brief_strict (each file once)
+    assert pipeline.template_files(STAGES["judge_responses"], demo) == []  # trained judges load no template
+    prompts = st.load(CFG, overrides={"judging": PROMPT_JUDGES})
+    files = pipeline.template_files(STAGES["judge_responses"], prompts)
+    # prompt judges: j1 and j2 share judge_brief, j3 is judge_brief_strict (each file once)
     assert files == ["src/judgeflow/prompts/judge_brief.txt", "src/judgeflow/prompts/judge_brief_strict.txt"]
     mine = tmp_path / "mine.txt"
     mine.write_text("{question}")

@@ -26,7 +26,8 @@ def test_shipped_config_validates_and_fills_defaults():
 
 
 def test_null_means_another_key_is_resolved_once_and_recorded():
-    c = st.load(CFG, overrides={"sampling": {"max_new_tokens": 77}, "draws": {"max_new_tokens": None}})
+    c = st.load(CFG, overrides={"sampling": {"max_new_tokens": 77}, "draws": {"max_new_tokens": None},
+                                "training": {"variants": None}})
     assert c["draws"]["model"] == c["training"]["model"] == c["sampling"]["model"] == "smollm2"
     assert c["draws"]["max_new_tokens"] == 77 and c["evaluation"]["max_new_tokens"] == 32
     assert c.derived == {"draws.model": "sampling.model", "training.model": "sampling.model",
@@ -34,9 +35,11 @@ def test_null_means_another_key_is_resolved_once_and_recorded():
                          "refining.tree_search.oracle": "evaluation.oracle",
                          "refining.tree_search.train_gate": "refining.tree_search.gates",
                          "training.variants": "refining.strategy"}
-    assert c["training"]["variants"] == ["tree_search_2of3", "tree_search_3of3"]  # the demo's gates
+    # both of the demo's strategies: multi- and full-feedback, and the tree search's gates
+    assert c["training"]["variants"] == ["multi_feedback", "full_feedback", "tree_search_2of3", "tree_search_3of3"]
     assert c["refining"]["tree_search"]["oracle"] == "verifier" and c["refining"]["tree_search"]["train_gate"] == 2
-    assert c["refining"]["strategy"] == ["tree_search"]  # one strategy or a list: always a list once validated
+    assert c["refining"]["strategy"] == ["single", "tree_search"]
+    assert st.load(CFG, overrides={"refining": {"strategy": "single"}})["refining"]["strategy"] == ["single"]
 
 
 @pytest.mark.parametrize("override,message", [

@@ -174,6 +174,7 @@ def test_job_killed_for_time_is_retried_and_resumes_without_paying_twice(slurm_c
             "models": {"standin": {"backend": "openai", "base_url": fs.url, "model": "standin",
                                    "max_concurrency": 2, "timeout": 600}},
             "cleaning": {"model": "standin", "max_new_tokens": 32, "answer_first": False, "template": "clean"},
+            "judging": PROMPT_JUDGES,                   # no calibration split
             "cluster": {"api_rules_local": "never"},   # the API rule is a SLURM job here
         }
         target = f"{tmp_path}/results/timeout/questions/kept.jsonl"

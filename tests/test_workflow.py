@@ -93,7 +93,7 @@ def test_trained_judges_are_fitted_before_any_stage_that_runs_the_judges(tmp_pat
     prompts = tmp_path / "prompts.yaml"
     prompts.write_text(yaml.safe_dump({"judging": {"k": 1, "calibration": {"questions": 0}, "judges": [
         {"id": "j3", "model": "smollm2", "template": "judge_brief", "answer_first": True, "max_new_tokens": 1}]},
-        "refining": {"tree_search": {"gates": [{"k": 1}]}}}))
+        "refining": {"tree_search": {"gates": [{"k": 1}]}}, "oracle": {"bon": {"j": [1]}}}))
     alone = smk(tmp_path, "-n", "--quiet", "rules", "--configfile", str(ROOT / "config/config.yaml"), str(prompts))
     assert not set(CALIBRATION_STAGES) & set(planned_jobs(alone.stdout))
 

@@ -180,7 +180,6 @@ def labelled_responses(model, count: int, n_responses: int, *, per_question: int
     instruction_id, criterion, response, x} per pair. Unverifiable responses raise ValueError."""
     from .models import GenRequest, Sampling
     from .questions import instruction_criteria
-    from .settings import Composed
     from .verifier import verify
 
     if instructions is None:
@@ -188,7 +187,8 @@ def labelled_responses(model, count: int, n_responses: int, *, per_question: int
 
         demo = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
         instructions = yaml.safe_load(demo.read_text())["questions"]["composed"]["instructions"]
-    ccfg = Composed(instructions=instructions, per_question=per_question, count=count).model_dump()
+    ccfg = {"count": count, "instructions": instructions, "per_question": per_question, "kwargs": {}, "tasks": None,
+            "seed": 0}
     questions = [{"question_id": row["question_id"], "prompt": row["prompt"],
                   "criteria": instruction_criteria(row["instruction_id_list"], row["kwargs"], row["question_id"],
                                                    row["registry"])} for row in compose(ccfg)]

@@ -477,6 +477,8 @@ def template_files(stage: Stage, settings: dict) -> list[str]:
     files = []
     for key in stage.decl("templates", settings):
         for where, value in select(settings, key):
+            if where[:2] == ("judging", "judges") and settings["judging"]["judges"][where[2]]["kind"] != "prompt":
+                continue  # a trained or reward-model judge loads no template
             f = _portable(template_path(value, _key(where)))
             if f not in files:
                 files.append(f)

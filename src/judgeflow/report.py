@@ -106,8 +106,13 @@ def bon_kept_words(rows: list[dict]) -> list[str]:
         tp = (_change(rnd[0]["random_accepted_tp"], rnd[-1]["random_accepted_tp"]) if len(rnd) > 1
               else f"is {_fmt(rnd[0]['random_accepted_tp'])}")
         out.append(f"a random accepted draw ({k}-of-{J} per criterion): TP {tp}")
-    out.append(f"pointwise {last['confidence']:.0%} Clopper-Pearson over {int(last['questions'])} questions; the "
-               "differences between N are not tested")
+    out.append(f"pointwise {last['confidence']:.0%} Clopper-Pearson over {int(last['questions'])} questions")
+    if last.get("change") is not None and n1 != n2:
+        out.append(f"paired on the same questions, N = {n1} -> {n2}: {last['change']:+.2f} "
+                   f"[{last['change_lower']:+.2f}, {last['change_upper']:+.2f}] (question bootstrap), "
+                   f"{int(last['gained'])} questions gained and {int(last['lost'])} lost, McNemar p = "
+                   f"{last['mcnemar_p']:.2g}" + ("" if last["mcnemar_p"] < 1 - last["confidence"]
+                                                 else ": no change detected"))
     return out
 
 

@@ -266,6 +266,7 @@ def kept_grid(questions, Ns, delta: float = 0.05) -> list[dict]:
     Ns = sorted(set(Ns))
     use = [q for q in questions if _scored(q, Ns[-1])]
     rows = []
+    first = [kept_by_score(q, Ns[0])["oracle"] for q in use]
     for N in Ns:
         kept = [kept_by_score(q, N) for q in use]
         labelled = [d for d in kept if d["oracle"] is not None]
@@ -274,5 +275,27 @@ def kept_grid(questions, Ns, delta: float = 0.05) -> list[dict]:
         rows.append({"N": N, "questions": m, "oracle_pass": s / m if m else None, "lower": lo, "upper": hi,
                      "judge_score": float(np.mean([d["score"] for d in labelled])) if m else None,
                      "oracle_abstained": len(kept) - m, "left_out": len(questions) - len(use),
-                     "interval": "clopper_pearson", "confidence": 1 - delta})
+                     "interval": "clopper_pearson", "confidence": 1 - delta,
+                     **paired_change(first, [d["oracle"] for d in kept], delta)})
     return rows
+
+
+def paired_change(before: list, after: list, delta: float, n_boot: int = 2000, seed: int = 0) -> dict:
+    """The oracle's pass rate of the kept draw at N against the smallest N, on the same questions (a
+    paired design): the mean per-question difference with a (1 - delta) percentile bootstrap interval
+    over questions, and the exact McNemar p-value (a binomial test on the discordant questions: kept
+    passing at N only, or at the smallest N only). Questions unlabelled at either N are left out."""
+    from scipy.stats import binomtest
+
+    pairs = np.array([(a, b) for a, b in zip(before, after) if a is not None and b is not None], dtype=float)
+    if not len(pairs):
+        return {"change": None, "change_lower": None, "change_upper": None, "mcnemar_p": None,
+                "gained": 0, "lost": 0}
+    d = pairs[:, 1] - pairs[:, 0]
+    gained, lost = int((d > 0).sum()), int((d < 0).sum())
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    lo, hi = np.percentile(boot, [100 * delta / 2, 100 * (1 - delta / 2)])
+    p = binomtest(gained, gained + lost, 0.5).pvalue if gained + lost else 1.0
+    return {"change": float(d.mean()), "change_lower": float(lo), "change_upper": float(hi),
+            "mcnemar_p": float(p), "gained": gained, "lost": lost}
