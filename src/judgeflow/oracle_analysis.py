@@ -192,10 +192,17 @@ def plot_tp_curve(rows: list[dict], threshold: float, nstar: int, output: str, t
         ax.axvline(nstar, ls=":", color="C2", label=f"N* = {nstar}")
     ax.set_xlabel("N (draw of the first accept)")
     ax.set_ylabel("TP(N) = P(X=1 | first accepted at N)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xticks([r["n"] for r in rows])
     if trend is not None and trend.get("slope") is None:
         title = f"{title}; {trend_text(trend)}"
+    _save_rate_figure(fig, ax, [r["n"] for r in rows], title, output)
+
+
+def _save_rate_figure(fig, ax, xticks: list, title: str, output: str) -> None:
+    """A figure of rates against N, finished (0..1 axis, N ticks, wrapped title, legend) and written."""
+    import matplotlib.pyplot as plt
+
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xticks(xticks)
     ax.set_title(_wrap(title), fontsize=9)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -297,14 +304,7 @@ def plot_bon_kept(rows: list[dict], output: str, title: str) -> None:
                 label=f"TP of a random accepted draw ({rnd[0]['k']}-of-{rnd[0]['J']} per criterion)")
     ax.set_xlabel("N (draws; keep the one the judges score highest)")
     ax.set_ylabel("rate / score")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xticks([r["N"] for r in rows])
-    ax.set_title(_wrap(title), fontsize=9)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    with atomic_path(output) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _save_rate_figure(fig, ax, [r["N"] for r in rows], title, output)
 
 
 def _finite(x) -> bool:
