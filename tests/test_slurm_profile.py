@@ -202,17 +202,45 @@ def test_model_is_hosted(spec, hosted):
     assert jc.model_is_hosted(spec, ["*.idris.fr"]) is hosted
 
 
+HOSTED = {"backend": "openai", "base_url": "https://api.openai.com/v1", "model": "gpt-4.1"}
+
+
+def test_every_stage_that_calls_a_hosted_model_runs_on_the_login_node():
+    """Login-node rules come from each stage's declared models, whatever the role: a hosted judge makes
+    every stage that runs the judges one (regression: cluster.api_rules named six rules, and a hosted
+    judge's stages went to compute nodes without internet); a hosted oracle and comparer theirs; local
+    models none."""
+    from judgeflow import settings as st
+
+    cfg = ROOT / "config" / "config.yaml"
+    assert jc.api_local_rules(st.load(cfg, overrides={"models": {"gpt": HOSTED}})) == []
+    judge = st.load(cfg, overrides={"models": {"gpt": HOSTED}, "oracle": {"bon": {"j": [1]}},
+                                    "judging": {"k": 1, "calibration": {"questions": 0},
+                                                "judges": [{"id": "h", "model": "gpt"}]},
+                                    "refining": {"tree_search": {"gates": [{"k": 1}]}}})
+    assert jc.api_local_rules(judge) == ["evaluate_responses", "judge_refinements", "judge_responses",
+                                         "sample_until_accept", "tree_search"]
+    oracle = st.load(cfg, overrides={"models": {"gpt": HOSTED}, "oracle": {"labeller": "gpt"},
+                                     "judging": {"calibration": {"budget": 500}}, "evaluation": {"oracle": "gpt"}})
+    assert jc.api_local_rules(oracle) == ["best_of_n", "evaluate_policies", "label_calibration", "label_oracle",
+                                          "tree_search_gate"]
+    oracle["cluster"]["api_rules_local"] = "never"
+    assert jc.api_local_rules(oracle) == []
+
+
 def test_api_local_rules_modes():
-    gpt = {"backend": "openai", "base_url": "https://api.openai.com/v1", "model": "gpt-4.1"}
-    config = {"models": {"gpt": gpt, "local": {"backend": "hf", "path": "x"}},
-              "cleaning": {"model": "gpt"}, "oracle": {"labeller": "verifier"},
-              "cluster": {"api_rules_local": "auto", "internal_hosts": [],
-                          "api_rules": {"clean_questions": "cleaning.model", "label_oracle": "oracle.labeller",
-                                        "evaluate_policies": ["evaluation.oracle", "evaluation.judge"]}}}
+    """auto: the stages calling a hosted model; always: besides them, every rule of cluster.api_rules
+    whether its models are hosted or not; never: none."""
+    from judgeflow import settings as st
+
+    config = st.load(ROOT / "config" / "config.yaml", overrides={
+        "models": {"gpt": HOSTED},
+        "cleaning": {"model": "gpt", "answer_first": False, "template": "clean", "max_new_tokens": 64}})
     assert jc.api_local_rules(config) == ["clean_questions"]
-    config["oracle"]["labeller"] = "gpt"
-    config["evaluation"] = {"judge": "gpt"}
-    assert jc.api_local_rules(config) == ["clean_questions", "evaluate_policies", "label_oracle"]
+    config["cluster"]["api_rules"] = {"label_oracle": "oracle.labeller"}  # the verifier: nothing hosted
+    assert jc.api_local_rules(config) == ["clean_questions"]
+    config["cluster"]["api_rules_local"] = "always"
+    assert jc.api_local_rules(config) == ["clean_questions", "label_oracle"]
     config["cluster"]["api_rules_local"] = "never"
     assert jc.api_local_rules(config) == []
 

@@ -212,25 +212,32 @@ def _lookup(config: dict, dotted: str):
 
 
 def api_local_rules(config: dict) -> list[str]:
-    """Rules to run on the login node: per `cluster.api_rules` (rule -> config key(s) naming the
-    models it calls), those calling a hosted model (auto), all of them (always) or none (never)."""
+    """Rules to run on the login node (compute nodes have no internet): every active stage that runs a
+    hosted model through any role its declaration names (`Stage.models`: judges, refiner, oracle,
+    comparer, proxy...), and per `cluster.api_rules` (rule -> config key(s) naming the models it
+    calls) those calling a hosted model (auto) or all of them (always); none with never."""
     cl = config.get("cluster") or {}
     mode = cl.get("api_rules_local", "auto")
     if mode == "never":
         return []
-    from .pipeline import inactive_stages
+    from .pipeline import STAGES, inactive_stages, model_names
 
-    out = []
+    inactive, internal = inactive_stages(config), cl.get("internal_hosts", ())
+
+    def hosted(names) -> bool:
+        return any(model_is_hosted(config["models"][n], internal) for n in names
+                   if isinstance(n, str) and n in config["models"])
+
+    out = {name for name, stage in STAGES.items() if name not in inactive and hosted(model_names(stage, config))}
     for rule, keys in (cl.get("api_rules") or {}).items():
-        if rule in inactive_stages(config):
+        if rule in inactive:
             continue
         names = []
         for key in [keys] if isinstance(keys, str) else keys:
             value = _lookup(config, key)
             names += value if isinstance(value, list) else [value]
-        specs = [config["models"][n] for n in names if isinstance(n, str) and n in config["models"]]
-        if mode == "always" or any(model_is_hosted(s, cl.get("internal_hosts", ())) for s in specs):
-            out.append(rule)
+        if mode == "always" or hosted(names):
+            out.add(rule)
     return sorted(out)
 
 

@@ -238,16 +238,29 @@ def _stages() -> dict[str, Stage]:
 STAGES: dict[str, Stage] = _stages()
 SINGLE_STAGES = ("refine_responses", "judge_refinements", "build_pairs")
 TREE_STAGES = ("tree_search", "tree_search_gate", "tree_search_summary", "sample_round", "judge_round", "train_round")
+ROUND_STAGES = ("sample_round", "judge_round", "train_round")  # self-play rounds 2, 3, ...
+# the stages of the draws (TP(N)), their oracle labels and what reads them: none with draws.enabled false
+DRAW_STAGES = ("sample_until_accept", "label_oracle", "score_proxy", "oracle_replay", "probe", "best_of_n",
+               "judge_quality")
 
 
 def inactive_stages(settings: dict) -> set[str]:
-    """The stages a config never runs: those of a refinement strategy it does not use, the probe
-    unless enabled, the replay unless asked for, the proxy scores unless something reads them."""
-    strategy = (settings.get("refining") or {}).get("strategy") or ["single"]
+    """The stages a config never runs: those of a refinement strategy it does not use, the self-play
+    rounds' with one round, the draws' and what reads them with draws.enabled false, Best-of-N unless
+    enabled, the probe unless enabled, the replay unless asked for, the proxy scores unless something
+    reads them, the calibration split's without one."""
+    refining = settings.get("refining") or {}
+    strategy = refining.get("strategy") or ["single"]
     out = (set() if "single" in strategy else set(SINGLE_STAGES)) | \
         (set() if "tree_search" in strategy else set(TREE_STAGES))
+    if (refining.get("tree_search") or {}).get("rounds", 1) < 2:
+        out |= set(ROUND_STAGES)
     draws = (settings.get("draws") or {}).get("enabled", True)
     o, probe = settings.get("oracle") or {}, settings.get("probe") or {}
+    if not draws:
+        out |= set(DRAW_STAGES)
+    if not (o.get("bon") or {}).get("enabled", True):
+        out.add("best_of_n")
     if not (draws and probe.get("enabled")):
         out.add("probe")
     if not (draws and o.get("replay_runs")):

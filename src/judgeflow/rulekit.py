@@ -15,10 +15,6 @@ from pathlib import Path
 from . import pipeline
 from .pipeline import STAGES
 
-# the stages of the draws (TP(N)), their oracle labels and what reads them: none with draws.enabled false
-DRAW_STAGES = ("sample_until_accept", "label_oracle", "score_proxy", "oracle_replay", "probe", "best_of_n",
-               "judge_quality")
-
 
 class _Wildcards(dict):
     __getattr__ = dict.__getitem__
@@ -42,12 +38,6 @@ class Rules:
         does not use, not the probe, replay or proxy unless asked for, no draws or oracle labels
         with draws.enabled false, no Best-of-N with oracle.bon.enabled false."""
         off = pipeline.inactive_stages(self.config)
-        if not self.config["draws"]["enabled"]:
-            off |= set(DRAW_STAGES)
-        if not self.config["oracle"]["bon"]["enabled"]:
-            off.add("best_of_n")
-        if self.config["refining"]["tree_search"]["rounds"] < 2:
-            off |= {"sample_round", "judge_round", "train_round"}
         return [name for name in STAGES if name not in off]
 
     def check_before_jobs(self, environ=None) -> None:

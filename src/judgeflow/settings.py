@@ -593,7 +593,9 @@ class Cluster(Section):
                                  "label_oracle": "oracle.labeller",
                                  "best_of_n": "oracle.labeller", "evaluate_policies": "evaluation.oracle",
                                  "tree_search_gate": "refining.tree_search.oracle", "score_proxy": "oracle.proxy"},
-        description="rule -> config key(s) whose value names the model(s) it calls")
+        description="rule -> config key(s) whose value names the model(s) it calls; every stage that runs a "
+                    "hosted model through the models its declaration names (judges, refiner, oracle, comparer, "
+                    "proxy...) runs on the login node anyway: this map adds rules (all of them with always)")
     internal_hosts: list[str] = Field(default_factory=list, description="host name patterns (e.g. *.idris.fr) "
                                                                       "inside the cluster, not hosted APIs")
 
