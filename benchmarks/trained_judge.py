@@ -28,11 +28,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from judgeflow.composed import labelled_responses  # noqa: E402
+from labelled import labelled_responses  # noqa: E402
 from judgeflow.models.hf import HFModel  # noqa: E402
 from judgeflow.trained_judge import FeatureSpec, features, fit, judge_text, quality, youden_threshold  # noqa: E402
 

@@ -217,19 +217,6 @@ def test_workflow_stops_on_a_missing_accelerate_config(tmp_path):
         r.stdout + r.stderr)
 
 
-@pytest.mark.parametrize("gpus,expected", [(0, 1), (1, 1), (4, 4)])
-def test_launch_command_takes_processes_from_the_gpu_resource(gpus, expected):
-    cmd = dpo.launch_command("train.py", ["--variant", "{wildcards.variant}"], conda=False, python="PY")
-    assert "--config_file {input.accelerate_config}" in cmd and "--num_processes $JF_NPROC" in cmd
-    assert "PY -m accelerate.commands.accelerate_cli launch" in cmd
-    assert "accelerate launch" in dpo.launch_command("t.py", [], conda=True, python="PY")
-    filled = cmd.replace("{resources.gpu}", str(gpus)).replace("{threads}", "8")
-    prefix = filled.split("PY -m")[0]
-    out = subprocess.run(["bash", "-c", prefix + ' echo "$JF_NPROC $OMP_NUM_THREADS"'], capture_output=True,
-                         text=True, check=False).stdout.split()
-    assert out == [str(expected), str(max(1, 8 // expected))]
-
-
 # ------------------------------------------------------------------------ diagnostics arithmetic
 
 

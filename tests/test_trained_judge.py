@@ -144,7 +144,7 @@ def test_feature_spec_and_conversation_checks():
 def labelled(hf_model):
     """Composed questions with the demo's instructions (one each), N_RESPONSES sampled responses each
     (the demo's sampling: 32 tokens, temperature 0.8), the exact verifier's label of each, the features."""
-    from judgeflow.composed import labelled_responses
+    from labelled import labelled_responses
 
     rows = labelled_responses(hf_model, N_QUESTIONS, N_RESPONSES)
     convs = [judge_text(r["prompt"], r["criterion"], r["response"]) for r in rows]

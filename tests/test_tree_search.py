@@ -359,3 +359,13 @@ def test_a_share_of_the_rejected_responses_are_roots_the_same_in_every_shard():
     assert half != [i for i in ids if searched(1, i, 0.5)]  # another run's seed, another subset
     assert {i for i in ids if searched(1234, i, 0.25)} <= set(half)  # a smaller share: a subset of it
     assert all(searched(1234, i, 1.0) for i in ids)
+
+
+def test_a_gate_name_is_built_and_parsed_in_one_place():
+    from judgeflow.gates import TREE_VARIANT, gate_name, parse_gate, tree_variant
+
+    assert parse_gate(gate_name(3, 5)) == (3, 5)
+    assert TREE_VARIANT.match(tree_variant(2, 3))
+    for bad in ("3of", "of5", "3-of-5", "tree_search_3of5"):
+        with pytest.raises(ValueError, match="not a gate name"):
+            parse_gate(bad)

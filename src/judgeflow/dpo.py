@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import resource
 import shutil
 import time
@@ -33,13 +32,13 @@ from typing import Any
 import yaml
 
 from . import dpo_diagnostics as diag
+from .gates import TREE_VARIANT
 from .io import InputError, file_digest, honour_umask, iter_jsonl, write_csv, write_json, write_jsonl
 from .models import ConfigError
 
 log = logging.getLogger(__name__)
 
 VARIANTS = ("multi_feedback", "full_feedback")  # and tree_search_<k>of<J>: one gate's tree-search pairs
-TREE_VARIANT = re.compile(r"^tree_search_\d+of\d+$")
 VARIANT_PATTERN = "|".join(VARIANTS) + r"|tree_search_\d+of\d+"  # the rules' wildcard constraint
 SKIPPED_MARKER = "SKIPPED"
 LOG_COLUMNS = ["step", "epoch", "loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
@@ -286,26 +285,6 @@ def prepare_checkpoints(state, ckpt_dir: Path, fp: str) -> str | None:
         (ckpt_dir / "fingerprint.txt").write_text(fp + "\n")
     state.wait_for_everyone()
     return resume
-
-
-# --------------------------------------------------------------------------------- the launch
-
-
-def launch_command(script: str, script_args: list[str], *, conda: bool, python: str) -> str:
-    """The train_dpo shell command: `accelerate launch --config_file ... --num_processes N script ...`.
-
-    N is the job's `gpu` resource, or 1 process when it is 0 (CPU). Placeholders ({input.x},
-    {resources.gpu}, {threads}) are filled in by Snakemake. Built with judgeflow.launch (the
-    SLURM-aware builder) so a multi-node variant is one swap away.
-    """
-    from .launch import accelerate_command
-
-    accelerate = "accelerate" if conda else f"{python} -m accelerate.commands.accelerate_cli"
-    cmd = accelerate_command([script, *script_args], gpus="$JF_NPROC", accelerate=accelerate,
-                             accelerate_args=["--config_file", "{input.accelerate_config}"])
-    return ("JF_NPROC=$(( {resources.gpu} > 0 ? {resources.gpu} : 1 )); "
-            "export OMP_NUM_THREADS=$(( {threads} / JF_NPROC > 0 ? {threads} / JF_NPROC : 1 )); "
-            + cmd)
 
 
 # ---------------------------------------------------------------------------------- training

@@ -689,11 +689,6 @@ def declared_paths(stage: Stage, settings: dict, wildcards: dict | None = None) 
     return [_key(w) for w, _ in read_leaves(stage, settings, wildcards)]
 
 
-def settings_keys(settings: dict) -> list[str]:
-    """Every leaf key of a validated config (dotted, list items as [i])."""
-    return [_key(w) for w, _ in leaves(settings, ())]
-
-
 def relpath_if_below(path: str | os.PathLike) -> str:
     return _portable(Path(path))
 

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from . import pipeline
+from .gates import gate_name
 from .pipeline import STAGES
 
 
@@ -192,7 +193,7 @@ class Rules:
     def gates(self) -> list[str]:
         """The exit gates' names, loosest first: ["2of3", "3of3"]."""
         n = len(self.config["judging"]["judges"])
-        return [f"{k}of{n}" for k in sorted(g["k"] for g in self.config["refining"]["tree_search"]["gates"])]
+        return [gate_name(k, n) for k in sorted(g["k"] for g in self.config["refining"]["tree_search"]["gates"])]
 
     def tree_dir(self, round_) -> str:
         return f"{self.results}/tree_search/round-{round_}"
@@ -234,7 +235,7 @@ class Rules:
         """train_round: round r's pairs of the training gate, from round r's actor (the policy in round 1)."""
         r = int(wildcards.round)
         ts = self.config["refining"]["tree_search"]
-        gate = f"{ts['train_gate']}of{len(self.config['judging']['judges'])}"
+        gate = gate_name(ts["train_gate"], len(self.config["judging"]["judges"]))
         out = {"pairs": f"{self.tree_dir(r)}/gate-{gate}/pairs.jsonl"}
         if r > 1:
             out["init"] = f"{self.tree_dir(r - 1)}/dpo/model"

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .gates import tree_variant
 from .models.base import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -318,7 +319,6 @@ class Judging(Section):
 
 RefineMode = Literal["multi_feedback", "full_feedback"]
 Strategy = Literal["single", "tree_search"]
-TREE_VARIANT = re.compile(r"^tree_search_(\d+)of(\d+)$")  # the DPO variant of one gate's pairs
 
 
 class Gate(Section):
@@ -697,15 +697,11 @@ def _resolve(s: Settings) -> dict[str, str]:
     return derived
 
 
-def gate_name(k: int, n_judges: int) -> str:
-    return f"{k}of{n_judges}"
-
-
 def refine_datasets(s: Settings) -> list[str]:
     """The pair datasets the refinement strategies make (training.variants may name any of them)."""
     out = list(s.refining.modes) if "single" in s.refining.strategy else []
     if "tree_search" in s.refining.strategy:
-        out += [f"tree_search_{gate_name(g.k, len(s.judging.judges))}" for g in s.refining.tree_search.gates]
+        out += [tree_variant(g.k, len(s.judging.judges)) for g in s.refining.tree_search.gates]
     return out
 
 

@@ -30,6 +30,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
+from .gates import gate_name
 from .generation import generate_resumable
 from .io import Checkpoint, read_jsonl
 from .judging import NO, YES, criteria_for, judge_items
@@ -38,10 +39,6 @@ from .prompting import load_template, stable_seed
 
 log = logging.getLogger(__name__)
 EMPTY, TRUNCATED = "empty", "truncated"
-
-
-def gate_name(k: int, n_judges: int) -> str:
-    return f"{k}of{n_judges}"
 
 
 def yes_counts(verdicts: list[dict], criterion_ids: list[str]) -> dict[str, int]:

@@ -7,7 +7,6 @@ its own `torch.Generator`, so a draw does not depend on which other prompts shar
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from pathlib import Path
@@ -246,8 +245,3 @@ def _progress_stream():
     import sys
 
     return sys.stderr
-
-
-def default_threads() -> int | None:
-    v = os.environ.get("JUDGEFLOW_THREADS") or os.environ.get("SLURM_CPUS_PER_TASK")
-    return int(v) if v else None

@@ -2,8 +2,7 @@
 its pairs (final > original, TRL's format) and the oracle's preference of final over original."""
 from __future__ import annotations
 
-import re
-
+from ..gates import parse_gate
 from ..io import questions_by_id, write_jsonl
 from ..models import log_stats, open_models
 from ..models.batch import batched
@@ -11,7 +10,7 @@ from ..tree_search import compare_finals, finals, pairs_of, read_trees, verify_f
 
 
 def run(inp, out, settings, job) -> None:
-    k, n_judges = map(int, re.fullmatch(r"(\d+)of(\d+)", job.wildcards["gate"]).groups())
+    k, n_judges = parse_gate(job.wildcards["gate"])
     questions = questions_by_id(inp.kept)
     records = finals(read_trees(list(inp.trees)), k, n_judges)
     verify_finals(records, questions)

@@ -1,0 +1,28 @@
+"""The tree search's exit gates' names: one place builds them and one parses them back.
+
+A gate passes a node when, on every criterion, at least k of the J judges say YES; its name is
+"{k}of{J}" (the `gate` wildcard, `gate-3of5/` folders) and its DPO variant "tree_search_{k}of{J}".
+"""
+from __future__ import annotations
+
+import re
+
+_NAME = r"(\d+)of(\d+)"
+GATE = re.compile(rf"^{_NAME}$")
+TREE_VARIANT = re.compile(rf"^tree_search_{_NAME}$")  # the DPO variant of one gate's pairs
+
+
+def gate_name(k: int, n_judges: int) -> str:
+    return f"{k}of{n_judges}"
+
+
+def tree_variant(k: int, n_judges: int) -> str:
+    return f"tree_search_{gate_name(k, n_judges)}"
+
+
+def parse_gate(name: str) -> tuple[int, int]:
+    """'3of5' -> (3, 5); anything else is a ValueError naming it."""
+    m = GATE.match(name)
+    if m is None:
+        raise ValueError(f"not a gate name (k'of'J): {name!r}")
+    return int(m[1]), int(m[2])
