@@ -54,7 +54,7 @@ include: "rules/report.smk"
 
 
 # After the last include: on SLURM, name the rules the profile gives no resources of their own.
-jf_cluster.after_parse(JF, JF_SLURM_SITE, workflow.resource_settings)
+jf_cluster.after_parse(JF, JF_SLURM_SITE, workflow)
 # A vllm model that cannot run (not installed, or a rule without a GPU) stops here, naming its key.
 jf_cluster.check_vllm(JF, workflow, JF_SLURM_SITE)
 

@@ -92,6 +92,11 @@ def test_bad_proxy_and_probe_settings_name_the_key(override, message):
      r"resources\.rules\.judge_response: no rule 'judge_response' \(did you mean 'judge_responses'\?\)"),
     ({"cluster": {"api_rules": {"clean_question": "cleaning.model"}}},
      r"cluster\.api_rules\.clean_question: no rule 'clean_question' \(did you mean 'clean_questions'"),
+    # cluster.api_rules: a role key that is no setting, or whose value names no model
+    ({"cluster": {"api_rules": {"label_oracle": "oracle.labeler"}}},
+     r"cluster\.api_rules\.label_oracle: 'oracle\.labeler' is no setting"),
+    ({"cluster": {"api_rules": {"sample_responses": ["sampling.model", "sampling.temperature"]}}},
+     r"cluster\.api_rules\.sample_responses: 'sampling\.temperature' names no model \(its value 0\.8"),
     ({"resources": {"rules": {"sample_responses": {"thread": 2}}}},
      r"resources\.rules\.sample_responses\.thread: unknown key \(did you mean 'threads'"),
 ])

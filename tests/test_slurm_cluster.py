@@ -114,7 +114,8 @@ def test_profile_runs_each_rule_in_its_partition(slurm_cluster, tmp_path):
         "questions": {"source": "jsonl", "path": str(src), "limit": None, "heldout": 0},
         "models": {"smollm2": {"path": mdir}, "oracle": {"model": mdir, "serve": {"path": mdir}}},
         "cleaning": {"enabled": False},
-        "cluster": {"api_rules_local": "always"},     # clean_questions runs here, not in SLURM
+        # clean_questions (named by cluster.api_rules; always: whether its model is hosted or not) runs here
+        "cluster": {"api_rules_local": "always", "api_rules": {"clean_questions": "cleaning.model"}},
         "sampling": {"n_samples": 1, "shards": 1, "max_new_tokens": 8},
         "judging": {**PROMPT_JUDGES, "generic_criteria": []},  # no calibration split to label and train on
         "resources": {"default": {"threads": 1}},

@@ -245,6 +245,74 @@ def test_api_local_rules_modes():
     assert jc.api_local_rules(config) == []
 
 
+def test_cluster_api_rules_add_to_the_derived_rules():
+    """A user's cluster.api_rules adds rules to those derived from the stages' models (regression: the map
+    replaced the defaults, so naming one rule took the oracle's other rules off the login node)."""
+    from judgeflow import settings as st
+
+    config = st.load(ROOT / "config" / "config.yaml", overrides={
+        "models": {"gpt": HOSTED}, "oracle": {"labeller": "gpt"}, "judging": {"calibration": {"budget": 500}},
+        "cluster": {"api_rules": {"judge_quality": "oracle.labeller"}}})
+    assert jc.api_local_rules(config) == ["best_of_n", "judge_quality", "label_calibration", "label_oracle"]
+
+
+def _login_node_rules(output: str) -> set[str]:
+    """The rules Snakemake itself runs on this node (its Workflow.is_local, as the dry-run reports it), less
+    those that run there whatever the models (the workflow's own bookkeeping stages)."""
+    line = re.search(r"^SLURM: rules run on this node, not as jobs: (.*)$", output, re.M)
+    assert line, output[-3000:]
+    return set(line.group(1).split(", ")) - {"prepare_questions", "build_pairs", "dpo_diagnostics", "oracle_replay",
+                                             "judge_quality", "report", "tree_search_summary", ""}
+
+
+@pytest.mark.parametrize("hosted", [True, False])
+def test_dry_run_sends_exactly_the_stages_calling_a_hosted_model_to_the_login_node(tmp_path, no_slurm_path, hosted):
+    """The SLURM profile's dry-run of the full-scale config with a hosted judge, a hosted oracle labeller and a
+    hosted pairwise comparer (GPT-4.1 over api.openai.com): exactly the stages that call them run on the login
+    node; with the same models served inside the cluster (http://gpu-node:8000), none does."""
+    url = "https://api.openai.com/v1" if hosted else "http://gpu-node:8000/v1"
+    over = tmp_path / "models.yaml"
+    over.write_text(yaml.safe_dump({
+        "models": {"gpt41": {"backend": "openai", "base_url": url, "model": "gpt-4.1",
+                             "api_key_env": "OPENAI_API_KEY", "max_concurrency": 16}},
+        "cleaning": {"model": "policy"},
+        "judging": {"k": 1, "judges": [{"id": "j1", "model": "judge", "template": "judge"},
+                                       {"id": "j2", "model": "gpt41", "template": "judge"}]},
+        "oracle": {"labeller": "gpt41", "bon": {"n": [1, 2, 4], "j": [1, 2]}},
+        "evaluation": {"oracle": "gpt41"}}))
+    p, _ = _dry_run(tmp_path, no_slurm_path, str(over))
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-3000:]
+    judge = {"judge_responses", "judge_refinements", "evaluate_responses", "sample_until_accept"}
+    labeller = {"label_oracle", "best_of_n"}
+    comparer = {"evaluate_policies"}
+    if hosted:
+        assert _login_node_rules(out) == judge | labeller | comparer
+        assert "run on this node (localrules): " + ", ".join(sorted(judge | labeller | comparer)) + "\n" in out
+        # a judge stage that also runs the local judge model (a GPU rule) is named: the login node has no GPU
+        assert ("SLURM: rule judge_responses runs on this node (it calls a hosted API) and also runs judge, which "
+                "the profile gives a GPU for") in out
+    else:
+        assert _login_node_rules(out) == set()
+        assert "calling a hosted API" not in out and "runs on this node" not in out
+    # jobs of the other stages still go to SLURM
+    assert re.search(r"^rule sample_responses:", out, re.M) and re.search(r"^rule train_dpo:", out, re.M)
+
+
+def test_never_says_once_which_rules_call_a_hosted_api_from_compute_nodes(tmp_path, no_slurm_path):
+    """cluster.api_rules_local: never (compute nodes reach the internet): the dry-run names, once, the rules
+    that call a hosted API from them, and runs none of them here."""
+    over = tmp_path / "never.yaml"
+    over.write_text(yaml.safe_dump({"cluster": {"api_rules_local": "never"}}))
+    p, _ = _dry_run(tmp_path, no_slurm_path, str(over))
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-3000:]
+    line = ("cluster.api_rules_local is never: 2 rule(s) will call a hosted API from compute nodes, which must "
+            "reach the internet: clean_questions, evaluate_policies")
+    assert out.count(line) == 1
+    assert _login_node_rules(out) == set() and "run on this node (localrules)" not in out
+
+
 def test_unmapped_rules():
     assert jc.unmapped_rules({"a", "b", "all", "c"}, {"all", "c"}, {"a"}) == ["b"]
 

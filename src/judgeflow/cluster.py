@@ -202,43 +202,49 @@ def model_is_hosted(spec: dict, internal_hosts=()) -> bool:
     return not _host_is_internal(urlparse(url).hostname or "", internal_hosts)
 
 
-def _lookup(config: dict, dotted: str):
-    node = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def api_local_rules(config: dict) -> list[str]:
-    """Rules to run on the login node (compute nodes have no internet): every active stage that runs a
-    hosted model through any role its declaration names (`Stage.models`: judges, refiner, oracle,
-    comparer, proxy...), and per `cluster.api_rules` (rule -> config key(s) naming the models it
-    calls) those calling a hosted model (auto) or all of them (always); none with never."""
+def api_local_rules(config: dict, mode: str | None = None) -> list[str]:
+    """Rules to run on the login node (compute nodes have no internet), per `cluster.api_rules_local`:
+    auto: every active stage that runs a hosted model through any role its declaration names
+    (`Stage.models`: judges, refiner, oracle, comparer, proxy...), plus the `cluster.api_rules` entries
+    whose models are hosted; always: every active stage that runs a model over the openai backend
+    (hosted, inside the cluster or served), plus every `cluster.api_rules` entry; never: none."""
     cl = config.get("cluster") or {}
-    mode = cl.get("api_rules_local", "auto")
+    mode = mode or cl.get("api_rules_local", "auto")
     if mode == "never":
         return []
-    from .pipeline import STAGES, inactive_stages, model_names
+    from .pipeline import STAGES, inactive_stages, model_names, select
 
     inactive, internal = inactive_stages(config), cl.get("internal_hosts", ())
 
-    def hosted(names) -> bool:
-        return any(model_is_hosted(config["models"][n], internal) for n in names
-                   if isinstance(n, str) and n in config["models"])
+    def calls_api(names) -> bool:
+        specs = [config["models"][n] for n in names if isinstance(n, str) and n in config["models"]]
+        if mode == "always":
+            return any(spec.get("backend") == "openai" for spec in specs)
+        return any(model_is_hosted(spec, internal) for spec in specs)
 
-    out = {name for name, stage in STAGES.items() if name not in inactive and hosted(model_names(stage, config))}
+    out = {name for name, stage in STAGES.items() if name not in inactive and calls_api(model_names(stage, config))}
     for rule, keys in (cl.get("api_rules") or {}).items():
         if rule in inactive:
             continue
         names = []
         for key in [keys] if isinstance(keys, str) else keys:
-            value = _lookup(config, key)
-            names += value if isinstance(value, list) else [value]
-        if mode == "always" or hosted(names):
+            for _, value in select(config, key):
+                names += value if isinstance(value, list) else [value]
+        if mode == "always" or calls_api(names):
             out.add(rule)
     return sorted(out)
+
+
+def compute_node_api_notice(config: dict) -> str | None:
+    """With `cluster.api_rules_local: never`, one line naming the rules that will call a hosted API
+    from compute nodes (those auto would run on the login node); None otherwise or when there are none."""
+    if (config.get("cluster") or {}).get("api_rules_local", "auto") != "never":
+        return None
+    rules = api_local_rules(config, mode="auto")
+    if not rules:
+        return None
+    return (f"SLURM: cluster.api_rules_local is never: {len(rules)} rule(s) will call a hosted API from "
+            f"compute nodes, which must reach the internet: {', '.join(rules)}")
 
 
 # --- the Snakefile's hooks (public Snakemake API only) -------------------------------------------
@@ -267,20 +273,45 @@ def site_values(workflow) -> dict[str, str] | None:
         raise WorkflowError(str(e)) from None
 
 
-def after_parse(rules, site: dict | None, resource_settings) -> None:
-    """After the last include: on SLURM, say which rules run on this node (a hosted API) and warn
-    about rules the profile gives no resources of their own."""
+def snakemake_local_rules(workflow) -> list[str]:
+    """The rules Snakemake itself will run where it runs, not as cluster jobs: those its `localrule:`
+    directive or `localrules` marked (Workflow._localrules, the one Snakemake internal judgeflow reads;
+    tests/test_slurm_profile.py fails if it changes), plus rules with nothing to run."""
+    marked = getattr(workflow, "_localrules", None)
+    if not isinstance(marked, set):
+        raise RuntimeError("this Snakemake version keeps no Workflow._localrules set (judgeflow needs Snakemake "
+                           ">=9,<10)")
+    return sorted(rule.name for rule in workflow.rules if rule.name in marked or rule.norun)
+
+
+def after_parse(rules, site: dict | None, workflow) -> None:
+    """After the last include: on SLURM, say which rules run on this node (a hosted API), warn about a
+    login-node rule that would also run a local model the profile gives a GPU, about rules the profile
+    gives no resources of their own, and (api_rules_local: never) about rules calling a hosted API from
+    compute nodes."""
     from snakemake.logging import logger
 
-    from .pipeline import STAGES
+    from .pipeline import STAGES, inactive_stages, model_names
 
     if site is None:
         return
+    resource_settings = workflow.resource_settings
+    active = {name for name in STAGES if name not in inactive_stages(rules.config)}
     if rules.api_local:
         logger.info("SLURM: calling a hosted API, run on this node (localrules): " + ", ".join(sorted(rules.api_local)))
-    from .pipeline import inactive_stages
-
-    active = {name for name in STAGES if name not in inactive_stages(rules.config)}
+    logger.info("SLURM: rules run on this node, not as jobs: "
+                + ", ".join(r for r in snakemake_local_rules(workflow) if r in active))
+    models = rules.config["models"]
+    for name in sorted(set(rules.api_local) & gpu_rules(resource_settings)):
+        local = [m for m in model_names(STAGES[name], rules.config)
+                 if models[m]["backend"] != "openai" or models[m].get("serve")]
+        if local:
+            logger.warning(f"SLURM: rule {name} runs on this node (it calls a hosted API) and also runs "
+                           f"{', '.join(local)}, which the profile gives a GPU for: serve "
+                           f"{'it' if len(local) == 1 else 'them'} inside the cluster (an openai model with an "
+                           "internal base_url) or make every model of the rule hosted")
+    if notice := compute_node_api_notice(rules.config):
+        logger.warning(notice)
     local = {name for name in active if rules.local(name)}
     unmapped = unmapped_rules(active, local, mapped_rules(resource_settings))
     if unmapped:

@@ -586,16 +586,15 @@ class Probe(Section):
 class Cluster(Section):
     """Running on SLURM (profiles/slurm, docs/cluster.md); site values are JUDGEFLOW_SLURM_* variables."""
     api_rules_local: Literal["auto", "always", "never"] = Field(
-        "auto", description="run the api_rules where Snakemake runs: auto = those calling a hosted model, "
-                            "always, never")
+        "auto", description="which rules run where Snakemake runs (compute nodes have no internet): auto = every "
+                            "stage that runs a hosted model in any role its declaration names (judges, refiner, "
+                            "oracle, comparer, proxy...); always = every stage that runs a model over the openai "
+                            "backend, hosted or not; never = none (the dry-run lists the rules that will call a "
+                            "hosted API from compute nodes)")
     api_rules: dict[str, str | list[str]] = Field(
-        default_factory=lambda: {"clean_questions": "cleaning.model", "label_calibration": "oracle.labeller",
-                                 "label_oracle": "oracle.labeller",
-                                 "best_of_n": "oracle.labeller", "evaluate_policies": "evaluation.oracle",
-                                 "tree_search_gate": "refining.tree_search.oracle", "score_proxy": "oracle.proxy"},
-        description="rule -> config key(s) whose value names the model(s) it calls; every stage that runs a "
-                    "hosted model through the models its declaration names (judges, refiner, oracle, comparer, "
-                    "proxy...) runs on the login node anyway: this map adds rules (all of them with always)")
+        default_factory=dict,
+        description="rule -> config key(s) naming the model(s) it calls, added to the derived login-node rules "
+                    "(a rule and key are checked: an unknown one is an error); with always, every rule listed")
     internal_hosts: list[str] = Field(default_factory=list, description="host name patterns (e.g. *.idris.fr) "
                                                                       "inside the cluster, not hosted APIs")
 
@@ -829,6 +828,29 @@ def _cross_checks(s: Settings) -> None:
             if name not in STAGES:
                 raise ConfigError(f"{key}.{name}: no rule '{name}'{_closest(name, STAGES)} "
                                   f"(rules: {', '.join(STAGES)})")
+    _check_api_rules(s)
+
+
+NOT_A_MODEL = (None, "verifier", "none", "judges", "probe")  # values of a model role that name no model
+
+
+def _check_api_rules(s: Settings) -> None:
+    """Each `cluster.api_rules` entry names settings whose values name models (a role such as
+    oracle.labeller or judging.judges[*].model): an unknown key, or one that names no model, is an error."""
+    from .pipeline import select
+
+    data = s.model_dump()
+    for rule, keys in s.cluster.api_rules.items():
+        for key in [keys] if isinstance(keys, str) else keys:
+            try:
+                values = [v for _, v in select(data, key)]
+            except KeyError:
+                raise ConfigError(f"cluster.api_rules.{rule}: '{key}' is no setting") from None
+            for v in values:
+                for name in v if isinstance(v, list) else [v]:
+                    if name not in NOT_A_MODEL and not (isinstance(name, str) and name in s.models):
+                        raise ConfigError(f"cluster.api_rules.{rule}: '{key}' names no model (its value "
+                                          f"{name!r}; models: {', '.join(s.models)})")
 
 
 # ------------------------------------------------------------------------------------ loading
