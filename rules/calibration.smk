@@ -7,7 +7,7 @@ rule sample_calibration:
     """The policy samples judging.calibration.n_samples responses per calibration question."""
     input:
         unpack(JF.inputs("sample_calibration")),
-        calibration=f"{RESULTS}/questions/calibration.jsonl",
+        calibration=rules.clean_questions.output.calibration,
     output:
         responses=f"{RESULTS}/calibration/responses.jsonl",
     log:
@@ -34,7 +34,7 @@ rule label_calibration:
     random subset past it; through the API cache, a rerun pays nothing twice)."""
     input:
         unpack(JF.inputs("label_calibration")),
-        calibration=f"{RESULTS}/questions/calibration.jsonl",
+        calibration=rules.clean_questions.output.calibration,
         responses=rules.sample_calibration.output.responses,
     output:
         labels=f"{RESULTS}/calibration/labels.jsonl",
@@ -61,7 +61,7 @@ rule train_judge:
     out-of-fold P(YES) on every calibration (response, criterion)."""
     input:
         unpack(JF.inputs("train_judge")),
-        calibration=f"{RESULTS}/questions/calibration.jsonl",
+        calibration=rules.clean_questions.output.calibration,
         responses=rules.sample_calibration.output.responses,
         labels=rules.label_calibration.output.labels,
     output:
@@ -94,11 +94,11 @@ rule judge_calibration:
     and for the k-of-J aggregate."""
     input:
         unpack(JF.inputs("judge_calibration")),
-        calibration=f"{RESULTS}/questions/calibration.jsonl",
+        calibration=rules.clean_questions.output.calibration,
         responses=rules.sample_calibration.output.responses,
         labels=rules.label_calibration.output.labels,
         learned=JF.learned_judge_files(),
-        oof=[f"{RESULTS}/judges/{j}/oof.jsonl" for j in JF.learned_judges()],
+        oof=expand(rules.train_judge.output.oof, judge=JF.learned_judges()),
     output:
         verdicts=f"{RESULTS}/calibration/verdicts.jsonl",
         table=f"{RESULTS}/judges/calibration.csv",

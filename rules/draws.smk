@@ -6,7 +6,7 @@ rule sample_until_accept:
     spent; every draw, its verdicts and the accepted draw's N are recorded."""
     input:
         unpack(JF.inputs("sample_until_accept")),
-        kept=f"{RESULTS}/questions/kept.jsonl",
+        kept=rules.clean_questions.output.kept,
     output:
         draws=f"{RESULTS}/draws/shard-{{shard}}.jsonl",
         verdicts=f"{RESULTS}/draws/shard-{{shard}}.verdicts.jsonl",

@@ -14,7 +14,7 @@ rule evaluate_responses:
     input:
         unpack(JF.inputs("evaluate_responses")),
         unpack(JF.policy_inputs),
-        heldout=f"{RESULTS}/questions/heldout.jsonl",
+        heldout=rules.clean_questions.output.heldout,
     output:
         generations=f"{RESULTS}/evaluation/responses/{{policy}}.jsonl",
         verdicts=f"{RESULTS}/evaluation/verdicts/{{policy}}.jsonl",
@@ -44,13 +44,11 @@ rule evaluate_policies:
     """
     input:
         unpack(JF.inputs("evaluate_policies")),
-        heldout=f"{RESULTS}/questions/heldout.jsonl",
-        generations=JF.policy_files(f"{RESULTS}/evaluation/responses/{{policy}}.jsonl"),
-        verdicts=JF.policy_files(f"{RESULTS}/evaluation/verdicts/{{policy}}.jsonl"),
-        aggregates=JF.policy_files(
-            f"{RESULTS}/evaluation/verdicts/{{policy}}.aggregate.jsonl"
-        ),
-        summaries=JF.variant_files(f"{RESULTS}/dpo/{{variant}}/summary.json"),
+        heldout=rules.clean_questions.output.heldout,
+        generations=JF.policy_files(rules.evaluate_responses.output.generations),
+        verdicts=JF.policy_files(rules.evaluate_responses.output.verdicts),
+        aggregates=JF.policy_files(rules.evaluate_responses.output.aggregates),
+        summaries=JF.variant_files(rules.train_dpo.output.summary),
     output:
         comparisons=f"{RESULTS}/evaluation/comparisons.jsonl",
         table=report(

@@ -9,8 +9,8 @@ rule label_oracle:
     """
     input:
         unpack(JF.inputs("label_oracle")),
-        kept=f"{RESULTS}/questions/kept.jsonl",
-        draws=JF.shard_files(f"{RESULTS}/draws/shard-{{shard}}.jsonl"),
+        kept=rules.clean_questions.output.kept,
+        draws=JF.shard_files(rules.sample_until_accept.output.draws),
         proxy=JF.strategy_proxy(),
     output:
         labels=f"{RESULTS}/oracle/labels.jsonl",
@@ -51,9 +51,9 @@ rule best_of_n:
     """
     input:
         unpack(JF.inputs("best_of_n")),
-        kept=f"{RESULTS}/questions/kept.jsonl",
-        draws=JF.shard_files(f"{RESULTS}/draws/shard-{{shard}}.jsonl"),
-        fit=f"{RESULTS}/oracle/fit.json",
+        kept=rules.clean_questions.output.kept,
+        draws=JF.shard_files(rules.sample_until_accept.output.draws),
+        fit=rules.label_oracle.output.fit,
     output:
         labels=f"{RESULTS}/oracle/bon_labels.jsonl",
         grid=report(
@@ -99,9 +99,9 @@ rule judge_quality:
     p1, p0 with intervals, kappa) and the judges against each other (kappa, correlation of YES).
     """
     input:
-        draws=JF.shard_files(f"{RESULTS}/draws/shard-{{shard}}.jsonl"),
+        draws=JF.shard_files(rules.sample_until_accept.output.draws),
         labels=JF.oracle_label_files(),
-        fit=f"{RESULTS}/oracle/fit.json",
+        fit=rules.label_oracle.output.fit,
     output:
         quality=report(
             f"{RESULTS}/judges/quality.csv",
@@ -134,8 +134,8 @@ rule score_proxy:
     """
     input:
         unpack(JF.inputs("score_proxy")),
-        kept=f"{RESULTS}/questions/kept.jsonl",
-        draws=JF.shard_files(f"{RESULTS}/draws/shard-{{shard}}.jsonl"),
+        kept=rules.clean_questions.output.kept,
+        draws=JF.shard_files(rules.sample_until_accept.output.draws),
         verdicts=JF.shard_files(f"{RESULTS}/draws/shard-{{shard}}.verdicts.jsonl"),
     output:
         proxy=f"{RESULTS}/oracle/proxy-{{source}}.jsonl",
@@ -165,7 +165,7 @@ rule oracle_replay:
     """
     input:
         unpack(JF.inputs("oracle_replay")),
-        labels=f"{RESULTS}/oracle/labels.jsonl",
+        labels=rules.label_oracle.output.labels,
         proxies=JF.replay_proxies(),
         probe=JF.probe_predictions(),
     output:
@@ -200,8 +200,8 @@ rule probe:
     """
     input:
         unpack(JF.inputs("probe")),
-        kept=f"{RESULTS}/questions/kept.jsonl",
-        draws=JF.shard_files(f"{RESULTS}/draws/shard-{{shard}}.jsonl"),
+        kept=rules.clean_questions.output.kept,
+        draws=JF.shard_files(rules.sample_until_accept.output.draws),
         labels=JF.oracle_label_files(),
     output:
         metrics=f"{RESULTS}/probe/metrics.json",

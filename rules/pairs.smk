@@ -2,21 +2,13 @@ rule build_pairs:
     """Preference pairs (refined > original) that the aggregated judges accept, in TRL's
     conversational format, plus a per-criterion summary table."""
     input:
-        kept=f"{RESULTS}/questions/kept.jsonl",
-        responses=JF.shard_files(f"{RESULTS}/responses/shard-{{shard}}.jsonl"),
-        response_verdicts=JF.shard_files(
-            f"{RESULTS}/verdicts/responses/shard-{{shard}}.jsonl"
-        ),
-        response_aggregates=JF.shard_files(
-            f"{RESULTS}/verdicts/responses/shard-{{shard}}.aggregate.jsonl"
-        ),
-        refinements=JF.shard_files(f"{RESULTS}/refinements/shard-{{shard}}.jsonl"),
-        refinement_verdicts=JF.shard_files(
-            f"{RESULTS}/verdicts/refinements/shard-{{shard}}.jsonl"
-        ),
-        refinement_aggregates=JF.shard_files(
-            f"{RESULTS}/verdicts/refinements/shard-{{shard}}.aggregate.jsonl"
-        ),
+        kept=rules.clean_questions.output.kept,
+        responses=JF.shard_files(rules.sample_responses.output.responses),
+        response_verdicts=JF.shard_files(rules.judge_responses.output.verdicts),
+        response_aggregates=JF.shard_files(rules.judge_responses.output.aggregate),
+        refinements=JF.shard_files(rules.refine_responses.output.refinements),
+        refinement_verdicts=JF.shard_files(rules.judge_refinements.output.verdicts),
+        refinement_aggregates=JF.shard_files(rules.judge_refinements.output.aggregate),
     output:
         multi=f"{RESULTS}/pairs/multi_feedback.jsonl",
         full=f"{RESULTS}/pairs/full_feedback.jsonl",

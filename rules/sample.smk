@@ -2,7 +2,7 @@ rule sample_responses:
     """The policy samples n_samples responses per kept question of one shard."""
     input:
         unpack(JF.inputs("sample_responses")),
-        kept=f"{RESULTS}/questions/kept.jsonl",
+        kept=rules.clean_questions.output.kept,
     output:
         responses=f"{RESULTS}/responses/shard-{{shard}}.jsonl",
     log:

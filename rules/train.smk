@@ -63,8 +63,8 @@ rule dpo_diagnostics:
     per variant and criterion (table) and a plot comparing the variants; a training summary.
     """
     input:
-        diagnostics=JF.variant_files(f"{RESULTS}/dpo/{{variant}}/diagnostics.jsonl"),
-        summaries=JF.variant_files(f"{RESULTS}/dpo/{{variant}}/summary.json"),
+        diagnostics=JF.variant_files(rules.train_dpo.output.diagnostics),
+        summaries=JF.variant_files(rules.train_dpo.output.summary),
     output:
         table=f"{RESULTS}/dpo/diagnostics.csv",
         plot=report(

@@ -17,7 +17,7 @@ rule tree_search:
     input:
         unpack(JF.inputs("tree_search")),
         unpack(JF.round_responses),
-        kept=f"{RESULTS}/questions/kept.jsonl",
+        kept=rules.clean_questions.output.kept,
     output:
         trees=f"{TREE}/round-{{round}}/trees/shard-{{shard}}.jsonl",
     log:
@@ -43,7 +43,7 @@ rule tree_search_gate:
     """Round {round}, gate {gate}: each root's exit node, its pair, the oracle's preference (both orders)."""
     input:
         unpack(JF.inputs("tree_search_gate")),
-        kept=f"{RESULTS}/questions/kept.jsonl",
+        kept=rules.clean_questions.output.kept,
         trees=JF.round_trees,
     output:
         final=f"{TREE}/round-{{round}}/gate-{{gate}}/final.jsonl",
@@ -106,7 +106,7 @@ rule sample_round:
     """Self-play round {round} >= 2: the actor trained on round {round}-1's pairs samples one shard."""
     input:
         unpack(JF.actor),
-        kept=f"{RESULTS}/questions/kept.jsonl",
+        kept=rules.clean_questions.output.kept,
     output:
         responses=f"{TREE}/round-{{round,{LATER}}}/responses/shard-{{shard}}.jsonl",
     log:
@@ -132,7 +132,7 @@ rule judge_round:
     """Self-play round {round} >= 2: the judges label the actor's responses; k-of-J aggregation."""
     input:
         unpack(JF.inputs("judge_round")),
-        kept=f"{RESULTS}/questions/kept.jsonl",
+        kept=rules.clean_questions.output.kept,
         responses=f"{TREE}/round-{{round}}/responses/shard-{{shard}}.jsonl",
     output:
         verdicts=f"{TREE}/round-{{round,{LATER}}}/verdicts/shard-{{shard}}.jsonl",
