@@ -16,7 +16,7 @@ rule sample_calibration:
         f"{BENCH}/sample_calibration/sample_calibration.tsv"
     localrule: JF.local("sample_calibration")
     conda:
-        JF.conda("sample_calibration", "../envs/models-gpu.yaml")
+        JF.conda("sample_calibration")
     threads: JF.threads("sample_calibration")
     resources:
         mem_mb=JF.mem_mb("sample_calibration"),
@@ -44,7 +44,7 @@ rule label_calibration:
         f"{BENCH}/label_calibration/label_calibration.tsv"
     localrule: JF.local("label_calibration")
     conda:
-        JF.conda("label_calibration", "../envs/models.yaml")
+        JF.conda("label_calibration")
     threads: JF.threads("label_calibration")
     resources:
         mem_mb=JF.mem_mb("label_calibration"),
@@ -76,7 +76,7 @@ rule train_judge:
         judge="|".join(JF.learned_judges()) or "(?!)",
     localrule: JF.local("train_judge")
     conda:
-        JF.conda("train_judge", "../envs/models-gpu.yaml")
+        JF.conda("train_judge")
     threads: JF.threads("train_judge")
     resources:
         mem_mb=JF.mem_mb("train_judge"),
@@ -109,7 +109,7 @@ rule judge_calibration:
         f"{BENCH}/judge_calibration/judge_calibration.tsv"
     localrule: JF.local("judge_calibration")
     conda:
-        JF.conda("judge_calibration", "../envs/models-gpu.yaml")
+        JF.conda("judge_calibration")
     threads: JF.threads("judge_calibration")
     resources:
         mem_mb=JF.mem_mb("judge_calibration"),

@@ -18,7 +18,7 @@ rule clean_questions:
         f"{BENCH}/clean_questions/clean_questions.tsv"
     localrule: JF.local("clean_questions")
     conda:
-        JF.conda("clean_questions", "../envs/models.yaml")
+        JF.conda("clean_questions")
     threads: JF.threads("clean_questions")
     resources:
         mem_mb=JF.mem_mb("clean_questions"),

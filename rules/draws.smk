@@ -16,7 +16,7 @@ rule sample_until_accept:
         f"{BENCH}/sample_until_accept/shard-{{shard}}.tsv"
     localrule: JF.local("sample_until_accept")
     conda:
-        JF.conda("sample_until_accept", "../envs/models-gpu.yaml")
+        JF.conda("sample_until_accept")
     threads: JF.threads("sample_until_accept")
     resources:
         mem_mb=JF.mem_mb("sample_until_accept"),

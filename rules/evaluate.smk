@@ -25,7 +25,7 @@ rule evaluate_responses:
         f"{BENCH}/evaluate_responses/{{policy}}.tsv"
     localrule: JF.local("evaluate_responses")
     conda:
-        JF.conda("evaluate_responses", "../envs/training.yaml")
+        JF.conda("evaluate_responses")
     threads: JF.threads("evaluate_responses")
     resources:
         mem_mb=JF.mem_mb("evaluate_responses"),
@@ -63,7 +63,7 @@ rule evaluate_policies:
         f"{BENCH}/evaluate_policies/evaluate_policies.tsv"
     localrule: JF.local("evaluate_policies")
     conda:
-        JF.conda("evaluate_policies", "../envs/models.yaml")
+        JF.conda("evaluate_policies")
     threads: JF.threads("evaluate_policies")
     resources:
         mem_mb=JF.mem_mb("evaluate_policies"),

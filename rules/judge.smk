@@ -17,7 +17,7 @@ rule judge_responses:
     priority: 1
     localrule: JF.local("judge_responses")
     conda:
-        JF.conda("judge_responses", "../envs/models-gpu.yaml")
+        JF.conda("judge_responses")
     threads: JF.threads("judge_responses")
     resources:
         mem_mb=JF.mem_mb("judge_responses"),

@@ -32,7 +32,7 @@ rule label_oracle:
         f"{BENCH}/label_oracle/label_oracle.tsv"
     localrule: JF.local("label_oracle")
     conda:
-        JF.conda("label_oracle", "../envs/models.yaml")
+        JF.conda("label_oracle")
     threads: JF.threads("label_oracle")
     resources:
         mem_mb=JF.mem_mb("label_oracle"),
@@ -82,7 +82,7 @@ rule best_of_n:
         f"{BENCH}/best_of_n/best_of_n.tsv"
     localrule: JF.local("best_of_n")
     conda:
-        JF.conda("best_of_n", "../envs/models.yaml")
+        JF.conda("best_of_n")
     threads: JF.threads("best_of_n")
     resources:
         mem_mb=JF.mem_mb("best_of_n"),
@@ -120,7 +120,7 @@ rule judge_quality:
         f"{BENCH}/judge_quality/judge_quality.tsv"
     localrule: JF.local("judge_quality")
     conda:
-        "../envs/analysis.yaml"
+        JF.conda("judge_quality")
     params:
         settings=JF.params("judge_quality"),
         code=JF.code("judge_quality"),
@@ -147,7 +147,7 @@ rule score_proxy:
         source=JF.proxy_sources_pattern(),
     localrule: JF.local("score_proxy")
     conda:
-        JF.conda("score_proxy", "../envs/models.yaml")
+        JF.conda("score_proxy")
     threads: JF.threads("score_proxy")
     resources:
         mem_mb=JF.mem_mb("score_proxy"),
@@ -181,7 +181,7 @@ rule oracle_replay:
         f"{BENCH}/oracle_replay/oracle_replay.tsv"
     localrule: JF.local("oracle_replay")
     conda:
-        JF.conda("oracle_replay", "../envs/models.yaml")
+        JF.conda("oracle_replay")
     threads: JF.threads("oracle_replay")
     resources:
         mem_mb=JF.mem_mb("oracle_replay"),
@@ -217,7 +217,7 @@ rule probe:
         f"{BENCH}/probe/probe.tsv"
     localrule: JF.local("probe")
     conda:
-        JF.conda("probe", "../envs/models-gpu.yaml")
+        JF.conda("probe")
     threads: JF.threads("probe")
     resources:
         mem_mb=JF.mem_mb("probe"),

@@ -25,7 +25,7 @@ rule build_pairs:
     priority: 1
     localrule: JF.local("build_pairs")
     conda:
-        "../envs/analysis.yaml"
+        JF.conda("build_pairs")
     params:
         settings=JF.params("build_pairs"),
         code=JF.code("build_pairs"),

@@ -13,7 +13,7 @@ rule prepare_model:
         model="|".join(config["prepare"]["models"]) or "^$",
     localrule: JF.local("prepare_model")
     conda:
-        JF.conda("prepare_model", "../envs/models.yaml")
+        JF.conda("prepare_model")
     threads: JF.threads("prepare_model")
     resources:
         mem_mb=JF.mem_mb("prepare_model"),
@@ -39,7 +39,7 @@ rule prepare_questions:
         f"{config['benchmarks_dir']}/prepare_questions/{Path(JF.questions_file()).stem}.tsv"
     localrule: JF.local("prepare_questions")
     conda:
-        "../envs/analysis.yaml"
+        JF.conda("prepare_questions")
     params:
         settings=JF.params("prepare_questions"),
         code=JF.code("prepare_questions"),

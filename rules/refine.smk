@@ -15,7 +15,7 @@ rule refine_responses:
     priority: 1
     localrule: JF.local("refine_responses")
     conda:
-        JF.conda("refine_responses", "../envs/models-gpu.yaml")
+        JF.conda("refine_responses")
     threads: JF.threads("refine_responses")
     resources:
         mem_mb=JF.mem_mb("refine_responses"),
@@ -44,7 +44,7 @@ rule judge_refinements:
     priority: 1
     localrule: JF.local("judge_refinements")
     conda:
-        JF.conda("judge_refinements", "../envs/models-gpu.yaml")
+        JF.conda("judge_refinements")
     threads: JF.threads("judge_refinements")
     resources:
         mem_mb=JF.mem_mb("judge_refinements"),

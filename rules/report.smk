@@ -18,7 +18,7 @@ rule report:
         f"{BENCH}/report/report.tsv"
     localrule: JF.local("report")
     conda:
-        "../envs/analysis.yaml"
+        JF.conda("report")
     params:
         settings=JF.params("report"),
         code=JF.code("report"),

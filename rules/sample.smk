@@ -13,7 +13,7 @@ rule sample_responses:
     priority: 1
     localrule: JF.local("sample_responses")
     conda:
-        JF.conda("sample_responses", "../envs/models-gpu.yaml")
+        JF.conda("sample_responses")
     threads: JF.threads("sample_responses")
     resources:
         mem_mb=JF.mem_mb("sample_responses"),

@@ -45,7 +45,7 @@ rule train_dpo:
     priority: 1
     localrule: JF.local("train_dpo")
     conda:
-        JF.conda("train_dpo", "../envs/training.yaml")
+        JF.conda("train_dpo")
     threads: JF.threads("train_dpo")
     resources:
         mem_mb=JF.mem_mb("train_dpo"),
@@ -79,7 +79,7 @@ rule dpo_diagnostics:
         f"{BENCH}/dpo_diagnostics/dpo_diagnostics.tsv"
     localrule: JF.local("dpo_diagnostics")
     conda:
-        "../envs/analysis.yaml"
+        JF.conda("dpo_diagnostics")
     params:
         settings=JF.params("dpo_diagnostics"),
         code=JF.code("dpo_diagnostics"),

@@ -27,7 +27,7 @@ rule tree_search:
     priority: 1
     localrule: JF.local("tree_search")
     conda:
-        JF.conda("tree_search", "../envs/models-gpu.yaml")
+        JF.conda("tree_search")
     threads: JF.threads("tree_search")
     resources:
         mem_mb=JF.mem_mb("tree_search"),
@@ -56,7 +56,7 @@ rule tree_search_gate:
     priority: 1
     localrule: JF.local("tree_search_gate")
     conda:
-        JF.conda("tree_search_gate", "../envs/models.yaml")
+        JF.conda("tree_search_gate")
     threads: JF.threads("tree_search_gate")
     resources:
         mem_mb=JF.mem_mb("tree_search_gate"),
@@ -94,7 +94,7 @@ rule tree_search_summary:
         f"{BENCH}/tree_search_summary/tree_search_summary.tsv"
     localrule: JF.local("tree_search_summary")
     conda:
-        "../envs/analysis.yaml"
+        JF.conda("tree_search_summary")
     params:
         settings=JF.params("tree_search_summary"),
         code=JF.code("tree_search_summary"),
@@ -116,7 +116,7 @@ rule sample_round:
     priority: 1
     localrule: JF.local("sample_round")
     conda:
-        JF.conda("sample_round", "../envs/models-gpu.yaml")
+        JF.conda("sample_round")
     threads: JF.threads("sample_round")
     resources:
         mem_mb=JF.mem_mb("sample_round"),
@@ -144,7 +144,7 @@ rule judge_round:
     priority: 1
     localrule: JF.local("judge_round")
     conda:
-        JF.conda("judge_round", "../envs/models-gpu.yaml")
+        JF.conda("judge_round")
     threads: JF.threads("judge_round")
     resources:
         mem_mb=JF.mem_mb("judge_round"),
@@ -174,7 +174,7 @@ rule train_round:
     priority: 1
     localrule: JF.local("train_round")
     conda:
-        JF.conda("train_round", "../envs/training.yaml")
+        JF.conda("train_round")
     threads: JF.threads("train_round")
     resources:
         mem_mb=JF.mem_mb("train_round"),

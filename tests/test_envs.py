@@ -3,6 +3,7 @@ the torch build of the node it runs on (CUDA on the profile's GPU rules, the CPU
 and a vllm model swaps in envs/vllm.yaml."""
 import re
 import tomllib
+from pathlib import Path
 
 import yaml
 
@@ -19,17 +20,23 @@ def _env_pip(env) -> list[str]:
 
 
 def rule_envs() -> dict[str, str]:
-    """rule -> the env file its conda: directive names (JF.conda's default or a literal path)."""
+    """rule -> the env file its conda: directive gets: every rule asks JF.conda for its own name, which
+    derives the env from the stage's declaration (pipeline.conda_env: its node class)."""
+    from judgeflow.rulekit import Rules
+    from judgeflow.settings import load
+
+    rules = Rules(load(ROOT / "config" / "config.yaml"))
     out = {}
     for smk in sorted((ROOT / "rules").glob("*.smk")):
         for block in re.split(r"^(?=rule )", smk.read_text(), flags=re.M):
             if not block.startswith("rule "):
                 continue
             name = block.split(":")[0].split()[1]
-            m = re.search(r'conda:\s*\n\s*(?:JF\.conda\("(\w+)", )?"\.\./envs/([\w-]+\.yaml)"', block)
-            assert m, f"{smk.name}: rule {name}: no conda env file"
-            assert m.group(1) in (None, name), f"{smk.name}: rule {name} asks JF.conda for rule {m.group(1)}"
-            out[name] = m.group(2)
+            m = re.search(r'conda:\s*\n\s*JF\.conda\("(\w+)"\)', block)
+            assert m, f"{smk.name}: rule {name}: its conda: is not JF.conda(<rule>)"
+            assert m.group(1) == name, f"{smk.name}: rule {name} asks JF.conda for rule {m.group(1)}"
+            out[name] = Path(rules.conda(name)).name
+            assert (ROOT / "envs" / out[name]).is_file(), out[name]
     return out
 
 

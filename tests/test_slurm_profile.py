@@ -96,6 +96,28 @@ def test_profile_parses_and_never_sets_tasks_on_gpu_rules():
     assert refs == {jc.env_name(k) for k in jc.SITE_KEYS}  # every site key is used, nothing else
 
 
+def test_profile_resources_follow_each_stage_node_class():
+    """profiles/slurm agrees with the stages' declarations (pipeline.Stage.node): a gpu stage gets one GPU
+    on the GPU partition and the CPUs per GPU, a train stage the training GPUs, a cpu stage no GPU, and a
+    stage that always runs where Snakemake runs no SLURM resources at all; nothing else is mapped."""
+    from judgeflow.pipeline import STAGES
+
+    prof = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    sr, threads = prof["set-resources"], prof["set-threads"]
+    assert set(sr) <= set(STAGES) and set(threads) <= set(STAGES)
+    for name, stage in STAGES.items():
+        if stage.local:
+            assert name not in sr and name not in threads, name
+        elif stage.node == "gpu":
+            assert sr[name]["gpu"] == 1 and "GPU_PARTITION" in sr[name]["slurm_partition"], name
+            assert "CPUS_PER_GPU" in threads[name], name
+        elif stage.node == "train":
+            assert "TRAIN_GPUS" in str(sr[name]["gpu"]) and "TRAIN_PARTITION" in sr[name]["slurm_partition"], name
+            assert "TRAIN_GPUS" in threads[name], name
+        else:
+            assert name in sr and "gpu" not in sr[name] and name not in threads, name
+
+
 def test_full_scale_dry_run_maps_rules_without_slurm_binaries(tmp_path, no_slurm_path):
     p, _ = _dry_run(tmp_path, no_slurm_path)   # its time: benchmarks/dry_run.py
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -385,10 +407,11 @@ def test_a_vllm_model_swaps_in_the_vllm_env_for_its_rules_only():
                                 "sampling": {"model": "pv"}, "training": {"model": "policy"},
                                 "judging": {"judges": [{"id": f"j{i}", "model": "pv", "seed": i} for i in range(5)]}})
     rules = Rules(cfg)
-    assert rules.conda("sample_responses", "../envs/models-gpu.yaml") == "../envs/vllm.yaml"
-    assert rules.conda("judge_responses", "../envs/models-gpu.yaml") == "../envs/vllm.yaml"
-    assert rules.conda("sample_until_accept", "../envs/models-gpu.yaml") == "../envs/vllm.yaml"  # its judges
-    assert rules.conda("train_dpo", "../envs/training.yaml") == "../envs/training.yaml"
+    assert rules.conda("sample_responses") == "../envs/vllm.yaml"
+    assert rules.conda("judge_responses") == "../envs/vllm.yaml"
+    assert rules.conda("sample_until_accept") == "../envs/vllm.yaml"  # its judges
+    assert rules.conda("train_dpo") == "../envs/training.yaml"
+    assert Rules(load(FULL)).conda("sample_responses") == "../envs/models-gpu.yaml"
     ok = jc.vllm_problems(rules, uses_conda=True, on_slurm=True, vllm_installed=False, local_gpu=None,
                           gpu_rules_={"sample_responses", "judge_responses", "judge_refinements",
                                       "sample_until_accept", "evaluate_responses", "tree_search", "judge_round"})

@@ -29,13 +29,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .io import bound_to, job_fingerprint
 
 log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
 Decl = tuple[str, ...] | Callable[[dict], tuple[str, ...]]
+Node = Literal["cpu", "gpu", "train"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class Stage:
     models: Decl = ()         # keys naming the models it runs
     templates: Decl = ()      # keys naming the prompt templates it loads
     local: bool = False       # runs where Snakemake runs (never a cluster job)
+    node: Node = "cpu"        # its SLURM node class: cpu, gpu (one GPU) or train (the training GPUs)
+    env: str = ""             # its conda env (envs/<env>.yaml) when not the node class's (conda_env)
     model_fields: tuple[str, ...] | None = None  # the models' settings it reads (None: all)
     excludes: tuple[str, ...] = ()  # parts of a declared section it does not read
     judged: bool = False      # runs the judges: the trained and reward-model judges' files are its inputs
@@ -54,6 +57,15 @@ class Stage:
     def decl(self, what: str, settings: dict) -> tuple[str, ...]:
         d = getattr(self, what)
         return tuple(d(settings)) if callable(d) else tuple(d)
+
+
+NODE_ENVS = {"cpu": "models", "gpu": "models-gpu", "train": "training"}
+
+
+def conda_env(stage: Stage) -> str:
+    """The stage's conda env (envs/<name>.yaml): its own `env`, else analysis for a stage that runs where
+    Snakemake runs, else its node class's (the CPU build, the CUDA build, the training stack)."""
+    return stage.env or ("analysis" if stage.local else NODE_ENVS[stage.node])
 
 
 def _if(flag: str, *paths: str) -> Callable[[dict], tuple[str, ...]]:
@@ -122,7 +134,7 @@ def _stages() -> dict[str, Stage]:
               templates=_if("cleaning.enabled", "cleaning.template"),
               doc="the oracle keeps meaningful, answerable questions; held-out and calibration questions are "
                   "set aside"),
-        Stage("sample_calibration", "judgeflow.stages.sample_calibration",
+        Stage("sample_calibration", "judgeflow.stages.sample_calibration", node="gpu",
               reads=("seed", "sampling", "judging.calibration.n_samples"), models=("sampling.model",),
               doc="the policy samples judging.calibration.n_samples responses per calibration question"),
         Stage("label_calibration", "judgeflow.stages.label_calibration",
@@ -131,28 +143,29 @@ def _stages() -> dict[str, Stage]:
               models=_llm_oracle("oracle.labeller"), templates=_llm_oracle("oracle.template"),
               doc="the oracle labels every (calibration response, criterion); an LLM oracle within "
                   "judging.calibration.budget calls (whole responses of a seeded subset past it)"),
-        Stage("train_judge", "judgeflow.stages.train_judge",
+        Stage("train_judge", "judgeflow.stages.train_judge", node="gpu",
               reads=("seed", "judging.calibration.folds", "judging.judges[id={judge}]"),
               models=("judging.judges[id={judge}].model",),
               model_fields=("backend", "path", "device", "dtype", "batch_size"),
               doc="fit a trained judge (or calibrate a reward-model judge) on the calibration labels, out of fold"),
-        Stage("judge_calibration", "judgeflow.stages.judge_calibration", reads=("seed", "judging"), models=JUDGES,
+        Stage("judge_calibration", "judgeflow.stages.judge_calibration", node="gpu",
+              reads=("seed", "judging"), models=JUDGES,
               templates=JUDGE_TEMPLATES,
               doc="every judge on the calibration responses (learning judges out of fold) against the oracle"),
-        Stage("sample_responses", "judgeflow.stages.sample_responses", reads=("seed", "sampling"),
+        Stage("sample_responses", "judgeflow.stages.sample_responses", node="gpu", reads=("seed", "sampling"),
               models=("sampling.model",), doc="the policy samples n_samples responses per kept question of a shard"),
-        Stage("judge_responses", "judgeflow.stages.judge", reads=("judging",), models=JUDGES,
+        Stage("judge_responses", "judgeflow.stages.judge", node="gpu", reads=("judging",), models=JUDGES,
               templates=JUDGE_TEMPLATES, excludes=NOT_JUDGING, judged=True,
               doc="J judges label every (response, criterion); k-of-J aggregation"),
-        Stage("refine_responses", "judgeflow.stages.refine_responses",
+        Stage("refine_responses", "judgeflow.stages.refine_responses", node="gpu",
               reads=("seed", "refining", "judging.generic_criteria"), models=("refining.model",),
               templates=("refining.template_one", "refining.template_all"),
               excludes=("refining.strategy", "refining.tree_search"),
               doc="refine each failing response once per failed criterion and once on all of them"),
-        Stage("judge_refinements", "judgeflow.stages.judge", reads=("judging",), models=JUDGES,
+        Stage("judge_refinements", "judgeflow.stages.judge", node="gpu", reads=("judging",), models=JUDGES,
               templates=JUDGE_TEMPLATES, excludes=NOT_JUDGING, judged=True,
               doc="the judges label every (refinement, criterion)"),
-        Stage("tree_search", "judgeflow.stages.tree_search",
+        Stage("tree_search", "judgeflow.stages.tree_search", node="gpu",
               reads=("seed", "refining.model", "refining.template_one", "refining.template_all",
                      "refining.temperature", "refining.top_p", *TREE_SHAPE, *JUDGE_READS),
               models=("refining.model", *JUDGES), templates=(*REFINE_TEMPLATES, *JUDGE_TEMPLATES), judged=True,
@@ -168,24 +181,25 @@ def _stages() -> dict[str, Stage]:
               reads=("refining.tree_search", "judging.judges[*].id"), local=True,
               excludes=tuple(f"refining.tree_search.{k}" for k in ("max_new_tokens", "train_gate", "checkpoint_every")),
               doc="gates.csv, pass rate by exit depth, the figure, and the generation the shared search saved"),
-        Stage("sample_round", "judgeflow.stages.sample_round", reads=("seed", "sampling"),
+        Stage("sample_round", "judgeflow.stages.sample_round", node="gpu", reads=("seed", "sampling"),
               models=("training.model",), model_fields=("backend", "device", "dtype", "batch_size"),
               doc="self-play round r >= 2: the actor (trained on round r-1's pairs) samples the kept questions"),
-        Stage("judge_round", "judgeflow.stages.judge", reads=("judging",), models=JUDGES,
+        Stage("judge_round", "judgeflow.stages.judge", node="gpu", reads=("judging",), models=JUDGES,
               templates=JUDGE_TEMPLATES, excludes=NOT_JUDGING, judged=True,
               doc="the judges label round r's responses; k-of-J aggregation"),
-        Stage("train_round", "judgeflow.stages.train_dpo",
+        Stage("train_round", "judgeflow.stages.train_dpo", node="train",
               reads=("seed", "training", "refining.tree_search.train_gate"), models=("training.model",),
               model_fields=("backend", "path"), excludes=("training.variants",),
               doc="DPO of round r's actor on round r's pairs (refining.tree_search.train_gate): round r+1's actor"),
         Stage("build_pairs", "judgeflow.stages.build_pairs", reads=("pairs",), local=True,
               doc="preference pairs (refined > original) the judges accept, and a per-criterion summary"),
-        Stage("train_dpo", "judgeflow.stages.train_dpo", reads=("seed", "training"), models=("training.model",),
+        Stage("train_dpo", "judgeflow.stages.train_dpo", node="train",
+              reads=("seed", "training"), models=("training.model",),
               model_fields=("backend", "path"), excludes=("training.variants",),  # one job per variant
               doc="DPO of the policy on one pair dataset (TRL under accelerate launch)"),
         Stage("dpo_diagnostics", "judgeflow.stages.dpo_diagnostics", reads=("run", "training.variants"),
               local=True, doc="per-pair gradient weights at the start and end of training, per variant"),
-        Stage("evaluate_responses", "judgeflow.stages.evaluate_responses",
+        Stage("evaluate_responses", "judgeflow.stages.evaluate_responses", node="gpu", env="training",
               reads=("seed", "evaluation.n_samples", "evaluation.max_new_tokens", "evaluation.temperature",
                      "evaluation.top_p", "evaluation.judges", "judging", "sampling.system_prompt"),
               models=lambda s: ("training.model", *(JUDGES if s["evaluation"]["judges"] else ())),
@@ -198,7 +212,7 @@ def _stages() -> dict[str, Stage]:
                                  if s["evaluation"]["oracle"] not in (None, "verifier") else ())),
               models=_eval_oracle("evaluation.oracle"), templates=_eval_oracle("evaluation.oracle_template"),
               doc="verifier pass rates and the oracle's preference of each trained policy over the base"),
-        Stage("sample_until_accept", "judgeflow.stages.sample_until_accept",
+        Stage("sample_until_accept", "judgeflow.stages.sample_until_accept", node="gpu",
               reads=("seed", "draws.model", "draws.n_max", "draws.min_draws", "draws.max_new_tokens", *SAMPLING_DRAW,
                      "judging"),
               models=("draws.model", *JUDGES), templates=JUDGE_TEMPLATES, excludes=NOT_JUDGING, judged=True,
@@ -213,11 +227,11 @@ def _stages() -> dict[str, Stage]:
               models=lambda s: ("oracle.proxy",) if _proxy_model(s) else (),
               templates=lambda s: ("oracle.template",) if _proxy_model(s) else (),
               doc="a proxy score f in [0, 1] per accepted draw: the judges' mean P(YES), or a model's P(YES)"),
-        Stage("oracle_replay", "judgeflow.stages.oracle_replay",
+        Stage("oracle_replay", "judgeflow.stages.oracle_replay", env="models",
               reads=("seed", "draws.n_max", "oracle.threshold", "oracle.delta", "oracle.budget", "oracle.batch_size",
                      "oracle.strategy_options", "oracle.replay_runs", "oracle.proxy", "probe.enabled"), local=True,
               doc="the strategies replayed on the fully labelled pool, with and without each proxy: oracle calls"),
-        Stage("probe", "judgeflow.stages.probe",
+        Stage("probe", "judgeflow.stages.probe", node="gpu",
               reads=("seed", "probe", "sampling.system_prompt"), models=("draws.model",),
               model_fields=("backend", "path", "device", "dtype"),
               doc="a regularized probe on the policy's hidden state predicts p, p0, p1 per question (out of fold)"),

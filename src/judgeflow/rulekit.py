@@ -135,10 +135,10 @@ class Rules:
         return sorted(m for m in pipeline.model_names(STAGES[name], self.config)
                       if self.config["models"][m]["backend"] == "vllm")
 
-    def conda(self, name: str, env: str) -> str:
-        """The rule's conda env file: its own (`env`: the CPU or the CUDA build, by where the rule
-        runs), or envs/vllm.yaml beside it when a model the rule runs uses backend vllm."""
-        return str(Path(env).with_name("vllm.yaml")) if self.vllm_models(name) else env
+    def conda(self, name: str) -> str:
+        """The rule's conda env file, from its stage's declaration (pipeline.conda_env: by its node class),
+        or envs/vllm.yaml when a model the rule runs uses backend vllm."""
+        return f"../envs/{'vllm' if self.vllm_models(name) else pipeline.conda_env(STAGES[name])}.yaml"
 
     def _resource(self, name: str, key: str):
         value = (self.config["resources"]["rules"].get(name) or {}).get(key)
