@@ -21,8 +21,8 @@ def test_shipped_config_validates_and_fills_defaults():
     assert c["cache_dir"] == "cache"
     # one place per default: the model entry's batch size, the judges' sampling
     assert c["models"]["oracle"]["max_concurrency"] == 2 and c["models"]["smollm2"]["batch_size"] == 64
-    assert st.HFModel.model_fields["batch_size"].default == 16
-    assert (st.Judge.model_fields["temperature"].default, st.Judge.model_fields["top_p"].default) == (0.7, 0.95)
+    assert st.HFModelSpec.model_fields["batch_size"].default == 16
+    assert (st.JudgeSpec.model_fields["temperature"].default, st.JudgeSpec.model_fields["top_p"].default) == (0.7, 0.95)
 
 
 def test_null_means_another_key_is_resolved_once_and_recorded():

@@ -69,7 +69,7 @@ class Prepare(Section):
         description="name -> GGUF in an installed package; built into <resources_dir>/models/<name> (prepare_model)")
 
 
-class HFModel(Section):
+class HFModelSpec(Section):
     """A transformers model in the job's own process."""
     backend: Literal["hf"] = Field(description="hf: load the model with transformers in the job itself")
     path: str = Field(description="a transformers model directory")
@@ -88,7 +88,7 @@ class Serve(Section):
     startup_timeout: float = op(180, "seconds to wait for the server to answer", gt=0)
 
 
-class OpenAIModel(Section):
+class OpenAIModelSpec(Section):
     """An OpenAI-compatible endpoint (OpenAI, DeepSeek, vLLM, `transformers serve`)."""
     backend: Literal["openai"] = Field(description="openai: call an OpenAI-compatible chat completions endpoint")
     model: str = Field(description="the model name sent to the endpoint")
@@ -110,7 +110,7 @@ class OpenAIModel(Section):
         return self
 
 
-class VLLMModel(Section):
+class VLLMModelSpec(Section):
     """An offline vLLM engine in the job's own process (GPU jobs; `pip install -e .[vllm]` or envs/vllm.yaml)."""
     backend: Literal["vllm"] = Field(description="vllm: an offline vllm.LLM engine in the job itself (GPU only)")
     path: str = Field(description="a transformers model directory (a prepared model, a DPO-trained model/)")
@@ -136,7 +136,7 @@ class RewardModelSpec(Section):
     batch_size: int = op(16, "conversations per forward pass (scores do not depend on it)", ge=1)
 
 
-ModelSpec = Annotated[HFModel | OpenAIModel | VLLMModel | RewardModelSpec, Field(discriminator="backend")]
+ModelSpec = Annotated[HFModelSpec | OpenAIModelSpec | VLLMModelSpec | RewardModelSpec, Field(discriminator="backend")]
 BACKENDS = ("hf", "openai", "vllm", "reward_model")
 LOCAL_BACKENDS = ("hf", "vllm")  # the model runs in the job: it can continue an assistant prefix
 
@@ -212,7 +212,7 @@ class Cleaning(Section):
                                                   "such as clean_first); with max_new_tokens 1 one forward pass each")
 
 
-class Sampling(Section):
+class SamplingSection(Section):
     """sample_responses: the policy's responses to the kept questions (draws share its temperature and top_p)."""
     model: str = Field("policy", description="models key of the policy")
     n_samples: int = Field(4, ge=1, description="responses per kept question")
@@ -230,7 +230,7 @@ JudgeKind = Literal["prompt", "reward_model", "trained"]
 Pooling = Literal["last", "mean"]
 
 
-class Judge(Section):
+class JudgeSpec(Section):
     """One judge: it labels every (response, criterion) YES or NO, with P(YES). Three kinds: `prompt` (a
     model, a prompt template and a seed: LLM-as-judge), `reward_model` (a sequence-classification model's
     score, calibrated on the calibration split) and `trained` (a logistic head on a frozen model's hidden
@@ -296,7 +296,7 @@ class Judging(Section):
     k: int = Field(1, ge=1, description="k-of-J: a criterion passes when at least k of the J judges say YES")
     force_verdict: bool = Field(True, description="hf judges: with no 'Verdict:' line, append one and let the "
                                                   "judge's own next token decide (recorded as forced)")
-    judges: list[Judge] = Field(min_length=1, description="the J judges (at least one, ids unique)")
+    judges: list[JudgeSpec] = Field(min_length=1, description="the J judges (at least one, ids unique)")
     generic_criteria: list[GenericCriterion] = Field(
         default_factory=list, description="criteria judged on every question besides its own")
     calibration: JudgeCalibration = Field(default_factory=JudgeCalibration,
@@ -533,7 +533,7 @@ class Bon(Section):
     j: list[Annotated[int, Field(ge=1)]] | None = Field(None, description="judge counts; null = 1..J")
 
 
-class Oracle(Section):
+class OracleSection(Section):
     """label_oracle and best_of_n: the oracle labels accepted draws to certify N* (TP(N) >= threshold)."""
     labeller: str = Field("verifier", description="'verifier' (exact checkers) or a models key (an LLM oracle)")
     template: str = Field("oracle_label", description="LLM oracle: packaged name or .txt path with {question}, "
@@ -619,7 +619,7 @@ class Settings(Section):
                                                                    "the *.model settings name these keys")
     cleaning: Cleaning = Field(default_factory=Cleaning,
                                description="the oracle keeps or rejects each question (clean_questions)")
-    sampling: Sampling = Field(default_factory=Sampling,
+    sampling: SamplingSection = Field(default_factory=SamplingSection,
                                description="the policy's responses to the kept questions (sample_responses)")
     judging: Judging = Field(description="the judges and k-of-J aggregation (judge_responses, judge_refinements, "
                                          "sample_until_accept, evaluate_responses)")
@@ -635,7 +635,7 @@ class Settings(Section):
                                                "evaluate_policies)")
     draws: Draws = Field(default_factory=Draws,
                          description="draws until the judges accept, for TP(N) (sample_until_accept)")
-    oracle: Oracle = Field(default_factory=Oracle,
+    oracle: OracleSection = Field(default_factory=OracleSection,
                            description="oracle labels, certified N* and Best-of-N (label_oracle, best_of_n)")
     probe: Probe = Field(default_factory=Probe, description="the activation probe (probe): the policy's hidden "
                                                             "state predicts p, p0, p1 per question")
