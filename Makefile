@@ -49,9 +49,10 @@ test: install
 test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow" --durations=5 tests
 
-# ruff (pyproject.toml), snakefmt --check, snakemake --lint: each must find nothing
+# ruff (pyproject.toml), mypy (pyproject.toml: src/judgeflow), snakefmt --check, snakemake --lint: each must find nothing
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/snakefmt --check Snakefile rules
 	$(VENV)/bin/snakemake --lint --directory $$(mktemp -d)
 

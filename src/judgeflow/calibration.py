@@ -39,6 +39,7 @@ import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -281,7 +282,7 @@ def calibration_table(labels: list[dict], verdicts: list[dict], judges: list[dic
     from .judging import YES
     from .trained_judge import quality
 
-    by_key = defaultdict(dict)
+    by_key: defaultdict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
     for v in verdicts:
         by_key[(v["response_id"], v["criterion_id"])][v["judge_id"]] = v
     ids = [j["id"] for j in judges]
@@ -304,10 +305,12 @@ def calibration_table(labels: list[dict], verdicts: list[dict], judges: list[dic
         yes[AGGREGATE].append(int(votes >= k))
         p[AGGREGATE].append(float(np.mean([p[j][-1] for j in ids])))
     x, g, ck = np.array(rows_x), np.array(qids), np.array(ckinds)
-    table, summary = [], {"rows": len(x), "questions": len(set(qids)), "positives": int(x.sum()), "k": k,
-                          "judges": {}, "note": "on random responses of the policy (the calibration split), not on "
-                                                "responses the judges selected; learned judges out of fold; "
-                                                "intervals: bootstrap over questions"}
+    table: list[dict] = []
+    summary: dict[str, Any] = {
+        "rows": len(x), "questions": len(set(qids)), "positives": int(x.sum()), "k": k,
+        "judges": {}, "note": "on random responses of the policy (the calibration split), not on "
+                              "responses the judges selected; learned judges out of fold; "
+                              "intervals: bootstrap over questions"}
     for j in [*ids, AGGREGATE]:
         kind = kinds.get(j, f"{k} of {len(ids)}")
         oof = kinds.get(j, "prompt") != "prompt" or (j == AGGREGATE and any(v != "prompt" for v in kinds.values()))

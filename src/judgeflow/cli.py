@@ -199,12 +199,13 @@ def _tp_model(args) -> int:
     return 0
 
 
-def _model_given(args) -> bool:
+def _model_given(args) -> bool | None:
+    """True: all of --a --b --p0 --p1 given; False: none; None: some but not all."""
     given = [v is not None for v in (args.a, args.b, args.p0, args.p1)]
     return any(given) and (all(given) or None)
 
 
-def _pools(args, parser, n_max):
+def _pools(args, parser: argparse.ArgumentParser, n_max):
     """(pool, questions, accept_probs) for simulate() from the pool options; errors name the option."""
     from .tp.model import p_first_accept
 
@@ -230,7 +231,7 @@ def _pools(args, parser, n_max):
     return None, args.questions, probs
 
 
-def _oracle_budget(args, parser) -> int:
+def _oracle_budget(args, parser: argparse.ArgumentParser) -> int:
     from .tp.model import tp_curve
     from .tp.simulate import simulate, true_nstar
     from .tp.strategies import STRATEGIES, make_strategy
@@ -296,7 +297,7 @@ def _side_by_side(out) -> None:
               f"{r['exact_rate']:>7.3f}  {dist}", file=sys.stderr)
 
 
-def _plan(args, parser) -> int:
+def _plan(args, parser: argparse.ArgumentParser) -> int:
     from .tp.plan import plan
 
     model = None
@@ -314,9 +315,9 @@ def _plan(args, parser) -> int:
     else:
         parser.error("the model: give --a --b --p0 --p1 (all four) or --fit fit.json")
     try:
-        result = plan(**model, threshold=args.threshold, delta=args.delta, n_max=args.n_max, target=args.target,
-                      proxy_aucs=args.proxy_auc, power=args.power, runs=args.runs, seed=args.seed,
-                      max_questions=args.max_questions)
+        result = plan(model["a"], model["b"], model["p0"], model["p1"], threshold=args.threshold, delta=args.delta,
+                      n_max=args.n_max, target=args.target, proxy_aucs=args.proxy_auc, power=args.power,
+                      runs=args.runs, seed=args.seed, max_questions=args.max_questions)
     except ValueError as e:
         print(f"judgeflow plan: error: {e}", file=sys.stderr)
         return 2
@@ -329,7 +330,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "tp-model":
         return _tp_model(args)
-    sub = parser._subparsers._group_actions[0].choices[args.command]
+    # the parser of the chosen command, from build_parser's one subparsers action
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub = subparsers.choices[args.command]
     if args.command == "plan":
         return _plan(args, sub)
     return _oracle_budget(args, sub)

@@ -134,7 +134,8 @@ def resolve_site(environ, site: dict[str, str] | None = None, site_path=None) ->
             if default is REQUIRED:
                 missing.append(key)
                 continue
-            value = values.get(env_name(default[1:]), "") if str(default).startswith("=") else default
+            derived = isinstance(default, str) and default.startswith("=")
+            value = values.get(env_name(str(default)[1:]), "") if derived else default
         value = str(value).strip()
         if default is REQUIRED and not value:
             missing.append(key)
@@ -303,12 +304,12 @@ def after_parse(rules, site: dict | None, workflow) -> None:
                 + ", ".join(r for r in snakemake_local_rules(workflow) if r in active))
     models = rules.config["models"]
     for name in sorted(set(rules.api_local) & gpu_rules(resource_settings)):
-        local = [m for m in model_names(STAGES[name], rules.config)
-                 if models[m]["backend"] != "openai" or models[m].get("serve")]
-        if local:
+        local_models = [m for m in model_names(STAGES[name], rules.config)
+                        if models[m]["backend"] != "openai" or models[m].get("serve")]
+        if local_models:
             logger.warning(f"SLURM: rule {name} runs on this node (it calls a hosted API) and also runs "
-                           f"{', '.join(local)}, which the profile gives a GPU for: serve "
-                           f"{'it' if len(local) == 1 else 'them'} inside the cluster (an openai model with an "
+                           f"{', '.join(local_models)}, which the profile gives a GPU for: serve "
+                           f"{'it' if len(local_models) == 1 else 'them'} inside the cluster (an openai model with an "
                            "internal base_url) or make every model of the rule hosted")
     if notice := compute_node_api_notice(rules.config):
         logger.warning(notice)

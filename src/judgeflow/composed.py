@@ -22,6 +22,7 @@ import random
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from .models.base import ConfigError
 from .prompting import stable_seed
@@ -42,14 +43,21 @@ def instruction_ids() -> tuple[str, ...]:
         raise ConfigError("questions.source: 'composed' needs the PyPI package if-verifiable (make install)")
     path = Path(next(iter(spec.submodule_search_locations)), "ifeval", "instructions_registry.py")
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    names: dict[str, str] = {}
+    names: dict[str, Any] = {}  # the module's constants (the "keywords:" ... prefixes)
     ids: list[str] = []
     for node in tree.body:
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and len(node.targets) == 1:
-            names[node.targets[0].id] = node.value.value
-        if isinstance(node, ast.Assign) and node.targets[0].id == "INSTRUCTION_DICT":
+        if not isinstance(node, ast.Assign):
+            continue
+        # the registry assigns plain names only: `_KEYWORD = "keywords:"`, `INSTRUCTION_DICT = {...}`
+        target = node.targets[0]
+        assert isinstance(target, ast.Name), f"{path}:{node.lineno}: not an assignment to a name"
+        if isinstance(node.value, ast.Constant) and len(node.targets) == 1:
+            names[target.id] = node.value.value
+        if target.id == "INSTRUCTION_DICT":
+            assert isinstance(node.value, ast.Dict), f"{path}:{node.lineno}: INSTRUCTION_DICT is not a dict"
             for key in node.value.keys:
-                if isinstance(key, ast.BinOp):
+                if isinstance(key, ast.BinOp):  # _PREFIX + "name"
+                    assert isinstance(key.left, ast.Name) and isinstance(key.right, ast.Constant)
                     ids.append(names[key.left.id] + key.right.value)
     return tuple(ids)
 

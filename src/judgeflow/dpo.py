@@ -586,7 +586,9 @@ def train(settings_: dict, variant: str, pairs_path: str, model_dir: str, out_di
                           batch_size=tcfg["diagnostics"]["batch_size"],
                           every_steps=tcfg["diagnostics"]["every_steps"],
                           keep_checkpoints=tcfg["keep_checkpoints"], is_main=state.is_main_process)
-    trainer.add_callback(hooks)
+    # TrainingHooks follows TrainerCallback's protocol by duck typing (no transformers import at module
+    # load, see its docstring); add_callback's annotation asks for the class itself
+    trainer.add_callback(hooks)  # type: ignore[arg-type]
     t_train = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.time() - t_train

@@ -127,7 +127,7 @@ def summary_rows(records: list[dict]) -> list[dict]:
                "reward_accuracy": round(sum(m > 0 for m in margins) / len(margins), 4),
                "loss_mean": round(mean(r["loss"] for r in rs), 6), "rejected_weight_per_response": None}
         if cid == ALL:
-            per_resp = defaultdict(float)
+            per_resp: defaultdict[str, float] = defaultdict(float)
             for r in rs:
                 per_resp[r["response_id"] or r["pair_id"]] += r["weight"]
             row["rejected_weight_per_response"] = round(mean(per_resp.values()), 6)
@@ -197,7 +197,7 @@ def _sequence_logps(trainer, model, inputs: dict, ref: bool):
     completion_mask = inputs["completion_mask"]
     labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
     seq_len = completion_mask.size(1) - 1
-    ctx = contextlib.nullcontext()
+    ctx: contextlib.AbstractContextManager = contextlib.nullcontext()
     if ref:
         if trainer.ref_model is not None:
             model = trainer.ref_model

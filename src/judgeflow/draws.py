@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 DRAW_FIELDS = ("draw_id", "question_id", "draw", "text", "n_max")
 # and those best_of_n reads besides (a draws file written before them: rerun sample_until_accept)
 BON_FIELDS = ("accepted", "k", "verdicts", "score", "tiebreak")
-VOTE = {YES: 1, NO: 0}  # any other label (abstain) is None: not a YES
+# any other label (abstain, or None: no verdict) is None: not a YES
+VOTE: dict[str | None, int] = {YES: 1, NO: 0}
 
 
 def draw_id(question_id: str, index: int) -> str:
@@ -94,9 +95,10 @@ def judges_score(verdicts: list[dict]) -> float | None:
     """The judges' mean P(YES) over every judge and criterion of the draw; None if a verdict has no
     P(YES) (a mean over the others would weigh the judges unevenly) or there is no verdict."""
     ps = [v.get("p_yes") for v in verdicts]
-    if not ps or any(p is None for p in ps):
+    known = [p for p in ps if p is not None]
+    if not ps or len(known) < len(ps):
         return None
-    return round(sum(ps) / len(ps), 6)
+    return round(sum(known) / len(known), 6)
 
 
 def draw_tiebreak(seed, question_id: str, draw: int) -> float:

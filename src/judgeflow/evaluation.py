@@ -19,6 +19,7 @@ import json
 import logging
 import re
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 
 from .io import Checkpoint, read_jsonl, read_jsonl_many, write_csv, write_json
 from .models import GenRequest, Sampling
@@ -82,7 +83,9 @@ def _rate(k: int, n: int) -> float | None:
 
 def pass_rates(generations: list[dict], aggregates: dict[str, dict], verified: dict[str, dict | None]) -> list[dict]:
     """Per policy and criterion (and overall "(all)"): judge and verifier pass rates."""
-    judge, ver = defaultdict(Counter), defaultdict(Counter)
+    # (policy, criterion id) -> {"n": responses, "pass": passed}
+    judge: defaultdict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    ver: defaultdict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for g in generations:
         pol, iid = g["policy"], g["item_id"]
         agg = aggregates.get(iid)
@@ -164,7 +167,8 @@ def verify_all(generations: list[dict], questions: dict[str, dict]) -> tuple[dic
     """{item_id: verify() result or None}; checker failures (e.g. missing NLTK data) counted, not fatal."""
     from .verifier import verify
 
-    out, errors = {}, Counter()
+    out: dict[str, dict | None] = {}
+    errors: Counter[str] = Counter()
     for g in generations:
         try:
             out[g["item_id"]] = verify(questions[g["question_id"]], g["text"])
@@ -202,7 +206,8 @@ def compare_with_oracle(generations: list[dict], questions: dict[str, dict], con
         template = load_template(ecfg["oracle_template"], {"question", "response_a", "response_b"},
                                  "evaluation.oracle_template")
         sampling = Sampling(ecfg["oracle_max_new_tokens"], 0.0, 1.0)
-    pending = []
+    # (key, policy_is_a, a's item_id, b's item_id) with the verifier, else (key, policy_is_a, request)
+    pending: list[tuple] = []
     for (pol, qid, i), g in by.items():
         if pol == BASE:
             continue
@@ -223,7 +228,7 @@ def compare_with_oracle(generations: list[dict], questions: dict[str, dict], con
     else:
         gens = oracle.generate([p[2] for p in pending], desc="oracle compare") if pending else []
         answers = [(label_with_probs(parse_preference(g.text), g.choice_probs)[0], g.text, g.cached) for g in gens]
-    per = defaultdict(dict)
+    per: defaultdict[tuple, dict[str, dict]] = defaultdict(dict)
     for (key, policy_is_a, *_), (label, raw, cached) in zip(pending, answers):
         per[key]["policy_first" if policy_is_a else "base_first"] = {
             "label": label, "outcome": order_outcome(label, policy_is_a), "raw": raw, "cached": cached}
@@ -243,7 +248,7 @@ def _policies(config: dict, variants, summaries, model_dirs) -> tuple[dict, dict
 def respond_and_judge(config: dict, heldout: str, policy: str, model_dir: str, summary: str | None,
                       generations_out: str, verdicts_out: str, aggregates_out: str,
                       threads: int | None = None, log_dir: str | None = None,
-                      judge_files: list[str] = ()) -> None:
+                      judge_files: Sequence[str] = ()) -> None:
     """Rule evaluate_responses, one job per policy (base, or a trained variant; a GPU job): the policy
     answers the held-out questions, the judges label every (response, criterion), k-of-J per response.
     A variant whose training was skipped gets empty outputs. `judge_files`: the trained and reward-model

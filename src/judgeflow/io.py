@@ -24,9 +24,9 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def write_csv(path: str | os.PathLike, rows: list[dict], fieldnames: list[str] | None = None) -> None:
+def write_csv(path: str | os.PathLike, rows: list[dict], fieldnames: Sequence[str] | None = None) -> None:
     fieldnames = fieldnames or (list(rows[0]) if rows else [])
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=fieldnames)
@@ -271,7 +271,7 @@ class Checkpoint:
                         continue  # torn write from a killed job
                     self.done[self.key_of(rec)] = rec
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = None
+        self._fh: TextIO | None = None
 
     def key_of(self, record: dict):
         return tuple(record[f] for f in self.key) if isinstance(self.key, tuple) else record[self.key]

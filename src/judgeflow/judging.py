@@ -20,6 +20,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .io import Checkpoint, InputError
 from .models import GenRequest, Sampling
@@ -35,6 +36,9 @@ from .verdicts import (
     parse_verdict,
     prefix_for_score,
 )
+
+if TYPE_CHECKING:
+    from .trained_judge import SharedFeatures
 
 __all__ = ["ABSTAIN", "NO", "YES", "Judge", "aggregate", "criteria_for", "judge_items", "judges_from_config",
            "parse_verdict", "verdict_key"]
@@ -79,7 +83,7 @@ class LearnedJudge:
         from .trained_judge import TrainedJudge
 
         self.judge, self.model, self.dir = judge, model, Path(judge_dir)
-        self.shared = None  # trained: the SharedFeatures of its model (learned_judges sets it)
+        self.shared: SharedFeatures | None = None  # trained: the SharedFeatures of its model (learned_judges sets it)
         if judge.kind == "trained":
             self.head = TrainedJudge.load(self.dir)
             chosen = self.head.threshold
@@ -99,6 +103,9 @@ class LearnedJudge:
         self.items += len(triples)
         conversations = [judge_text(q, c, r) for q, c, r in triples]
         if self.judge.kind == "trained":
+            if self.shared is None:
+                raise RuntimeError(f"trained judge {self.judge.judge_id}: no shared features of its model "
+                                   "(learned_judges sets them)")
             X = self.shared.for_spec(list(triples), conversations, self.head.spec)
             return [float(p) for p in self.head.p_from_features(X)]
         return self.calibration.apply(self.model.score(conversations))
@@ -164,14 +171,18 @@ def judge_items(items: list[dict], questions: dict[str, dict], config: dict, mod
     """
     judges = [j for j in judges_from_config(config) if only is None or j.judge_id in only]
     force = config["judging"]["force_verdict"]
-    work = []  # (verdict key, judge, request (a learned judge: (question, criterion, response)), base record)
+    # (verdict key, judge, request (a learned judge: (question, criterion, response)), base record)
+    work: list[tuple[tuple, Judge, Any, dict]] = []
     for item in items:
         q = questions[item["question_id"]]
         for c in criteria_for(q, config):
             for j in judges:
+                req: tuple[str, str, str] | GenRequest
                 if j.kind != "prompt":
                     req = (q["prompt"], c["description"], item["text"])
                 else:
+                    if j.template is None:
+                        raise ValueError(f"judge {j.judge_id}: a prompt judge needs a template")
                     prompt = j.template.format(question=q["prompt"], response=item["text"],
                                                criterion=c["description"])
                     req = GenRequest.chat(prompt, sampling=j.sampling, score_after=VERDICT_PREFIX,
@@ -249,7 +260,7 @@ def aggregate(verdicts: list[dict], items: list[dict], questions: dict[str, dict
     """
     k = config["judging"]["k"]
     n_judges = len(config["judging"]["judges"])
-    counts = defaultdict(lambda: {YES: 0, NO: 0, ABSTAIN: 0})
+    counts: defaultdict[tuple, dict[str, int]] = defaultdict(lambda: {YES: 0, NO: 0, ABSTAIN: 0})
     seen = set()
     for v in verdicts:
         key = verdict_key(v)

@@ -104,6 +104,7 @@ def accelerate_command(
         multi = "--multi_gpu " if isinstance(n, int) and n > 1 else ""
         return (f"{accelerate} launch {multi}--num_machines 1 --num_processes {n} "
                 f"{extra + ' ' if extra else ''}{script}").strip()
+    per: int | str
     if isinstance(gpus, str) and not gpus.isdigit():
         per = gpus  # a placeholder; multiplied by the shell
         total = f"$(( {gpus} * {nodes} ))"

@@ -52,8 +52,8 @@ class Oracle:
     def label(self, pairs: list[tuple[dict, dict]]) -> list[dict]:
         """[(question, draw)] -> [{"label": 1/0/None, "reason", "raw", "cached"}]."""
         self.calls += len(pairs)
+        out: list[dict] = []
         if self.name == VERIFIER:
-            out = []
             for q, d in pairs:
                 v = verify(q, d["text"])
                 if v is None:
@@ -71,7 +71,6 @@ class Oracle:
             reqs.append(GenRequest.chat(oracle_prompt(self.template, q, d["text"]),
                                         sampling=self.sampling, score_after=VERDICT_PREFIX,
                                         seed=stable_seed("oracle", d["draw_id"])))
-        out = []
         for g in self.model.generate(reqs, desc="oracle"):
             lab, source = label_with_probs(parse_verdict(g.text), g.choice_probs)
             out.append({"label": None if lab == ABSTAIN else int(lab == YES), "label_from": source, "p_yes": g.p_yes,
@@ -93,7 +92,7 @@ def label_accepted(draws: list[dict], questions: dict[str, dict], config: dict, 
                    labels_out: str, proxies: dict[str, float] | None = None) -> dict:
     """Run the configured strategy against the oracle; write the labels; return the strategy result.
     proxies: {draw_id: f} for a strategy that uses a proxy score (prediction_powered)."""
-    from .tp.strategies import make_strategy
+    from .tp.strategies import PredictionPowered, make_strategy
 
     ocfg, n_max = config["oracle"], config["draws"]["n_max"]
     pool = accepted_pool(draws)
@@ -113,6 +112,8 @@ def label_accepted(draws: list[dict], questions: dict[str, dict], config: dict, 
             raise ValueError(f"proxy source '{ocfg['proxy']}' has no score for draw {missing[0]} "
                              f"({len(missing)} accepted draws without one)")
     while strategy.needs_proxy:
+        # the one strategy driven by proxy scores; `proxies` was checked above
+        assert isinstance(strategy, PredictionPowered) and proxies is not None
         available = {n: len(queue.get(n, [])) for n in range(1, n_max + 1)}
         plan = strategy.propose_counts(available)
         if not plan:

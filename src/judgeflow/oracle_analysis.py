@@ -65,11 +65,13 @@ def tp_curve_rows(draws: list[dict], labels: dict[str, dict], n_max: int, interv
     says what holds it), the model curve, certified or not, the strategy's labels."""
     from .tp.intervals import interval
 
-    accepted = defaultdict(int)
+    accepted: defaultdict[int, int] = defaultdict(int)
     for d in draws:
         if d.get("first_accept"):
             accepted[d["draw"]] += 1
-    pos, lab, abst = defaultdict(int), defaultdict(int), defaultdict(int)
+    pos: defaultdict[int, int] = defaultdict(int)
+    lab: defaultdict[int, int] = defaultdict(int)
+    abst: defaultdict[int, int] = defaultdict(int)
     for lbl in labels.values():
         if lbl["label"] is None:
             abst[lbl["n"]] += 1

@@ -24,8 +24,9 @@ def build_pairs(questions: dict[str, dict], responses: list[dict], refinements: 
     """Return ({mode: pairs}, per-criterion summary rows, overall summary)."""
     resp = {r["response_id"]: r for r in responses}
     ragg = {a["refinement_id"]: a for a in refinement_aggregates}
-    pairs = {MULTI: [], FULL: []}
-    tried, accepted = Counter(), Counter()
+    pairs: dict[str, list[dict]] = {MULTI: [], FULL: []}
+    tried: Counter[tuple[str, str]] = Counter()     # (mode, criterion id) -> refinements
+    accepted: Counter[tuple[str, str]] = Counter()
     for f in refinements:
         agg = ragg[f["refinement_id"]]
         ok = is_accepted(agg, f["criterion_ids"], require)
@@ -42,12 +43,13 @@ def build_pairs(questions: dict[str, dict], responses: list[dict], refinements: 
             "question_id": q["question_id"], "response_id": orig["response_id"],
             "refinement_id": f["refinement_id"], "criterion_ids": f["criterion_ids"],
         })
-    judged, failing = Counter(), Counter()
+    judged: Counter[str] = Counter()
+    failing: Counter[str] = Counter()
     for a in response_aggregates:
         for cid, n in a["criteria"].items():
             judged[cid] += 1
             failing[cid] += not n["accepted"]
-    abstain = defaultdict(Counter)
+    abstain: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for v in verdicts:
         kind = "refinement" if v["refinement_id"] else "response"
         abstain[v["criterion_id"]][kind + "_verdicts"] += 1

@@ -324,9 +324,14 @@ def lookup(settings: dict, path: str) -> Any:
     return node
 
 
+def _has(node: Any, part: Any) -> bool:
+    return (isinstance(node, dict) and part in node) or (
+        isinstance(node, list) and isinstance(part, int) and part < len(node))
+
+
 def select(settings: dict, path: str) -> list[tuple[tuple, Any]]:
     """[(concrete path, value)] of a declared path (`[*]` expanded)."""
-    found = [((), settings)]
+    found: list[tuple[tuple, Any]] = [((), settings)]
     for p in _parts(path):
         nxt = []
         for where, node in found:
@@ -337,8 +342,7 @@ def select(settings: dict, path: str) -> list[tuple[tuple, Any]]:
             elif isinstance(p, ById) and isinstance(node, list):
                 i = _by_id(node, p, path)
                 nxt.append(((*where, i), node[i]))
-            elif (isinstance(node, dict) and p in node) or (
-                    isinstance(node, list) and isinstance(p, int) and p < len(node)):
+            elif _has(node, p):
                 nxt.append(((*where, p), node[p]))
             else:
                 raise KeyError(f"stage declaration names '{path}', which is no setting")
@@ -588,7 +592,9 @@ def code_digest(stage: Stage) -> str:
     """sha256 over the source of every package module the stage imports (its `code` param)."""
     h = hashlib.sha256()
     for m in module_closure(stage.module):
-        h.update(m.encode() + b"\0" + _module_file(m).read_bytes() + b"\0")
+        path = _module_file(m)
+        assert path is not None  # module_closure keeps only modules with a file
+        h.update(m.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 

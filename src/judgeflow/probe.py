@@ -141,7 +141,9 @@ def features(model, tokenizer, prompts: list[str], *, layer: int = -1, system: s
         rows = h[torch.arange(len(idx), device=h.device), last.to(h.device)].float().cpu().numpy()
         for row, i in enumerate(idx):
             out[i] = rows[row]
-    return np.stack(out).astype(np.float32)
+    filled = [v for v in out if v is not None]
+    assert len(filled) == len(out)  # the batches cover every prompt
+    return np.stack(filled).astype(np.float32)
 
 
 # --- samples ---------------------------------------------------------------------------------------
@@ -353,8 +355,8 @@ def fit_probe(X_by_question: Mapping[str, np.ndarray], samples: Mapping[str, Seq
             C_all = target.choose_C(lab, Cs, folds, np.random.default_rng([seed, ti, folds]))
             rest = np.arange(L, len(ids))
             extra = target.fit(lab, C_all).predict(F[rest])
-            for i, v in zip(rest, extra):
-                predictions[ids[i]][t] = float(v)
+            for r, v in zip(rest, extra):
+                predictions[ids[r]][t] = float(v)
         for i in range(L):
             predictions[ids[i]][t] = float(oof[i])
 

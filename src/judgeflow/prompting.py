@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import re
 import string
+from collections.abc import Set as AbstractSet
 from importlib import resources
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def template_placeholders(text: str) -> set[str]:
     return {f for _, f, _, _ in string.Formatter().parse(text) if f}
 
 
-def load_template(name_or_path: str, fields: set[str] | None, key: str) -> str:
+def load_template(name_or_path: str, fields: AbstractSet[str] | None, key: str) -> str:
     """Load a template by packaged name or file path; check it uses exactly the placeholders of
     `key` in TEMPLATE_FIELDS (`fields`, when given, must be that set: a stage that fills other
     placeholders than the table says is a bug, found here)."""

@@ -133,7 +133,8 @@ def _rows(qcfg: dict):
 
 def prepare_questions(qcfg: dict, output: str) -> int:
     """Read the configured source, check it, and write the question file."""
-    out, seen = [], {}
+    out: list[dict] = []
+    seen: dict[str, str] = {}  # question_id -> where it was first seen
     limit = qcfg["limit"]
     for where, row in _rows(qcfg):
         qid, prompt = row.get("question_id"), row.get("prompt")
@@ -218,15 +219,16 @@ def clean_questions(questions_path: str, kept_path: str, rejected_path: str, con
                 label = label_from_answer_start(g.text) or ABSTAIN
                 source = "first_token" if label != ABSTAIN else source
             if label == ABSTAIN:
-                kept = ccfg["on_abstain"] == "keep"
+                keep = ccfg["on_abstain"] == "keep"
                 reason = f"oracle abstained (no 'Verdict: YES/NO' line); on_abstain={ccfg['on_abstain']}"
             else:
-                kept = label == YES
+                keep = label == YES
                 reason = critique_of(g.text) or "(no reason given)"
-            verdicts[q["question_id"]] = {"kept": kept, "label": label, "label_from": source, "p_yes": g.p_yes,
+            verdicts[q["question_id"]] = {"kept": keep, "label": label, "label_from": source, "p_yes": g.p_yes,
                                           "reason": reason, "raw": g.text, "model": ccfg["model"],
                                           "cached": g.cached}
-    kept, rejected = [], []
+    kept: list[dict] = []
+    rejected: list[dict] = []
     for q in questions:
         rec = {**q, "cleaning": verdicts[q["question_id"]]}
         (kept if rec["cleaning"]["kept"] else rejected).append(rec)

@@ -13,7 +13,7 @@ from collections import Counter
 
 import numpy as np
 
-from .tp.strategies import STRATEGIES, make_strategy
+from .tp.strategies import STRATEGIES, PredictionPowered, make_strategy
 
 __all__ = ["REPLAY_COLUMNS", "replay", "replay_table"]
 
@@ -37,6 +37,7 @@ def replay(pool: dict[int, list[dict]], strategy: str, n_max: int, threshold: fl
                 for _ in range(k):
                     s.update(n, queue[n].pop()["label"])
                 continue
+            assert isinstance(s, PredictionPowered)  # the one strategy driven by proxy scores
             items = queue[n][-k:][::-1]
             f = [d["proxies"][proxy] for d in items]
             ask = s.select(n, f)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from . import pipeline
@@ -22,7 +23,7 @@ class _Wildcards(dict):
 
 
 class Rules:
-    def __init__(self, config: dict, api_local: set[str] = frozenset()):
+    def __init__(self, config: dict, api_local: Iterable[str] = ()):
         self.config = config
         self.api_local = set(api_local)
         self.run = config["run"]

@@ -321,6 +321,14 @@ RefineMode = Literal["multi_feedback", "full_feedback"]
 Strategy = Literal["single", "tree_search"]
 
 
+def _single() -> list[Strategy]:
+    return ["single"]
+
+
+def _both_modes() -> list[RefineMode]:
+    return ["multi_feedback", "full_feedback"]
+
+
 class Gate(Section):
     """One exit gate of the tree search: a node passes when, on every criterion, at least k of the J judges say YES."""
     k: int = Field(ge=1, description="YES verdicts needed per criterion (k of the J judges of judging.judges)")
@@ -368,11 +376,11 @@ class Refining(Section):
     """refine_responses: the refiner rewrites each failing response with the critiques of the judges that said NO."""
     model: str = Field("policy", description="models key of the refiner")
     strategy: Strategy | list[Strategy] = Field(
-        default_factory=lambda: ["single"], min_length=1,
+        default_factory=_single, min_length=1,
         description="single: each failing response refined once per mode (refine_responses); tree_search: a "
                     "tree of refinements per rejected response until an exit gate (refining.tree_search); "
                     "both as a list run side by side on the same responses")
-    modes: list[RefineMode] = Field(default_factory=lambda: ["multi_feedback", "full_feedback"], min_length=1,
+    modes: list[RefineMode] = Field(default_factory=_both_modes, min_length=1,
                                     description="multi_feedback: one refinement per failed criterion; "
                                                 "full_feedback: one on all failed criteria")
     template_one: str = Field("refine_one", description="multi_feedback template: packaged name or .txt path with "
@@ -644,7 +652,7 @@ class Settings(Section):
 
     def model_roles(self) -> dict[str, str]:
         """{config key: model name} of every role that names a model."""
-        roles = {"sampling.model": self.sampling.model, "refining.model": self.refining.model,
+        roles: dict[str, str | None] = {"sampling.model": self.sampling.model, "refining.model": self.refining.model,
                  "training.model": self.training.model}
         if self.cleaning.enabled:
             roles["cleaning.model"] = self.cleaning.model
@@ -661,7 +669,7 @@ class Settings(Section):
         ts = self.refining.tree_search
         if "tree_search" in self.refining.strategy and ts.oracle and ts.oracle != "verifier":
             roles["refining.tree_search.oracle"] = ts.oracle
-        return roles
+        return {k: v for k, v in roles.items() if v is not None}  # null keys are resolved by now
 
 
 # --------------------------------------------------------------------------- null = another key
@@ -698,9 +706,9 @@ def _resolve(s: Settings) -> dict[str, str]:
 
 def refine_datasets(s: Settings) -> list[str]:
     """The pair datasets the refinement strategies make (training.variants may name any of them)."""
-    out = list(s.refining.modes) if "single" in s.refining.strategy else []
+    out: list[str] = list(s.refining.modes) if "single" in s.refining.strategy else []
     if "tree_search" in s.refining.strategy:
-        out += [tree_variant(g.k, len(s.judging.judges)) for g in s.refining.tree_search.gates]
+        out += [tree_variant(g.k, len(s.judging.judges)) for g in s.refining.tree_search.gates or []]
     return out
 
 
@@ -757,7 +765,7 @@ def _check_judge_kinds(s: Settings) -> None:
 def _cross_checks(s: Settings) -> None:
     """Checks across sections, each error naming its config key."""
     made = refine_datasets(s)
-    for i, v in enumerate(s.training.variants):
+    for i, v in enumerate(s.training.variants or []):
         if v not in made:
             raise ConfigError(f"training.variants[{i}]: '{v}' is no pair dataset of this config{_closest(v, made)} "
                               f"(refining.strategy {s.refining.strategy} makes: {', '.join(made)})")
@@ -784,17 +792,18 @@ def _cross_checks(s: Settings) -> None:
         bulk = {"cleaning.model": s.cleaning.model if s.cleaning.enabled else None,
                 "evaluation.oracle": s.evaluation.oracle,
                 "refining.tree_search.oracle": s.refining.tree_search.oracle}
-        for key, name in bulk.items():
-            if name in (None, "verifier"):
+        for key, bulk_model in bulk.items():
+            if bulk_model is None or bulk_model == "verifier":
                 continue
-            m = s.models[name]
+            m = s.models[bulk_model]
             if m.backend != "openai" or m.serve:
                 what = "a local server (serve:)" if m.backend == "openai" else f"backend {m.backend}"
-                raise ConfigError(f"oracle.batch: {key} is model '{name}', {what}; the Batch API needs an openai "
+                raise ConfigError(f"oracle.batch: {key} is model '{bulk_model}', {what}; the Batch API needs an openai "
                                   f"backend with a base_url that serves /v1/batches (or set oracle.batch: false)")
-    if s.probe.enabled and s.draws.enabled and s.models[s.draws.model].backend != "hf":
+    draws_model = s.draws.model or s.sampling.model  # resolved (null = sampling.model) before the checks
+    if s.probe.enabled and s.draws.enabled and s.models[draws_model].backend != "hf":
         raise ConfigError(f"probe.enabled: the probe reads the policy's hidden states with transformers; "
-                          f"draws.model '{s.draws.model}' is backend {s.models[s.draws.model].backend} (give the "
+                          f"draws.model '{draws_model}' is backend {s.models[draws_model].backend} (give the "
                           f"probe an hf entry of the same path as draws.model, or probe.enabled: false)")
     if s.probe.enabled and not s.draws.enabled:
         raise ConfigError("probe.enabled: the probe learns from the draws' oracle labels (draws.enabled: true)")
@@ -807,7 +816,7 @@ def _cross_checks(s: Settings) -> None:
         if j.kind == "prompt" and j.answer_first and s.models[j.model].backend not in LOCAL_BACKENDS:
             raise ConfigError(f"judging.judges[{i}].answer_first: needs an hf or vllm model (an API cannot be "
                               f"made to continue 'Verdict:'); model '{j.model}' is {s.models[j.model].backend}")
-    policy = s.models[s.training.model]
+    policy = s.models[s.training.model or s.sampling.model]  # resolved before the checks
     if policy.backend != "hf":
         raise ConfigError(f"training.model: DPO trains a local transformers model; models.{s.training.model} "
                           "is not an hf model with a path")
@@ -907,7 +916,7 @@ def _key(path) -> str:
     return out
 
 
-def _closest(name: str, choices) -> str:
+def _closest(name: object, choices) -> str:
     m = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{m[0]}'?)" if m else ""
 
@@ -966,7 +975,7 @@ def _unwrap(tp):
     return None
 
 
-def _model_classes(shape) -> list[type]:
+def _model_classes(shape) -> list[type[BaseModel]]:
     """The model classes a shape (from _unwrap) holds."""
     if isinstance(shape, type):
         return [shape]
@@ -996,7 +1005,7 @@ def _check_keys(data, shape, where: str) -> None:
         by_tag = {c.model_fields["backend"].annotation.__args__[0]: c for c in shape}
         tag = data.get("backend")
         if tag not in by_tag:
-            raise ConfigError(f"{where}.backend: unknown backend {tag!r}{_closest(tag, by_tag)} "
+            raise ConfigError(f"{where}.backend: unknown backend {tag!r}{_closest(str(tag), by_tag)} "
                               f"(expected one of {', '.join(by_tag)})")
         shape = by_tag[tag]
     if not isinstance(data, dict):
@@ -1027,7 +1036,7 @@ def _raw_at(raw, loc):
     return raw
 
 
-def _choices(errors: list[dict]) -> list:
+def _choices(errors: list[Any]) -> list:
     """The allowed values of a literal setting (or a union of literals and booleans), from its errors."""
     out: list = []
     for x in errors:
@@ -1043,7 +1052,7 @@ def _show(value) -> str:
     return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
-def _literal(errors: list[dict], raw) -> str | None:
+def _literal(errors: list[Any], raw) -> str | None:
     """The message of a wrong literal value: the allowed values and the closest one, naming the key
     (for a setting that takes one value or a list of them, the wrong value itself, never "(got list)")."""
     err = errors[0]
@@ -1146,7 +1155,7 @@ def docs_markdown() -> str:
                 suffix = ".<name>" if shape[1] is dict else "[i]"
             for c in _model_classes(shape):
                 tag = c.model_fields.get("backend")
-                nested.append((c, key + suffix, key + suffix + (f" (backend: {tag.annotation.__args__[0]})"
+                nested.append((c, key + suffix, key + suffix + (f" (backend: {get_args(tag.annotation)[0]})"
                                                                 if tag else "")))
         lines.append("")
         for c, k, h in nested:

@@ -66,6 +66,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -199,7 +200,9 @@ def features(model, tokenizer, conversations: Sequence[Sequence[dict]], spec: Fe
         rows = torch.cat(blocks, dim=1).cpu().numpy()
         for row, i in enumerate(idx):
             out[i] = rows[row]
-    return np.stack(out).astype(np.float32)
+    filled = [v for v in out if v is not None]
+    assert len(filled) == len(out)  # the batches cover every prompt
+    return np.stack(filled).astype(np.float32)
 
 
 class SharedFeatures:
@@ -262,7 +265,7 @@ class FitResult:
     chosen inside each outer training fold (None: that fold had one class and predicted its smoothed
     rate); C: chosen on all rows for `pipeline`, the head refitted on all rows."""
 
-    pipeline: object
+    pipeline: Any  # the fitted sklearn Pipeline (scale -> logistic); sklearn ships no type information
     C: float
     oof: np.ndarray
     fold: np.ndarray
@@ -318,7 +321,7 @@ def grouped_splits(X, y, groups, n_splits: int, seed: int) -> list[tuple[np.ndar
         return list(_splitter(n_splits, seed).split(X, y, groups))
 
 
-def _choose(X, y, groups, Cs: Sequence[float], folds: int, seed: int) -> tuple[object, float, np.ndarray]:
+def _choose(X, y, groups, Cs: Sequence[float], folds: int, seed: int) -> tuple[Any, float, np.ndarray]:
     """(the head refitted on all of X with the C of least grouped-CV log loss, that C, the CV fold of
     each row). The log loss of a validation fold counts both labels even where it has one class only;
     splits whose training part has one class are left out (no head can be fitted on them). Cs

@@ -53,7 +53,7 @@ def label_with_probs(label: str, probs: dict[str, float] | None) -> tuple[str, s
     if label != ABSTAIN:
         return label, "text"
     if probs:
-        best = max(probs, key=probs.get)
+        best = max(probs, key=probs.__getitem__)
         if sum(1 for v in probs.values() if v == probs[best]) == 1:
             return best.lower() if best.upper() in ("YES", "NO") else best.upper(), "logprobs"
     return ABSTAIN, "none"

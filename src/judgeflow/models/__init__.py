@@ -12,9 +12,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .base import BackendError, ConfigError, Generation, GenRequest, Model, Sampling
 from .cache import namespace
+
+if TYPE_CHECKING:  # imported where used: the backends import torch, transformers, openai
+    from .reward_model import RewardModel
 
 BACKENDS = ("hf", "openai", "vllm", "reward_model")
 
@@ -51,13 +55,14 @@ def log_stats(models: dict) -> dict:
 
 @contextlib.contextmanager
 def open_models(config: dict, names: dict[str, str], log_dir: str | None = None,
-                threads: int | None = None) -> Iterator[dict[str, Model]]:
+                threads: int | None = None) -> Iterator[dict[str, Model | RewardModel]]:
     """Open each distinct model once. `names` maps a role's config key to a model name.
 
-    Yields {model name: Model}. Local servers (`serve:`) are started first and stopped on exit.
+    Yields {model name: Model} (a reward_model backend: a RewardModel, which scores instead of
+    generating). Local servers (`serve:`) are started first and stopped on exit.
     `config` holds validated settings (every field present; judgeflow.settings).
     """
-    opened: dict[str, Model] = {}
+    opened: dict[str, Model | RewardModel] = {}
     with contextlib.ExitStack() as stack:
         for key, name in names.items():
             if name in opened:
@@ -78,10 +83,10 @@ def open_models(config: dict, names: dict[str, str], log_dir: str | None = None,
             elif spec["backend"] == "reward_model":
                 from .reward_model import RewardModel
 
-                m = RewardModel(name, spec["path"], device=spec["device"], dtype=spec["dtype"],
-                                batch_size=spec["batch_size"], threads=threads, key=f"models.{name}.path")
-                stack.callback(m.close)
-                opened[name] = m
+                rm = RewardModel(name, spec["path"], device=spec["device"], dtype=spec["dtype"],
+                                 batch_size=spec["batch_size"], threads=threads, key=f"models.{name}.path")
+                stack.callback(rm.close)
+                opened[name] = rm
             elif spec["backend"] == "openai":
                 from .openai_api import OpenAIModel
 

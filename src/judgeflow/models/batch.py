@@ -139,7 +139,7 @@ class BatchedModel:
         self.state_dir = Path(model.cache.dir) / "batches"
         # submitted, resumed, batch_answers, batch_errors, sync_fallback, adopted (after an unclear
         # create), cancelled (extra or superseded batches), superseded (states not resumed)
-        self.counts = Counter()
+        self.counts: Counter[str] = Counter()
 
     # --- the client ---------------------------------------------------------------------
     def _client(self):

@@ -235,8 +235,9 @@ def index_path(segment: str | os.PathLike) -> Path:
 
 def _line_ids(rec: np.ndarray) -> np.ndarray:
     """(key prefix, length, crc) of each record: what identifies the line it describes."""
-    ids = np.empty(len(rec), dtype=[("key", "<u8"), ("length", "<u4"), ("crc", "<u4")])
-    for field in ids.dtype.names:
+    fields = [("key", "<u8"), ("length", "<u4"), ("crc", "<u4")]
+    ids = np.empty(len(rec), dtype=fields)
+    for field, _ in fields:
         ids[field] = rec[field]
     return ids
 
@@ -397,6 +398,13 @@ _REJECTED = {
 
 
 class CallCache:
+    # the sorted lookup, parallel arrays set by _set_lookup (one row per entry)
+    _key: np.ndarray
+    _seg: np.ndarray
+    _offset: np.ndarray
+    _length: np.ndarray
+    _crc: np.ndarray
+
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
         try:
@@ -514,9 +522,8 @@ class CallCache:
         prefix = key_prefix(key)
         own = self._own.get(key)
         if own is not None:
-            if self._seg_fd is None:
-                self._open_own()  # after close()
-            status, e = self._read(self._seg_fd, *own, prefix)
+            seg_fd = self._seg_fd if self._seg_fd is not None else self._open_own()  # after close()
+            status, e = self._read(seg_fd, *own, prefix)
             if status == "ok":
                 return e
             log.warning("cache segment %s: this process's entry at byte offset %d is corrupt (%s)",
@@ -532,7 +539,7 @@ class CallCache:
                         status, e = self._read(self._fd(s), off, int(self._length[i]), int(self._crc[i]), prefix)
                     except OSError:
                         status, e = "stale", None
-                    if status == "ok" and e["key"] == key:
+                    if status == "ok" and e is not None and e["key"] == key:
                         return e
                     if status in ("damaged", "changed") or (status == "stale" and s in rebuilt):
                         log.warning("cache segment %s: the line at byte offset %d %s: not used",
@@ -597,18 +604,19 @@ class CallCache:
             raise
         return made[1][1], made[0][1]
 
-    def _open_own(self) -> None:
+    def _open_own(self) -> int:
+        """Open this process's own segment and index (new ones, or reopened after close()); the segment's fd."""
         if self._segment is not None:  # reopened after close()
             try:
-                self._seg_fd = os.open(self._segment, os.O_RDWR | os.O_APPEND)
+                self._seg_fd = seg_fd = os.open(self._segment, os.O_RDWR | os.O_APPEND)
             except OSError as e:
                 raise self._write_error(e, f"reopen the API-call cache segment {self._segment}") from e
-            self._end = os.fstat(self._seg_fd).st_size
+            self._end = os.fstat(seg_fd).st_size
             try:
                 self._idx_fd = os.open(index_path(self._segment), os.O_WRONLY | os.O_APPEND)
             except OSError:
                 self._idx_fd = None
-            return
+            return seg_fd
         base = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
         for n in range(10_000):
             seg = self.dir / (f"{base}.jsonl" if n == 0 else f"{base}.{n}.jsonl")
@@ -616,7 +624,7 @@ class CallCache:
             if fds is not None:
                 _fsync_dir(self.dir)
                 self._segment, (self._seg_fd, self._idx_fd), self._end = seg, fds, 0
-                return
+                return fds[0]
         raise OSError(f"no free segment name for {base} in {self.dir}")
 
     def put(self, key: str, request: dict, response: dict) -> None:
@@ -624,17 +632,18 @@ class CallCache:
         A failed write raises CacheWriteError, naming the segment and `cache_dir`."""
         line = entry_line({"key": key, "request": request, "response": response, "time": time.time()})
         with self._lock:
-            if self._seg_fd is None:
-                self._open_own()
+            seg_fd = self._seg_fd if self._seg_fd is not None else self._open_own()
+            segment = self._segment
+            assert segment is not None  # set with the segment's fd
             off = self._end
             try:
-                _write_all(self._seg_fd, line)
-                os.fsync(self._seg_fd)
+                _write_all(seg_fd, line)
+                os.fsync(seg_fd)
             except BaseException as e:
                 with contextlib.suppress(OSError):  # a half-written line would swallow the next one
-                    os.ftruncate(self._seg_fd, off)
+                    os.ftruncate(seg_fd, off)
                 if isinstance(e, OSError):
-                    raise self._write_error(e, f"write the API-call cache segment {self._segment}") from e
+                    raise self._write_error(e, f"write the API-call cache segment {segment}") from e
                 raise
             self._end = off + len(line)
             crc = zlib.crc32(line)
@@ -646,7 +655,7 @@ class CallCache:
                     os.fsync(self._idx_fd)
                 except OSError as e:  # the line is safe: readers scan what the index lacks
                     log.warning("cache index %s: cannot append (%s); later readers scan the segment",
-                                index_path(self._segment), e)
+                                index_path(segment), e)
                     os.close(self._idx_fd)
                     self._idx_fd = None
 

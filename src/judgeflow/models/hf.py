@@ -51,7 +51,7 @@ class PerRowSampler:
         self.yes_ids, self.no_ids = yes_ids, no_ids
         self.steps: list[tuple[list[float], list[float]]] = []  # per step: (P(YES), P(NO)) per row
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
         scores = scores.float()
         if self.yes_ids is not None:
             p = torch.softmax(scores, dim=-1)
@@ -92,7 +92,9 @@ class HFModel:
         self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device).eval()
+        # transformers wraps `to` in functools.wraps(torch.nn.Module.to): its stub then wants `self` first
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        self.model = model.to(device).eval()  # type: ignore[arg-type]
         log.info("loaded %s from %s on %s in %.1fs", name, path, device, time.time() - t0)
         self.eos_ids = self._eos_ids()
         self.calls = 0
@@ -115,7 +117,13 @@ class HFModel:
     def _prompt_text(self, req: GenRequest) -> str:
         text = self.tokenizer.apply_chat_template(req.message_dicts(), tokenize=False,
                                                   add_generation_prompt=True)
+        assert isinstance(text, str)  # tokenize=False: the rendered text
         return text + req.prefix
+
+    def _decode(self, toks: list[int]) -> str:
+        text = self.tokenizer.decode(toks, skip_special_tokens=True)
+        assert isinstance(text, str)  # one sequence of ids: one text
+        return text
 
     def _batches(self, requests: list[GenRequest]):
         """Yield (indices, texts) batches of similar length, longest first."""
@@ -163,7 +171,7 @@ class HFModel:
                         if t in self.eos_ids:
                             toks, finish = toks[: j + 1], "stop"
                             break
-                    text = self.tokenizer.decode(toks, skip_special_tokens=True)
+                    text = self._decode(toks)
                     p_yes = None
                     if sub[i].score_after and tuple(sub[i].choices) == ("YES", "NO"):
                         p_yes = self._p_yes_at(sub[i], toks, sampler.steps, row)
@@ -206,7 +214,7 @@ class HFModel:
             finish = "stop" if tok in self.eos_ids else "length"
             p_yes = (self._p_yes_at(r, toks, sampler.steps, row)
                      if r.score_after and tuple(r.choices) == ("YES", "NO") else None)
-            out.append(Generation(text=self.tokenizer.decode(toks, skip_special_tokens=True),
+            out.append(Generation(text=self._decode(toks),
                                   prompt_tokens=lengths[t], completion_tokens=1, finish_reason=finish, p_yes=p_yes))
         self.calls += len(requests)
         self.completion_tokens += len(requests)
@@ -232,7 +240,7 @@ class HFModel:
                 return y / (y + n) if y + n > 0 else 0.5
             if anywhere.search(full) or step == len(toks):
                 return None
-            full = req.prefix + self.tokenizer.decode(toks[: step + 1], skip_special_tokens=True)
+            full = req.prefix + self._decode(toks[: step + 1])
         return None
 
     def stats(self) -> dict:

@@ -119,15 +119,16 @@ class OpenAIModel:
         self.logprobs = logprobs          # True, False or "auto" (asked for; dropped if refused)
         self.logprobs_refused = False
         self.said_no_logprobs = False
-        self.logprob_stats = Counter()    # verdict requests: read from logprobs / without the choices / none
+        # verdict requests: read from logprobs / without the choices / none
+        self.logprob_stats: Counter[str] = Counter()
         self.cache = CallCache(os.path.join(cache_dir, "openai", cache_namespace or namespace(base_url, model)))
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.attempts = 0            # HTTP requests sent (first tries and retries)
         self.retries = 0             # of which retries (the SDK's and the malformed-answer ones)
-        self.failed = Counter()      # failed attempts by kind: "http_429", ..., "malformed"
-        self.unusable = Counter()    # answers returned this run that are unusable, by reason
+        self.failed: Counter[str] = Counter()    # failed attempts by kind: "http_429", ..., "malformed"
+        self.unusable: Counter[str] = Counter()  # answers returned this run that are unusable, by reason
         self.deduplicated = 0        # identical requests within one generate() sent once
 
     def __repr__(self) -> str:  # never show the key

@@ -41,11 +41,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..trained_judge import judge_text
 from .base import ConfigError
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +79,7 @@ class Calibration:
     b: float
 
     @classmethod
-    def fit(cls, scores: Sequence[float], labels: Sequence[int | bool]) -> Calibration:
+    def fit(cls, scores: ArrayLike, labels: ArrayLike) -> Calibration:
         """Fit a and b by logistic regression of the labels (1 = YES) on the 1-d score.
 
         Uses Platt's (1999) targets instead of hard 0/1 labels: a YES counts as
@@ -182,7 +186,9 @@ class RewardModel:
 
     def render(self, conv: list[dict]) -> str:
         """The conversation as the model reads it (the tokenizer's chat template, turn complete)."""
-        return self.tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=False)
+        text = self.tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=False)
+        assert isinstance(text, str)  # tokenize=False: the rendered text
+        return text
 
     def _scores_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
@@ -204,8 +210,8 @@ class RewardModel:
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             enc = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, padding=True, return_tensors="pt")
-            enc = {k: v.to(self.device) for k, v in enc.items()}
-            logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+            on_device = {k: v.to(self.device) for k, v in enc.items()}
+            logits = self.model(input_ids=on_device["input_ids"], attention_mask=on_device["attention_mask"],
                                 use_cache=False).logits
             for i, s in zip(idx, self._scores_from_logits(logits).tolist()):
                 out[i] = float(s)

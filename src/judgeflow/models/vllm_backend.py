@@ -282,9 +282,10 @@ def _sampling_params_factory(vllm_module=None):
     """vllm.SamplingParams, or (an injected engine without vLLM installed) a namespace of the kwargs."""
     if vllm_module is None:
         try:
-            import vllm as vllm_module
+            import vllm
         except ImportError:
             return lambda **kw: SimpleNamespace(**kw)
+        vllm_module = vllm
     return vllm_module.SamplingParams
 
 
@@ -297,6 +298,7 @@ class VLLMModel:
         """`engine`: an object with vLLM's `LLM.generate(prompts, sampling_params, use_tqdm=)` and
         `get_tokenizer()` (tests inject one); None = load `path` with `vllm.LLM` on the GPUs."""
         self.name, self.path = name, str(path)
+        self.tensor_parallel_size: int | None  # None: an injected engine, left unsaid
         t0 = time.time()
         if engine is None:
             if not Path(path, "config.json").exists():

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 def run(inp, out, settings, job) -> None:
     draws = read_jsonl_many(inp.draws, required=(*DRAW_FIELDS, "judge_accepts", "accepted"))
-    labels = {}
+    labels: dict[str, dict] = {}
     for path in inp.labels:  # the strategy's and the curve's labels, then Best-of-N's: one per draw
         for rec in read_jsonl(path, required=("draw_id", "label")):
             labels.setdefault(rec["draw_id"], rec)

@@ -22,7 +22,7 @@ def run(inp, out, settings, job) -> None:
 
     pcfg = settings["probe"]
     draws = read_jsonl_many(inp.draws, required=(*DRAW_FIELDS, "accepted"))
-    labels = {}
+    labels: dict[str, dict] = {}
     for path in inp.labels:  # the strategy's and the curve's labels, then Best-of-N's: one per draw
         for rec in read_jsonl(path, required=("draw_id", "label")):
             labels.setdefault(rec["draw_id"], rec)

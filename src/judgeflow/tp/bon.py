@@ -230,6 +230,7 @@ def bon_grid(questions, Ns=None, Js=None, ks=None, delta: float = 0.05, bound: s
                        "p_any": pa, "p_any_lower": pa_lo, "p_any_upper": pa_hi,
                        "bound": bound, "confidence": 1 - delta}
                 if model_params:
+                    assert rates is not None  # computed above whenever model_params is given
                     p0 = model_params.get("p0_judge", rates["p0"])
                     p1 = model_params.get("p1_judge", rates["p1"])
                     if all(math.isfinite(v) for v in (p0, p1)):

@@ -154,6 +154,7 @@ def simulate_records(n_questions: int, n_max: int, a: float, b: float, p0: float
     x = rng.random((n_questions, n_max)) < p[:, None]
     y = rng.random((n_questions, n_max)) < np.where(x, p1, p0)
     any_y = y.any(axis=1)
+    assert isinstance(any_y, np.ndarray)  # one per question (numpy's stubs also allow a scalar)
     first = y.argmax(axis=1)
     out = []
     for i in range(n_questions):

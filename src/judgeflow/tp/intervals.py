@@ -131,23 +131,23 @@ def _mixture_bound(successes, n, delta, side, min_gap, k, power):
     eps = 1e-12
     if side == "lower_bound":
         g, lw = gap_grid(min_gap, 1.0, k, power)
-        def f(m):  # decreasing in m
+        def f_dec(m):  # decreasing in m
             return float(log_mixture_wealth(successes, n, m, "upper", g, lw)) - L
-        if f(eps) < 0:
+        if f_dec(eps) < 0:
             return 0.0
         hi = successes / n if n else 1.0
-        if hi <= eps or f(hi) >= 0:
+        if hi <= eps or f_dec(hi) >= 0:
             return hi
-        return float(optimize.brentq(f, eps, hi, xtol=1e-9))
+        return float(optimize.brentq(f_dec, eps, hi, xtol=1e-9))
     g, lw = gap_grid(min_gap, 1.0, k, power)
-    def f(m):  # increasing in m
+    def f_inc(m):  # increasing in m
         return float(log_mixture_wealth(successes, n, m, "lower", g, lw)) - L
-    if f(1 - eps) < 0:
+    if f_inc(1 - eps) < 0:
         return 1.0
     lo = successes / n if n else 0.0
-    if lo >= 1 - eps or f(lo) >= 0:
+    if lo >= 1 - eps or f_inc(lo) >= 0:
         return lo
-    return float(optimize.brentq(f, lo, 1 - eps, xtol=1e-9))
+    return float(optimize.brentq(f_inc, lo, 1 - eps, xtol=1e-9))
 
 
 def betting(successes: int, n: int, delta: float, side: str = "two-sided", *, min_gap: float = 0.005,

@@ -14,7 +14,7 @@ from collections import Counter
 import numpy as np
 from scipy import stats
 
-from .strategies import STRATEGIES, make_strategy
+from .strategies import STRATEGIES, PredictionPowered, make_strategy
 
 __all__ = ["check_curve", "pool_sizes", "simulate", "simulate_run", "synthetic_proxy", "true_nstar"]
 
@@ -61,8 +61,8 @@ def synthetic_proxy(x, auc: float, shift: float, rng: np.random.Generator) -> np
 
 
 def pool_sizes(n_max: int, rng: np.random.Generator, pool=None, questions: int | None = None,
-               accept_probs=None) -> dict[int, int]:
-    """Accepted draws available at each n for one run.
+               accept_probs=None) -> dict[int, int | None]:
+    """Accepted draws available at each n for one run (None: unlimited).
 
     pool: None (unlimited), an int (the same at every n) or a list of per-n sizes; questions Q
     with accept_probs [P(N=1), ..., P(N=n_max)]: one multinomial draw of Q questions' first accepts
@@ -102,6 +102,8 @@ def simulate_run(strategy: str, curve, threshold: float, delta: float, budget: i
                 pos = int(rng.binomial(k - ab, curve[n - 1]))
                 s.update_counts(n, pos, k - ab - pos, ab)
                 continue
+            # the one strategy driven by proxy scores; proxy_auc was checked above
+            assert isinstance(s, PredictionPowered) and proxy_auc is not None
             x = (rng.random(k) < curve[n - 1]).astype(int)
             f = synthetic_proxy(x, proxy_auc, proxy_shift, rng)
             ask = s.select(n, f)
@@ -132,7 +134,11 @@ def simulate(curve, threshold: float, delta: float, strategy: str = "fixed_seque
         raise ValueError(f"proxy_auc must be in [0.5, 1), got {proxy_auc!r}")
     truth = true_nstar(curve, threshold)
     t0 = time.perf_counter()
-    nstars, calls, abst, exhausted, reasons = [], [], [], 0, Counter()
+    nstars: list[int] = []
+    calls: list[int] = []
+    abst: list[int] = []
+    exhausted = 0
+    reasons: Counter[str] = Counter()
     for r in range(runs):
         rng = np.random.default_rng([seed, r])
         res = simulate_run(strategy, curve, threshold, delta, budget, rng, seed=seed + r,

@@ -94,7 +94,7 @@ class Strategy:
         self.abstained = [0] * (self.n_max + 1)
         self.status = [UNTESTED] * (self.n_max + 1)
         self.pending: Counter = Counter()
-        self.stop_reason = None
+        self.stop_reason: str | None = None
 
     # --- the driver's side ---------------------------------------------------------------
     def propose_counts(self, available) -> dict[int, int]:
@@ -248,7 +248,8 @@ class Uniform(Strategy):
     def _plan(self, avail):
         while True:
             target = self.looks.size(self.j)
-            plan, used = {}, 0
+            plan: dict[int, int] = {}
+            used = 0
             for n in self.active:
                 need = target - self.labels[n]
                 if need <= 0:
@@ -575,6 +576,9 @@ class FixedSequence(Strategy):
         return lo, hi
 
 
+_NEEDS_PROXY = "prediction_powered needs proxy scores: drive it with select() and update_draws()"
+
+
 class PredictionPowered(FixedSequence):
     """Fixed sequence with prediction-powered (active, inverse-probability-weighted) betting tests.
 
@@ -624,6 +628,10 @@ class PredictionPowered(FixedSequence):
         self.rng = np.random.default_rng([int(self.seed) % (2**32), 7919])
         min_gap, k, fg, power = self.grid_args
         self.up_g, self.up_w = self._bettors(min_gap, 1.0, k, power, self.threshold, "upper")
+        self.down_g: np.ndarray | None      # futility and indifference bettors: None when not asked for
+        self.down_w: np.ndarray | None
+        self.margin_g: np.ndarray | None
+        self.margin_w: np.ndarray | None
         self.down_g, self.down_w = (None, None) if self.gamma is None else self._bettors(
             fg[0], fg[1], k, 1.0, self.threshold, "lower")
         self.margin_g, self.margin_w = (None, None) if self.min_effect is None else self._bettors(
@@ -643,7 +651,7 @@ class PredictionPowered(FixedSequence):
         self._sel = None
 
     @staticmethod
-    def _bettors(lo, hi, k, power, m, side):
+    def _bettors(lo, hi, k, power, m, side) -> tuple[np.ndarray, np.ndarray]:
         g, lw = gap_grid(lo, hi, k, power)
         theta = m + g if side == "upper" else m - g
         ok = (theta > 0) & (theta < 1)
@@ -702,10 +710,11 @@ class PredictionPowered(FixedSequence):
         return np.minimum(lam, 0.5 / reach)
 
     # --- the driver's side ------------------------------------------------------------------
-    def update(self, n, label):
-        raise TypeError("prediction_powered needs proxy scores: drive it with select() and update_draws()")
+    def update(self, n: int, label) -> None:
+        raise TypeError(_NEEDS_PROXY)
 
-    update_counts = update
+    def update_counts(self, n: int, positives: int, negatives: int, abstains: int = 0) -> None:
+        raise TypeError(_NEEDS_PROXY)
 
     def _next_size(self, n, avail) -> int:
         """Draws to consider at n next (a chunk: the decision point is found inside it)."""
@@ -771,6 +780,7 @@ class PredictionPowered(FixedSequence):
         L = math.log(1.0 / self.delta)
         events = [(np.flatnonzero(up >= L), CERTIFIED)]
         if self.down_g is not None:
+            assert self.gamma is not None  # the futility bettors exist only with futility_level
             inc = np.where(live[:, None], np.log1p(-self._lambdas(self.down_g, T, "lower", pi_lo)[None, :]
                                                    * (z - T)[:, None]), 0.0)
             cum_down = np.cumsum(inc, axis=0)
