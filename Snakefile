@@ -9,9 +9,9 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 sys.path.insert(0, f"{workflow.basedir}/src")
-from judgeflow import cluster as jf_cluster, settings as jf_settings
-from judgeflow import redact as jf_redact
-from judgeflow.rulekit import Rules
+from judgeflow.workflow import cluster as jf_cluster, settings as jf_settings
+from judgeflow.workflow import redact as jf_redact
+from judgeflow.workflow.rulekit import Rules
 
 # The embedded default (the demo) unless the command line names config files: those are the whole
 # config then (with the documented defaults), never merged over the demo's settings. `--config
@@ -24,7 +24,7 @@ if not jf_cluster.command_line_configfiles(workflow):
 report: "workflow/report/workflow.rst"
 
 
-# First, before any rule is read: the typed settings (judgeflow.settings) check every key, fill in
+# First, before any rule is read: the typed settings (judgeflow.workflow.settings) check every key, fill in
 # the defaults and resolve "null = another key"; an error names the config key.
 config.update(jf_settings.validate(config))
 # The API key of every model (its api_key_env variable) is masked in what this process logs.

@@ -38,12 +38,12 @@ def main(argv=None) -> int:
 
     from scipy.stats import binomtest
 
-    from judgeflow.composed import base_tasks, compose, expand
+    from judgeflow.questions.composed import base_tasks, compose, expand
     from judgeflow.models import GenRequest, Sampling
     from judgeflow.models.hf import HFModel
-    from judgeflow.prompting import stable_seed
-    from judgeflow.questions import instruction_criteria
-    from judgeflow.verifier import verify
+    from judgeflow.generation.prompting import stable_seed
+    from judgeflow.questions.sources import instruction_criteria
+    from judgeflow.judging.verifier import verify
 
     ids = expand(a.instructions)
     n_tasks = min(a.tasks, len(base_tasks(None)))

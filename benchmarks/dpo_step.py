@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/dpo_step.py                      # full fine-tuning and LoRA, batch 1 and 2
     .venv/bin/python benchmarks/dpo_step.py --configs full:2 --steps 4 --threads 2
 
-Each configuration runs judgeflow.dpo.train (what train_dpo runs under accelerate launch) in its
+Each configuration runs judgeflow.training.dpo.train (what train_dpo runs under accelerate launch) in its
 own process on the demo's pair file (results/demo/pairs/multi_feedback.jsonl, else a few
 synthetic pairs), without checkpoints, and prints one row: median seconds per optimizer step
 (the first step excluded: it carries the reference pass of the diagnostics), pairs per step,
@@ -40,7 +40,8 @@ def synthetic_pairs(path: Path, n: int = 6) -> None:
 def one(args) -> None:
     import logging
 
-    from judgeflow import dpo, settings as jf_settings
+    from judgeflow.training import dpo
+    from judgeflow.workflow import settings as jf_settings
 
     logging.basicConfig(level=logging.WARNING)
     kind, batch = args.one.split(":")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fault_server import KINDS, FaultServer, fingerprint, paths, run_clean, run_label, stage_config, \
     write_draws, write_questions  # noqa: E402
-from judgeflow.io import read_jsonl  # noqa: E402
+from judgeflow.workflow.io import read_jsonl  # noqa: E402
 
 
 def one_run(root: Path, n: int, rate: float, seed: int, upstream: str | None, stall_s: float,

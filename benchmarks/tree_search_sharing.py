@@ -1,7 +1,7 @@
 """Gate sharing in the SPaR tree search, measured on the real model: generation calls of one search for
 all gates together against the strictest gate's search alone, and against one search per gate.
 
-Runs judgeflow.tree_search.search_trees three ways on the first --roots rejected responses of a finished
+Runs judgeflow.refining.tree_search.search_trees three ways on the first --roots rejected responses of a finished
 demo run (its config, its judges, the real SmolLM2-135M refiner), counting the refiner's generations:
 
   shared:    one search, every gate of refining.tree_search.gates (what the workflow runs);
@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from judgeflow import settings as jf_settings  # noqa: E402
-from judgeflow import tree_search as ts  # noqa: E402
-from judgeflow.io import questions_by_id, read_jsonl  # noqa: E402
+from judgeflow.workflow import settings as jf_settings  # noqa: E402
+from judgeflow.refining import tree_search as ts  # noqa: E402
+from judgeflow.workflow.io import questions_by_id, read_jsonl  # noqa: E402
 from judgeflow.models import open_models  # noqa: E402
 
 

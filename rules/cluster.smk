@@ -1,4 +1,4 @@
-# Running on SLURM (profiles/slurm; docs/cluster.md). Logic in src/judgeflow/cluster.py.
+# Running on SLURM (profiles/slurm; docs/cluster.md). Logic in src/judgeflow/workflow/cluster.py.
 #
 # Snakemake 9 does not tell a Snakefile which executor it runs under while it is parsed. What the
 # parse does see is the profile's raw --default-resources / --set-resources / --set-threads

@@ -1,5 +1,5 @@
 # Shared paths. Everything a rule asks for (params, inputs, resources) comes from one provider,
-# JF = judgeflow.rulekit.Rules(config), filled from each stage's declaration (judgeflow.pipeline).
+# JF = judgeflow.workflow.rulekit.Rules(config), filled from each stage's declaration (judgeflow.workflow.pipeline).
 from pathlib import Path
 
 RUN = JF.run

@@ -1,6 +1,6 @@
 # The base policy and each trained policy on the held-out questions: judge pass rates, exact
 # IFBench checks, and the oracle's pairwise preference against the base (both orders).
-# Logic: src/judgeflow/evaluation.py.
+# Logic: src/judgeflow/training/evaluation.py.
 
 
 wildcard_constraints:

@@ -1,8 +1,8 @@
 # DPO on each pair dataset (train_dpo, one job per variant: multi_feedback, full_feedback) and the
-# gradient-weight diagnostics comparing them (dpo_diagnostics). Logic: src/judgeflow/dpo.py,
-# src/judgeflow/stages/train_dpo.py (the accelerate launch), src/judgeflow/dpo_diagnostics.py.
-from judgeflow import dpo as jf_dpo
-from judgeflow.pipeline import relpath_if_below
+# gradient-weight diagnostics comparing them (dpo_diagnostics). Logic: src/judgeflow/training/dpo.py,
+# src/judgeflow/stages/train_dpo.py (the accelerate launch), src/judgeflow/training/diagnostics.py.
+from judgeflow.training import dpo as jf_dpo
+from judgeflow.workflow.pipeline import relpath_if_below
 
 # Checked here, before any job runs: a missing accelerate config, precompute_ref_log_probs with
 # DeepSpeed -- each error names its config key.

@@ -2,7 +2,7 @@
 # of refinements per rejected response, run to the strictest exit gate (tree_search); per round and
 # gate, the exit nodes, their pairs and the oracle's preference (tree_search_gate); over all of them,
 # gates.csv and the figure (tree_search_summary). Round r >= 2 samples with the policy trained on
-# round r-1's pairs (sample_round, judge_round, train_round). Logic: src/judgeflow/tree_search.py.
+# round r-1's pairs (sample_round, judge_round, train_round). Logic: src/judgeflow/refining/tree_search.py.
 TREE = f"{RESULTS}/tree_search"
 LATER = r"[2-9]|[1-9]\d+"  # rounds 2, 3, ...: round 1 samples and judges with sample_responses, judge_responses
 

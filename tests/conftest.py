@@ -44,7 +44,7 @@ PROMPT_JUDGES = {"k": 2, "calibration": {"questions": 0}, "judges": [
 
 def base_config(tmp_path: Path, model_dir: Path, **overrides) -> dict:
     """The shipped config (the demo's), validated, with results/logs/cache under tmp_path and the real model."""
-    from judgeflow import settings as jf_settings
+    from judgeflow.workflow import settings as jf_settings
 
     merged = {
         "results_dir": str(tmp_path / "results"), "logs_dir": str(tmp_path / "logs"),

@@ -508,7 +508,7 @@ def stage_config(root, url: str, *, timeout: float = 2.0, max_retries: int = 5, 
     results/logs/cache under `root`."""
     import yaml
 
-    from judgeflow import settings as jf_settings
+    from judgeflow.workflow import settings as jf_settings
 
     from conftest import PROMPT_JUDGES
 
@@ -577,7 +577,7 @@ def paths(root) -> dict:
 
 def run_clean(config: dict, p: dict) -> None:
     """clean_questions as the workflow runs it (exactly its declared settings)."""
-    from judgeflow.pipeline import run_stage
+    from judgeflow.workflow.pipeline import run_stage
 
     run_stage("clean_questions", {"questions": str(p["questions"])},
               {k: str(p[k]) for k in ("kept", "rejected", "heldout", "calibration")} | {"summary": str(p["cleaning"])},
@@ -586,7 +586,7 @@ def run_clean(config: dict, p: dict) -> None:
 
 def run_label(config: dict, p: dict) -> None:
     """label_oracle as the workflow runs it."""
-    from judgeflow.pipeline import run_stage
+    from judgeflow.workflow.pipeline import run_stage
 
     run_stage("label_oracle", {"kept": str(p["kept"]), "draws": [str(p["draws"])]},
               {"labels": str(p["labels"]), "nstar": str(p["nstar"]), "curve": str(p["curve_csv"]),

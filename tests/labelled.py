@@ -6,10 +6,10 @@ from pathlib import Path
 
 import yaml
 
-from judgeflow.composed import compose
+from judgeflow.judging.verifier import verify
 from judgeflow.models import GenRequest, Sampling
-from judgeflow.questions import instruction_criteria
-from judgeflow.verifier import verify
+from judgeflow.questions.composed import compose
+from judgeflow.questions.sources import instruction_criteria
 
 
 def labelled_responses(model, count: int, n_responses: int, *, per_question: int = 1,

@@ -75,7 +75,7 @@ def nothing_to_do(output: str) -> bool:
 def tiny_questions() -> list[dict]:
     """The shortest of the first IFBench prompts (verifiable instructions), a question with its own
     criterion, one more IFBench prompt, and an empty prompt (rejected with its reason)."""
-    from judgeflow.questions import ifbench_file
+    from judgeflow.questions.sources import ifbench_file
 
     rows = [json.loads(line) for line in ifbench_file().read_text().splitlines()[:40]]
     short = sorted(rows, key=lambda r: len(r["prompt"]))[:2]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from judgeflow import dpo
+from judgeflow.training import dpo
 
 from conftest import ROOT, base_config
 
@@ -32,7 +32,7 @@ def test_accelerate_loads_it(path):
     from accelerate.commands.config.config_args import load_config_from_file
 
     cfg = load_config_from_file(str(path))
-    assert cfg.num_machines == 1  # single node; multi-node goes through judgeflow.launch
+    assert cfg.num_machines == 1  # single node; multi-node goes through judgeflow.workflow.launch
     if path.name == "cpu.yaml":
         assert cfg.use_cpu and str(cfg.distributed_type) in ("NO", "DistributedType.NO")
         assert cfg.mixed_precision == "no"

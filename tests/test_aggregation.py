@@ -1,6 +1,6 @@
 import pytest
 
-from judgeflow.judging import aggregate
+from judgeflow.judging.judges import aggregate
 
 
 def _config(k, J):

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from judgeflow.io import InputError
 from judgeflow.models import BackendError, ConfigError
+from judgeflow.workflow.io import InputError
 
 from fault_server import FaultServer, stage_config
 
@@ -47,7 +47,7 @@ def _src(tmp: Path, lines: list, raw: bytes | None = None) -> Path:
 
 def _prepare(lines=None, raw=None, missing: bool = False):
     def run(tmp, url):
-        from judgeflow.pipeline import run_stage
+        from judgeflow.workflow.pipeline import run_stage
 
         src = tmp / "in" / "nope.jsonl" if missing else _src(tmp, lines or [], raw)
         config = stage_config(tmp, url, questions={"source": "jsonl", "path": str(src), "limit": None})
@@ -65,7 +65,7 @@ def _questions_file(tmp: Path, rows) -> Path:
 
 def _clean(rows, heldout: int = 0, **cfg):
     def run(tmp, url):
-        from judgeflow.pipeline import run_stage
+        from judgeflow.workflow.pipeline import run_stage
 
         q = _questions_file(tmp, rows)
         extra = dict(cfg)
@@ -97,7 +97,7 @@ def _url_with(where: str):
 
 
 def _yaml_syntax(tmp, url):
-    from judgeflow import settings as jf_settings
+    from judgeflow.workflow import settings as jf_settings
 
     p = tmp / "in" / "config.yaml"
     p.parent.mkdir(parents=True)
@@ -106,7 +106,7 @@ def _yaml_syntax(tmp, url):
 
 
 def _missing_hf_model(tmp, url):
-    from judgeflow.pipeline import run_stage
+    from judgeflow.workflow.pipeline import run_stage
 
     q = _questions_file(tmp, [{"question_id": "a", "prompt": "Hi?", "criteria": []}])
     config = stage_config(tmp, url, models={"smollm2": {"path": str(tmp / "no-such-model")}})
@@ -138,7 +138,7 @@ def _unset_key(tmp, url):
 
 
 def _label_with_bad_draws(tmp, url):
-    from judgeflow.pipeline import run_stage
+    from judgeflow.workflow.pipeline import run_stage
 
     q = _questions_file(tmp, [{"question_id": "a", "prompt": "Hi?", "criteria": []}])
     d = tmp / "in" / "draws.jsonl"

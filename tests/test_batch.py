@@ -13,7 +13,7 @@ import pytest
 from judgeflow.models import BackendError, ConfigError, GenRequest, Sampling
 from judgeflow.models.batch import BatchedModel
 from judgeflow.models.openai_api import OpenAIModel
-from judgeflow.settings import validate
+from judgeflow.workflow.settings import validate
 
 from fault_server import FaultServer, paths, run_clean, stage_config, write_questions
 
@@ -165,7 +165,7 @@ def test_clean_questions_through_the_batch_api_keeps_the_same_questions(tmp_path
 def test_batch_needs_an_openai_backend_naming_the_key():
     import yaml
 
-    from judgeflow.settings import deep_merge
+    from judgeflow.workflow.settings import deep_merge
 
     shipped = yaml.safe_load(Path(HERE).parent.joinpath("config", "config.yaml").read_text())
     with pytest.raises(ConfigError, match=r"oracle.batch: cleaning.model is model '\w+', backend hf"):

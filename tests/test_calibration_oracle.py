@@ -3,7 +3,7 @@ criterion) with the question narrowed to that criterion, generic criteria includ
 judging.calibration.budget calls (whole responses of a seeded random subset past it), through the API
 cache (a rerun pays nothing twice); an abstention gives no label. The oracle is a real OpenAI-compatible
 server on 127.0.0.1 (tests/fault_server.py, no faults: a deterministic stand-in answer per request body),
-the stage runs as the workflow runs it (judgeflow.pipeline.run_stage: only its declared settings)."""
+the stage runs as the workflow runs it (judgeflow.workflow.pipeline.run_stage: only its declared settings)."""
 from __future__ import annotations
 
 import json
@@ -13,11 +13,11 @@ from collections import defaultdict
 
 import pytest
 
-from judgeflow import pipeline, settings as st
-from judgeflow.io import InputError, read_jsonl
+from judgeflow.judging.verdicts import ABSTAIN, parse_verdict
 from judgeflow.models import ConfigError
-from judgeflow.pipeline import STAGES, run_stage
-from judgeflow.verdicts import ABSTAIN, parse_verdict
+from judgeflow.workflow import pipeline, settings as st
+from judgeflow.workflow.io import InputError, read_jsonl
+from judgeflow.workflow.pipeline import STAGES, run_stage
 
 from conftest import ROOT
 from fault_server import FaultServer, standin_answer
@@ -106,7 +106,7 @@ def expected_label(body: dict) -> int | None:
 def test_each_pair_is_one_call_about_that_criterion_and_an_abstention_gives_no_record(tmp_path, caplog):
     cal, resp, criteria = write_split(tmp_path / "split")
     with RecordingServer() as fs:
-        with caplog.at_level(logging.INFO, logger="judgeflow.calibration"):
+        with caplog.at_level(logging.INFO, logger="judgeflow.judging.calibration"):
             labels = label(config(tmp_path, fs.url), cal, resp, tmp_path / "labels.jsonl")
         pairs = asked(fs)
         assert fs.upstream_calls() == len(pairs) == PAIRS and fs.paid_twice() == 0
@@ -134,7 +134,7 @@ def test_budget_labels_whole_responses_of_a_seeded_subset(tmp_path, caplog):
     chosen = {}
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         with RecordingServer() as fs:  # a fresh cache each: every call is paid
-            with caplog.at_level(logging.WARNING, logger="judgeflow.calibration"):
+            with caplog.at_level(logging.WARNING, logger="judgeflow.judging.calibration"):
                 caplog.clear()
                 labels = label(config(tmp_path / name, fs.url, budget=budget, seed=seed), cal, resp,
                                tmp_path / name / "labels.jsonl")
@@ -208,7 +208,7 @@ def test_an_llm_oracle_with_a_calibration_split_needs_a_budget(tmp_path):
 
 
 def test_the_stage_declares_the_llm_oracle_and_nothing_with_the_verifier(tmp_path):
-    from judgeflow.rulekit import Rules
+    from judgeflow.workflow.rulekit import Rules
 
     stage = STAGES["label_calibration"]
     verifier = config(tmp_path, labeller="verifier")
@@ -231,7 +231,7 @@ def test_the_stage_declares_the_llm_oracle_and_nothing_with_the_verifier(tmp_pat
 def test_a_judge_learns_from_a_generic_criterion_s_label_with_its_text():
     """An LLM oracle labels generic criteria too; they are not among the question's own criteria, so the
     label record carries the criterion's text (train_judge reads no judging.generic_criteria)."""
-    from judgeflow.calibration import learning_rows
+    from judgeflow.judging.calibration import learning_rows
 
     q = {"question_id": "q1", "prompt": "Say hi.", "criteria": [{"criterion_id": "c1", "description": "Be brief."}]}
     labels = [{"response_id": "r1", "question_id": "q1", "criterion_id": "c1", "x": 1},

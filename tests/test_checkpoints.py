@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from judgeflow.io import Checkpoint, bound_to, file_digest, honour_umask, job_fingerprint, read_jsonl
+from judgeflow.workflow.io import Checkpoint, bound_to, file_digest, honour_umask, job_fingerprint, read_jsonl
 
 from conftest import base_config
 
@@ -32,7 +32,7 @@ def _sample(tmp_path, model_dir, max_new_tokens, kill_after_calls=None, monkeypa
     """sample_responses through the workflow's own entry (run_stage): 3 questions x 2 responses,
     checkpoint every 3; `kill_after_calls`: the model dies on that generate call (a job killed)."""
     from judgeflow.models import hf
-    from judgeflow.pipeline import run_stage
+    from judgeflow.workflow.pipeline import run_stage
 
     cfg = base_config(tmp_path, model_dir, sampling={"max_new_tokens": max_new_tokens, "n_samples": 2,
                                                     "shards": 1, "checkpoint_every": 3, "temperature": 0.8})
@@ -103,7 +103,7 @@ def test_the_fingerprint_follows_settings_code_wildcards_and_input_content(tmp_p
 
 
 def test_large_inputs_stand_in_by_size_and_mtime(tmp_path, monkeypatch):
-    import judgeflow.io as jio
+    import judgeflow.workflow.io as jio
 
     monkeypatch.setattr(jio, "HASHED_BYTES", 4)
     w = tmp_path / "model.safetensors"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from judgeflow.cli import main
-from judgeflow.tp import model
+from judgeflow.oracle.tp import model
+from judgeflow.workflow.cli import main
 
 CURVE = "0.97,0.92,0.7"
 BASE = ["oracle-budget", "--threshold", "0.8", "--delta", "0.05", "--runs", "4", "--seed", "1"]
@@ -74,7 +74,7 @@ def test_tp_model_bad_input_exits_2(flag, value, capsys):
 
 def test_console_script_runs():
     exe = Path(sys.executable).with_name("judgeflow")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "judgeflow.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "judgeflow.workflow.cli"]
     bad = subprocess.run([*cmd, "oracle-budget", "--curve", "0.9,2", "--threshold", "0.8", "--delta", "0.05"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--curve" in bad.stderr

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from judgeflow import settings as st
-from judgeflow.composed import compose, constraint_sets, expand, instruction_ids
 from judgeflow.models import ConfigError
+from judgeflow.questions.composed import compose, constraint_sets, expand, instruction_ids
+from judgeflow.workflow import settings as st
 
 from conftest import ROOT
 
@@ -89,8 +89,8 @@ def test_an_unknown_instruction_or_family_is_a_config_error_naming_the_key():
 
 
 def test_prepared_composed_questions_carry_their_checkers_and_verify(tmp_path):
-    from judgeflow.questions import prepare_questions
-    from judgeflow.verifier import verify
+    from judgeflow.judging.verifier import verify
+    from judgeflow.questions.sources import prepare_questions
 
     out = tmp_path / "q.jsonl"
     n = prepare_questions({"source": "composed", "limit": None, "composed": _ccfg(count=4)}, str(out))
@@ -102,7 +102,7 @@ def test_prepared_composed_questions_carry_their_checkers_and_verify(tmp_path):
 
 
 def test_the_exact_pairwise_oracle_prefers_more_satisfied_instructions():
-    from judgeflow.verifier import compare
+    from judgeflow.judging.verifier import compare
 
     q = {"question_id": "q", "prompt": "Write. No commas. A title.", "criteria": [
         {"criterion_id": "punctuation:no_comma", "kind": "instruction", "instruction_id": "punctuation:no_comma",
@@ -117,7 +117,7 @@ def test_the_exact_pairwise_oracle_prefers_more_satisfied_instructions():
 
 
 def test_judge_quality_confusion_rates_and_agreement():
-    from judgeflow.judge_quality import AGGREGATE, quality
+    from judgeflow.judging.quality import AGGREGATE, quality
 
     draws, labels = [], {}
     # j1 is right every time, j2 says YES always, j3 says YES on even draws; the aggregate is 2-of-3

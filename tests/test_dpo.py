@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from judgeflow import dpo, dpo_diagnostics as diag
-from judgeflow.io import InputError
 from judgeflow.models import ConfigError
+from judgeflow.training import diagnostics as diag, dpo
+from judgeflow.workflow.io import InputError
 
 from conftest import ROOT, base_config
 
@@ -316,7 +316,7 @@ def test_train_few_steps_under_accelerate_launch_loss_below_log2_and_model_loads
     out = tmp_path / "dpo"
     cmd = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file",
            str(ROOT / "config/accelerate/cpu.yaml"), "--num_processes", "1",
-           "-m", "judgeflow.train_worker", "--variant", "multi_feedback", "--pairs", str(pairs),
+           "-m", "judgeflow.training.worker", "--variant", "multi_feedback", "--pairs", str(pairs),
            "--model", str(model_dir), "--out-dir", str(out), "--threads", "2", "--settings", str(settings)]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     old_umask = os.umask(0o022)
@@ -480,7 +480,7 @@ def test_training_summary_keys_rounding_and_empty_timings():
 
 
 def test_importing_dpo_does_not_import_torch_or_transformers():
-    """The Snakefile imports judgeflow.dpo to check the config: it must stay cheap."""
-    code = "import sys, judgeflow.dpo; print(sorted({'torch', 'transformers', 'trl'} & set(sys.modules)))"
+    """The Snakefile imports judgeflow.training.dpo to check the config: it must stay cheap."""
+    code = "import sys, judgeflow.training.dpo; print(sorted({'torch', 'transformers', 'trl'} & set(sys.modules)))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"

@@ -22,8 +22,8 @@ def _env_pip(env) -> list[str]:
 def rule_envs() -> dict[str, str]:
     """rule -> the env file its conda: directive gets: every rule asks JF.conda for its own name, which
     derives the env from the stage's declaration (pipeline.conda_env: its node class)."""
-    from judgeflow.rulekit import Rules
-    from judgeflow.settings import load
+    from judgeflow.workflow.rulekit import Rules
+    from judgeflow.workflow.settings import load
 
     rules = Rules(load(ROOT / "config" / "config.yaml"))
     out = {}

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from judgeflow import evaluation as ev
+from judgeflow.training import evaluation as ev
 
 from conftest import PROMPT_JUDGES, base_config
 

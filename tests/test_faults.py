@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from judgeflow.io import read_jsonl
 from judgeflow.models import BackendError, GenRequest, Sampling
 from judgeflow.models.openai_api import OpenAIModel
+from judgeflow.workflow.io import read_jsonl
 
 from fault_server import (
     KINDS,
@@ -160,7 +160,7 @@ def test_identical_requests_in_one_batch_are_sent_once(tmp_path):
 
 
 def test_checkpoint_append_after_a_torn_line_survives_a_second_kill(tmp_path):
-    from judgeflow.io import Checkpoint
+    from judgeflow.workflow.io import Checkpoint
 
     out = tmp_path / "labels.jsonl"
     ck = Checkpoint(out, key="id")

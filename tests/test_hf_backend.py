@@ -68,7 +68,7 @@ def test_p_yes_from_generation_equals_a_fresh_forward_pass(hf_model):
 def test_p_yes_at_every_prefix_the_forced_verdict_uses(hf_model):
     """Each prefix `prefix_for_score` can build ends at the keyword, so P(YES) must be read there:
     markdown and lower case (as the parser allows), and an earlier non-answer "Verdict:" line."""
-    from judgeflow.judging import prefix_for_score
+    from judgeflow.judging.judges import prefix_for_score
 
     q = "Is the sky blue on a clear day? Answer 'Verdict: YES' or 'Verdict: NO'."
     texts = ["Looks right.\n**verdict:** yes", "Verdict: maybe, hard to say", "Hmm.\n- Verdict: YES"]

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from judgeflow.io import Checkpoint, InputError, read_jsonl, write_jsonl
+from judgeflow.workflow.io import Checkpoint, InputError, read_jsonl, write_jsonl
 
 
 def test_malformed_line_names_file_and_line(tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from judgeflow.io import read_jsonl
+from judgeflow.workflow.io import read_jsonl
 
 from fault_server import (
     FaultServer,

@@ -2,9 +2,9 @@
 answer token, the text where the endpoint gives none, and a count of answers without the choices."""
 import pytest
 
+from judgeflow.judging.verdicts import label_with_probs
 from judgeflow.models import GenRequest, Sampling
 from judgeflow.models.openai_api import OpenAIModel, choice_probs
-from judgeflow.verdicts import label_with_probs
 
 from fault_server import FaultServer, _u
 
@@ -96,7 +96,7 @@ def test_logprobs_false_never_asks(tmp_path):
 
 
 def test_judges_over_the_openai_backend_record_p_yes_and_where_each_label_came_from(tmp_path):
-    from judgeflow import judging
+    from judgeflow.judging import judges as judging
 
     q = {"question_id": "q", "prompt": "Name a river.",
          "criteria": [{"criterion_id": "c0", "description": "One river."}]}

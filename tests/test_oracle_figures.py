@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from judgeflow import oracle_analysis as oa
-from judgeflow.draws import criterion_verdicts, draw_tiebreak, judge_accepts, judges_score
-from judgeflow.judging import aggregate
-from judgeflow.tp.bon import kept_by_score, kept_grid, question_values
-from judgeflow.tp.intervals import betting, clopper_pearson
+from judgeflow.judging.judges import aggregate
+from judgeflow.oracle import analysis as oa
+from judgeflow.oracle.draws import criterion_verdicts, draw_tiebreak, judge_accepts, judges_score
+from judgeflow.oracle.tp.bon import kept_by_score, kept_grid, question_values
+from judgeflow.oracle.tp.intervals import betting, clopper_pearson
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CONFIG = {"seed": 7, "judging": {"k": 1, "judges": [{"id": "A"}, {"id": "B"}], "generic_criteria": []}}
@@ -200,8 +200,8 @@ def _stage_inputs(tmp_path, config):
     judges, accepted by the workflow's k-of-J; a response with a comma fails the verifier."""
     import json
 
-    from judgeflow.draws import draw_id
-    from judgeflow.io import write_jsonl
+    from judgeflow.oracle.draws import draw_id
+    from judgeflow.workflow.io import write_jsonl
 
     judges, k = [j["id"] for j in config["judging"]["judges"]], config["judging"]["k"]
     crit = {"criterion_id": "punctuation:no_comma", "description": "no commas", "kind": "instruction",
@@ -236,8 +236,8 @@ def test_the_stages_write_bon_kept_and_the_tp_trend_reading_only_what_they_decla
     import csv
     import json
 
-    from judgeflow import settings as st
-    from judgeflow.pipeline import run_stage
+    from judgeflow.workflow import settings as st
+    from judgeflow.workflow.pipeline import run_stage
 
     from conftest import ROOT
 
@@ -276,7 +276,7 @@ def test_the_stages_write_bon_kept_and_the_tp_trend_reading_only_what_they_decla
 def test_the_kept_draw_at_n_is_compared_with_n_1_on_the_same_questions():
     """Best-of-N's kept draw at each N against the smallest N, paired by question: the mean change,
     its question-bootstrap interval and McNemar's exact p-value from the discordant questions."""
-    from judgeflow.tp.bon import paired_change
+    from judgeflow.oracle.tp.bon import paired_change
 
     before = [1] * 30 + [0] * 30 + [1] * 5 + [None]
     after = [1] * 30 + [0] * 30 + [0] * 5 + [1]  # 5 lost, none gained; the unlabelled question left out

@@ -1,4 +1,4 @@
-from judgeflow.pairs import build_pairs
+from judgeflow.refining.pairs import build_pairs
 
 Q = {"q": {"question_id": "q", "prompt": "Write a haiku in lowercase.", "criteria": []}}
 RESP = [{"response_id": "q/r0", "question_id": "q", "text": "ORIGINAL"}]

@@ -1,11 +1,11 @@
-"""The stage declarations (judgeflow.pipeline): params and operational settings apart, a stage sees
+"""The stage declarations (judgeflow.workflow.pipeline): params and operational settings apart, a stage sees
 only what it declares, code digests cover exactly the modules a stage imports."""
 import shutil
 
 import pytest
 
-from judgeflow import pipeline, settings as st
-from judgeflow.pipeline import STAGES, Declared, UndeclaredSetting
+from judgeflow.workflow import pipeline, settings as st
+from judgeflow.workflow.pipeline import STAGES, Declared, UndeclaredSetting
 
 from conftest import PROMPT_JUDGES, ROOT
 
@@ -72,7 +72,7 @@ def test_operational_settings_are_handed_over_but_are_no_params(demo):
 
 
 def test_a_stage_reading_an_undeclared_setting_fails_naming_it(demo, tmp_path, monkeypatch):
-    from judgeflow.io import write_jsonl
+    from judgeflow.workflow.io import write_jsonl
 
     kept = tmp_path / "kept.jsonl"
     write_jsonl(kept, [{"question_id": "q", "prompt": "Hi?", "criteria": []}])
@@ -100,12 +100,12 @@ def test_declared_view_refuses_undeclared_keys_even_with_get():
 
 def test_each_stage_digests_exactly_the_modules_it_imports():
     closure = {n: set(pipeline.module_closure(s.module)) for n, s in STAGES.items()}
-    assert "judgeflow.judging" in closure["judge_responses"]
+    assert "judgeflow.judging.judges" in closure["judge_responses"]
     for name in ("sample_responses", "clean_questions", "prepare_questions", "prepare_model"):
-        assert "judgeflow.judging" not in closure[name], name
-    assert "judgeflow.sampling" not in closure["judge_responses"]
-    assert {"judgeflow.dpo", "judgeflow.train_worker"} <= closure["train_dpo"]
-    assert "judgeflow.pipeline" not in set().union(*closure.values())  # the declarations are no stage's code
+        assert "judgeflow.judging.judges" not in closure[name], name
+    assert "judgeflow.generation.sampling" not in closure["judge_responses"]
+    assert {"judgeflow.training.dpo", "judgeflow.training.worker"} <= closure["train_dpo"]
+    assert "judgeflow.workflow.pipeline" not in set().union(*closure.values())  # the declarations are no stage's code
 
 
 def test_a_module_edit_changes_the_digests_of_the_stages_that_import_it(tmp_path, monkeypatch):
@@ -114,7 +114,7 @@ def test_a_module_edit_changes_the_digests_of_the_stages_that_import_it(tmp_path
     monkeypatch.setattr(pipeline, "PACKAGE_DIR", pkg)
     pipeline._imports.cache_clear()
     before = {n: pipeline.code_digest(s) for n, s in STAGES.items()}
-    (pkg / "judging.py").write_text((pkg / "judging.py").read_text() + "\n# edited\n")
+    (pkg / "judging" / "judges.py").write_text((pkg / "judging" / "judges.py").read_text() + "\n# edited\n")
     after = {n: pipeline.code_digest(s) for n, s in STAGES.items()}
     pipeline._imports.cache_clear()
     changed = {n for n in STAGES if before[n] != after[n]}
@@ -135,7 +135,7 @@ def test_templates_are_files_packaged_or_the_users(demo, tmp_path):
 
 
 def test_the_prepared_question_file_is_keyed_by_what_shapes_it():
-    from judgeflow.rulekit import Rules
+    from judgeflow.workflow.rulekit import Rules
 
     ifbench = {"questions": {"source": "ifbench", "limit": 8}}
     name = Rules(st.load(CFG, overrides=ifbench)).questions_file()

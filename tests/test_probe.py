@@ -1,4 +1,4 @@
-"""The activation probe (judgeflow.probe): CV-regularized probes of p, p1, p0 against the constant
+"""The activation probe (judgeflow.oracle.probe): CV-regularized probes of p, p1, p0 against the constant
 baseline, the input checks, predicted_tp's closed form, and the features of the real embedded model."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from judgeflow.probe import features, fit_probe, predicted_tp, question_samples
+from judgeflow.oracle.probe import features, fit_probe, predicted_tp, question_samples
 
 P1, P0 = 0.9, 0.3
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from judgeflow.io import InputError, read_jsonl
-from judgeflow.questions import clean_questions, ifbench_file, prepare_questions
+from judgeflow.questions.sources import clean_questions, ifbench_file, prepare_questions
+from judgeflow.workflow.io import InputError, read_jsonl
 
 
 def _write(path, rows):
@@ -88,7 +88,7 @@ def test_empty_and_huge_prompts_are_rejected_with_a_reason_without_the_oracle(tm
 
 
 def test_heldout_split_is_stable_and_disjoint():
-    from judgeflow.questions import split_heldout
+    from judgeflow.questions.sources import split_heldout
 
     qs = [{"question_id": f"q{i}"} for i in range(20)]
     train, held = split_heldout(qs, 5, seed=7)

@@ -103,7 +103,7 @@ def test_editing_a_packaged_judge_template_reruns_the_stages_that_load_it(finish
 
 @pytest.mark.slow
 def test_editing_the_judging_code_reruns_judging_not_sampling_or_cleaning(finished):
-    code = finished / "src" / "judgeflow" / "judging.py"
+    code = finished / "src" / "judgeflow" / "judging" / "judges.py"
     code.write_text(code.read_text() + "\n# an edit\n")
     jobs = _dry(finished)
     assert {"judge_responses", "judge_refinements", "sample_until_accept"} <= set(jobs), jobs
@@ -188,11 +188,11 @@ def test_rule_files_use_only_public_snakemake_api():
 def test_dpo_train_is_short_and_uses_no_private_trl_api():
     import ast
 
-    src = (ROOT / "src" / "judgeflow" / "dpo.py").read_text()
+    src = (ROOT / "src" / "judgeflow" / "training" / "dpo.py").read_text()
     tree = ast.parse(src)
     train = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train")
     assert train.end_lineno - train.lineno + 1 <= 70
-    for f in ("dpo.py", "dpo_diagnostics.py"):
+    for f in ("training/dpo.py", "training/diagnostics.py"):
         text = (ROOT / "src" / "judgeflow" / f).read_text()
         assert not re.search(r"from (trl|transformers)[\w.]* import _\w+", text), f
         assert not re.search(r"\btrainer\._\w+", text), f
@@ -237,7 +237,7 @@ def test_ids_with_separators_are_refused_naming_file_and_line(tmp_path, rows, li
 
 def test_one_judge_counted_twice_is_an_error_not_an_accept():
     """Two verdicts of one judge on one criterion (as a shadowed criterion id made) never pass k-of-J."""
-    from judgeflow import judging
+    from judgeflow.judging import judges as judging
 
     config = {"judging": {"k": 2, "judges": [{"id": "j1"}, {"id": "j2"}], "generic_criteria": []}}
     q = {"question_id": "a", "prompt": "x", "criteria": [{"criterion_id": "c", "description": "d"}]}
@@ -253,7 +253,7 @@ def test_one_judge_counted_twice_is_an_error_not_an_accept():
 
 
 def test_outputs_get_the_umask_mode_like_open(tmp_path):
-    from judgeflow.io import write_json, write_jsonl
+    from judgeflow.workflow.io import write_json, write_jsonl
 
     old = os.umask(0o022)
     try:
@@ -296,7 +296,7 @@ def test_an_empty_question_file_names_the_file(tmp_path):
 def test_stage_code_has_no_defaults_of_its_own():
     """A setting missing from a stage's settings is an error, never a second, different default
     (the judges once fell back to 64 tokens at temperature 0 where the schema said 40 and 0.7)."""
-    from judgeflow import judging
+    from judgeflow.judging import judges as judging
 
     raw = {"judging": {"k": 1, "judges": [{"id": "j1", "model": "m"}], "generic_criteria": []}}
     with pytest.raises(KeyError):

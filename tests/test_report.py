@@ -97,8 +97,8 @@ def test_the_headline_says_in_words_what_best_of_n_kept_and_the_tp_slope_show(tm
 
 
 def test_the_report_shows_best_of_n_kept_and_its_headline_reads_only_report_inputs():
-    from judgeflow import settings as st
-    from judgeflow.rulekit import Rules
+    from judgeflow.workflow import settings as st
+    from judgeflow.workflow.rulekit import Rules
 
     from conftest import ROOT
 

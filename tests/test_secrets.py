@@ -1,6 +1,6 @@
 """The API key comes from the environment variable named in the config and is written nowhere:
 not in the cache, the outputs, the logs (even at DEBUG, the SDK's and httpx's included), the
-captured stderr, nor in error messages, even when the server echoes it back (judgeflow.redact
+captured stderr, nor in error messages, even when the server echoes it back (judgeflow.workflow.redact
 masks it as [masked:<variable>]). The three ways a key used to reach the disk, each through the
 real workflow, then every file of the project searched for the key: an endpoint that echoes the
 key in its 200 answers, a key pasted as the value of `api_key_env`, a key inside `base_url`."""
@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from echo_server import EchoServer
 
-from judgeflow import redact
-from judgeflow.io import read_jsonl
 from judgeflow.models import BackendError, ConfigError, GenRequest, Sampling
 from judgeflow.models.openai_api import OpenAIModel
+from judgeflow.workflow import redact
+from judgeflow.workflow.io import read_jsonl
 
 from conftest import ROOT
 from fault_server import FaultServer, paths, run_clean, run_label, stage_config, write_draws, write_questions
@@ -138,7 +138,7 @@ def test_log_records_and_tracebacks_are_masked_whatever_the_logger(tmp_path):
 
 @pytest.mark.parametrize("how", ["smk.fail", "uncaught", "thread", "warning"])
 def test_a_failing_job_prints_its_traceback_masked_and_exits_non_zero(tmp_path, how):
-    """What a Snakemake job writes to its log when its stage fails (judgeflow.smk.run catches the
+    """What a Snakemake job writes to its log when its stage fails (judgeflow.workflow.smk.run catches the
     exception and prints it masked); uncaught exceptions, a thread's and warnings are masked too."""
     key = "sk-jf-" + secrets.token_hex(16)
     body = {"smk.fail": "try:\n    boom()\nexcept Exception as e:\n    smk.fail(e)",
@@ -147,7 +147,7 @@ def test_a_failing_job_prints_its_traceback_masked_and_exits_non_zero(tmp_path, 
             "warning": "warnings.warn('deprecated for ' + os.environ['JF_JOB_KEY']); sys.exit(3)"}[how]
     code = textwrap.dedent("""
         import os, sys, threading, warnings
-        from judgeflow import redact, smk
+        from judgeflow.workflow import redact, smk
         redact.register_config({"models": {"m": {"backend": "openai", "api_key_env": "JF_JOB_KEY"}}})
         def boom():
             raise ValueError("HTTP 401: Incorrect API key provided: " + os.environ["JF_JOB_KEY"])

@@ -1,12 +1,12 @@
-"""The typed settings (judgeflow.settings): defaults once, every key checked, errors that name
+"""The typed settings (judgeflow.workflow.settings): defaults once, every key checked, errors that name
 the key (and the closest valid one), secrets refused, the generated schema and docs current."""
 import json
 
 import pytest
 import yaml
 
-from judgeflow import settings as st
 from judgeflow.models import ConfigError
+from judgeflow.workflow import settings as st
 
 from conftest import ROOT
 
@@ -149,7 +149,7 @@ def test_every_example_config_is_complete_on_its_own():
 
 
 def test_generated_schema_and_docs_are_current():
-    """config/schema.json and docs/config.md come from the classes (python -m judgeflow.settings --write)."""
+    """config/schema.json and docs/config.md come from the classes (python -m judgeflow.workflow.settings --write)."""
     assert json.loads((ROOT / "config" / "schema.json").read_text()) == st.json_schema()
     assert (ROOT / "docs" / "config.md").read_text() == st.docs_markdown()
 
@@ -248,18 +248,19 @@ HOSTED = {"backend": "openai", "base_url": "https://api.example.com/v1", "model"
 
 
 def _rules(**overrides):
-    from judgeflow.rulekit import Rules
+    from judgeflow.workflow.rulekit import Rules
 
     return Rules(st.load(CFG, overrides=overrides))
 
 
 def test_every_template_setting_and_every_stage_fills_the_table_s_placeholders():
-    """One table (judgeflow.prompting.TEMPLATE_FIELDS) of the placeholders per template setting: the
+    """One table (judgeflow.generation.prompting.TEMPLATE_FIELDS) of the placeholders per template setting: the
     stages' declarations name only its keys, and each load_template call in the package fills
     exactly its set (the stage code and the parse-time check cannot drift apart)."""
     import ast
 
-    from judgeflow import pipeline, prompting
+    from judgeflow.generation import prompting
+    from judgeflow.workflow import pipeline
 
     everything = st.load(CFG, overrides={"refining": {"strategy": ["single", "tree_search"],
                                                       "tree_search": {"oracle": "oracle"}},

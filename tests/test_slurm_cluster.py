@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from judgeflow.questions import ifbench_file
+from judgeflow.questions.sources import ifbench_file
 
 from conftest import PROMPT_JUDGES, ROOT
 

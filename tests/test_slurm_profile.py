@@ -1,6 +1,6 @@
 """profiles/slurm without SLURM: the profile parses, rules map to partitions and GPUs, the
 full-scale dry-run builds its DAG with no SLURM binary on PATH, missing site values fail
-before any job, plus judgeflow.cluster and judgeflow.launch."""
+before any job, plus judgeflow.workflow.cluster and judgeflow.workflow.launch."""
 from __future__ import annotations
 
 import os
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from judgeflow import cluster as jc
-from judgeflow.launch import accelerate_command, gpus_from_environment, gpus_per_node
+from judgeflow.workflow import cluster as jc
+from judgeflow.workflow.launch import accelerate_command, gpus_from_environment, gpus_per_node
 
 from conftest import ROOT
 
@@ -100,7 +100,7 @@ def test_profile_resources_follow_each_stage_node_class():
     """profiles/slurm agrees with the stages' declarations (pipeline.Stage.node): a gpu stage gets one GPU
     on the GPU partition and the CPUs per GPU, a train stage the training GPUs, a cpu stage no GPU, and a
     stage that always runs where Snakemake runs no SLURM resources at all; nothing else is mapped."""
-    from judgeflow.pipeline import STAGES
+    from judgeflow.workflow.pipeline import STAGES
 
     prof = yaml.safe_load((PROFILE / "config.yaml").read_text())
     sr, threads = prof["set-resources"], prof["set-threads"]
@@ -172,7 +172,7 @@ def test_local_profile_is_untouched(tmp_path, no_slurm_path):
     assert p.returncode == 0 and "SLURM" not in out and "slurm_partition" not in out, out[-2000:]
 
 
-# --- judgeflow.cluster ---------------------------------------------------------------------
+# --- judgeflow.workflow.cluster ---------------------------------------------------------------------
 
 def test_resolve_site_defaults_and_errors(tmp_path):
     v = jc.resolve_site({}, {"account": "p@cpu", "cpu_partition": "c", "gpu_partition": "g"})
@@ -232,7 +232,7 @@ def test_every_stage_that_calls_a_hosted_model_runs_on_the_login_node():
     every stage that runs the judges one (regression: cluster.api_rules named six rules, and a hosted
     judge's stages went to compute nodes without internet); a hosted oracle and comparer theirs; local
     models none."""
-    from judgeflow import settings as st
+    from judgeflow.workflow import settings as st
 
     cfg = ROOT / "config" / "config.yaml"
     assert jc.api_local_rules(st.load(cfg, overrides={"models": {"gpt": HOSTED}})) == []
@@ -253,7 +253,7 @@ def test_every_stage_that_calls_a_hosted_model_runs_on_the_login_node():
 def test_api_local_rules_modes():
     """auto: the stages calling a hosted model; always: besides them, every rule of cluster.api_rules
     whether its models are hosted or not; never: none."""
-    from judgeflow import settings as st
+    from judgeflow.workflow import settings as st
 
     config = st.load(ROOT / "config" / "config.yaml", overrides={
         "models": {"gpt": HOSTED},
@@ -270,7 +270,7 @@ def test_api_local_rules_modes():
 def test_cluster_api_rules_add_to_the_derived_rules():
     """A user's cluster.api_rules adds rules to those derived from the stages' models (regression: the map
     replaced the defaults, so naming one rule took the oracle's other rules off the login node)."""
-    from judgeflow import settings as st
+    from judgeflow.workflow import settings as st
 
     config = st.load(ROOT / "config" / "config.yaml", overrides={
         "models": {"gpt": HOSTED}, "oracle": {"labeller": "gpt"}, "judging": {"calibration": {"budget": 500}},
@@ -339,7 +339,7 @@ def test_unmapped_rules():
     assert jc.unmapped_rules({"a", "b", "all", "c"}, {"all", "c"}, {"a"}) == ["b"]
 
 
-# --- judgeflow.launch ----------------------------------------------------------------------
+# --- judgeflow.workflow.launch ----------------------------------------------------------------------
 
 def test_accelerate_single_node():
     assert accelerate_command(["train.py", "--lr", "1e-6"], gpus=4) == (
@@ -400,8 +400,8 @@ def test_a_vllm_model_that_cannot_run_stops_the_dry_run_naming_its_key(tmp_path,
 
 
 def test_a_vllm_model_swaps_in_the_vllm_env_for_its_rules_only():
-    from judgeflow.rulekit import Rules
-    from judgeflow.settings import load
+    from judgeflow.workflow.rulekit import Rules
+    from judgeflow.workflow.settings import load
 
     cfg = load(FULL, overrides={"models": {"pv": {"backend": "vllm", "path": "resources/models/x"}},
                                 "sampling": {"model": "pv"}, "training": {"model": "policy"},

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from judgeflow.tp import model
-from judgeflow.tp.bon import bon_grid, judge_rates, model_bon, question_values
-from judgeflow.tp.fit import check_records, fit_model, log_likelihood, simulate_records
+from judgeflow.oracle.tp import model
+from judgeflow.oracle.tp.bon import bon_grid, judge_rates, model_bon, question_values
+from judgeflow.oracle.tp.fit import check_records, fit_model, log_likelihood, simulate_records
 
 TRUE = {"a": 2.0, "b": 2.0, "p0": 0.15, "p1": 0.85}
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from judgeflow.tp.intervals import KINDS, SIDES, BettingCS, gap_grid, hoeffding, interval, log_mixture_wealth
+from judgeflow.oracle.tp.intervals import KINDS, SIDES, BettingCS, gap_grid, hoeffding, interval, log_mixture_wealth
 
 DELTA = 0.1
 

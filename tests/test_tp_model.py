@@ -5,7 +5,7 @@ from fractions import Fraction as F
 import numpy as np
 import pytest
 
-from judgeflow.tp import model
+from judgeflow.oracle.tp import model
 
 
 def exact(n, a, b, p0, p1):

@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from judgeflow.tp.plan import plan
-from judgeflow.tp.simulate import pool_sizes, simulate, synthetic_proxy, true_nstar
-from judgeflow.tp.strategies import make_strategy
+from judgeflow.oracle.tp.plan import plan
+from judgeflow.oracle.tp.simulate import pool_sizes, simulate, synthetic_proxy, true_nstar
+from judgeflow.oracle.tp.strategies import make_strategy
 
 S1 = [round(0.965 - 0.03 * n, 10) for n in range(1, 16)]
 
@@ -123,7 +123,7 @@ def test_plan_finds_enough_questions_and_refuses_an_impossible_target():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "judgeflow.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "judgeflow.workflow.cli", *args], capture_output=True, text=True)
 
 
 def test_cli_proxy_side_by_side_pools_and_bad_input():
@@ -164,8 +164,8 @@ def test_prediction_powered_counts_abstains_respects_budget_and_pools():
 
 
 def test_proxy_sources_and_the_replay():
-    from judgeflow.proxy import check_proxy, judges_proxy
-    from judgeflow.replay import replay_table
+    from judgeflow.oracle.proxy import check_proxy, judges_proxy
+    from judgeflow.oracle.replay import replay_table
 
     draws = [{"draw_id": "q1/d1", "question_id": "q1", "draw": 1, "first_accept": True},
              {"draw_id": "q2/d1", "question_id": "q2", "draw": 1, "first_accept": False}]

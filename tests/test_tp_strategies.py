@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from judgeflow.tp.simulate import check_curve, simulate, true_nstar
-from judgeflow.tp.strategies import STRATEGIES, make_strategy
+from judgeflow.oracle.tp.simulate import check_curve, simulate, true_nstar
+from judgeflow.oracle.tp.strategies import STRATEGIES, make_strategy
 
 NAMES = [n for n in STRATEGIES if not STRATEGIES[n].needs_proxy]  # prediction_powered: test_tp_proxy.py
 

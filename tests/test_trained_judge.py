@@ -1,4 +1,4 @@
-"""The trained judge (judgeflow.trained_judge): features of the real embedded model, the nested grouped
+"""The trained judge (judgeflow.judging.trained): features of the real embedded model, the nested grouped
 fit on real labelled responses (composed questions, responses sampled by the embedded policy, labels
 from the exact verifier), save/load, and quality() on examples with a known answer."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from judgeflow.trained_judge import (
+from judgeflow.judging.trained import (
     FeatureSpec,
     SharedFeatures,
     TrainedJudge,
@@ -366,7 +366,7 @@ def test_a_judge_loads_without_transformers_objects(tmp_path):
 def test_the_bootstrap_metrics_in_arrays_equal_the_sklearn_ones():
     """_metrics_many (every bootstrap sample at once) against _metrics (sklearn, one sample), with ties
     in P(YES), zero weights, and samples of one class."""
-    from judgeflow.trained_judge import METRICS, _metrics, _metrics_many
+    from judgeflow.judging.trained import METRICS, _metrics, _metrics_many
 
     rng = np.random.default_rng(3)
     n = 40

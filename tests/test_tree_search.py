@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from judgeflow import settings as jf_settings, tree_search as ts
 from judgeflow.models import ConfigError, Generation
+from judgeflow.refining import tree_search as ts
+from judgeflow.workflow import settings as jf_settings
 
 QUESTIONS = {f"q{i}": {"question_id": f"q{i}", "prompt": f"Question {i}?",
                        "criteria": [{"criterion_id": "c1", "description": "criterion one", "kind": "own"},
@@ -260,7 +261,7 @@ def test_a_level_killed_while_judging_resumes_with_its_generations_done(tmp_path
 
 def test_a_level_checkpoint_of_other_settings_is_not_resumed(tmp_path, caplog):
     """A checkpoint is bound to the job that wrote it: another fingerprint starts over, never mixes."""
-    from judgeflow.io import bound_to
+    from judgeflow.workflow.io import bound_to
 
     cfg = config(checkpoint_every=4)
     out = tmp_path / "killed.jsonl"
@@ -300,7 +301,7 @@ def test_default_gates_are_judging_k_and_j_and_variants_follow_the_strategies():
 def test_a_hosted_tree_oracle_runs_its_gate_rule_where_snakemake_runs_only_with_the_tree_search():
     """cluster.api_rules: tree_search_gate calls refining.tree_search.oracle; a config without the tree
     search has no such rule, so it is not named among the login-node rules (a regression: it was)."""
-    from judgeflow.cluster import api_local_rules
+    from judgeflow.workflow.cluster import api_local_rules
 
     hosted = {"backend": "openai", "base_url": "https://api.openai.com/v1", "model": "gpt-4.1",
               "api_key_env": "OPENAI_API_KEY"}
@@ -351,7 +352,7 @@ def test_an_llm_oracle_compares_final_and_original_in_both_orders(tmp_path):
 
 
 def test_a_share_of_the_rejected_responses_are_roots_the_same_in_every_shard():
-    from judgeflow.tree_search import searched
+    from judgeflow.refining.tree_search import searched
 
     ids = [f"q{i}/r0" for i in range(2000)]
     half = [i for i in ids if searched(1234, i, 0.5)]
@@ -362,7 +363,7 @@ def test_a_share_of_the_rejected_responses_are_roots_the_same_in_every_shard():
 
 
 def test_a_gate_name_is_built_and_parsed_in_one_place():
-    from judgeflow.gates import TREE_VARIANT, gate_name, parse_gate, tree_variant
+    from judgeflow.refining.gates import TREE_VARIANT, gate_name, parse_gate, tree_variant
 
     assert parse_gate(gate_name(3, 5)) == (3, 5)
     assert TREE_VARIANT.match(tree_variant(2, 3))

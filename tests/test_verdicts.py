@@ -1,6 +1,6 @@
 import pytest
 
-from judgeflow.judging import ABSTAIN, NO, YES, critique_of, parse_verdict, prefix_for_score
+from judgeflow.judging.judges import ABSTAIN, NO, YES, critique_of, parse_verdict, prefix_for_score
 
 
 @pytest.mark.parametrize("text,label", [

@@ -1,5 +1,5 @@
 """Exact verdicts from the IFBench checkers (if-verifiable), on a real IFBench instruction."""
-from judgeflow.verifier import is_verifiable, verify
+from judgeflow.judging.verifier import is_verifiable, verify
 
 KW = {"keyword1": "kaleidoscope", "keyword2": "nebula", "keyword3": "whisper", "keyword4": "labyrinth",
       "keyword5": "paradox"}

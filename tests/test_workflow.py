@@ -68,7 +68,7 @@ def test_dry_run_lists_each_rounds_and_gates_jobs_and_runs_one_round_alone(tmp_p
 
 
 def test_every_rule_is_a_declared_stage():
-    from judgeflow.pipeline import STAGES as DECLARED
+    from judgeflow.workflow.pipeline import STAGES as DECLARED
 
     out = smk(ROOT, "--list-rules").stdout
     rules = set(re.findall(r"^(\w+)", out, re.M))
@@ -366,7 +366,7 @@ def _literal_choices(path: tuple, validated: dict) -> list:
     """The other values of a Literal setting (an enum), found through the settings classes."""
     import typing
 
-    from judgeflow import settings as st
+    from judgeflow.workflow import settings as st
 
     shape, node = st.Settings, validated
     for p in path:
@@ -399,9 +399,9 @@ def setting_leaves(value, where: tuple = ()):
 
 def variants(raw: dict, template_dir: Path | None = None) -> tuple[list[dict], list[str]]:
     """One changed config per leaf setting of the validated tiny config: (variants, keys left out)."""
-    from judgeflow import pipeline, settings as st
     from judgeflow.models import ConfigError
-    from judgeflow.rulekit import Rules
+    from judgeflow.workflow import pipeline, settings as st
+    from judgeflow.workflow.rulekit import Rules
 
     validated = st.validate(copy.deepcopy(raw))
     out, left_out = [], []
@@ -438,7 +438,7 @@ def variants(raw: dict, template_dir: Path | None = None) -> tuple[list[dict], l
 
 def expected_rules(path: tuple, old: dict, new: dict, rulegraph: list, present: set | None) -> set[str]:
     """The declaring stages and what follows them (of the rules the changed config still has)."""
-    from judgeflow import pipeline
+    from judgeflow.workflow import pipeline
 
     key = pipeline._key(path)
     if key in MORE_JOBS:
@@ -480,7 +480,7 @@ def expected_rules(path: tuple, old: dict, new: dict, rulegraph: list, present: 
 @pytest.mark.slow
 def test_every_setting_reruns_exactly_the_stages_that_read_it(tiny_run, tmp_path):
     """For every leaf setting of the tiny config (defaults included): a dry-run after changing it
-    plans exactly the stages that declare it (judgeflow.pipeline), and what depends on them.
+    plans exactly the stages that declare it (judgeflow.workflow.pipeline), and what depends on them.
     Operational settings (timeouts, concurrency, batch sizes, checkpoint frequency) plan nothing."""
     raw = yaml.safe_load((tiny_run / "config/tiny.yaml").read_text())
     assert raw == tiny_config()

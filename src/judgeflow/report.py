@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import atomic_path
+from judgeflow.workflow.io import atomic_path
 
 _CSS = """
 *{box-sizing:border-box}

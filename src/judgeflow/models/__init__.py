@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import BackendError, ConfigError, Generation, GenRequest, Model, Sampling
-from .cache import namespace
+from judgeflow.models.base import BackendError, ConfigError, Generation, GenRequest, Model, Sampling
+from judgeflow.models.cache import namespace
 
 if TYPE_CHECKING:  # imported where used: the backends import torch, transformers, openai
-    from .reward_model import RewardModel
+    from judgeflow.models.reward_model import RewardModel
 
 BACKENDS = ("hf", "openai", "vllm", "reward_model")
 
@@ -60,7 +60,7 @@ def open_models(config: dict, names: dict[str, str], log_dir: str | None = None,
 
     Yields {model name: Model} (a reward_model backend: a RewardModel, which scores instead of
     generating). Local servers (`serve:`) are started first and stopped on exit.
-    `config` holds validated settings (every field present; judgeflow.settings).
+    `config` holds validated settings (every field present; judgeflow.workflow.settings).
     """
     opened: dict[str, Model | RewardModel] = {}
     with contextlib.ExitStack() as stack:
@@ -69,31 +69,31 @@ def open_models(config: dict, names: dict[str, str], log_dir: str | None = None,
                 continue
             spec = model_spec(config, name, key)
             if spec["backend"] == "hf":
-                from .hf import HFModel
+                from judgeflow.models.hf import HFModel
 
                 opened[name] = HFModel(name, spec["path"], device=spec["device"], dtype=spec["dtype"],
                                        batch_size=spec["batch_size"], threads=threads)
             elif spec["backend"] == "vllm":
-                from .vllm_backend import VLLMModel
+                from judgeflow.models.vllm_backend import VLLMModel
 
                 opened[name] = VLLMModel(name, spec["path"], tensor_parallel_size=spec["tensor_parallel_size"],
                                          max_model_len=spec["max_model_len"], dtype=spec["dtype"],
                                          gpu_memory_utilization=spec["gpu_memory_utilization"],
                                          enable_prefix_caching=spec["enable_prefix_caching"])
             elif spec["backend"] == "reward_model":
-                from .reward_model import RewardModel
+                from judgeflow.models.reward_model import RewardModel
 
                 rm = RewardModel(name, spec["path"], device=spec["device"], dtype=spec["dtype"],
                                  batch_size=spec["batch_size"], threads=threads, key=f"models.{name}.path")
                 stack.callback(rm.close)
                 opened[name] = rm
             elif spec["backend"] == "openai":
-                from .openai_api import OpenAIModel
+                from judgeflow.models.openai_api import OpenAIModel
 
                 base_url, cache_ns = spec["base_url"], None
                 serve = spec["serve"]
                 if serve:
-                    from .serve import transformers_server
+                    from judgeflow.models.serve import transformers_server
 
                     log_path = Path(log_dir or "logs", f"serve-{name}.log")
                     base_url = stack.enter_context(transformers_server(

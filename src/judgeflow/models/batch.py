@@ -62,7 +62,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from .base import BackendError, ConfigError, Generation, GenRequest
+from judgeflow.models.base import BackendError, ConfigError, Generation, GenRequest
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class BatchedModel:
     supports_prefix = False
 
     def __init__(self, model, poll_s: float = 30.0, on_failure: str = "sync", key: str = "oracle.batch"):
-        from .openai_api import OpenAIModel
+        from judgeflow.models.openai_api import OpenAIModel
 
         if not isinstance(model, OpenAIModel):
             raise ConfigError(f"{key}: the Batch API needs a model with backend openai; "

@@ -6,8 +6,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from ..io import honour_umask
-from .base import ConfigError
+from judgeflow.models.base import ConfigError
+from judgeflow.workflow.io import honour_umask
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .base import ConfigError, Generation, GenRequest
+from judgeflow.models.base import ConfigError, Generation, GenRequest
 
 log = logging.getLogger(__name__)
 

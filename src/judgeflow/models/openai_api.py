@@ -39,7 +39,7 @@ Every answer is appended to a persistent cache (fsync'd) as soon as it arrives, 
 never pays twice for what it already received. `stats()` reports attempts, retries, failed
 attempts by kind, unusable answers and cache hits. The API key is read from the environment
 variable *named* in the config and is never written anywhere: not in the cache (request bodies
-only), not in `repr`, not in error messages. It is registered with `judgeflow.redact` when read,
+only), not in `repr`, not in error messages. It is registered with `judgeflow.workflow.redact` when read,
 and every answer is masked where it comes in (`result_of`, before the cache, a record or a log
 sees it), so an endpoint that echoes the key, in a 200 answer or an error, gets
 `[masked:<api_key_env>]` written instead. A `base_url` with a credential in it (user:password@,
@@ -58,9 +58,9 @@ from collections import Counter
 
 from tqdm.auto import tqdm
 
-from .. import redact
-from .base import BackendError, ConfigError, Generation, GenRequest
-from .cache import CallCache, cache_key, namespace
+from judgeflow.models.base import BackendError, ConfigError, Generation, GenRequest
+from judgeflow.models.cache import CallCache, cache_key, namespace
+from judgeflow.workflow import redact
 
 log = logging.getLogger(__name__)
 

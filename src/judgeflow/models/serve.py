@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from .base import BackendError, ConfigError
+from judgeflow.models.base import BackendError, ConfigError
 
 
 def free_port() -> int:

@@ -56,8 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from .base import ConfigError, Generation, GenRequest
-from .openai_api import choice_probs
+from judgeflow.models.base import ConfigError, Generation, GenRequest
+from judgeflow.models.openai_api import choice_probs
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ _BLANK = " *_`"         # what may stand between the keyword and the answer (as 
 
 def visible_gpus(cuda_count: int, environ=None) -> int:
     """GPUs this job may use: torch's count (which honours CUDA_VISIBLE_DEVICES), capped by what
-    SLURM gave the job (SLURM_GPUS_ON_NODE, CUDA_VISIBLE_DEVICES, SLURM_GPUS; judgeflow.launch)."""
-    from ..launch import gpus_from_environment
+    SLURM gave the job (SLURM_GPUS_ON_NODE, CUDA_VISIBLE_DEVICES, SLURM_GPUS; judgeflow.workflow.launch)."""
+    from judgeflow.workflow.launch import gpus_from_environment
 
     granted = gpus_from_environment(environ)
     return min(cuda_count, granted) if granted and cuda_count else cuda_count

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 
-from .. import oracle as oracle_mod, oracle_analysis as oa
-from ..draws import BON_FIELDS, DRAW_FIELDS
-from ..io import questions_by_id, read_jsonl_many, write_csv
-from ..models import log_stats, open_models
-from ..tp.bon import bon_grid
+from judgeflow.models import log_stats, open_models
+from judgeflow.oracle import analysis as oa, labelling as oracle_mod
+from judgeflow.oracle.draws import BON_FIELDS, DRAW_FIELDS
+from judgeflow.oracle.tp.bon import bon_grid
+from judgeflow.workflow.io import questions_by_id, read_jsonl_many, write_csv
 
 
 def run(inp, out, settings, job) -> None:

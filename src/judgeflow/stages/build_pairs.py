@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from ..io import questions_by_id, read_jsonl_many, write_csv, write_json, write_jsonl
-from ..pairs import build_pairs
-from ..refining import FULL, MULTI
+from judgeflow.refining.pairs import build_pairs
+from judgeflow.refining.refine import FULL, MULTI
+from judgeflow.workflow.io import questions_by_id, read_jsonl_many, write_csv, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,10 @@ reason; `questions.heldout` kept questions are set aside for evaluation, `judgin
 for the judges' calibration."""
 from __future__ import annotations
 
-from ..io import write_json
-from ..models import log_stats, open_models
-from ..models.batch import batched
-from ..questions import clean_questions
+from judgeflow.models import log_stats, open_models
+from judgeflow.models.batch import batched
+from judgeflow.questions.sources import clean_questions
+from judgeflow.workflow.io import write_json
 
 
 def run(inp, out, settings, job) -> None:

@@ -2,7 +2,7 @@
 training, per variant and criterion, and a plot comparing the variants."""
 from __future__ import annotations
 
-from ..dpo_diagnostics import compare_variants
+from judgeflow.training.diagnostics import compare_variants
 
 
 def run(inp, out, settings, job) -> None:

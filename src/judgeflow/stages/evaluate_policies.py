@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..evaluation import evaluate
+from judgeflow.training.evaluation import evaluate
 
 
 def run(inp, out, settings, job) -> None:

@@ -2,7 +2,7 @@
 with the same seeds as every other policy (paired); the judges label every (response, criterion)."""
 from __future__ import annotations
 
-from ..evaluation import respond_and_judge
+from judgeflow.training.evaluation import respond_and_judge
 
 
 def run(inp, out, settings, job) -> None:

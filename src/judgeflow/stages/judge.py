@@ -2,9 +2,9 @@
 aggregation per criterion and overall."""
 from __future__ import annotations
 
-from ..io import questions_by_id, read_jsonl, write_jsonl
-from ..judging import aggregate, judge_items, learned_judges
-from ..models import log_stats, open_models
+from judgeflow.judging.judges import aggregate, judge_items, learned_judges
+from judgeflow.models import log_stats, open_models
+from judgeflow.workflow.io import questions_by_id, read_jsonl, write_jsonl
 
 
 def run(inp, out, settings, job) -> None:

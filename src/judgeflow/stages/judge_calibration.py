@@ -1,14 +1,14 @@
 """judge_calibration: every judge on the calibration responses against the oracle's labels (prompt judges
 judge them here; trained and reward-model judges give their out-of-fold P(YES) from train_judge), and the
-k-of-J aggregate: judges/calibration.csv (judgeflow.calibration)."""
+k-of-J aggregate: judges/calibration.csv (judgeflow.judging.calibration)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..calibration import calibration_table, write_calibration
-from ..io import questions_by_id, read_jsonl, write_jsonl
-from ..judging import NO, YES, judge_items
-from ..models import log_stats, open_models
+from judgeflow.judging.calibration import calibration_table, write_calibration
+from judgeflow.judging.judges import NO, YES, judge_items
+from judgeflow.models import log_stats, open_models
+from judgeflow.workflow.io import questions_by_id, read_jsonl, write_jsonl
 
 
 def run(inp, out, settings, job) -> None:

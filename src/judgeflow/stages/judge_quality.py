@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import logging
 
-from ..draws import DRAW_FIELDS
-from ..io import read_jsonl, read_jsonl_many, write_csv, write_json
-from ..judge_quality import AGREEMENT_COLUMNS, QUALITY_COLUMNS, quality
+from judgeflow.judging.quality import AGREEMENT_COLUMNS, QUALITY_COLUMNS, quality
+from judgeflow.oracle.draws import DRAW_FIELDS
+from judgeflow.workflow.io import read_jsonl, read_jsonl_many, write_csv, write_json
 
 log = logging.getLogger(__name__)
 

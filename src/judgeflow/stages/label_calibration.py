@@ -1,5 +1,5 @@
 """label_calibration: the oracle (`oracle.labeller`) labels the calibration responses per (response,
-criterion): calibration/labels.jsonl, each record naming its oracle (judgeflow.calibration).
+criterion): calibration/labels.jsonl, each record naming its oracle (judgeflow.judging.calibration).
 
 The exact verifier is free: every (response, instruction criterion) is labelled, generic criteria are
 not (no verifier), and the stage reads no setting. An LLM oracle (a models key) is asked once per
@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import logging
 
-from ..calibration import label_with_oracle, label_with_verifier
-from ..io import questions_by_id, read_jsonl, write_jsonl
-from ..models import log_stats, open_models
+from judgeflow.judging.calibration import label_with_oracle, label_with_verifier
+from judgeflow.models import log_stats, open_models
+from judgeflow.workflow.io import questions_by_id, read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
 
 def run(inp, out, settings, job) -> None:
     responses, questions = read_jsonl(inp.responses), questions_by_id(inp.calibration)
-    # the oracle settings are declared only with an LLM oracle (judgeflow.pipeline: the verifier reads none)
+    # the oracle settings are declared only with an LLM oracle (judgeflow.workflow.pipeline: the verifier reads none)
     if "oracle" not in settings:
         labels = label_with_verifier(responses, questions, inp.responses)
     else:

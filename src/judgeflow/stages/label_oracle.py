@@ -7,12 +7,12 @@ The curve's intervals hold for how its labels were chosen: every accepted draw l
 labels, the anytime-valid betting interval."""
 from __future__ import annotations
 
-from .. import oracle as oracle_mod, oracle_analysis as oa
-from ..draws import DRAW_FIELDS
-from ..io import questions_by_id, read_jsonl, read_jsonl_many, write_json
-from ..models import log_stats, open_models
-from ..proxy import PROXY_FIELDS, check_proxy
-from ..tp import fit as tp_fit, model as tp_model
+from judgeflow.models import log_stats, open_models
+from judgeflow.oracle import analysis as oa, labelling as oracle_mod
+from judgeflow.oracle.draws import DRAW_FIELDS
+from judgeflow.oracle.proxy import PROXY_FIELDS, check_proxy
+from judgeflow.oracle.tp import fit as tp_fit, model as tp_model
+from judgeflow.workflow.io import questions_by_id, read_jsonl, read_jsonl_many, write_json
 
 
 def run(inp, out, settings, job) -> None:

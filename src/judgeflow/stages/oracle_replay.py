@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from ..io import read_jsonl, write_csv, write_json
-from ..probe import predicted_tp
-from ..proxy import PROXY_FIELDS, check_proxy
-from ..replay import REPLAY_COLUMNS, replay_table
+from judgeflow.oracle.probe import predicted_tp
+from judgeflow.oracle.proxy import PROXY_FIELDS, check_proxy
+from judgeflow.oracle.replay import REPLAY_COLUMNS, replay_table
+from judgeflow.workflow.io import read_jsonl, write_csv, write_json
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """prepare_model: de-quantize a GGUF shipped in a PyPI package into a transformers directory."""
 from __future__ import annotations
 
-from ..models.convert import gguf_to_safetensors
+from judgeflow.models.convert import gguf_to_safetensors
 
 
 def run(inp, out, settings, job) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from ..questions import prepare_questions
+from judgeflow.questions.sources import prepare_questions
 
 log = logging.getLogger(__name__)
 

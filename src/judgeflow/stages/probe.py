@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 
-from ..draws import DRAW_FIELDS
-from ..io import questions_by_id, read_jsonl, read_jsonl_many, write_csv, write_json, write_jsonl
-from ..probe import features, fit_probe, predicted_tp, question_samples
+from judgeflow.oracle.draws import DRAW_FIELDS
+from judgeflow.oracle.probe import features, fit_probe, predicted_tp, question_samples
+from judgeflow.workflow.io import questions_by_id, read_jsonl, read_jsonl_many, write_csv, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 METRIC_COLUMNS = ("target", "questions", "draws", "brier", "brier_baseline", "brier_diff", "brier_diff_ci_low",

@@ -2,9 +2,9 @@
 and once on all of them (full-feedback), with the judges' critiques in the prompt."""
 from __future__ import annotations
 
-from ..io import questions_by_id, read_jsonl
-from ..models import log_stats, open_models
-from ..refining import refine_responses
+from judgeflow.models import log_stats, open_models
+from judgeflow.refining.refine import refine_responses
+from judgeflow.workflow.io import questions_by_id, read_jsonl
 
 
 def run(inp, out, settings, job) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from glob import glob
 from pathlib import Path
 
-from ..report import benchmark_table, build_report
+from judgeflow.report import benchmark_table, build_report
 
 
 def run(inp, out, settings, job) -> None:

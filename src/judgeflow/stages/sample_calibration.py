@@ -2,9 +2,9 @@
 (random draws of the policy, not selected by any judge: what the judges are calibrated and measured on)."""
 from __future__ import annotations
 
-from ..io import read_jsonl
-from ..models import log_stats, open_models
-from ..sampling import sample_responses
+from judgeflow.generation.sampling import sample_responses
+from judgeflow.models import log_stats, open_models
+from judgeflow.workflow.io import read_jsonl
 
 
 def run(inp, out, settings, job) -> None:

@@ -1,9 +1,9 @@
 """sample_responses: the policy samples n_samples responses per kept question of one shard."""
 from __future__ import annotations
 
-from ..io import read_jsonl
-from ..models import log_stats, open_models
-from ..sampling import sample_responses, shard_of
+from judgeflow.generation.sampling import sample_responses, shard_of
+from judgeflow.models import log_stats, open_models
+from judgeflow.workflow.io import read_jsonl
 
 
 def run(inp, out, settings, job) -> None:

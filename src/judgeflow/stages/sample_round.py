@@ -3,10 +3,10 @@ samples n_samples responses per kept question of one shard (the same seeds as ro
 round r-1 trained on too few pairs (skipped), its actor stays on."""
 from __future__ import annotations
 
-from ..dpo import actor_of
-from ..io import read_jsonl
-from ..models.hf import HFModel
-from ..sampling import sample_responses, shard_of
+from judgeflow.generation.sampling import sample_responses, shard_of
+from judgeflow.models.hf import HFModel
+from judgeflow.training.dpo import actor_of
+from judgeflow.workflow.io import read_jsonl
 
 
 def run(inp, out, settings, job) -> None:

@@ -1,11 +1,11 @@
 """sample_until_accept: per question, draws until the k-of-J judges accept (N) or draws.n_max."""
 from __future__ import annotations
 
-from ..draws import sample_until_accept
-from ..io import read_jsonl
-from ..judging import learned_judges
-from ..models import log_stats, open_models
-from ..sampling import shard_of
+from judgeflow.generation.sampling import shard_of
+from judgeflow.judging.judges import learned_judges
+from judgeflow.models import log_stats, open_models
+from judgeflow.oracle.draws import sample_until_accept
+from judgeflow.workflow.io import read_jsonl
 
 
 def run(inp, out, settings, job) -> None:

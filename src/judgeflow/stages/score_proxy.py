@@ -2,10 +2,10 @@
 `source` wildcard): the judges' mean P(YES), or a model's P(YES) (oracle.proxy names it)."""
 from __future__ import annotations
 
-from ..draws import DRAW_FIELDS
-from ..io import questions_by_id, read_jsonl_many, write_jsonl
-from ..models import log_stats, open_models
-from ..proxy import judges_proxy, model_proxy
+from judgeflow.models import log_stats, open_models
+from judgeflow.oracle.draws import DRAW_FIELDS
+from judgeflow.oracle.proxy import judges_proxy, model_proxy
+from judgeflow.workflow.io import questions_by_id, read_jsonl_many, write_jsonl
 
 
 def run(inp, out, settings, job) -> None:

@@ -13,10 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .. import train_worker
-from ..dpo import actor_of, worker_settings as dpo_worker_settings
-from ..io import current_fingerprint, write_json
-from ..launch import accelerate_command, gpus_per_node
+from judgeflow.training import worker as train_worker
+from judgeflow.training.dpo import actor_of, worker_settings as dpo_worker_settings
+from judgeflow.workflow.io import current_fingerprint, write_json
+from judgeflow.workflow.launch import accelerate_command, gpus_per_node
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def run(inp, out, settings, job) -> None:
     cmd = accelerate_command(args, gpus=nproc, nodes=nodes, cpus_per_task=job.resources.get("cpus_per_task"),
                              accelerate=f"{sys.executable} -m accelerate.commands.accelerate_cli",
                              accelerate_args=["--config_file", inp.accelerate_config])
-    package_root = str(Path(train_worker.__file__).resolve().parents[1])
+    package_root = str(Path(train_worker.__file__).resolve().parents[2])  # src/
     env = dict(os.environ, JUDGEFLOW_TRAIN_SETTINGS=json.dumps(worker_settings, sort_keys=True),
                JUDGEFLOW_JOB_FINGERPRINT=current_fingerprint() or "",
                OMP_NUM_THREADS=str(max(1, job.threads // nproc)),

@@ -3,10 +3,10 @@ reward_model (Platt scaling of its reward model's score) learns from the oracle'
 calibration split; its out-of-fold P(YES) on every labelled (response, criterion)."""
 from __future__ import annotations
 
-from ..calibration import fit_learned_judge, learning_rows
-from ..io import questions_by_id, read_jsonl
-from ..models import log_stats, open_models
-from ..prompting import stable_seed
+from judgeflow.generation.prompting import stable_seed
+from judgeflow.judging.calibration import fit_learned_judge, learning_rows
+from judgeflow.models import log_stats, open_models
+from judgeflow.workflow.io import questions_by_id, read_jsonl
 
 
 def own_judge(settings, judge_id: str) -> tuple[int, dict]:

@@ -1,11 +1,11 @@
 """tree_search: one shard's rejected responses, each the root of a breadth-first tree of refinements
-run to the strictest exit gate (judgeflow.tree_search)."""
+run to the strictest exit gate (judgeflow.refining.tree_search)."""
 from __future__ import annotations
 
-from ..io import questions_by_id, read_jsonl
-from ..judging import learned_judges
-from ..models import log_stats, open_models
-from ..tree_search import search_trees, searched
+from judgeflow.judging.judges import learned_judges
+from judgeflow.models import log_stats, open_models
+from judgeflow.refining.tree_search import search_trees, searched
+from judgeflow.workflow.io import questions_by_id, read_jsonl
 
 
 def run(inp, out, settings, job) -> None:

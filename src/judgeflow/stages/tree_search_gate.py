@@ -2,11 +2,11 @@
 its pairs (final > original, TRL's format) and the oracle's preference of final over original."""
 from __future__ import annotations
 
-from ..gates import parse_gate
-from ..io import questions_by_id, write_jsonl
-from ..models import log_stats, open_models
-from ..models.batch import batched
-from ..tree_search import compare_finals, finals, pairs_of, read_trees, verify_finals
+from judgeflow.models import log_stats, open_models
+from judgeflow.models.batch import batched
+from judgeflow.refining.gates import parse_gate
+from judgeflow.refining.tree_search import compare_finals, finals, pairs_of, read_trees, verify_finals
+from judgeflow.workflow.io import questions_by_id, write_jsonl
 
 
 def run(inp, out, settings, job) -> None:

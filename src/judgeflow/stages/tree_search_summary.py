@@ -2,7 +2,7 @@
 exit depth, the figure, and what sharing one search across the gates saved."""
 from __future__ import annotations
 
-from ..tree_search import summarize
+from judgeflow.refining.tree_search import summarize
 
 
 def run(inp, out, settings, job) -> None:

@@ -1,0 +1,1 @@
+"""Questions: the sources (IFBench, JSONL, Hugging Face datasets, composed) and their criteria."""

@@ -1,0 +1,64 @@
+"""Refinement of failing responses: one per failed criterion (multi-feedback) and one on all
+failed criteria at once (full-feedback), each with the judges' critiques in the prompt."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from judgeflow.generation.prompting import load_template, stable_seed
+from judgeflow.generation.resumable import generate_resumable
+from judgeflow.judging.judges import NO, criteria_for
+from judgeflow.models import GenRequest, Sampling
+
+MULTI, FULL = "multi_feedback", "full_feedback"
+
+
+def _critiques(verdicts: list[dict]) -> dict[tuple[str, str], list[str]]:
+    """(response_id, criterion_id) -> critiques of the judges that said NO."""
+    out = defaultdict(list)
+    for v in verdicts:
+        if v["label"] == NO and v["critique"]:
+            out[(v["response_id"], v["criterion_id"])].append(v["critique"])
+    return out
+
+
+def _bullets(texts: list[str]) -> str:
+    return "\n".join(f"- {t}" for t in texts) if texts else "- (no critique given)"
+
+
+def refine_responses(responses: list[dict], aggregates: list[dict], verdicts: list[dict],
+                     questions: dict[str, dict], config: dict, model, output: str) -> list[dict]:
+    rcfg = config["refining"]
+    one = load_template(rcfg["template_one"], {"question", "response", "criterion", "critiques"},
+                        "refining.template_one")
+    full = load_template(rcfg["template_all"], {"question", "response", "criteria"},
+                         "refining.template_all")
+    sampling = Sampling(rcfg["max_new_tokens"], rcfg["temperature"], rcfg["top_p"])
+    crit = _critiques(verdicts)
+    by_id = {r["response_id"]: r for r in responses}
+    work = []
+    for agg in aggregates:
+        if agg["accepted"]:
+            continue
+        resp = by_id[agg["response_id"]]
+        q = questions[resp["question_id"]]
+        described = {c["criterion_id"]: c["description"] for c in criteria_for(q, config)}
+        failed = agg["failed"]
+        base = {"response_id": resp["response_id"], "question_id": q["question_id"], "model": rcfg["model"]}
+        if MULTI in rcfg["modes"]:
+            for cid in failed:
+                fid = f"{resp['response_id']}/mf/{cid}"
+                prompt = one.format(question=q["prompt"], response=resp["text"], criterion=described[cid],
+                                    critiques=_bullets(crit[(resp["response_id"], cid)]))
+                work.append((fid, GenRequest.chat(prompt, sampling=sampling,
+                                                  seed=stable_seed(config["seed"], "refine", fid)),
+                             {**base, "refinement_id": fid, "mode": MULTI, "criterion_ids": [cid]}))
+        if FULL in rcfg["modes"]:
+            fid = f"{resp['response_id']}/ff"
+            listed = "\n".join(f"{n}. {described[cid]}\n{_bullets(crit[(resp['response_id'], cid)])}"
+                               for n, cid in enumerate(failed, start=1))
+            prompt = full.format(question=q["prompt"], response=resp["text"], criteria=listed)
+            work.append((fid, GenRequest.chat(prompt, sampling=sampling,
+                                              seed=stable_seed(config["seed"], "refine", fid)),
+                         {**base, "refinement_id": fid, "mode": FULL, "criterion_ids": list(failed)}))
+    return generate_resumable(model, work, output, key="refinement_id", desc="refine",
+                              chunk=rcfg["checkpoint_every"])

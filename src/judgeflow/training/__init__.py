@@ -1,0 +1,1 @@
+"""Training: DPO (TRL under accelerate), its diagnostics, and the evaluation of trained policies."""
