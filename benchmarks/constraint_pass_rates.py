@@ -4,7 +4,7 @@ For each instruction (every family, or --instructions), the composed source puts
 base tasks (one instruction per question, kwargs drawn per question); the policy
 (SmolLM2-135M-Instruct, the hf backend, batched) answers each --samples times with the sampling
 settings of the draws, and the exact IFEval checker decides. Prints one row per instruction:
-answers, passed, rate and its 95 % Clopper-Pearson interval (the README's table), then the
+answers, passed, rate and its 95 % Clopper-Pearson interval (docs/questions.md's table), then the
 instructions whose rate lies in [0.1, 0.9], the ones the demo can learn from.
 
     .venv/bin/python benchmarks/constraint_pass_rates.py [--tasks 24] [--samples 1] [--max-new-tokens 32] [--dtype bfloat16]

@@ -548,8 +548,8 @@ class OracleSection(Section):
                                                       "{criteria}, {response}")
     max_new_tokens: int = Field(96, ge=1, description="LLM oracle: tokens per label (the verdict line and a reason)")
     strategy: Literal["uniform", "bisection", "fixed_sequence", "prediction_powered"] = Field(
-        "fixed_sequence", description="which accepted draws the oracle labels, by their N (see the README's table); "
-                                      "prediction_powered also uses oracle.proxy")
+        "fixed_sequence", description="which accepted draws the oracle labels, by their N (the table in "
+                                      "docs/statistics.md); prediction_powered also uses oracle.proxy")
     proxy: str = Field("none", description="a proxy score f in [0, 1] per accepted draw (score_proxy): 'none', "
                                            "'judges' (mean P(YES) of the judges over the criteria) or a models key "
                                            "(that model's P(YES) with oracle.template)")
