@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from judgeflow.models import BackendError, ConfigError
-from judgeflow.workflow.io import InputError
+from judgeflow.errors import BackendError, ConfigError, InputError
 
 from fault_server import FaultServer, stage_config
 

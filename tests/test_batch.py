@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from judgeflow.models import BackendError, ConfigError, GenRequest, Sampling
+from judgeflow.errors import BackendError, ConfigError
+from judgeflow.models import GenRequest, Sampling
 from judgeflow.models.batch import BatchedModel
 from judgeflow.models.openai_api import OpenAIModel
 from judgeflow.workflow.settings import validate

@@ -13,10 +13,10 @@ from collections import defaultdict
 
 import pytest
 
+from judgeflow.errors import ConfigError, InputError
 from judgeflow.judging.verdicts import ABSTAIN, parse_verdict
-from judgeflow.models import ConfigError
 from judgeflow.workflow import pipeline, settings as st
-from judgeflow.workflow.io import InputError, read_jsonl
+from judgeflow.workflow.io import read_jsonl
 from judgeflow.workflow.pipeline import STAGES, run_stage
 
 from conftest import ROOT

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from judgeflow.models import ConfigError
+from judgeflow.errors import ConfigError
 from judgeflow.questions.composed import compose, constraint_sets, expand, instruction_ids
 from judgeflow.workflow import settings as st
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from judgeflow.models import ConfigError
+from judgeflow.errors import ConfigError, InputError
 from judgeflow.training import diagnostics as diag, dpo
-from judgeflow.workflow.io import InputError
 
 from conftest import ROOT, base_config
 

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from judgeflow.models import BackendError, GenRequest, Sampling
+from judgeflow.errors import BackendError
+from judgeflow.models import GenRequest, Sampling
 from judgeflow.models.openai_api import OpenAIModel
 from judgeflow.workflow.io import read_jsonl
 

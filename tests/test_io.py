@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from judgeflow.workflow.io import Checkpoint, InputError, read_jsonl, write_jsonl
+from judgeflow.errors import InputError
+from judgeflow.workflow.io import Checkpoint, read_jsonl, write_jsonl
 
 
 def test_malformed_line_names_file_and_line(tmp_path):

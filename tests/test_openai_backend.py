@@ -1,7 +1,8 @@
 """The openai backend against a real `transformers serve` on 127.0.0.1, and its cache."""
 import pytest
 
-from judgeflow.models import BackendError, GenRequest, Sampling
+from judgeflow.errors import BackendError
+from judgeflow.models import GenRequest, Sampling
 from judgeflow.models.openai_api import OpenAIModel
 from judgeflow.models.serve import free_port, transformers_server
 

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
+from judgeflow.errors import InputError
 from judgeflow.questions.sources import clean_questions, ifbench_file, prepare_questions
-from judgeflow.workflow.io import InputError, read_jsonl
+from judgeflow.workflow.io import read_jsonl
 
 
 def _write(path, rows):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from judgeflow.models.base import ConfigError
+from judgeflow.errors import ConfigError
 from judgeflow.models.reward_model import Calibration, RewardModel, check_seq_cls_dir, conversation, p_yes
 
 QUESTIONS = [

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from echo_server import EchoServer
 
-from judgeflow.models import BackendError, ConfigError, GenRequest, Sampling
+from judgeflow.errors import BackendError, ConfigError
+from judgeflow.models import GenRequest, Sampling
 from judgeflow.models.openai_api import OpenAIModel
 from judgeflow.workflow import redact
 from judgeflow.workflow.io import read_jsonl

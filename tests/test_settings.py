@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from judgeflow.models import ConfigError
+from judgeflow.errors import ConfigError
 from judgeflow.workflow import settings as st
 
 from conftest import ROOT

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from judgeflow.models import ConfigError, Generation
+from judgeflow.errors import ConfigError
+from judgeflow.models import Generation
 from judgeflow.refining import tree_search as ts
 from judgeflow.workflow import settings as jf_settings
 

@@ -18,7 +18,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from judgeflow.models import ConfigError, GenRequest, Sampling, vllm_backend as vb
+from judgeflow.errors import ConfigError
+from judgeflow.models import GenRequest, Sampling, vllm_backend as vb
 
 SAMPLED = Sampling(max_new_tokens=12, temperature=0.9, top_p=0.95)
 GREEDY = Sampling(max_new_tokens=8)

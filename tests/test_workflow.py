@@ -399,7 +399,7 @@ def setting_leaves(value, where: tuple = ()):
 
 def variants(raw: dict, template_dir: Path | None = None) -> tuple[list[dict], list[str]]:
     """One changed config per leaf setting of the validated tiny config: (variants, keys left out)."""
-    from judgeflow.models import ConfigError
+    from judgeflow.errors import ConfigError
     from judgeflow.workflow import pipeline, settings as st
     from judgeflow.workflow.rulekit import Rules
 

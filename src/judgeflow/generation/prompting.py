@@ -8,7 +8,7 @@ from collections.abc import Set as AbstractSet
 from importlib import resources
 from pathlib import Path
 
-from judgeflow.models.base import ConfigError
+from judgeflow.errors import ConfigError
 
 
 def packaged_templates() -> list[str]:

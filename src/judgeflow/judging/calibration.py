@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from judgeflow.models import ConfigError
-from judgeflow.workflow.io import InputError, honour_umask, write_csv, write_json, write_jsonl
+from judgeflow.errors import ConfigError, InputError
+from judgeflow.workflow.io import honour_umask, write_csv, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 AGGREGATE = "k-of-J"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from judgeflow.errors import InputError
 from judgeflow.generation.prompting import load_template, stable_seed
 from judgeflow.judging.verdicts import (
     ABSTAIN,
@@ -35,7 +36,7 @@ from judgeflow.judging.verdicts import (
     prefix_for_score,
 )
 from judgeflow.models import GenRequest, Sampling
-from judgeflow.workflow.io import Checkpoint, InputError
+from judgeflow.workflow.io import Checkpoint
 
 if TYPE_CHECKING:
     from judgeflow.judging.trained import SharedFeatures

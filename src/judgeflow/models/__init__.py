@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from judgeflow.models.base import BackendError, ConfigError, Generation, GenRequest, Model, Sampling
+from judgeflow.errors import ConfigError
+from judgeflow.models.base import Generation, GenRequest, Model, Sampling
 from judgeflow.models.cache import namespace
 
 if TYPE_CHECKING:  # imported where used: the backends import torch, transformers, openai
@@ -23,8 +24,6 @@ if TYPE_CHECKING:  # imported where used: the backends import torch, transformer
 BACKENDS = ("hf", "openai", "vllm", "reward_model")
 
 __all__ = [
-    "BackendError",
-    "ConfigError",
     "GenRequest",
     "Generation",
     "Model",

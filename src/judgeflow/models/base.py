@@ -11,14 +11,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 
-class ConfigError(ValueError):
-    """A configuration problem; the message names the config key."""
-
-
-class BackendError(RuntimeError):
-    """A model backend failed for good (after its retries); the message names the endpoint."""
-
-
 @dataclass(frozen=True)
 class Sampling:
     max_new_tokens: int = 128

@@ -62,7 +62,8 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from judgeflow.models.base import BackendError, ConfigError, Generation, GenRequest
+from judgeflow.errors import BackendError, ConfigError
+from judgeflow.models.base import Generation, GenRequest
 
 log = logging.getLogger(__name__)
 

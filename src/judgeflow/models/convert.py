@@ -6,7 +6,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from judgeflow.models.base import ConfigError
+from judgeflow.errors import ConfigError
 from judgeflow.workflow.io import honour_umask
 
 log = logging.getLogger(__name__)

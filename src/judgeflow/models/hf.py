@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from judgeflow.models.base import ConfigError, Generation, GenRequest
+from judgeflow.errors import ConfigError
+from judgeflow.models.base import Generation, GenRequest
 
 log = logging.getLogger(__name__)
 

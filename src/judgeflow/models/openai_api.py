@@ -58,7 +58,8 @@ from collections import Counter
 
 from tqdm.auto import tqdm
 
-from judgeflow.models.base import BackendError, ConfigError, Generation, GenRequest
+from judgeflow.errors import BackendError, ConfigError
+from judgeflow.models.base import Generation, GenRequest
 from judgeflow.models.cache import CallCache, cache_key, namespace
 from judgeflow.workflow import redact
 

@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from judgeflow.errors import ConfigError
 from judgeflow.judging.trained import judge_text
-from judgeflow.models.base import ConfigError
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from judgeflow.models.base import BackendError, ConfigError
+from judgeflow.errors import BackendError, ConfigError
 
 
 def free_port() -> int:

@@ -56,7 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from judgeflow.models.base import ConfigError, Generation, GenRequest
+from judgeflow.errors import ConfigError
+from judgeflow.models.base import Generation, GenRequest
 from judgeflow.models.openai_api import choice_probs
 
 log = logging.getLogger(__name__)

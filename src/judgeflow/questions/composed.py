@@ -24,8 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from judgeflow.errors import ConfigError
 from judgeflow.generation.prompting import stable_seed
-from judgeflow.models.base import ConfigError
 
 REGISTRY = "ifeval"
 # never taken in by a family (an id named alone still is): they need the prompt itself, another

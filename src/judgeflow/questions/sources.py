@@ -15,6 +15,7 @@ import random
 import re
 from pathlib import Path
 
+from judgeflow.errors import ConfigError, InputError
 from judgeflow.generation.prompting import load_template, stable_seed
 from judgeflow.judging.verdicts import (
     ABSTAIN,
@@ -26,8 +27,8 @@ from judgeflow.judging.verdicts import (
     parse_verdict,
 )
 from judgeflow.judging.verifier import registry_of
-from judgeflow.models import ConfigError, GenRequest, Sampling
-from judgeflow.workflow.io import InputError, iter_jsonl, read_jsonl, write_jsonl
+from judgeflow.models import GenRequest, Sampling
+from judgeflow.workflow.io import iter_jsonl, read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 # Ids name files and records and are joined into others ("<question>/r0", "<response>/mf/<criterion>"):

@@ -31,10 +31,10 @@ from typing import Any
 
 import yaml
 
-from judgeflow.models import ConfigError
+from judgeflow.errors import ConfigError, InputError
 from judgeflow.refining.gates import TREE_VARIANT
 from judgeflow.training import diagnostics as diag
-from judgeflow.workflow.io import InputError, file_digest, honour_umask, iter_jsonl, write_csv, write_json, write_jsonl
+from judgeflow.workflow.io import file_digest, honour_umask, iter_jsonl, write_csv, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,8 @@ def main(argv=None) -> int:
     else:
         settings = json.loads(os.environ["JUDGEFLOW_TRAIN_SETTINGS"])
 
-    from judgeflow.models import ConfigError
+    from judgeflow.errors import ConfigError, InputError
     from judgeflow.training import dpo
-    from judgeflow.workflow.io import InputError
 
     try:
         dpo.train(settings, a.variant, a.pairs, a.model, a.out_dir, accelerate_config=a.accelerate_config,

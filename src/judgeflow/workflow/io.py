@@ -28,11 +28,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from judgeflow.errors import InputError
+
 log = logging.getLogger(__name__)
-
-
-class InputError(ValueError):
-    """Bad input data: the message names the file, the line and what was expected."""
 
 
 def iter_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterator[tuple[int, dict]]:

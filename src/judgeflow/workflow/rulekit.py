@@ -49,8 +49,8 @@ class Rules:
         (judgeflow.generation.prompting.TEMPLATE_FIELDS), or, with `environ` (skipped where None: a cluster
         job, which re-reads the workflow), an `api_key_env` variable that is not set of a model
         such a stage calls. A model defined but not used needs no key."""
+        from judgeflow.errors import ConfigError
         from judgeflow.generation.prompting import load_template
-        from judgeflow.models import ConfigError
 
         stages = [STAGES[n] for n in self.active_stages()]
         done = set()

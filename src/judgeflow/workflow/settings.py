@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from judgeflow.models.base import ConfigError
+from judgeflow.errors import ConfigError
 from judgeflow.refining.gates import tree_variant
 
 ROOT = Path(__file__).resolve().parents[3]
