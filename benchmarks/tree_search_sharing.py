@@ -65,11 +65,10 @@ def main(argv=None) -> int:
     roots = [r for r in read_jsonl(res / "responses/shard-0.jsonl") if r["response_id"] in rejected][:a.roots]
     verdicts = read_jsonl(res / "verdicts/responses/shard-0.jsonl")
     questions = questions_by_id(res / "questions/kept.jsonl")
-    names = {"refining.model": cfg["refining"]["model"],
-             **{f"judging.judges[{i}].model": j["model"] for i, j in enumerate(cfg["judging"]["judges"])}}
+    names = [cfg["refining"]["model"], *(j["model"] for j in cfg["judging"]["judges"])]
     runs = {"shared": gates, "strictest": [gates[-1]], **{f"alone {ts.gate_name(k, n_judges)}": [k] for k in gates}}
     out, trees = {}, {}
-    with open_models(cfg, names, threads=None) as models, tempfile.TemporaryDirectory() as tmp:
+    with open_models({n: cfg["models"][n] for n in names}, cfg["cache_dir"]) as models, tempfile.TemporaryDirectory() as tmp:
         for name, ks in runs.items():
             c = copy.deepcopy(dict(cfg))
             c["refining"]["tree_search"]["gates"] = [{"k": k} for k in ks]

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from judgeflow.training import evaluation as ev
+from judgeflow.workflow.pipeline import STAGES, stage_models
 
 from conftest import PROMPT_JUDGES, base_config
 
@@ -135,11 +136,13 @@ def test_evaluate_end_to_end_on_the_real_model(tmp_path, model_dir):
     for pol, path, summ in [("base", str(model_dir), None), ("multi_feedback", str(model_dir), str(s1)),
                             ("full_feedback", "missing", str(s2))]:
         files[pol] = [str(out / f"{kind}-{pol}.jsonl") for kind in ("g", "v", "a")]
-        ev.respond_and_judge(cfg, str(held), pol, path, summ, *files[pol], threads=2)
+        ev.respond_and_judge(cfg, str(held), pol, path, summ, *files[pol], threads=2,
+                             models=stage_models(STAGES["evaluate_responses"], cfg, {"policy": pol}, threads=2))
     assert (out / "g-full_feedback.jsonl").read_text() == ""  # skipped variant: empty outputs
     summary = ev.evaluate(cfg, str(held), ["multi_feedback", "full_feedback"], [str(s1), str(s2)],
                           [str(model_dir), "missing"], *[[f[k] for f in files.values()] for k in range(3)],
-                          str(out / "c.jsonl"), str(out / "table.csv"), str(out / "evaluation.json"), threads=2)
+                          str(out / "c.jsonl"), str(out / "table.csv"), str(out / "evaluation.json"),
+                          models=stage_models(STAGES["evaluate_policies"], cfg, threads=2))
     assert set(summary["policies"]) == {"base", "multi_feedback"} and "full_feedback" in summary["skipped"]
     assert any("full_feedback: not evaluated" in n for n in summary["notes"])
     gens = [json.loads(l) for p in ("base", "multi_feedback") for l in (out / f"g-{p}.jsonl").read_text().splitlines()]
@@ -165,9 +168,11 @@ def test_no_heldout_questions_and_all_variants_skipped_still_write_outputs(tmp_p
     s.write_text(json.dumps({"skipped": True, "reason": "mf.jsonl: 0 usable pair(s)"}))
     out = tmp_path / "e"
     files = [str(out / f) for f in ("g.jsonl", "v.jsonl", "a.jsonl")]
-    ev.respond_and_judge(cfg, str(held), "base", str(model_dir), None, *files)
+    ev.respond_and_judge(cfg, str(held), "base", str(model_dir), None, *files,
+                         models=stage_models(STAGES["evaluate_responses"], cfg, {"policy": "base"}))
     summary = ev.evaluate(cfg, str(held), ["multi_feedback"], [str(s)], ["m"], *[[f] for f in files],
-                          str(out / "c.jsonl"), str(out / "t.csv"), str(out / "e.json"))
+                          str(out / "c.jsonl"), str(out / "t.csv"), str(out / "e.json"),
+                          models=stage_models(STAGES["evaluate_policies"], cfg))
     assert summary["heldout_questions"] == 0 and summary["skipped"] == {"multi_feedback": "mf.jsonl: 0 usable pair(s)"}
     assert any("no held-out questions" in n for n in summary["notes"])
     assert (out / "t.csv").read_text().startswith("policy,criterion_id,responses")

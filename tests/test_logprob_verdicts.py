@@ -107,6 +107,6 @@ def test_judges_over_the_openai_backend_record_p_yes_and_where_each_label_came_f
          "top_p": 0.95, "answer_first": False, "threshold": None, "kind": "prompt"}]}}
     with FaultServer() as fs:
         m = OpenAIModel("api", fs.url, "standin", str(tmp_path / "cache"))
-        verdicts = judging.judge_items(items, {"q": q}, config, {"api": m}, str(tmp_path / "v.jsonl"))
+        verdicts = judging.judge_items(items, {"q": q}, config["judging"], {"api": m}, str(tmp_path / "v.jsonl"))
     assert {v["label_from"] for v in verdicts} <= {"text", "logprobs", "none"}
     assert all(v["p_yes"] is not None for v in verdicts if v["label_from"] == "text")

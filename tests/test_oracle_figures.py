@@ -42,7 +42,7 @@ def test_best_of_n_accepts_a_draw_by_k_of_j_per_criterion_as_the_workflow_does()
     verdicts = [_verdict("c1", "A", "yes", 0.9), _verdict("c2", "A", "no", 0.2),
                 _verdict("c1", "B", "no", 0.3), _verdict("c2", "B", "yes", 0.8)]
     item = {"item_id": "q/d1", "question_id": "q", "response_id": "q/d1", "refinement_id": None}
-    [workflow] = aggregate(verdicts, [item], {"q": QUESTION}, CONFIG)
+    [workflow] = aggregate(verdicts, [item], {"q": QUESTION}, CONFIG["judging"])
     per_judge = judge_accepts(verdicts, QUESTION, CONFIG)
     assert workflow["accepted"] and not any(per_judge.values())     # the two rules differ here
     record = {"draw_id": "q/d1", "question_id": "q", "draw": 1, "accepted": workflow["accepted"], "k": 1,

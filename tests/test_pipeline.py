@@ -147,3 +147,24 @@ def test_the_prepared_question_file_is_keyed_by_what_shapes_it():
     composed = Rules(st.load(CFG)).questions_file()
     assert composed.startswith("resources/data/composed-")
     assert Rules(st.load(CFG, overrides={"questions": {"composed": {"count": 50}}})).questions_file() != composed
+
+
+def test_a_job_opens_the_models_its_stage_declares_and_no_other(demo, monkeypatch):
+    """job.models(): the models of the stage's declaration for this job (no list of them in the stage);
+    naming another is an UndeclaredSetting; the backend gets only each model's own entry and the cache."""
+    opened = {}
+
+    def fake_open(specs, cache_dir, log_dir=None, threads=None):
+        opened.update(specs=dict(specs), cache_dir=cache_dir, threads=threads)
+        return "opened"
+
+    monkeypatch.setattr("judgeflow.models.open_models", fake_open)
+    models = pipeline.stage_models(STAGES["sample_responses"], demo, {"shard": "0"}, threads=3)
+    assert models() == "opened"
+    assert opened == {"specs": {"smollm2": demo["models"]["smollm2"]}, "cache_dir": demo["cache_dir"], "threads": 3}
+    with pytest.raises(UndeclaredSetting, match=r"stage sample_responses opened model\(s\) judge-x, which its "
+                                                r"declaration does not name \(it names: smollm2\)"):
+        models("judge-x")
+    # cleaning's model is one of its stage's only while cleaning is on
+    off = st.load(CFG, overrides={"cleaning": {"enabled": False}})
+    assert pipeline.stage_models(STAGES["clean_questions"], off, {})() == "opened" and opened["specs"] == {}

@@ -246,7 +246,7 @@ def test_one_judge_counted_twice_is_an_error_not_an_accept():
                 {**v, "judge_id": "j2", "label": "no"}]
     item = {"item_id": "a/r0", "question_id": "a", "response_id": "a/r0", "refinement_id": None}
     with pytest.raises(Exception, match="two verdicts of judge 'j1'"):
-        judging.aggregate(verdicts, [item], {"a": q}, config)
+        judging.aggregate(verdicts, [item], {"a": q}, config["judging"])
 
 
 # --- files, answers, errors ------------------------------------------------------------------------
@@ -300,7 +300,7 @@ def test_stage_code_has_no_defaults_of_its_own():
 
     raw = {"judging": {"k": 1, "judges": [{"id": "j1", "model": "m"}], "generic_criteria": []}}
     with pytest.raises(KeyError):
-        judging.judges_from_config(raw)
+        judging.judges_from_config(raw["judging"])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -107,7 +107,7 @@ def label_with_oracle(responses: list[dict], questions: dict[str, dict], config,
     from judgeflow.oracle.labelling import Oracle
 
     budget, seed = config["judging"]["calibration"]["budget"], config["seed"]
-    criteria = {r["response_id"]: criteria_for(questions[r["question_id"]], config) for r in responses}
+    criteria = {r["response_id"]: criteria_for(questions[r["question_id"]], config["judging"]) for r in responses}
     total = sum(len(c) for c in criteria.values())
     chosen = budgeted_responses(responses, {rid: len(c) for rid, c in criteria.items()}, budget, seed)
     if len(chosen) < len(responses):

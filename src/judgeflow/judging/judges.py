@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,14 +61,14 @@ class Judge:
     kind: str = "prompt"  # prompt | reward_model | trained (see LearnedJudge)
 
 
-def judges_from_config(config: dict) -> list[Judge]:
+def judges_from_config(judging: Mapping[str, Any]) -> list[Judge]:
     """The judges of `judging.judges` (validated: ids unique, k <= J), prompt judges' templates loaded."""
     return [Judge(j["id"], j["model"],
                   load_template(j["template"], {"question", "response", "criterion"}, f"judging.judges[{i}].template")
                   if j["kind"] == "prompt" else None,
                   j["seed"], Sampling(j["max_new_tokens"], j["temperature"], j["top_p"]), j["answer_first"],
                   j["threshold"], j["kind"])
-            for i, j in enumerate(config["judging"]["judges"])]
+            for i, j in enumerate(judging["judges"])]
 
 
 LEARNED = "judge:"  # models[LEARNED + judge id]: a judge that learned from the calibration split
@@ -117,7 +118,7 @@ class LearnedJudge:
                 "shared_feature_passes": None if self.shared is None else self.shared.passes}
 
 
-def learned_judges(config: dict, models: dict, judge_files: list[str]) -> dict:
+def learned_judges(judging: Mapping[str, Any], models: dict, judge_files: list[str]) -> dict:
     """`models` plus {LEARNED + id: LearnedJudge} for every judge of kind trained or reward_model; its
     files are judges/<id>/judge.json among `judge_files` (the stage's inputs: a retrained judge reruns it)."""
     from judgeflow.judging.trained import SharedFeatures
@@ -125,7 +126,7 @@ def learned_judges(config: dict, models: dict, judge_files: list[str]) -> dict:
     dirs = {Path(f).parent.name: Path(f).parent for f in judge_files}
     out = dict(models)
     trained = defaultdict(list)  # (model key, max_tokens) -> its trained judges: one hidden-state pass
-    for i, j in enumerate(judges_from_config(config)):
+    for i, j in enumerate(judges_from_config(judging)):
         if j.kind == "prompt":
             continue
         if j.judge_id not in dirs:
@@ -143,12 +144,12 @@ def learned_judges(config: dict, models: dict, judge_files: list[str]) -> dict:
     return out
 
 
-def criteria_for(question: dict, config: dict) -> list[dict]:
+def criteria_for(question: dict, judging: Mapping[str, Any]) -> list[dict]:
     """The question's own criteria (one per instruction) plus the configured generic ones.
 
     Generic criterion ids start with 'generic:' and a question's own never do (both checked where
     they are read), so no criterion can shadow another; a clash is still refused here."""
-    out = list(question.get("criteria", [])) + list(config["judging"]["generic_criteria"])
+    out = list(question.get("criteria", [])) + list(judging["generic_criteria"])
     ids = [c["criterion_id"] for c in out]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -161,7 +162,7 @@ def verdict_key(v: dict) -> tuple:
     return tuple(v[f] for f in VERDICT_KEY)
 
 
-def judge_items(items: list[dict], questions: dict[str, dict], config: dict, models: dict,
+def judge_items(items: list[dict], questions: dict[str, dict], judging: Mapping[str, Any], models: dict,
                 output: str, chunk: int = 256, finish: bool = True, only: set[str] | None = None) -> list[dict]:
     """Judge every (item, criterion) with every judge; write verdict records to `output`
     (`finish=False`: keep them in its checkpoint instead, see `generate_resumable`). `only`: these judge
@@ -170,13 +171,13 @@ def judge_items(items: list[dict], questions: dict[str, dict], config: dict, mod
     `items` are responses or refinements: dicts with `item_id`, `question_id`, `text`, and
     whatever ids to carry (`response_id`, `refinement_id`).
     """
-    judges = [j for j in judges_from_config(config) if only is None or j.judge_id in only]
-    force = config["judging"]["force_verdict"]
+    judges = [j for j in judges_from_config(judging) if only is None or j.judge_id in only]
+    force = judging["force_verdict"]
     # (verdict key, judge, request (a learned judge: (question, criterion, response)), base record)
     work: list[tuple[tuple, Judge, Any, dict]] = []
     for item in items:
         q = questions[item["question_id"]]
-        for c in criteria_for(q, config):
+        for c in criteria_for(q, judging):
             for j in judges:
                 req: tuple[str, str, str] | GenRequest
                 if j.kind != "prompt":
@@ -253,14 +254,15 @@ def judge_items(items: list[dict], questions: dict[str, dict], config: dict, mod
     return ckpt.finish(output, [w[0] for w in work], write=finish)
 
 
-def aggregate(verdicts: list[dict], items: list[dict], questions: dict[str, dict], config: dict) -> list[dict]:
+def aggregate(verdicts: list[dict], items: list[dict], questions: dict[str, dict],
+              judging: Mapping[str, Any]) -> list[dict]:
     """k-of-J per criterion and overall, one record per item.
 
     A criterion is accepted when at least k judges say YES (abstains are not YES).
     An item is accepted when all its criteria are.
     """
-    k = config["judging"]["k"]
-    n_judges = len(config["judging"]["judges"])
+    k = judging["k"]
+    n_judges = len(judging["judges"])
     counts: defaultdict[tuple, dict[str, int]] = defaultdict(lambda: {YES: 0, NO: 0, ABSTAIN: 0})
     seen = set()
     for v in verdicts:
@@ -273,7 +275,7 @@ def aggregate(verdicts: list[dict], items: list[dict], questions: dict[str, dict
     out = []
     for item in items:
         per = {}
-        for c in criteria_for(questions[item["question_id"]], config):
+        for c in criteria_for(questions[item["question_id"]], judging):
             n = counts[(item.get("response_id"), item.get("refinement_id"), c["criterion_id"])]
             per[c["criterion_id"]] = {**n, "accepted": n[YES] >= k}
         failed = [cid for cid, n in per.items() if not n["accepted"]]

@@ -63,18 +63,18 @@ def _round(questions: list[dict], r: int, config: dict, models: dict, work: Path
     if verdicts_file.exists():
         verdicts = read_jsonl(verdicts_file)
     else:
-        verdicts = judge_items(items, qmap, config, models, str(verdicts_file))
+        verdicts = judge_items(items, qmap, config["judging"], models, str(verdicts_file))
     if agg_file.exists():
         aggs = read_jsonl(agg_file)
     else:
-        aggs = aggregate(verdicts, items, qmap, config)
+        aggs = aggregate(verdicts, items, qmap, config["judging"])
         write_jsonl(agg_file, aggs)
     return drawn, verdicts, aggs
 
 
 def judge_accepts(verdicts: list[dict], question: dict, config: dict) -> dict[str, bool]:
     """Per judge: did it say YES on every criterion of this draw (its own, un-aggregated verdict)?"""
-    crits = {c["criterion_id"] for c in criteria_for(question, config)}
+    crits = {c["criterion_id"] for c in criteria_for(question, config["judging"])}
     out = {}
     for j in config["judging"]["judges"]:
         yes = {v["criterion_id"] for v in verdicts if v["judge_id"] == j["id"] and v["label"] == YES}
@@ -88,7 +88,7 @@ def criterion_verdicts(verdicts: list[dict], question: dict, config: dict) -> di
     label = {(v["criterion_id"], v["judge_id"]): v["label"] for v in verdicts}
     judge_ids = [j["id"] for j in config["judging"]["judges"]]
     return {c["criterion_id"]: [VOTE.get(label.get((c["criterion_id"], j))) for j in judge_ids]
-            for c in criteria_for(question, config)}
+            for c in criteria_for(question, config["judging"])}
 
 
 def judges_score(verdicts: list[dict]) -> float | None:

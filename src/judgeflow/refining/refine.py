@@ -41,7 +41,7 @@ def refine_responses(responses: list[dict], aggregates: list[dict], verdicts: li
             continue
         resp = by_id[agg["response_id"]]
         q = questions[resp["question_id"]]
-        described = {c["criterion_id"]: c["description"] for c in criteria_for(q, config)}
+        described = {c["criterion_id"]: c["description"] for c in criteria_for(q, config["judging"])}
         failed = agg["failed"]
         base = {"response_id": resp["response_id"], "question_id": q["question_id"], "model": rcfg["model"]}
         if MULTI in rcfg["modes"]:

@@ -126,7 +126,7 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
     frontier: dict[str, list[dict]] = {}
     for r in roots:
         q = questions[r["question_id"]]
-        cids = [c["criterion_id"] for c in criteria_for(q, config)]
+        cids = [c["criterion_id"] for c in criteria_for(q, config["judging"])]
         root = _node({"node_id": f"{r['response_id']}/t", "root_id": r["response_id"],
                       "question_id": r["question_id"], "round": round_, "parent": None, "depth": 0, "order": 0,
                       "criterion_ids": [], "text": r["text"], "finish_reason": r.get("finish_reason"),
@@ -145,7 +145,7 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
         work = []
         for rid, parents in frontier.items():
             q = questions[parents[0]["question_id"]]
-            described = {c["criterion_id"]: c["description"] for c in criteria_for(q, config)}
+            described = {c["criterion_id"]: c["description"] for c in criteria_for(q, config["judging"])}
             order = 0
             for parent in parents:
                 # the criteria failing the strictest gate, weakest first: the same whichever gate is searched for
@@ -180,7 +180,7 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
                 g["usable"] = g["unusable"] is None
             items = [{**g, "item_id": g["node_id"], "response_id": g["root_id"], "refinement_id": g["node_id"]}
                      for g in gens if g["usable"]]
-            verdicts = judge_items(items, questions, config, judge_models, f"{level}.verdicts.jsonl",
+            verdicts = judge_items(items, questions, config["judging"], judge_models, f"{level}.verdicts.jsonl",
                                    chunk=ts["checkpoint_every"], finish=False) if items else []
             per_node = defaultdict(list)
             for v in verdicts:
@@ -188,7 +188,7 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
             records = []
             for g in gens:
                 q = questions[g["question_id"]]
-                cids = [c["criterion_id"] for c in criteria_for(q, config)]
+                cids = [c["criterion_id"] for c in criteria_for(q, config["judging"])]
                 base = {k: g[k] for k in ("node_id", "root_id", "question_id", "round", "parent", "depth", "order",
                                           "criterion_ids", "text", "finish_reason", "usable", "unusable", "seed",
                                           "completion_tokens")}

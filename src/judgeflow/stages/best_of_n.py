@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from judgeflow.models import log_stats, open_models
+from judgeflow.models import log_stats
 from judgeflow.oracle import analysis as oa, labelling as oracle_mod
 from judgeflow.oracle.draws import BON_FIELDS, DRAW_FIELDS
 from judgeflow.oracle.tp.bon import bon_grid
@@ -18,8 +18,7 @@ def run(inp, out, settings, job) -> None:
     ns = sorted(set(ocfg["bon"]["n"]))
     draws = read_jsonl_many(inp.draws, required=(*DRAW_FIELDS, *BON_FIELDS))
     questions = questions_by_id(inp.kept)
-    names = {} if ocfg["labeller"] == oracle_mod.VERIFIER else {"oracle.labeller": ocfg["labeller"]}
-    with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
+    with job.models() as models:
         labels = oracle_mod.label_all(draws, questions, settings, models, out.labels, max_draw=max(ns))
         log_stats(models)
     judge_ids = [j["id"] for j in settings["judging"]["judges"]]

@@ -3,7 +3,7 @@ reason; `questions.heldout` kept questions are set aside for evaluation, `judgin
 for the judges' calibration."""
 from __future__ import annotations
 
-from judgeflow.models import log_stats, open_models
+from judgeflow.models import log_stats
 from judgeflow.models.batch import batched
 from judgeflow.questions.sources import clean_questions
 from judgeflow.workflow.io import write_json
@@ -11,8 +11,7 @@ from judgeflow.workflow.io import write_json
 
 def run(inp, out, settings, job) -> None:
     ccfg = settings["cleaning"]
-    names = {"cleaning.model": ccfg["model"]} if ccfg["enabled"] else {}
-    with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
+    with job.models() as models:
         if ccfg["enabled"]:  # oracle.batch: the Batch API
             models = batched(models, ccfg["model"], settings["oracle"], "oracle.batch")
         result = clean_questions(inp.questions, out.kept, out.rejected, settings, models, out.heldout,

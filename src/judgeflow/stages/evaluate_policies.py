@@ -11,4 +11,4 @@ def run(inp, out, settings, job) -> None:
     summaries = list(inp.summaries)  # results/<run>/dpo/<variant>/summary.json, beside its model/
     evaluate(settings, inp.heldout, settings["training"]["variants"], summaries,
              [str(Path(s).with_name("model")) for s in summaries], list(inp.generations), list(inp.verdicts),
-             list(inp.aggregates), out.comparisons, out.table, out.summary, log_dir=job.log_dir, threads=job.threads)
+             list(inp.aggregates), out.comparisons, out.table, out.summary, models=job.models)

@@ -10,4 +10,4 @@ def run(inp, out, settings, job) -> None:
     base = settings["models"][settings["training"]["model"]]["path"]
     respond_and_judge(settings, inp.heldout, policy, base if policy == "base" else inp.trained,
                       None if policy == "base" else inp.summary, out.generations, out.verdicts, out.aggregates,
-                      threads=job.threads, log_dir=job.log_dir, judge_files=inp.judges)
+                      models=job.models, judge_files=inp.judges, threads=job.threads)

@@ -3,7 +3,7 @@ aggregation per criterion and overall."""
 from __future__ import annotations
 
 from judgeflow.judging.judges import aggregate, judge_items, learned_judges
-from judgeflow.models import log_stats, open_models
+from judgeflow.models import log_stats
 from judgeflow.workflow.io import questions_by_id, read_jsonl, write_jsonl
 
 
@@ -13,9 +13,8 @@ def run(inp, out, settings, job) -> None:
     else:
         items = [{**r, "item_id": r["response_id"], "refinement_id": None} for r in read_jsonl(inp.responses)]
     questions = questions_by_id(inp.kept)
-    names = {f"judging.judges[{i}].model": j["model"] for i, j in enumerate(settings["judging"]["judges"])}
-    with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
-        models = learned_judges(settings, models, inp.judges)
-        verdicts = judge_items(items, questions, settings, models, out.verdicts)
+    with job.models() as models:
+        models = learned_judges(settings["judging"], models, inp.judges)
+        verdicts = judge_items(items, questions, settings["judging"], models, out.verdicts)
         log_stats(models)
-    write_jsonl(out.aggregate, aggregate(verdicts, items, questions, settings))
+    write_jsonl(out.aggregate, aggregate(verdicts, items, questions, settings["judging"]))

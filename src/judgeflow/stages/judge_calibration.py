@@ -7,7 +7,7 @@ from pathlib import Path
 
 from judgeflow.judging.calibration import calibration_table, write_calibration
 from judgeflow.judging.judges import NO, YES, judge_items
-from judgeflow.models import log_stats, open_models
+from judgeflow.models import log_stats
 from judgeflow.workflow.io import questions_by_id, read_jsonl, write_jsonl
 
 
@@ -17,11 +17,11 @@ def run(inp, out, settings, job) -> None:
     labelled = {lab["response_id"] for lab in labels}
     items = [{**r, "item_id": r["response_id"], "refinement_id": None} for r in read_jsonl(inp.responses)
              if r["response_id"] in labelled]
-    prompt = {f"judging.judges[{i}].model": j["model"] for i, j in enumerate(judges) if j["kind"] == "prompt"}
+    prompt = [j["model"] for j in judges if j["kind"] == "prompt"]  # the others' verdicts are out of fold
     verdicts = []
     if prompt:
-        with open_models(settings, prompt, log_dir=job.log_dir, threads=job.threads) as models:
-            verdicts = judge_items(items, questions_by_id(inp.calibration), settings, models, out.verdicts,
+        with job.models(*prompt) as models:
+            verdicts = judge_items(items, questions_by_id(inp.calibration), settings["judging"], models, out.verdicts,
                                    only={j["id"] for j in judges if j["kind"] == "prompt"})
             log_stats(models)
     for path in inp.oof:  # judges/<id>/oof.jsonl

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from judgeflow.judging.calibration import label_with_oracle, label_with_verifier
-from judgeflow.models import log_stats, open_models
+from judgeflow.models import log_stats
 from judgeflow.workflow.io import questions_by_id, read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,7 @@ def run(inp, out, settings, job) -> None:
     if "oracle" not in settings:
         labels = label_with_verifier(responses, questions, inp.responses)
     else:
-        names = {"oracle.labeller": settings["oracle"]["labeller"]}
-        with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
+        with job.models() as models:
             labels = label_with_oracle(responses, questions, settings, models, inp.responses)
             log_stats(models)
     write_jsonl(out.labels, labels)

@@ -7,7 +7,7 @@ The curve's intervals hold for how its labels were chosen: every accepted draw l
 labels, the anytime-valid betting interval."""
 from __future__ import annotations
 
-from judgeflow.models import log_stats, open_models
+from judgeflow.models import log_stats
 from judgeflow.oracle import analysis as oa, labelling as oracle_mod
 from judgeflow.oracle.draws import DRAW_FIELDS
 from judgeflow.oracle.proxy import PROXY_FIELDS, check_proxy
@@ -19,13 +19,12 @@ def run(inp, out, settings, job) -> None:
     ocfg, n_max = settings["oracle"], settings["draws"]["n_max"]
     draws = read_jsonl_many(inp.draws, required=DRAW_FIELDS)
     questions = questions_by_id(inp.kept)
-    names = {} if ocfg["labeller"] == oracle_mod.VERIFIER else {"oracle.labeller": ocfg["labeller"]}
     proxies = None
     if ocfg["strategy"] == "prediction_powered":
         [path] = inp.proxy  # results/<run>/oracle/proxy-<oracle.proxy>.jsonl
         proxies = {r["draw_id"]: check_proxy(r["proxy"], r["draw_id"], r["source"])
                    for r in read_jsonl(path, required=PROXY_FIELDS)}
-    with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
+    with job.models() as models:
         result = oracle_mod.label_accepted(draws, questions, settings, models, out.labels, proxies)
         result["models"] = log_stats(models)
     labels = {r["draw_id"]: r for r in read_jsonl(out.labels)}

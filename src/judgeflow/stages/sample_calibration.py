@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from judgeflow.generation.sampling import sample_responses
-from judgeflow.models import log_stats, open_models
+from judgeflow.models import log_stats
 from judgeflow.workflow.io import read_jsonl
 
 
 def run(inp, out, settings, job) -> None:
     policy = settings["sampling"]["model"]
     questions = read_jsonl(inp.calibration, required=("question_id", "prompt"))
-    with open_models(settings, {"sampling.model": policy}, log_dir=job.log_dir, threads=job.threads) as models:
+    with job.models() as models:
         sample_responses(questions, settings, models[policy], out.responses,
                          n_samples=settings["judging"]["calibration"]["n_samples"])
         log_stats(models)

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 from judgeflow.generation.sampling import shard_of
 from judgeflow.judging.judges import learned_judges
-from judgeflow.models import log_stats, open_models
+from judgeflow.models import log_stats
 from judgeflow.oracle.draws import sample_until_accept
 from judgeflow.workflow.io import read_jsonl
 
 
 def run(inp, out, settings, job) -> None:
     questions = shard_of(read_jsonl(inp.kept), int(job.wildcards["shard"]), settings["sampling"]["shards"])
-    names = {"draws.model": settings["draws"]["model"],
-             **{f"judging.judges[{i}].model": j["model"] for i, j in enumerate(settings["judging"]["judges"])}}
-    with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
-        models = learned_judges(settings, models, inp.judges)
+    with job.models() as models:
+        models = learned_judges(settings["judging"], models, inp.judges)
         sample_until_accept(questions, settings, models, out.draws, out.verdicts)
         log_stats(models)

@@ -2,7 +2,7 @@
 `source` wildcard): the judges' mean P(YES), or a model's P(YES) (oracle.proxy names it)."""
 from __future__ import annotations
 
-from judgeflow.models import log_stats, open_models
+from judgeflow.models import log_stats
 from judgeflow.oracle.draws import DRAW_FIELDS
 from judgeflow.oracle.proxy import judges_proxy, model_proxy
 from judgeflow.workflow.io import questions_by_id, read_jsonl_many, write_jsonl
@@ -14,7 +14,7 @@ def run(inp, out, settings, job) -> None:
     if source == "judges":
         recs = judges_proxy(draws, read_jsonl_many(inp.verdicts, required=("response_id", "label")))
     else:
-        with open_models(settings, {"oracle.proxy": source}, log_dir=job.log_dir, threads=job.threads) as models:
+        with job.models(source) as models:
             recs = model_proxy(draws, questions_by_id(inp.kept), settings, models[source], source)
             log_stats(models)
     write_jsonl(out.proxy, recs)

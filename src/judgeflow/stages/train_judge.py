@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from judgeflow.generation.prompting import stable_seed
 from judgeflow.judging.calibration import fit_learned_judge, learning_rows
-from judgeflow.models import log_stats, open_models
+from judgeflow.models import log_stats
 from judgeflow.workflow.io import questions_by_id, read_jsonl
 
 
@@ -20,9 +20,8 @@ def run(inp, out, settings, job) -> None:
     index, spec = own_judge(settings, judge_id)
     rows = learning_rows(read_jsonl(inp.labels), read_jsonl(inp.responses), questions_by_id(inp.calibration),
                          f"judging.judges[{index}]", inp.labels)
-    key = f"judging.judges[{index}].model"
     seed = stable_seed(settings["seed"], "train_judge", spec["seed"]) % 2**31  # the judge's folds
-    with open_models(settings, {key: spec["model"]}, log_dir=job.log_dir, threads=job.threads) as models:
+    with job.models() as models:
         fit_learned_judge(spec, models[spec["model"]], settings["models"][spec["model"]]["path"], rows,
                           seed=seed, folds=settings["judging"]["calibration"]["folds"],
                           key=f"judging.judges[{index}]", judge_out=out.judge, head_out=out.head, oof_out=out.oof)

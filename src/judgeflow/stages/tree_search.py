@@ -3,7 +3,7 @@ run to the strictest exit gate (judgeflow.refining.tree_search)."""
 from __future__ import annotations
 
 from judgeflow.judging.judges import learned_judges
-from judgeflow.models import log_stats, open_models
+from judgeflow.models import log_stats
 from judgeflow.refining.tree_search import search_trees, searched
 from judgeflow.workflow.io import questions_by_id, read_jsonl
 
@@ -14,10 +14,8 @@ def run(inp, out, settings, job) -> None:
     share = settings["refining"]["tree_search"]["roots"]
     roots = [r for r in read_jsonl(inp.responses)
              if r["response_id"] not in accepted and searched(settings["seed"], r["response_id"], share)]
-    names = {"refining.model": refiner,
-             **{f"judging.judges[{i}].model": j["model"] for i, j in enumerate(settings["judging"]["judges"])}}
-    with open_models(settings, names, log_dir=job.log_dir, threads=job.threads) as models:
-        models = learned_judges(settings, models, inp.judges)
+    with job.models() as models:
+        models = learned_judges(settings["judging"], models, inp.judges)
         search_trees(roots, read_jsonl(inp.verdicts), questions_by_id(inp.kept), settings, models[refiner], models,
                      out.trees, round_=int(job.wildcards["round"]))
         log_stats(models)

@@ -2,7 +2,7 @@
 its pairs (final > original, TRL's format) and the oracle's preference of final over original."""
 from __future__ import annotations
 
-from judgeflow.models import log_stats, open_models
+from judgeflow.models import log_stats
 from judgeflow.models.batch import batched
 from judgeflow.refining.gates import parse_gate
 from judgeflow.refining.tree_search import compare_finals, finals, pairs_of, read_trees, verify_finals
@@ -20,8 +20,7 @@ def run(inp, out, settings, job) -> None:
     if oracle in (None, "verifier"):
         comparisons = compare_finals(records, questions, settings, "verifier") if oracle else []
     else:
-        with open_models(settings, {"refining.tree_search.oracle": oracle}, log_dir=job.log_dir,
-                         threads=job.threads) as models:
+        with job.models() as models:
             models = batched(models, oracle, settings["oracle"], "oracle.batch")
             comparisons = compare_finals(records, questions, settings, models[oracle])
             log_stats(models)

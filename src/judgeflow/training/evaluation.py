@@ -19,7 +19,8 @@ import json
 import logging
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 from judgeflow.generation.prompting import load_template, stable_seed
 from judgeflow.judging.verdicts import label_with_probs
@@ -247,14 +248,13 @@ def _policies(config: dict, variants, summaries, model_dirs) -> tuple[dict, dict
 
 def respond_and_judge(config: dict, heldout: str, policy: str, model_dir: str, summary: str | None,
                       generations_out: str, verdicts_out: str, aggregates_out: str,
-                      threads: int | None = None, log_dir: str | None = None,
-                      judge_files: Sequence[str] = ()) -> None:
+                      models: Callable[..., AbstractContextManager[dict]], judge_files: Sequence[str] = (),
+                      threads: int | None = None) -> None:
     """Rule evaluate_responses, one job per policy (base, or a trained variant; a GPU job): the policy
     answers the held-out questions, the judges label every (response, criterion), k-of-J per response.
     A variant whose training was skipped gets empty outputs. `judge_files`: the trained and reward-model
-    judges' judge.json (judging.learned_judges)."""
+    judges' judge.json (judging.learned_judges). `models(*names)` opens models the stage declares (its job's)."""
     from judgeflow.judging import judges as judging
-    from judgeflow.models import open_models
     from judgeflow.workflow.io import write_jsonl
 
     qlist = read_jsonl(heldout, required=("question_id", "prompt"))
@@ -268,12 +268,11 @@ def respond_and_judge(config: dict, heldout: str, policy: str, model_dir: str, s
     if not qlist:
         write_jsonl(generations_out, [])
     if config["evaluation"]["judges"] and generations:
-        judges = judging.judges_from_config(config)
-        names = {f"judging.judges[{i}].model": j.model for i, j in enumerate(judges)}
-        with open_models(config, names, log_dir=log_dir, threads=threads) as models:
-            models = judging.learned_judges(config, models, list(judge_files))
-            verdicts = judging.judge_items(generations, questions, config, models, verdicts_out)
-        write_jsonl(aggregates_out, judging.aggregate(verdicts, generations, questions, config))
+        judges = judging.judges_from_config(config["judging"])
+        with models(*dict.fromkeys(j.model for j in judges)) as opened:
+            opened = judging.learned_judges(config["judging"], opened, list(judge_files))
+            verdicts = judging.judge_items(generations, questions, config["judging"], opened, verdicts_out)
+        write_jsonl(aggregates_out, judging.aggregate(verdicts, generations, questions, config["judging"]))
     else:
         write_jsonl(verdicts_out, [])
         write_jsonl(aggregates_out, [])
@@ -281,11 +280,11 @@ def respond_and_judge(config: dict, heldout: str, policy: str, model_dir: str, s
 
 def evaluate(config: dict, heldout: str, variants: list[str], summaries: list[str], model_dirs: list[str],
              generations: list[str], verdicts: list[str], aggregates: list[str], comparisons_out: str,
-             table_out: str, summary_out: str, log_dir: str | None = None, threads: int | None = None) -> dict:
+             table_out: str, summary_out: str, models: Callable[..., AbstractContextManager[dict]]) -> dict:
     """Rule evaluate_policies (where the oracle is: an API call, or a server it starts): exact
-    verifier verdicts, the oracle's pairwise comparisons, the table and the summary."""
+    verifier verdicts, the oracle's pairwise comparisons, the table and the summary. `models(name)` opens
+    the oracle (a model the stage declares)."""
     from judgeflow.judging.judges import ABSTAIN as JUDGE_ABSTAIN
-    from judgeflow.models import open_models
     from judgeflow.workflow.io import write_jsonl
 
     ecfg = config["evaluation"]
@@ -306,10 +305,10 @@ def evaluate(config: dict, heldout: str, variants: list[str], summaries: list[st
     if ecfg["oracle"] == VERIFIER and trained and gens:
         comparisons = compare_with_oracle(gens, questions, config, VERIFIER)
     elif ecfg["oracle"] and trained and gens:
-        with open_models(config, {"evaluation.oracle": ecfg["oracle"]}, log_dir=log_dir, threads=threads) as models:
+        with models(ecfg["oracle"]) as opened:
             from judgeflow.models.batch import batched
 
-            oracle = batched(models, ecfg["oracle"], config["oracle"], "oracle.batch")[ecfg["oracle"]]
+            oracle = batched(opened, ecfg["oracle"], config["oracle"], "oracle.batch")[ecfg["oracle"]]
             comparisons = compare_with_oracle(gens, questions, config, oracle)
             oracle_stats = oracle.stats()
     elif not ecfg["oracle"]:

@@ -716,6 +716,27 @@ def relpath_if_below(path: str | os.PathLike) -> str:
 # ----------------------------------------------------------------------------------- running
 
 
+def stage_models(stage: Stage, config: dict, wildcards: dict | None = None, *, log_dir: str | None = None,
+                 threads: int | None = None):
+    """The job's `models(*names)`: opens the models the stage's declaration names for this job (all of
+    them, or the named ones among them; judgeflow.models.open_models), so a stage never builds a list of
+    its models. Naming a model the declaration does not is an UndeclaredSetting."""
+    from judgeflow.models import open_models
+
+    declared = model_names(stage, config, wildcards)
+
+    def models(*names: str):
+        undeclared = [n for n in names if n not in declared]
+        if undeclared:
+            raise UndeclaredSetting(f"stage {stage.name} opened model(s) {', '.join(undeclared)}, which its "
+                                    f"declaration does not name (it names: {', '.join(declared) or 'none'})")
+        chosen = list(dict.fromkeys(names)) if names else declared
+        return open_models({n: config["models"][n] for n in chosen}, config["cache_dir"], log_dir=log_dir,
+                           threads=threads)
+
+    return models
+
+
 def run_stage(name: str, inp: dict, out: dict, config: dict, *, threads: int = 1, wildcards: dict | None = None,
               resources: dict | None = None, log_dir: str | None = None, job_params: dict | None = None,
               settings_params: dict | None = None) -> Declared:
@@ -730,7 +751,8 @@ def run_stage(name: str, inp: dict, out: dict, config: dict, *, threads: int = 1
     p = params(stage, config, wildcards) if settings_params is None else settings_params
     settings = view(stage, p, tunes(stage, config, wildcards), declared_roots(stage, config, wildcards))
     job = SimpleNamespace(rule=name, threads=threads, wildcards=wildcards, resources=dict(resources or {}),
-                          log_dir=log_dir, params=dict(job_params or {}))
+                          log_dir=log_dir, params=dict(job_params or {}),
+                          models=stage_models(stage, config, wildcards, log_dir=log_dir, threads=threads))
     # the job's checkpoints are bound to exactly what makes its outputs: a resume under other
     # settings, code or inputs starts over instead of mixing (judgeflow.workflow.io.Checkpoint)
     fingerprint = job_fingerprint({"stage": name, "settings": p, "code": code_digest(stage), "wildcards": wildcards,
