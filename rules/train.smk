@@ -4,20 +4,17 @@
 from judgeflow.training import dpo as jf_dpo
 from judgeflow.workflow.pipeline import relpath_if_below
 
-# Checked here, before any job runs: a missing accelerate config, precompute_ref_log_probs with
-# DeepSpeed -- each error names its config key.
+# The accelerate config (training.accelerate_config: relative to the working directory, else to the
+# workflow; judgeflow.workflow.settings has checked it against the training settings).
 DPO_ACCELERATE_CONFIG = relpath_if_below(
     jf_dpo.accelerate_config_path(
-        config,
+        config["training"]["accelerate_config"],
         (
             "."
             if Path(config["training"]["accelerate_config"]).exists()
             else workflow.basedir
         ),
     )
-)
-jf_dpo.check_training_config(
-    config, jf_dpo.read_accelerate_config(DPO_ACCELERATE_CONFIG)
 )
 
 

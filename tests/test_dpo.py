@@ -13,6 +13,7 @@ import pytest
 
 from judgeflow.errors import ConfigError, InputError
 from judgeflow.training import diagnostics as diag, dpo
+from judgeflow.workflow.settings import Training
 
 from conftest import ROOT, base_config
 
@@ -120,7 +121,7 @@ def test_token_counts_and_length_filter_agree_with_trl_dpo_trainer(tmp_path, mod
 
 def test_prepare_data_reads_filters_and_checks_the_pair_count(tmp_path, model_dir):
     path = _write(tmp_path / "p.jsonl", [_pair(0), _pair(1, prompt="word " * 400)])
-    tcfg = {"max_length": 128, "min_pairs": 1, "on_too_few": "error"}
+    tcfg = Training(max_length=128, min_pairs=1, on_too_few="error")
     data = dpo.prepare_data(str(path), str(model_dir), tcfg)
     assert data.skip_reason is None and data.tokenizer.pad_token is not None
     assert data.stats["pairs_read"] == 2 and data.stats["pairs_used"] == 1
@@ -128,20 +129,20 @@ def test_prepare_data_reads_filters_and_checks_the_pair_count(tmp_path, model_di
     ds = data.dataset()
     assert ds.column_names == ["prompt", "chosen", "rejected", "pair_id"] and len(ds) == 1
     assert ds[0]["prompt"] == _pair(0)["prompt"]
-    skip = dpo.prepare_data(str(path), str(model_dir), {**tcfg, "min_pairs": 2, "on_too_few": "skip"})
+    skip = dpo.prepare_data(str(path), str(model_dir), tcfg.model_copy(update={"min_pairs": 2, "on_too_few": "skip"}))
     assert "1 usable pair(s) (2 read, 1 dropped for length)" in skip.skip_reason
     with pytest.raises(dpo.TooFewPairs):
-        dpo.prepare_data(str(path), str(model_dir), {**tcfg, "min_pairs": 2})
+        dpo.prepare_data(str(path), str(model_dir), tcfg.model_copy(update={"min_pairs": 2}))
 
 
 def test_too_few_pairs_error_names_file_and_count_or_skips(tmp_path):
-    tcfg = {"min_pairs": 4, "on_too_few": "error"}
+    tcfg = Training(min_pairs=4, on_too_few="error")
     with pytest.raises(dpo.TooFewPairs, match=r"pairs/full_feedback.jsonl: 0 usable pair\(s\) \(0 read"):
         dpo.check_pair_count(0, 0, "pairs/full_feedback.jsonl", tcfg)
     with pytest.raises(dpo.TooFewPairs, match=r"3 usable pair\(s\) \(5 read, 2 dropped for length\), fewer than "
                                               r"training.min_pairs=4"):
         dpo.check_pair_count(3, 5, "p.jsonl", tcfg)
-    reason = dpo.check_pair_count(1, 1, "p.jsonl", {**tcfg, "on_too_few": "skip"})
+    reason = dpo.check_pair_count(1, 1, "p.jsonl", tcfg.model_copy(update={"on_too_few": "skip"}))
     assert "variant skipped" in reason and "1 usable pair(s)" in reason
     assert dpo.check_pair_count(4, 4, "p.jsonl", tcfg) is None
 
@@ -149,7 +150,8 @@ def test_too_few_pairs_error_names_file_and_count_or_skips(tmp_path):
 def test_empty_pair_file_skipped_variant_writes_outputs_that_say_so(tmp_path, model_dir):
     cfg = base_config(tmp_path, model_dir, training={"on_too_few": "skip", "min_pairs": 2})
     pairs = _write(tmp_path / "full_feedback.jsonl", [])
-    out = dpo.train(dpo.worker_settings(cfg), "full_feedback", str(pairs), str(model_dir), str(tmp_path / "dpo"))
+    out = dpo.train(dpo.WorkerSettings.from_json(dpo.worker_settings(cfg)), "full_feedback", str(pairs),
+                    str(model_dir), str(tmp_path / "dpo"))
     assert out["skipped"]
     summary = json.loads((tmp_path / "dpo" / "summary.json").read_text())
     assert summary["skipped"] and "0 usable pair(s)" in summary["reason"] and str(pairs) in summary["reason"]
@@ -162,38 +164,44 @@ def test_empty_pair_file_skipped_variant_writes_outputs_that_say_so(tmp_path, mo
 
 def test_training_config_defaults_and_fair_step_budget(tmp_path, model_dir):
     cfg = base_config(tmp_path, model_dir, training={"max_steps": 7})
-    kw = dpo.dpo_config_kwargs(cfg["training"], "/tmp/x", 1, use_cpu=True, bf16=False)
+    kw = dpo.dpo_config_kwargs(Training.model_validate(cfg["training"]), "/tmp/x", 1, use_cpu=True, bf16=False)
     assert kw["max_steps"] == 7 and "num_train_epochs" not in kw  # the same for every variant
     assert kw["loss_type"] == ["sigmoid"] and kw["beta"] == cfg["training"]["beta"]
     assert kw["max_length"] == cfg["training"]["max_length"] and kw["logging_steps"] == 1
     cfg["training"]["max_steps"] = None
-    assert "max_steps" not in dpo.dpo_config_kwargs(cfg["training"], "/tmp/x", 1, True, False)
+    assert "max_steps" not in dpo.dpo_config_kwargs(Training.model_validate(cfg["training"]), "/tmp/x", 1, True,
+                                                    False)
     cfg["training"]["extra"] = {"beta": 3}
     with pytest.raises(ConfigError, match=r"training.extra: \['beta'\]"):
-        dpo.dpo_config_kwargs(cfg["training"], "/tmp/x", 1, True, False)
+        dpo.dpo_config_kwargs(Training.model_validate(cfg["training"]), "/tmp/x", 1, True, False)
     s = dpo.worker_settings(cfg)
     assert s["policy"] == cfg["sampling"]["model"] and s["policy_path"] == str(model_dir)
 
 
 def test_missing_accelerate_config_names_the_key(tmp_path, model_dir):
-    cfg = base_config(tmp_path, model_dir, training={"accelerate_config": "config/accelerate/nope.yaml"})
+    """Checked where the settings are validated (before any rule is read), and by the path helper."""
     with pytest.raises(ConfigError, match=r"training.accelerate_config: accelerate config "
                                           r"'config/accelerate/nope.yaml' not found"):
-        dpo.accelerate_config_path(cfg, ROOT)
-    cfg["training"]["accelerate_config"] = ""
+        base_config(tmp_path, model_dir, training={"accelerate_config": "config/accelerate/nope.yaml"})
     with pytest.raises(ConfigError, match=r"training\.accelerate_config: no accelerate config"):
-        dpo.accelerate_config_path(cfg, ROOT)
-    cfg["training"]["accelerate_config"] = "config/accelerate/zero3.yaml"
-    path = dpo.accelerate_config_path(cfg, ROOT)
+        base_config(tmp_path, model_dir, training={"accelerate_config": ""})
+    with pytest.raises(ConfigError, match=r"training\.accelerate_config: no accelerate config"):
+        dpo.accelerate_config_path("", ROOT)
+    path = dpo.accelerate_config_path("config/accelerate/zero3.yaml", ROOT)
     assert dpo.deepspeed_stage(dpo.read_accelerate_config(path)) == 3
 
 
 def test_precompute_ref_log_probs_refused_with_deepspeed(tmp_path, model_dir):
     cfg = base_config(tmp_path, model_dir, training={"precompute_ref_log_probs": True})
-    dpo.check_training_config(cfg, dpo.read_accelerate_config(ROOT / "config/accelerate/cpu.yaml"))
+    tcfg = Training.model_validate(cfg["training"])
+    dpo.check_training_config(tcfg, dpo.read_accelerate_config(ROOT / "config/accelerate/cpu.yaml"))
     for name in ("zero2.yaml", "zero3.yaml"):
         with pytest.raises(ConfigError, match=r"training\.precompute_ref_log_probs: not supported with a DeepSpeed"):
-            dpo.check_training_config(cfg, dpo.read_accelerate_config(ROOT / "config/accelerate" / name))
+            dpo.check_training_config(tcfg, dpo.read_accelerate_config(ROOT / "config/accelerate" / name))
+    # and where the settings are validated, before any rule is read
+    with pytest.raises(ConfigError, match=r"training\.precompute_ref_log_probs: not supported with a DeepSpeed"):
+        base_config(tmp_path, model_dir, training={"precompute_ref_log_probs": True,
+                                                   "accelerate_config": "config/accelerate/zero2.yaml"})
 
 
 def test_cpu_accelerate_config_refused_on_a_gpu_job():

@@ -168,3 +168,12 @@ def test_a_job_opens_the_models_its_stage_declares_and_no_other(demo, monkeypatc
     # cleaning's model is one of its stage's only while cleaning is on
     off = st.load(CFG, overrides={"cleaning": {"enabled": False}})
     assert pipeline.stage_models(STAGES["clean_questions"], off, {})() == "opened" and opened["specs"] == {}
+
+
+def test_the_settings_classes_are_in_no_code_digest():
+    """The DPO worker reads its settings typed (judgeflow.workflow.settings.Training): an edit of settings.py
+    (a description, another stage's declaration in pipeline.py) reruns no stage by its code; the values that
+    reach a stage are in its settings param."""
+    closures = {n: pipeline.module_closure(s.module) for n, s in STAGES.items()}
+    assert "judgeflow.training.dpo" in closures["train_dpo"]
+    assert not any("judgeflow.workflow.settings" in c or "judgeflow.workflow.pipeline" in c for c in closures.values())

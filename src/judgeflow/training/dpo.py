@@ -32,9 +32,9 @@ from typing import Any
 import yaml
 
 from judgeflow.errors import ConfigError, InputError
-from judgeflow.refining.gates import TREE_VARIANT
 from judgeflow.training import diagnostics as diag
 from judgeflow.workflow.io import file_digest, honour_umask, iter_jsonl, write_csv, write_json, write_jsonl
+from judgeflow.workflow.settings import Training
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +130,14 @@ def filter_by_length(pairs: list[dict], tokenizer, max_length: int | None) -> tu
     return kept, stats
 
 
-def check_pair_count(n_used: int, n_read: int, path, tcfg: dict) -> str | None:
+def check_pair_count(n_used: int, n_read: int, path, tcfg: Training) -> str | None:
     """None if there are enough pairs; else a skip reason (`on_too_few: skip`) or TooFewPairs."""
-    need = tcfg["min_pairs"]
+    need = tcfg.min_pairs
     if n_used >= need:
         return None
     why = (f"{path}: {n_used} usable pair(s) ({n_read} read, {n_read - n_used} dropped for length), "
            f"fewer than training.min_pairs={need}")
-    if tcfg["on_too_few"] == "skip":
+    if tcfg.on_too_few == "skip":
         return why + "; variant skipped (training.on_too_few: skip)"
     raise TooFewPairs(why + " (set training.on_too_few: skip to skip the variant instead)")
 
@@ -145,9 +145,9 @@ def check_pair_count(n_used: int, n_read: int, path, tcfg: dict) -> str | None:
 # ------------------------------------------------------------------------------ configuration
 
 
-def accelerate_config_path(config: dict, base_dir: str | os.PathLike = ".") -> Path:
-    """The accelerate config file of `training.accelerate_config`, or a ConfigError naming the key."""
-    value = config["training"].get("accelerate_config")
+def accelerate_config_path(value: str | None, base_dir: str | os.PathLike = ".") -> Path:
+    """The accelerate config file that `training.accelerate_config` names (relative to `base_dir`), or a
+    ConfigError naming the key."""
     if not value:
         raise ConfigError("training.accelerate_config: no accelerate config given "
                           "(e.g. config/accelerate/cpu.yaml, zero2.yaml, zero3.yaml)")
@@ -173,19 +173,15 @@ def deepspeed_stage(acc_cfg: dict) -> int | None:
     return int((acc_cfg.get("deepspeed_config") or {}).get("zero_stage", 0))
 
 
-def check_training_config(config: dict, acc_cfg: dict) -> None:
-    """Cross-field checks of `training` against the accelerate config, errors naming the key."""
-    tcfg = config["training"]
+def check_training_config(tcfg: Training, acc_cfg: dict) -> None:
+    """Cross-field checks of `training` against the accelerate config, errors naming the key (run by
+    judgeflow.workflow.settings' validation, before any job)."""
     stage = deepspeed_stage(acc_cfg)
-    if tcfg["precompute_ref_log_probs"] and stage is not None:
+    if tcfg.precompute_ref_log_probs and stage is not None:
         raise ConfigError("training.precompute_ref_log_probs: not supported with a DeepSpeed accelerate config "
                           f"(ZeRO-{stage}): broken in released TRL; leave it false")
-    lora = tcfg["lora"]
-    if lora["enabled"] and lora.get("target_modules") in ("lm_head", ["lm_head"]):
+    if tcfg.lora.enabled and tcfg.lora.target_modules in ("lm_head", ["lm_head"]):
         raise ConfigError("training.lora.target_modules: TRL's DPOTrainer cannot train an adapter on lm_head")
-    unknown = {v for v in tcfg["variants"] if v not in VARIANTS and not TREE_VARIANT.match(v)}
-    if unknown:
-        raise ConfigError(f"training.variants: unknown variant(s) {sorted(unknown)} (expected {list(VARIANTS)})")
 
 
 def check_devices(acc_cfg: dict, path, num_processes: int, cuda_devices: int) -> None:
@@ -197,8 +193,9 @@ def check_devices(acc_cfg: dict, path, num_processes: int, cuda_devices: int) ->
 
 
 def worker_settings(config) -> dict:
-    """What a train_dpo worker needs, from validated settings (training.model resolved): the training
-    section, the seed, the policy's name and directory."""
+    """What a train_dpo worker needs, as JSON (the stage hands it over in $JUDGEFLOW_TRAIN_SETTINGS), from
+    validated settings (training.model resolved): the training section, the seed, the policy's name and
+    directory. The worker reads it back typed: WorkerSettings.from_json."""
     training = config["training"]
     training = training.to_dict() if hasattr(training, "to_dict") else dict(training)
     policy = training["model"]
@@ -206,47 +203,68 @@ def worker_settings(config) -> dict:
             "policy_path": config["models"][policy]["path"]}
 
 
-def dpo_config_kwargs(tcfg: dict, output_dir: str, seed: int, use_cpu: bool, bf16: bool) -> dict:
+@dataclass(frozen=True)
+class WorkerSettings:
+    """A train_dpo worker's settings, typed once (like TRL's scripts: a typed config, then attributes all
+    the way down): the training section, the seed, the policy's name and directory."""
+
+    training: Training
+    seed: int
+    policy: str
+    policy_path: str
+
+    @classmethod
+    def from_json(cls, data: dict) -> WorkerSettings:
+        return cls(Training.model_validate(data["training"]), int(data["seed"]), str(data["policy"]),
+                   str(data["policy_path"]))
+
+    def as_json(self) -> dict:
+        return {"training": self.training.model_dump(mode="json"), "seed": self.seed, "policy": self.policy,
+                "policy_path": self.policy_path}
+
+
+def dpo_config_kwargs(tcfg: Training, output_dir: str, seed: int, use_cpu: bool, bf16: bool) -> dict:
     """Keyword arguments of trl.DPOConfig from `training` (same optimizer-step budget for every variant)."""
     kw = {
-        "output_dir": output_dir, "seed": seed, "data_seed": seed, "beta": tcfg["beta"],
-        "loss_type": [tcfg["loss_type"]] if isinstance(tcfg["loss_type"], str) else tcfg["loss_type"],
-        "learning_rate": tcfg["learning_rate"], "lr_scheduler_type": tcfg["lr_scheduler_type"],
-        "warmup_steps": tcfg["warmup_steps"], "weight_decay": tcfg["weight_decay"],
-        "per_device_train_batch_size": tcfg["per_device_train_batch_size"],
-        "gradient_accumulation_steps": tcfg["gradient_accumulation_steps"],
-        "max_length": tcfg["max_length"], "gradient_checkpointing": tcfg["gradient_checkpointing"],
-        "bf16": bf16, "use_cpu": use_cpu, "precompute_ref_log_probs": tcfg["precompute_ref_log_probs"],
-        "logging_steps": 1, "logging_first_step": True, "save_strategy": "steps", "save_steps": tcfg["save_steps"],
+        "output_dir": output_dir, "seed": seed, "data_seed": seed, "beta": tcfg.beta,
+        "loss_type": [tcfg.loss_type] if isinstance(tcfg.loss_type, str) else tcfg.loss_type,
+        "learning_rate": tcfg.learning_rate, "lr_scheduler_type": tcfg.lr_scheduler_type,
+        "warmup_steps": tcfg.warmup_steps, "weight_decay": tcfg.weight_decay,
+        "per_device_train_batch_size": tcfg.per_device_train_batch_size,
+        "gradient_accumulation_steps": tcfg.gradient_accumulation_steps,
+        "max_length": tcfg.max_length, "gradient_checkpointing": tcfg.gradient_checkpointing,
+        "bf16": bf16, "use_cpu": use_cpu, "precompute_ref_log_probs": tcfg.precompute_ref_log_probs,
+        "logging_steps": 1, "logging_first_step": True, "save_strategy": "steps", "save_steps": tcfg.save_steps,
         "save_total_limit": 1, "report_to": [], "disable_tqdm": True, "dataloader_num_workers": 0,
     }
-    if tcfg["max_steps"] is not None:
-        kw["max_steps"] = tcfg["max_steps"]
+    if tcfg.max_steps is not None:
+        kw["max_steps"] = tcfg.max_steps
     else:
-        kw["num_train_epochs"] = tcfg["num_train_epochs"]
-    overlap = set(tcfg.get("extra") or {}) & set(kw)
+        kw["num_train_epochs"] = tcfg.num_train_epochs
+    overlap = set(tcfg.extra) & set(kw)
     if overlap:
         raise ConfigError(f"training.extra: {sorted(overlap)} are set by their own training.* keys")
-    kw.update(tcfg.get("extra") or {})
+    kw.update(tcfg.extra)
     return kw
 
 
-def lora_config(tcfg: dict):
-    lcfg = tcfg["lora"]
-    if not lcfg["enabled"]:
+def lora_config(tcfg: Training):
+    lcfg = tcfg.lora
+    if not lcfg.enabled:
         return None
     from peft import LoraConfig
 
-    return LoraConfig(r=lcfg["r"], lora_alpha=lcfg["alpha"], lora_dropout=lcfg["dropout"],
-                      target_modules=lcfg["target_modules"], task_type="CAUSAL_LM")
+    # peft annotates lora_alpha as int; training.lora.alpha may be any positive number and scales the same
+    return LoraConfig(r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,  # type: ignore[arg-type]
+                      target_modules=lcfg.target_modules, task_type="CAUSAL_LM")
 
 
-def fingerprint(settings_: dict, pairs_path: str, model_dir: str, job: str | None = None) -> str:
+def fingerprint(ws: WorkerSettings, pairs_path: str, model_dir: str, job: str | None = None) -> str:
     """Identifies a training job: a checkpoint is resumed only by the job that wrote it. `job`: the
     workflow job's fingerprint (its settings, code digest and inputs; judgeflow.workflow.io.job_fingerprint),
     by default from JUDGEFLOW_JOB_FINGERPRINT, which the train_dpo stage sets for its workers."""
     job = os.environ.get("JUDGEFLOW_JOB_FINGERPRINT", "") if job is None else job
-    h = hashlib.sha256(json.dumps(settings_, sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(ws.as_json(), sort_keys=True).encode())
     h.update(Path(pairs_path).read_bytes())
     h.update(file_digest(model_dir).encode())  # the start model (weights: by size and mtime)
     h.update(job.encode())
@@ -338,7 +356,7 @@ def write_skipped(out: OutputPaths, stats: dict, reason: str, variant: str) -> N
     log.warning("%s", reason)
 
 
-def check_job(settings_: dict, model_dir: str, accelerate_config: str | None, num_processes: int) -> None:
+def check_job(ws: WorkerSettings, model_dir: str, accelerate_config: str | None, num_processes: int) -> None:
     """What only the running job can check: the accelerate config against its devices, the model directory."""
     import torch
 
@@ -346,7 +364,7 @@ def check_job(settings_: dict, model_dir: str, accelerate_config: str | None, nu
         check_devices(read_accelerate_config(accelerate_config), accelerate_config, num_processes,
                       torch.cuda.device_count())
     if not Path(model_dir, "config.json").exists():
-        raise ConfigError(f"models.{settings_['policy']}.path: no model at '{model_dir}'")
+        raise ConfigError(f"models.{ws.policy}.path: no model at '{model_dir}'")
 
 
 # ------------------------------------------------------------------------- data preparation
@@ -384,25 +402,25 @@ def load_tokenizer(model_dir: str):
     return tokenizer
 
 
-def prepare_data(pairs_path: str, model_dir: str, tcfg: dict) -> TrainingData:
+def prepare_data(pairs_path: str, model_dir: str, tcfg: Training) -> TrainingData:
     """The tokenizer, the checked pairs, the length filter and the too-few check (TooFewPairs is
     raised, or the skip reason returned with `on_too_few: skip`)."""
     tokenizer = load_tokenizer(model_dir)
-    pairs, stats = filter_by_length(read_pairs(pairs_path), tokenizer, tcfg["max_length"])
+    pairs, stats = filter_by_length(read_pairs(pairs_path), tokenizer, tcfg.max_length)
     reason = check_pair_count(len(pairs), stats["pairs_read"], pairs_path, tcfg)
     return TrainingData(tokenizer, pairs, stats, reason)
 
 
-def dpo_args(settings_: dict, ckpt_dir: Path) -> tuple[Any, bool]:
+def dpo_args(ws: WorkerSettings, ckpt_dir: Path) -> tuple[Any, bool]:
     """(the job's trl.DPOConfig, bf16): bf16 is training.bf16, else on where the GPU supports it; the
     policy and the reference are loaded in that dtype (model_init_kwargs)."""
     import torch
     from trl import DPOConfig
 
-    tcfg = settings_["training"]
+    tcfg = ws.training
     use_cpu = not torch.cuda.is_available()
-    bf16 = tcfg["bf16"] if tcfg["bf16"] is not None else (not use_cpu and torch.cuda.is_bf16_supported())
-    args = DPOConfig(**dpo_config_kwargs(tcfg, str(ckpt_dir), settings_["seed"], use_cpu, bf16))
+    bf16 = tcfg.bf16 if tcfg.bf16 is not None else (not use_cpu and torch.cuda.is_bf16_supported())
+    args = DPOConfig(**dpo_config_kwargs(tcfg, str(ckpt_dir), ws.seed, use_cpu, bf16))
     args.model_init_kwargs = {"dtype": torch.bfloat16 if bf16 else torch.float32}
     return args, bf16
 
@@ -555,20 +573,20 @@ def training_summary(variant: str, stats: dict, *, optimizer_steps: int, epoch: 
 # --------------------------------------------------------------------------------- the job
 
 
-def train(settings_: dict, variant: str, pairs_path: str, model_dir: str, out_dir: str,
+def train(ws: WorkerSettings, variant: str, pairs_path: str, model_dir: str, out_dir: str,
           accelerate_config: str | None = None, threads: int | None = None) -> dict:
     """Train one variant; write model/, train_log.csv, diagnostics.jsonl and summary.json in out_dir."""
     import torch
     from accelerate import PartialState
     from trl import DPOTrainer
 
-    tcfg = settings_["training"]
+    tcfg = ws.training
     out = OutputPaths.of(out_dir)
     state = PartialState()
     if threads:
         torch.set_num_threads(max(1, threads))
     t_start = time.time()
-    check_job(settings_, model_dir, accelerate_config, state.num_processes)
+    check_job(ws, model_dir, accelerate_config, state.num_processes)
     data = prepare_data(pairs_path, model_dir, tcfg)
     if data.skip_reason:
         if state.is_main_process:
@@ -576,16 +594,16 @@ def train(settings_: dict, variant: str, pairs_path: str, model_dir: str, out_di
         state.wait_for_everyone()
         return {"skipped": True, "reason": data.skip_reason}
 
-    resume = prepare_checkpoints(state, out.checkpoints, fingerprint(settings_, pairs_path, model_dir))
-    args, bf16 = dpo_args(settings_, out.checkpoints)
+    resume = prepare_checkpoints(state, out.checkpoints, fingerprint(ws, pairs_path, model_dir))
+    args, bf16 = dpo_args(ws, out.checkpoints)
     # The policy is given as its directory: TRL loads it (model_init_kwargs) and the reference model
     # with from_pretrained from the same directory (never a deepcopy; ZeRO-3 safe).
     trainer = DPOTrainer(model=model_dir, ref_model=None, args=args, train_dataset=data.dataset(),
                          processing_class=data.tokenizer, peft_config=lora_config(tcfg))
     hooks = TrainingHooks(trainer, diag.PhaseStore(out.checkpoints / "diagnostics_phases.jsonl"),
-                          batch_size=tcfg["diagnostics"]["batch_size"],
-                          every_steps=tcfg["diagnostics"]["every_steps"],
-                          keep_checkpoints=tcfg["keep_checkpoints"], is_main=state.is_main_process)
+                          batch_size=tcfg.diagnostics.batch_size,
+                          every_steps=tcfg.diagnostics.every_steps,
+                          keep_checkpoints=tcfg.keep_checkpoints, is_main=state.is_main_process)
     # TrainingHooks follows TrainerCallback's protocol by duck typing (no transformers import at module
     # load, see its docstring); add_callback's annotation asks for the class itself
     trainer.add_callback(hooks)  # type: ignore[arg-type]
@@ -593,21 +611,21 @@ def train(settings_: dict, variant: str, pairs_path: str, model_dir: str, out_di
     result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.time() - t_train
     hooks.record("end", trainer.state.global_step)
-    save_model(trainer, data.tokenizer, out, state, lora=tcfg["lora"]["enabled"], model_dir=model_dir)
+    save_model(trainer, data.tokenizer, out, state, lora=tcfg.lora.enabled, model_dir=model_dir)
     if not state.is_main_process:
         return {}
 
     end_loss = write_logs_and_diagnostics(out, trainer.state.log_history, hooks.store, data.meta(),
-                                          tcfg["beta"], variant)
+                                          tcfg.beta, variant)
     summary = training_summary(
         variant, data.stats, optimizer_steps=trainer.state.global_step, epoch=trainer.state.epoch,
         pairs_per_step=args.per_device_train_batch_size * args.gradient_accumulation_steps * state.num_processes,
         resumed_from=resume, num_processes=state.num_processes, accelerate_config=accelerate_config,
-        bf16=bf16, lora=tcfg["lora"]["enabled"], train_loss=result.training_loss, end_loss=end_loss,
+        bf16=bf16, lora=tcfg.lora.enabled, train_loss=result.training_loss, end_loss=end_loss,
         step_seconds=hooks.step_seconds, train_seconds=train_seconds, total_seconds=time.time() - t_start,
         peak_rss_mb=_peak_rss_mb(), peak_gpu_mem_mb=_peak_gpu_mem_mb())
     write_json(out.summary, summary)
-    if not tcfg["keep_checkpoints"]:
+    if not tcfg.keep_checkpoints:
         shutil.rmtree(out.checkpoints, ignore_errors=True)
     elif state.is_main_process and out.checkpoints.exists():
         honour_umask(out.checkpoints)  # kept checkpoints are outputs too

@@ -39,7 +39,8 @@ def main(argv=None) -> int:
     from judgeflow.training import dpo
 
     try:
-        dpo.train(settings, a.variant, a.pairs, a.model, a.out_dir, accelerate_config=a.accelerate_config,
+        dpo.train(dpo.WorkerSettings.from_json(settings), a.variant, a.pairs, a.model, a.out_dir,
+                  accelerate_config=a.accelerate_config,
                   threads=a.threads)
     except (InputError, ConfigError) as e:
         logging.getLogger("judgeflow").error("%s", e)

@@ -571,13 +571,21 @@ def _imports(module: str, path: Path) -> frozenset[str]:
     return frozenset(m for m in out if _module_file(m) is not None)
 
 
+# Modules no code digest follows: the settings' classes reach a stage's outputs only through the values in
+# its settings param (validated where Snakemake runs, so a changed default or check shows there), and a
+# stage that reads its settings typed (the DPO worker: WorkerSettings) must not rerun when another
+# setting's description or another stage's declaration is edited.
+NOT_DIGESTED = frozenset({"judgeflow.workflow.settings"})
+
+
 def module_closure(module: str) -> list[str]:
-    """`module` and every judgeflow module it imports, directly or not (parent packages included)."""
+    """`module` and every judgeflow module it imports, directly or not (parent packages included), less
+    NOT_DIGESTED."""
     seen: set[str] = set()
     todo = [module]
     while todo:
         m = todo.pop()
-        if m in seen:
+        if m in seen or m in NOT_DIGESTED:
             continue
         seen.add(m)
         parts = m.split(".")

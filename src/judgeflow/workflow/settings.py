@@ -838,6 +838,12 @@ def _cross_checks(s: Settings) -> None:
                 raise ConfigError(f"{key}.{name}: no rule '{name}'{_closest(name, STAGES)} "
                                   f"(rules: {', '.join(STAGES)})")
     _check_api_rules(s)
+    # the accelerate config exists (relative to the working directory, else the workflow) and suits `training`
+    from judgeflow.training.dpo import accelerate_config_path, check_training_config, read_accelerate_config
+
+    value = s.training.accelerate_config
+    path = accelerate_config_path(value, "." if Path(value).exists() else ROOT)
+    check_training_config(s.training, read_accelerate_config(path))
 
 
 NOT_A_MODEL = (None, "verifier", "none", "judges", "probe")  # values of a model role that name no model
