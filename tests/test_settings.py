@@ -357,3 +357,11 @@ def test_a_wrong_template_or_an_unset_key_stops_the_dry_run_before_any_job(tmp_p
     assert p.returncode != 0 and "Job stats" not in out, out[-3000:]
     assert ("judging.judges[2].template: template 'data/judge.txt' uses fields ['answer', 'question'], expected "
             "['criterion', 'question', 'response']") in out
+
+
+def test_every_backend_validated_is_one_the_registry_opens():
+    """The backends' spec classes (validation) and judgeflow.models.BACKENDS (their openers) name the same
+    backends, in the order the docs list them."""
+    from judgeflow.models import BACKENDS
+
+    assert st.BACKENDS == ("hf", "openai", "vllm", "reward_model") == tuple(BACKENDS)

@@ -281,10 +281,11 @@ def test_cluster_api_rules_add_to_the_derived_rules():
 def _login_node_rules(output: str) -> set[str]:
     """The rules Snakemake itself runs on this node (its Workflow.is_local, as the dry-run reports it), less
     those that run there whatever the models (the workflow's own bookkeeping stages)."""
+    from judgeflow.workflow.pipeline import STAGES
+
     line = re.search(r"^SLURM: rules run on this node, not as jobs: (.*)$", output, re.M)
     assert line, output[-3000:]
-    return set(line.group(1).split(", ")) - {"prepare_questions", "build_pairs", "dpo_diagnostics", "oracle_replay",
-                                             "judge_quality", "report", "tree_search_summary", ""}
+    return set(line.group(1).split(", ")) - {name for name, stage in STAGES.items() if stage.local} - {""}
 
 
 @pytest.mark.parametrize("hosted", [True, False])

@@ -137,7 +137,8 @@ class RewardModelSpec(Section):
 
 
 ModelSpec = Annotated[HFModelSpec | OpenAIModelSpec | VLLMModelSpec | RewardModelSpec, Field(discriminator="backend")]
-BACKENDS = ("hf", "openai", "vllm", "reward_model")
+# the backends' names, from their spec classes (judgeflow.models.BACKENDS opens each; a test holds them equal)
+BACKENDS = tuple(get_args(c.model_fields["backend"].annotation)[0] for c in get_args(get_args(ModelSpec)[0]))
 LOCAL_BACKENDS = ("hf", "vllm")  # the model runs in the job: it can continue an assistant prefix
 
 
