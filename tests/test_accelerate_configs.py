@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from judgeflow.training import dpo
+from judgeflow.workflow.settings import Training
 
 from conftest import ROOT, base_config
 
@@ -67,7 +68,8 @@ def _parse_with_deepspeed(ds: dict, tmp_path, model_dir, bf16: bool):
 
     cfg = base_config(tmp_path, model_dir, training={"per_device_train_batch_size": 2,
                                                      "gradient_accumulation_steps": 4, "max_steps": 10})
-    args = DPOConfig(**dpo.dpo_config_kwargs(cfg["training"], str(tmp_path / "out"), 0, use_cpu=True, bf16=bf16))
+    tcfg = Training.model_validate(cfg["training"])
+    args = DPOConfig(**dpo.dpo_config_kwargs(tcfg, str(tmp_path / "out"), 0, use_cpu=True, bf16=bf16))
     hf = HfTrainerDeepSpeedConfig(ds)
     hf.trainer_config_process(args)
     hf.trainer_config_finalize(args, types.SimpleNamespace(config=AutoConfig.from_pretrained(model_dir)), 10)

@@ -374,11 +374,15 @@ def test_resume_only_from_checkpoints_of_the_same_job(tmp_path):
     assert dpo.resumable_checkpoint(ck, "abc") == (str(ck / "checkpoint-4"), False)
     assert dpo.resumable_checkpoint(ck, "other") == (None, True)  # config or data changed: start over
     pairs = _write(tmp_path / "p.jsonl", [_pair(0)])
-    fp = dpo.fingerprint({"training": {"beta": 0.1}}, str(pairs), str(tmp_path))
-    assert fp != dpo.fingerprint({"training": {"beta": 0.2}}, str(pairs), str(tmp_path))
-    assert fp != dpo.fingerprint({"training": {"beta": 0.1}}, str(pairs), str(tmp_path), job="other-job")
+    def ws(beta):
+        return dpo.WorkerSettings(Training(beta=beta), seed=1, policy="smollm2", policy_path=str(tmp_path))
+
+    fp = dpo.fingerprint(ws(0.1), str(pairs), str(tmp_path))
+    assert fp == dpo.fingerprint(ws(0.1), str(pairs), str(tmp_path))
+    assert fp != dpo.fingerprint(ws(0.2), str(pairs), str(tmp_path))
+    assert fp != dpo.fingerprint(ws(0.1), str(pairs), str(tmp_path), job="other-job")
     _write(pairs, [_pair(1)])
-    assert fp != dpo.fingerprint({"training": {"beta": 0.1}}, str(pairs), str(tmp_path))
+    assert fp != dpo.fingerprint(ws(0.1), str(pairs), str(tmp_path))
 
 
 class _Rank:
