@@ -38,19 +38,19 @@ def main(argv=None) -> int:
 
     from scipy.stats import binomtest
 
-    from judgeflow.questions.composed import base_tasks, compose, expand
+    from judgeflow.generation.prompting import stable_seed
+    from judgeflow.judging.verifier import verify
     from judgeflow.models import GenRequest, Sampling
     from judgeflow.models.hf import HFModel
-    from judgeflow.generation.prompting import stable_seed
+    from judgeflow.questions.composed import base_tasks, compose, expand
     from judgeflow.questions.sources import instruction_criteria
-    from judgeflow.judging.verifier import verify
+    from judgeflow.workflow.settings import Composed
 
     ids = expand(a.instructions)
     n_tasks = min(a.tasks, len(base_tasks(None)))
     questions = []
     for iid in ids:
-        rows = compose({"count": n_tasks, "instructions": [iid], "per_question": 1, "kwargs": {}, "tasks": None,
-                        "seed": 0})
+        rows = compose(Composed(count=n_tasks, instructions=[iid], per_question=1, kwargs={}, tasks=None, seed=0))
         for r in rows:
             questions.append({**r, "criteria": instruction_criteria(r["instruction_id_list"], r["kwargs"],
                                                                    r["question_id"], r["registry"])})

@@ -16,7 +16,6 @@ search are those of its own search (same ids, same texts).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import tempfile
@@ -26,10 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from judgeflow.workflow import settings as jf_settings  # noqa: E402
-from judgeflow.refining import tree_search as ts  # noqa: E402
-from judgeflow.workflow.io import questions_by_id, read_jsonl  # noqa: E402
 from judgeflow.models import open_models  # noqa: E402
+from judgeflow.refining import tree_search as ts  # noqa: E402
+from judgeflow.workflow import settings as jf_settings  # noqa: E402
+from judgeflow.workflow.io import questions_by_id, read_jsonl  # noqa: E402
+from judgeflow.workflow.settings import Gate  # noqa: E402
 
 
 class Counting:
@@ -68,14 +68,16 @@ def main(argv=None) -> int:
     names = [cfg["refining"]["model"], *(j["model"] for j in cfg["judging"]["judges"])]
     runs = {"shared": gates, "strictest": [gates[-1]], **{f"alone {ts.gate_name(k, n_judges)}": [k] for k in gates}}
     out, trees = {}, {}
-    with open_models({n: cfg["models"][n] for n in names}, cfg["cache_dir"]) as models, tempfile.TemporaryDirectory() as tmp:
+    typed = cfg.typed()
+    opened = open_models({n: typed.models[n] for n in names}, cfg["cache_dir"])
+    with opened as models, tempfile.TemporaryDirectory() as tmp:
         for name, ks in runs.items():
-            c = copy.deepcopy(dict(cfg))
-            c["refining"]["tree_search"]["gates"] = [{"k": k} for k in ks]
+            refining = typed.refining.model_copy(update={"tree_search": typed.refining.tree_search.model_copy(
+                update={"gates": [Gate(k=k) for k in ks]})})
             refiner = Counting(models[cfg["refining"]["model"]])
             t0 = time.perf_counter()
             path = f"{tmp}/{name.replace(' ', '_')}.jsonl"
-            ts.search_trees(roots, verdicts, questions, c, refiner, models, path)
+            ts.search_trees(roots, verdicts, questions, refining, typed.judging, typed.seed, refiner, models, path)
             out[name] = {"gates": [ts.gate_name(k, n_judges) for k in ks], "generations": refiner.calls,
                          "seconds": round(time.perf_counter() - t0, 1)}
             trees[name] = ts.read_trees([path])

@@ -10,6 +10,7 @@ from judgeflow.judging.verifier import verify
 from judgeflow.models import GenRequest, Sampling
 from judgeflow.questions.composed import compose
 from judgeflow.questions.sources import instruction_criteria
+from judgeflow.workflow.settings import Composed
 
 
 def labelled_responses(model, count: int, n_responses: int, *, per_question: int = 1,
@@ -22,8 +23,7 @@ def labelled_responses(model, count: int, n_responses: int, *, per_question: int
     if instructions is None:
         demo = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
         instructions = yaml.safe_load(demo.read_text())["questions"]["composed"]["instructions"]
-    ccfg = {"count": count, "instructions": instructions, "per_question": per_question, "kwargs": {}, "tasks": None,
-            "seed": 0}
+    ccfg = Composed(count=count, instructions=instructions, per_question=per_question, kwargs={}, tasks=None, seed=0)
     questions = [{"question_id": row["question_id"], "prompt": row["prompt"],
                   "criteria": instruction_criteria(row["instruction_id_list"], row["kwargs"], row["question_id"],
                                                    row["registry"])} for row in compose(ccfg)]

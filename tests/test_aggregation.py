@@ -1,11 +1,12 @@
 import pytest
 
 from judgeflow.judging.judges import aggregate
+from judgeflow.workflow.settings import Judging
 
 
 def _judging(k, J):
-    return {"k": k, "judges": [{"id": f"j{i}", "model": "m"} for i in range(J)],
-            "generic_criteria": [{"criterion_id": "g", "description": "on topic"}]}
+    return Judging.model_validate({"k": k, "judges": [{"id": f"j{i}", "model": "m"} for i in range(J)],
+                                   "generic_criteria": [{"criterion_id": "generic:g", "description": "on topic"}]})
 
 
 def _verdicts(item, crit, labels):
@@ -24,7 +25,7 @@ ITEMS = [{"item_id": "q/r0", "question_id": "q", "response_id": "q/r0"}]
     (5, ["yes"] * 5, True),
 ])
 def test_k_of_j_per_criterion(k, labels, accepted):
-    v = _verdicts("q/r0", "c1", labels) + _verdicts("q/r0", "g", ["yes"] * 5)
+    v = _verdicts("q/r0", "c1", labels) + _verdicts("q/r0", "generic:g", ["yes"] * 5)
     (agg,) = aggregate(v, ITEMS, QUESTIONS, _judging(k, 5))
     assert agg["criteria"]["c1"]["accepted"] is accepted
     assert agg["criteria"]["c1"]["abstain"] == labels.count("abstain")
@@ -34,12 +35,12 @@ def test_k_of_j_per_criterion(k, labels, accepted):
 
 
 def test_overall_needs_every_criterion():
-    v = _verdicts("q/r0", "c1", ["yes"] * 3) + _verdicts("q/r0", "g", ["no", "no", "yes"])
+    v = _verdicts("q/r0", "c1", ["yes"] * 3) + _verdicts("q/r0", "generic:g", ["no", "no", "yes"])
     (agg,) = aggregate(v, ITEMS, QUESTIONS, _judging(2, 3))
-    assert agg["criteria"]["c1"]["accepted"] and not agg["criteria"]["g"]["accepted"]
-    assert agg["accepted"] is False and agg["failed"] == ["g"]
+    assert agg["criteria"]["c1"]["accepted"] and not agg["criteria"]["generic:g"]["accepted"]
+    assert agg["accepted"] is False and agg["failed"] == ["generic:g"]
 
 
 def test_missing_verdicts_count_as_not_accepted():
     (agg,) = aggregate([], ITEMS, QUESTIONS, _judging(1, 3))
-    assert agg["failed"] == ["c1", "g"]
+    assert agg["failed"] == ["c1", "generic:g"]

@@ -12,10 +12,10 @@ from conftest import ROOT
 CFG = ROOT / "config" / "config.yaml"
 
 
-def _ccfg(**kw):
+def _ccfg(**kw) -> st.Composed:
     base = {"count": 20, "instructions": ["punctuation:no_comma", "detectable_format:title"], "per_question": 1,
             "kwargs": {}, "tasks": None, "seed": 0}
-    return {**base, **kw}
+    return st.Composed(**{**base, **kw})
 
 
 def test_the_registry_is_read_without_importing_the_checkers():
@@ -93,7 +93,7 @@ def test_prepared_composed_questions_carry_their_checkers_and_verify(tmp_path):
     from judgeflow.questions.sources import prepare_questions
 
     out = tmp_path / "q.jsonl"
-    n = prepare_questions({"source": "composed", "limit": None, "composed": _ccfg(count=4)}, str(out))
+    n = prepare_questions(st.Questions(source="composed", limit=None, composed=_ccfg(count=4)), str(out))
     qs = [json.loads(line) for line in out.read_text().splitlines()]
     assert n == 4 and all(c["registry"] == "ifeval" and c["kind"] == "instruction" for q in qs for c in q["criteria"])
     comma = next(q for q in qs if q["instruction_id_list"] == ["punctuation:no_comma"])

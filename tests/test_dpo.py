@@ -150,7 +150,7 @@ def test_too_few_pairs_error_names_file_and_count_or_skips(tmp_path):
 def test_empty_pair_file_skipped_variant_writes_outputs_that_say_so(tmp_path, model_dir):
     cfg = base_config(tmp_path, model_dir, training={"on_too_few": "skip", "min_pairs": 2})
     pairs = _write(tmp_path / "full_feedback.jsonl", [])
-    out = dpo.train(dpo.WorkerSettings.from_json(dpo.worker_settings(cfg)), "full_feedback", str(pairs),
+    out = dpo.train(dpo.WorkerSettings.from_json(dpo.worker_settings(cfg.typed())), "full_feedback", str(pairs),
                     str(model_dir), str(tmp_path / "dpo"))
     assert out["skipped"]
     summary = json.loads((tmp_path / "dpo" / "summary.json").read_text())
@@ -174,7 +174,7 @@ def test_training_config_defaults_and_fair_step_budget(tmp_path, model_dir):
     cfg["training"]["extra"] = {"beta": 3}
     with pytest.raises(ConfigError, match=r"training.extra: \['beta'\]"):
         dpo.dpo_config_kwargs(Training.model_validate(cfg["training"]), "/tmp/x", 1, True, False)
-    s = dpo.worker_settings(cfg)
+    s = dpo.worker_settings(cfg.typed())
     assert s["policy"] == cfg["sampling"]["model"] and s["policy_path"] == str(model_dir)
 
 
@@ -189,6 +189,17 @@ def test_missing_accelerate_config_names_the_key(tmp_path, model_dir):
         dpo.accelerate_config_path("", ROOT)
     path = dpo.accelerate_config_path("config/accelerate/zero3.yaml", ROOT)
     assert dpo.deepspeed_stage(dpo.read_accelerate_config(path)) == 3
+
+
+def test_a_relative_accelerate_config_is_the_working_directorys_else_the_workflows(tmp_path, monkeypatch):
+    """One rule, in one helper (the settings check and the rule that launches DPO both call it): a user's
+    own config/accelerate/zero3.yaml in the working directory wins over the shipped one."""
+    monkeypatch.chdir(tmp_path)
+    assert dpo.accelerate_config_path("config/accelerate/zero3.yaml", ROOT) == ROOT / "config/accelerate/zero3.yaml"
+    mine = tmp_path / "config/accelerate/zero3.yaml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("distributed_type: NO\n")
+    assert dpo.accelerate_config_path("config/accelerate/zero3.yaml", ROOT) == Path("config/accelerate/zero3.yaml")
 
 
 def test_precompute_ref_log_probs_refused_with_deepspeed(tmp_path, model_dir):
@@ -319,7 +330,7 @@ def test_train_few_steps_under_accelerate_launch_loss_below_log2_and_model_loads
         "lora": {"enabled": True}, "gradient_checkpointing": False, "max_length": 256, "save_steps": 1,
         "keep_checkpoints": True})
     settings = tmp_path / "settings.json"
-    settings.write_text(json.dumps(dpo.worker_settings(cfg)))
+    settings.write_text(json.dumps(dpo.worker_settings(cfg.typed())))
     out = tmp_path / "dpo"
     cmd = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file",
            str(ROOT / "config/accelerate/cpu.yaml"), "--num_processes", "1",

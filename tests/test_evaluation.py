@@ -13,6 +13,20 @@ from judgeflow.workflow.pipeline import STAGES, stage_models
 from conftest import PROMPT_JUDGES, base_config
 
 
+def _respond_and_judge(cfg, *args, **kw):
+    """evaluate_responses' domain function, given the sections it reads from a validated config."""
+    s = cfg.typed()
+    spec = s.models[s.training.model]
+    assert spec.backend == "hf"
+    return ev.respond_and_judge(s.evaluation, s.judging, spec, s.sampling.system_prompt, s.seed, *args, **kw)
+
+
+def _evaluate(cfg, *args, **kw):
+    """evaluate_policies' domain function, given the sections it reads from a validated config."""
+    s = cfg.typed()
+    return ev.evaluate(s.evaluation, s.judging, s.training.model, s.seed, *args, batch=s.oracle, **kw)
+
+
 def test_parse_preference_only_answer_lines():
     assert ev.parse_preference("A is shorter.\nVerdict: A") == "A"
     assert ev.parse_preference("**Verdict:** b") == "B"
@@ -108,11 +122,12 @@ def test_compare_with_oracle_asks_both_orders(tmp_path, model_dir):
             {"policy": "mf", "question_id": "q0", "sample_index": 0, "text": "much longer answer"},
             {"policy": "mf", "question_id": "q1", "sample_index": 0, "text": "same"}]
     oracle = FakeOracle("longer")
-    comps = {c["question_id"]: c for c in ev.compare_with_oracle(gens, qs, cfg, oracle)}
+    s = cfg.typed()
+    comps = {c["question_id"]: c for c in ev.compare_with_oracle(gens, qs, s.evaluation, s.seed, oracle)}
     assert oracle.calls == 4  # two orders per comparison
     assert comps["q0"]["outcome"] == ev.WIN and comps["q1"]["outcome"] == ev.TIE
     assert comps["q0"]["policy_first"]["label"] == "A" and comps["q0"]["base_first"]["label"] == "B"
-    biased = ev.compare_with_oracle(gens, qs, cfg, FakeOracle("A"))
+    biased = ev.compare_with_oracle(gens, qs, s.evaluation, s.seed, FakeOracle("A"))
     assert {c["outcome"] for c in biased} == {ev.INCONSISTENT}
 
 
@@ -136,13 +151,13 @@ def test_evaluate_end_to_end_on_the_real_model(tmp_path, model_dir):
     for pol, path, summ in [("base", str(model_dir), None), ("multi_feedback", str(model_dir), str(s1)),
                             ("full_feedback", "missing", str(s2))]:
         files[pol] = [str(out / f"{kind}-{pol}.jsonl") for kind in ("g", "v", "a")]
-        ev.respond_and_judge(cfg, str(held), pol, path, summ, *files[pol], threads=2,
-                             models=stage_models(STAGES["evaluate_responses"], cfg, {"policy": pol}, threads=2))
+        _respond_and_judge(cfg, str(held), pol, path, summ, *files[pol], threads=2,
+                           models=stage_models(STAGES["evaluate_responses"], cfg, {"policy": pol}, threads=2))
     assert (out / "g-full_feedback.jsonl").read_text() == ""  # skipped variant: empty outputs
-    summary = ev.evaluate(cfg, str(held), ["multi_feedback", "full_feedback"], [str(s1), str(s2)],
-                          [str(model_dir), "missing"], *[[f[k] for f in files.values()] for k in range(3)],
-                          str(out / "c.jsonl"), str(out / "table.csv"), str(out / "evaluation.json"),
-                          models=stage_models(STAGES["evaluate_policies"], cfg, threads=2))
+    summary = _evaluate(cfg, str(held), ["multi_feedback", "full_feedback"], [str(s1), str(s2)],
+                        [str(model_dir), "missing"], *[[f[k] for f in files.values()] for k in range(3)],
+                        str(out / "c.jsonl"), str(out / "table.csv"), str(out / "evaluation.json"),
+                        models=stage_models(STAGES["evaluate_policies"], cfg, threads=2))
     assert set(summary["policies"]) == {"base", "multi_feedback"} and "full_feedback" in summary["skipped"]
     assert any("full_feedback: not evaluated" in n for n in summary["notes"])
     gens = [json.loads(l) for p in ("base", "multi_feedback") for l in (out / f"g-{p}.jsonl").read_text().splitlines()]
@@ -168,11 +183,11 @@ def test_no_heldout_questions_and_all_variants_skipped_still_write_outputs(tmp_p
     s.write_text(json.dumps({"skipped": True, "reason": "mf.jsonl: 0 usable pair(s)"}))
     out = tmp_path / "e"
     files = [str(out / f) for f in ("g.jsonl", "v.jsonl", "a.jsonl")]
-    ev.respond_and_judge(cfg, str(held), "base", str(model_dir), None, *files,
-                         models=stage_models(STAGES["evaluate_responses"], cfg, {"policy": "base"}))
-    summary = ev.evaluate(cfg, str(held), ["multi_feedback"], [str(s)], ["m"], *[[f] for f in files],
-                          str(out / "c.jsonl"), str(out / "t.csv"), str(out / "e.json"),
-                          models=stage_models(STAGES["evaluate_policies"], cfg))
+    _respond_and_judge(cfg, str(held), "base", str(model_dir), None, *files,
+                       models=stage_models(STAGES["evaluate_responses"], cfg, {"policy": "base"}))
+    summary = _evaluate(cfg, str(held), ["multi_feedback"], [str(s)], ["m"], *[[f] for f in files],
+                        str(out / "c.jsonl"), str(out / "t.csv"), str(out / "e.json"),
+                        models=stage_models(STAGES["evaluate_policies"], cfg))
     assert summary["heldout_questions"] == 0 and summary["skipped"] == {"multi_feedback": "mf.jsonl: 0 usable pair(s)"}
     assert any("no held-out questions" in n for n in summary["notes"])
     assert (out / "t.csv").read_text().startswith("policy,criterion_id,responses")

@@ -102,9 +102,11 @@ def test_judges_over_the_openai_backend_record_p_yes_and_where_each_label_came_f
          "criteria": [{"criterion_id": "c0", "description": "One river."}]}
     items = [{"item_id": f"q/r{i}", "response_id": f"q/r{i}", "refinement_id": None, "question_id": "q",
               "text": f"The river {i}."} for i in range(12)]
-    config = {"judging": {"k": 1, "force_verdict": True, "generic_criteria": [], "judges": [
+    from judgeflow.workflow.settings import Judging
+
+    config = {"judging": Judging.model_validate({"k": 1, "force_verdict": True, "generic_criteria": [], "judges": [
         {"id": "j1", "model": "api", "template": "judge", "seed": 1, "max_new_tokens": 32, "temperature": 0.7,
-         "top_p": 0.95, "answer_first": False, "threshold": None, "kind": "prompt"}]}}
+         "top_p": 0.95, "answer_first": False, "threshold": None, "kind": "prompt"}]})}
     with FaultServer() as fs:
         m = OpenAIModel("api", fs.url, "standin", str(tmp_path / "cache"))
         verdicts = judging.judge_items(items, {"q": q}, config["judging"], {"api": m}, str(tmp_path / "v.jsonl"))

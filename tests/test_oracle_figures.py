@@ -14,9 +14,11 @@ from judgeflow.oracle import analysis as oa
 from judgeflow.oracle.draws import criterion_verdicts, draw_tiebreak, judge_accepts, judges_score
 from judgeflow.oracle.tp.bon import kept_by_score, kept_grid, question_values
 from judgeflow.oracle.tp.intervals import betting, clopper_pearson
+from judgeflow.workflow.settings import Judging
 
 PNG = b"\x89PNG\r\n\x1a\n"
-CONFIG = {"seed": 7, "judging": {"k": 1, "judges": [{"id": "A"}, {"id": "B"}], "generic_criteria": []}}
+JUDGING = Judging.model_validate({"k": 1, "judges": [{"id": "A", "model": "m"}, {"id": "B", "model": "m"}],
+                                  "generic_criteria": []})
 QUESTION = {"question_id": "q", "prompt": "?", "criteria": [{"criterion_id": "c1", "description": "one"},
                                                             {"criterion_id": "c2", "description": "two"}]}
 
@@ -42,11 +44,11 @@ def test_best_of_n_accepts_a_draw_by_k_of_j_per_criterion_as_the_workflow_does()
     verdicts = [_verdict("c1", "A", "yes", 0.9), _verdict("c2", "A", "no", 0.2),
                 _verdict("c1", "B", "no", 0.3), _verdict("c2", "B", "yes", 0.8)]
     item = {"item_id": "q/d1", "question_id": "q", "response_id": "q/d1", "refinement_id": None}
-    [workflow] = aggregate(verdicts, [item], {"q": QUESTION}, CONFIG["judging"])
-    per_judge = judge_accepts(verdicts, QUESTION, CONFIG)
+    [workflow] = aggregate(verdicts, [item], {"q": QUESTION}, JUDGING)
+    per_judge = judge_accepts(verdicts, QUESTION, JUDGING)
     assert workflow["accepted"] and not any(per_judge.values())     # the two rules differ here
     record = {"draw_id": "q/d1", "question_id": "q", "draw": 1, "accepted": workflow["accepted"], "k": 1,
-              "verdicts": criterion_verdicts(verdicts, QUESTION, CONFIG), "score": judges_score(verdicts),
+              "verdicts": criterion_verdicts(verdicts, QUESTION, JUDGING), "score": judges_score(verdicts),
               "tiebreak": 0.5}
     assert record["verdicts"] == {"c1": [1, 0], "c2": [0, 1]} and record["score"] == pytest.approx(0.55)
     qs = oa.bon_questions([record], {"q/d1": {"label": 1}}, ["A", "B"], max_draw=1)
@@ -60,8 +62,8 @@ def test_best_of_n_accepts_a_draw_by_k_of_j_per_criterion_as_the_workflow_does()
 def test_criteria_counts_may_differ_and_missing_verdicts_are_not_yes():
     one = {**QUESTION, "question_id": "r", "criteria": QUESTION["criteria"][:1]}
     verdicts = [_verdict("c1", "A", "yes", 0.9), _verdict("c1", "B", "abstain")]
-    assert criterion_verdicts(verdicts, one, CONFIG) == {"c1": [1, None]}
-    assert criterion_verdicts(verdicts, QUESTION, CONFIG) == {"c1": [1, None], "c2": [None, None]}
+    assert criterion_verdicts(verdicts, one, JUDGING) == {"c1": [1, None]}
+    assert criterion_verdicts(verdicts, QUESTION, JUDGING) == {"c1": [1, None], "c2": [None, None]}
     assert judges_score(verdicts) is None                            # a verdict without P(YES)
     records = [{"draw_id": "q/d1", "question_id": "q", "draw": 1, "verdicts": {"c1": [1, 1], "c2": [1, 0]}},
                {"draw_id": "r/d1", "question_id": "r", "draw": 1, "verdicts": {"c1": [1, 1]}}]

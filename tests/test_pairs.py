@@ -1,4 +1,5 @@
 from judgeflow.refining.pairs import build_pairs
+from judgeflow.workflow.settings import Pairs
 
 Q = {"q": {"question_id": "q", "prompt": "Write a haiku in lowercase.", "criteria": []}}
 RESP = [{"response_id": "q/r0", "question_id": "q", "text": "ORIGINAL"}]
@@ -25,7 +26,7 @@ VERDICTS = [{"refinement_id": None, "criterion_id": "a", "label": "abstain"},
 
 
 def test_targeted_keeps_refinements_that_fix_their_criteria():
-    pairs, rows, overall = build_pairs(Q, RESP, REFS, FAGG, RAGG, VERDICTS, "targeted")
+    pairs, rows, overall = build_pairs(Q, RESP, REFS, FAGG, RAGG, VERDICTS, Pairs(require="targeted"))
     assert [p["refinement_id"] for p in pairs["multi_feedback"]] == ["q/r0/mf/a"]
     assert pairs["full_feedback"] == []  # fixed a but not b
     p = pairs["multi_feedback"][0]
@@ -43,9 +44,9 @@ def test_targeted_keeps_refinements_that_fix_their_criteria():
 
 
 def test_require_all_is_stricter():
-    pairs, _, overall = build_pairs(Q, RESP, REFS, FAGG, RAGG, [], "all")
+    pairs, _, overall = build_pairs(Q, RESP, REFS, FAGG, RAGG, [], Pairs(require="all"))
     assert pairs["multi_feedback"] == [] and overall["require"] == "all"
     fagg = [_agg("q/r0/mf/a", True, True), _agg("q/r0/mf/b", False, False), _agg("q/r0/ff", True, True)]
-    pairs, _, _ = build_pairs(Q, RESP, REFS, fagg, RAGG, [], "all")
+    pairs, _, _ = build_pairs(Q, RESP, REFS, fagg, RAGG, [], Pairs(require="all"))
     assert [p["refinement_id"] for p in pairs["multi_feedback"]] == ["q/r0/mf/a"]
     assert [p["refinement_id"] for p in pairs["full_feedback"]] == ["q/r0/ff"]

@@ -98,6 +98,40 @@ def test_declared_view_refuses_undeclared_keys_even_with_get():
     assert v.read == {"a.b", "l[0].x"} and v.to_dict() == {"a": {"b": 1}, "l": [{"x": 2}]}
 
 
+def test_declared_view_reads_sections_as_attributes_like_the_typed_settings(demo):
+    """A stage reads `settings.judging.judges[0].model` (typed as judgeflow.workflow.settings.Settings):
+    the view answers like the pydantic section, counts the read, and refuses what is not declared."""
+    stage = STAGES["judge_responses"]
+    v = pipeline.view(stage, pipeline.params(stage, demo, {"shard": "0"}), {},
+                      pipeline.declared_roots(stage, demo, {"shard": "0"}))
+    typed = st.Settings.model_validate(demo)
+    assert v.judging.judges[0].model == typed.judging.judges[0].model
+    assert v.judging.k == typed.judging.k and "judging.k" in v.read
+    with pytest.raises(UndeclaredSetting, match=r"stage judge_responses read the setting 'draws'"):
+        _ = v.draws
+    with pytest.raises(AttributeError):  # a missing key of a map declared whole: absent, as with getattr
+        _ = Declared({"kwargs": {}}, "s", roots=frozenset({("kwargs",)})).kwargs.language
+    assert not hasattr(v, "__deepcopy__")
+
+
+def test_annotation_only_imports_are_no_stage_code(tmp_path, monkeypatch):
+    """`if TYPE_CHECKING:` imports never run: a stage annotating its job as pipeline.Job does not digest
+    the declarations (an edit there would rerun every stage)."""
+    pkg = tmp_path / "judgeflow"
+    (pkg / "stages").mkdir(parents=True)
+    for f in (pkg / "__init__.py", pkg / "stages" / "__init__.py", pkg / "used.py", pkg / "typed.py"):
+        f.write_text("")
+    (pkg / "stages" / "s.py").write_text("from typing import TYPE_CHECKING\nimport judgeflow.used\n"
+                                         "if TYPE_CHECKING:\n    from judgeflow.typed import X\n")
+    monkeypatch.setattr(pipeline, "PACKAGE_DIR", pkg)
+    pipeline._imports.cache_clear()
+    try:
+        closure = pipeline.module_closure("judgeflow.stages.s")
+    finally:
+        pipeline._imports.cache_clear()
+    assert "judgeflow.used" in closure and "judgeflow.typed" not in closure
+
+
 def test_each_stage_digests_exactly_the_modules_it_imports():
     closure = {n: set(pipeline.module_closure(s.module)) for n, s in STAGES.items()}
     assert "judgeflow.judging.judges" in closure["judge_responses"]
@@ -161,7 +195,8 @@ def test_a_job_opens_the_models_its_stage_declares_and_no_other(demo, monkeypatc
     monkeypatch.setattr("judgeflow.models.open_models", fake_open)
     models = pipeline.stage_models(STAGES["sample_responses"], demo, {"shard": "0"}, threads=3)
     assert models() == "opened"
-    assert opened == {"specs": {"smollm2": demo["models"]["smollm2"]}, "cache_dir": demo["cache_dir"], "threads": 3}
+    assert opened == {"specs": {"smollm2": demo.typed().models["smollm2"]}, "cache_dir": demo["cache_dir"],
+                      "threads": 3}
     with pytest.raises(UndeclaredSetting, match=r"stage sample_responses opened model\(s\) judge-x, which its "
                                                 r"declaration does not name \(it names: smollm2\)"):
         models("judge-x")

@@ -5,6 +5,7 @@ import pytest
 from judgeflow.errors import InputError
 from judgeflow.questions.sources import clean_questions, ifbench_file, prepare_questions
 from judgeflow.workflow.io import read_jsonl
+from judgeflow.workflow.settings import Cleaning, JudgeCalibration, Questions
 
 
 def _write(path, rows):
@@ -14,7 +15,7 @@ def _write(path, rows):
 
 def test_ifbench_source_with_limit_and_stable_ids(tmp_path):
     out = tmp_path / "q.jsonl"
-    assert prepare_questions({"source": "ifbench", "limit": 5}, out) == 5
+    assert prepare_questions(Questions(source="ifbench", limit=5), out) == 5
     qs = read_jsonl(out)
     raw = [json.loads(l) for l in ifbench_file().read_text().splitlines()[:5]]
     assert [q["question_id"] for q in qs] == [f"ifbench-{r['key']}" for r in raw]
@@ -24,12 +25,12 @@ def test_ifbench_source_with_limit_and_stable_ids(tmp_path):
         assert all(c["description"] and c["kind"] == "instruction" for c in q["criteria"])
     # descriptions are the checkers' own, filled from kwargs, identical on every run
     out2 = tmp_path / "q2.jsonl"
-    prepare_questions({"source": "ifbench", "limit": 5}, out2)
+    prepare_questions(Questions(source="ifbench", limit=5), out2)
     assert out.read_text() == out2.read_text()
 
 
 def test_full_ifbench_has_294_questions(tmp_path):
-    assert prepare_questions({"source": "ifbench", "limit": None}, tmp_path / "all.jsonl") == 294
+    assert prepare_questions(Questions(source="ifbench", limit=None), tmp_path / "all.jsonl") == 294
 
 
 def test_jsonl_source_with_own_criteria(tmp_path):
@@ -39,7 +40,7 @@ def test_jsonl_source_with_own_criteria(tmp_path):
          "criteria": [{"criterion_id": "short", "description": "At most five words."}]},
         {"question_id": "c", "prompt": "Plain question, generic criteria only."},
     ])
-    prepare_questions({"source": "jsonl", "path": str(src), "limit": None}, tmp_path / "q.jsonl")
+    prepare_questions(Questions(source="jsonl", path=str(src), limit=None), tmp_path / "q.jsonl")
     qs = read_jsonl(tmp_path / "q.jsonl")
     assert [c["criterion_id"] for q in qs for c in q["criteria"]] == ["c0", "short"]
 
@@ -49,7 +50,7 @@ def test_datasets_source(tmp_path):
 
     datasets.Dataset.from_list([{"question_id": "x1", "prompt": "What is 2+2?"},
                                 {"question_id": "x2", "prompt": "Spell 'cat'."}]).save_to_disk(tmp_path / "ds")
-    n = prepare_questions({"source": "hf_dataset", "path": str(tmp_path / "ds"), "limit": None}, tmp_path / "q.jsonl")
+    n = prepare_questions(Questions(source="hf_dataset", path=str(tmp_path / "ds"), limit=None), tmp_path / "q.jsonl")
     assert n == 2 and read_jsonl(tmp_path / "q.jsonl")[1]["prompt"] == "Spell 'cat'."
 
 
@@ -68,7 +69,7 @@ def test_bad_rows_name_file_and_line(tmp_path, rows, message):
     src = _write(tmp_path / "mine.jsonl", rows)
     out = tmp_path / "q.jsonl"
     with pytest.raises(InputError, match=message):
-        prepare_questions({"source": "jsonl", "path": str(src), "limit": None}, out)
+        prepare_questions(Questions(source="jsonl", path=str(src), limit=None), out)
     assert not out.exists()  # nothing half-written
 
 
@@ -76,10 +77,10 @@ def test_empty_and_huge_prompts_are_rejected_with_a_reason_without_the_oracle(tm
     src = _write(tmp_path / "q.jsonl", [{"question_id": "e", "prompt": "   ", "criteria": []},
                                         {"question_id": "h", "prompt": "x" * 50, "criteria": []},
                                         {"question_id": "ok", "prompt": "Fine?", "criteria": []}])
-    config = {"seed": 0, "questions": {"max_prompt_chars": 20, "heldout": 0},
-              "cleaning": {"enabled": False, "model": "oracle", "on_abstain": "keep"},
-              "judging": {"calibration": {"questions": 0}}}
-    summary = clean_questions(src, tmp_path / "kept.jsonl", tmp_path / "rej.jsonl", config, models={})
+    summary = clean_questions(src, tmp_path / "kept.jsonl", tmp_path / "rej.jsonl",
+                              Cleaning(enabled=False, model="oracle", on_abstain="keep"),
+                              Questions(max_prompt_chars=20, heldout=0), JudgeCalibration(questions=0), seed=0,
+                              models={})
     rejected = {q["question_id"]: q["cleaning"]["reason"] for q in read_jsonl(tmp_path / "rej.jsonl")}
     assert rejected["e"] == "empty prompt"
     assert "50 characters, over questions.max_prompt_chars=20" in rejected["h"]
@@ -108,31 +109,34 @@ def test_limit_reads_only_the_lines_it_keeps(tmp_path):
     src.write_text('{"question_id": "a", "prompt": "Hi?"}\n'
                    '{"question_id": "b", "prompt": "Yo?"}\n'
                    '{"question_id": "c", \n')
-    assert prepare_questions({"source": "jsonl", "path": str(src), "limit": 2}, tmp_path / "q.jsonl") == 2
+    assert prepare_questions(Questions(source="jsonl", path=str(src), limit=2), tmp_path / "q.jsonl") == 2
     assert [q["question_id"] for q in read_jsonl(tmp_path / "q.jsonl")] == ["a", "b"]
     with pytest.raises(InputError, match=r"src\.jsonl:3: malformed JSON"):
-        prepare_questions({"source": "jsonl", "path": str(src), "limit": 3}, tmp_path / "q3.jsonl")
+        prepare_questions(Questions(source="jsonl", path=str(src), limit=3), tmp_path / "q3.jsonl")
 
 
 def test_calibration_heldout_and_kept_are_disjoint_and_a_split_too_large_names_its_key(tmp_path):
     """A judge never trains on a question that any other stage uses (issue 23)."""
     src = _write(tmp_path / "q.jsonl", [{"question_id": f"q{i}", "prompt": f"Say {i}.", "criteria": []}
                                         for i in range(30)])
-    config = {"seed": 3, "questions": {"max_prompt_chars": 0, "heldout": 5},
-              "cleaning": {"enabled": False, "model": "oracle", "on_abstain": "keep"},
-              "judging": {"calibration": {"questions": 8}}}
+    cleaning = Cleaning(enabled=False, model="oracle", on_abstain="keep")
+    questions = Questions(max_prompt_chars=None, heldout=5)  # null: no prompt is too long
     paths = {n: tmp_path / f"{n}.jsonl" for n in ("kept", "rejected", "heldout", "calibration")}
-    summary = clean_questions(src, paths["kept"], paths["rejected"], config, {}, paths["heldout"], paths["calibration"])
+
+    def clean(calibration_questions):
+        return clean_questions(src, paths["kept"], paths["rejected"], cleaning, questions,
+                               JudgeCalibration(questions=calibration_questions), 3, {}, paths["heldout"],
+                               paths["calibration"])
+
+    summary = clean(8)
     ids = {n: {q["question_id"] for q in read_jsonl(p)} for n, p in paths.items()}
     assert (len(ids["kept"]), len(ids["heldout"]), len(ids["calibration"])) == (17, 5, 8)
     assert summary["calibration"] == 8
     assert not ids["kept"] & ids["heldout"] and not ids["kept"] & ids["calibration"]
     assert not ids["heldout"] & ids["calibration"]
     assert ids["kept"] | ids["heldout"] | ids["calibration"] == {f"q{i}" for i in range(30)}
-    config["judging"]["calibration"]["questions"] = 0.2  # a fraction of the 25 kept besides the held-out ones
-    summary = clean_questions(src, paths["kept"], paths["rejected"], config, {}, paths["heldout"], paths["calibration"])
+    summary = clean(0.2)  # a fraction of the 25 kept besides the held-out ones
     assert (summary["kept"], summary["calibration"]) == (20, 5)
-    config["judging"]["calibration"]["questions"] = 25
     with pytest.raises(InputError, match=r"judging.calibration.questions: 25 calibration questions asked for, "
                                          r"but only 25 questions"):
-        clean_questions(src, paths["kept"], paths["rejected"], config, {}, paths["heldout"], paths["calibration"])
+        clean(25)

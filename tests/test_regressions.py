@@ -238,8 +238,10 @@ def test_ids_with_separators_are_refused_naming_file_and_line(tmp_path, rows, li
 def test_one_judge_counted_twice_is_an_error_not_an_accept():
     """Two verdicts of one judge on one criterion (as a shadowed criterion id made) never pass k-of-J."""
     from judgeflow.judging import judges as judging
+    from judgeflow.workflow.settings import Judging
 
-    config = {"judging": {"k": 2, "judges": [{"id": "j1"}, {"id": "j2"}], "generic_criteria": []}}
+    config = {"judging": Judging.model_validate({"k": 2, "judges": [{"id": "j1", "model": "m"},
+                                                                    {"id": "j2", "model": "m"}]})}
     q = {"question_id": "a", "prompt": "x", "criteria": [{"criterion_id": "c", "description": "d"}]}
     v = {"question_id": "a", "response_id": "a/r0", "refinement_id": None, "criterion_id": "c"}
     verdicts = [{**v, "judge_id": "j1", "label": "yes"}, {**v, "judge_id": "j1", "label": "yes"},
@@ -297,10 +299,14 @@ def test_stage_code_has_no_defaults_of_its_own():
     """A setting missing from a stage's settings is an error, never a second, different default
     (the judges once fell back to 64 tokens at temperature 0 where the schema said 40 and 0.7)."""
     from judgeflow.judging import judges as judging
+    from judgeflow.workflow.pipeline import Declared
 
-    raw = {"judging": {"k": 1, "judges": [{"id": "j1", "model": "m"}], "generic_criteria": []}}
-    with pytest.raises(KeyError):
-        judging.judges_from_config(raw["judging"])
+    # a judge's settings without max_new_tokens, temperature, top_p, as a stage's view of them
+    raw = Declared({"judging": {"k": 1, "judges": [{"id": "j1", "model": "m", "kind": "prompt", "template": "judge",
+                                                    "seed": 0, "answer_first": False, "threshold": None}],
+                                "generic_criteria": []}}, "judge_responses", roots=frozenset({("judging",)}))
+    with pytest.raises(AttributeError, match="max_new_tokens"):
+        judging.judges_from_config(raw.judging)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -127,7 +127,7 @@ def test_missing_model_path_is_a_config_error_naming_the_key(tmp_path):
 
     c = st.load(CFG, overrides={"models": {"smollm2": {"path": str(tmp_path / "nope")}}})
     with pytest.raises(ConfigError, match=r"models\.smollm2\.path: no model at"):
-        with open_models({"smollm2": c["models"]["smollm2"]}, c["cache_dir"]):
+        with open_models({"smollm2": c.typed().models["smollm2"]}, c["cache_dir"]):
             pass
 
 
@@ -138,7 +138,7 @@ def test_api_key_env_unset_names_variable_not_value(monkeypatch):
     c = st.load(CFG, overrides={"models": {"hosted": {
         "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "x", "api_key_env": "JF_TEST_KEY"}}})
     with pytest.raises(ConfigError, match=r"models\.hosted\.api_key_env: environment variable JF_TEST_KEY is not set"):
-        with open_models({"hosted": c["models"]["hosted"]}, c["cache_dir"]):
+        with open_models({"hosted": c.typed().models["hosted"]}, c["cache_dir"]):
             pass
 
 

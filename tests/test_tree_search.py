@@ -94,10 +94,16 @@ def judges(needs=(1, 2, 3)):
     return {f"m{i}": Judge(n) for i, n in zip((1, 2, 3), needs)}
 
 
+def search_trees(roots_, verdicts, cfg, refiner, js, out):
+    """ts.search_trees with the sections it takes, from the validated config."""
+    s = cfg.typed()
+    return ts.search_trees(roots_, verdicts, QUESTIONS, s.refining, s.judging, s.seed, refiner, js, str(out))
+
+
 def search(tmp_path, cfg, refiner=None, js=None, name="trees.jsonl", n=4):
     refiner = refiner or Refiner()
     out = tmp_path / name
-    nodes = ts.search_trees(roots(n), root_verdicts(n), QUESTIONS, cfg, refiner, js or judges(), str(out))
+    nodes = search_trees(roots(n), root_verdicts(n), cfg, refiner, js or judges(), out)
     return nodes, refiner, out
 
 
@@ -184,7 +190,7 @@ def test_a_root_passing_every_gate_is_not_searched_and_counted(tmp_path):
         if v["response_id"] == "q1/r0":
             v["label"] = "yes"
     refiner = Refiner()
-    nodes = ts.search_trees(roots(2), verdicts, QUESTIONS, cfg, refiner, judges(), str(tmp_path / "t.jsonl"))
+    nodes = search_trees(roots(2), verdicts, cfg, refiner, judges(), tmp_path / "t.jsonl")
     root = next(n for n in nodes if n["node_id"] == "q1/r0/t")
     assert root["searched"] is False and not [n for n in nodes if n["root_id"] == "q1/r0" and n["depth"]]
     f = {x["root_id"]: x for x in ts.finals(ts.read_trees([str(tmp_path / "t.jsonl")]), 3, 3)}
@@ -213,14 +219,14 @@ def test_killed_mid_tree_resumes_without_generating_a_node_twice(tmp_path):
     out = tmp_path / "killed.jsonl"
     dying = DyingRefiner(die_after=30)  # inside depth 2
     with pytest.raises(Killed):
-        ts.search_trees(roots(), root_verdicts(), QUESTIONS, cfg, dying, judges(), str(out))
+        search_trees(roots(), root_verdicts(), cfg, dying, judges(), out)
     assert not out.exists()
     ckpts = sorted(tmp_path.glob(".killed.jsonl.levels/.depth-2.generations.jsonl.checkpoint"))
     assert ckpts and ckpts[0].read_text().count("\n") == 1 + 16  # its header, depth 2's finished chunks
     with ckpts[0].open("a") as fh:  # a kill in the middle of a write leaves a torn line
         fh.write('{"node_id": "q0/r0/t.0.0", "te')
     resumed = Refiner()
-    again = ts.search_trees(roots(), root_verdicts(), QUESTIONS, cfg, resumed, judges(), str(out))
+    again = search_trees(roots(), root_verdicts(), cfg, resumed, judges(), out)
     assert dying.calls + resumed.calls == full_ref.calls  # no node generated twice
     assert dying.calls > 0 and resumed.calls > 0
     assert out.read_text() == (tmp_path / "whole.jsonl").read_text()  # identical trees
@@ -250,11 +256,11 @@ def test_a_level_killed_while_judging_resumes_with_its_generations_done(tmp_path
     dying_ref = Refiner()
     dying = {f"m{i}": DyingJudge(need, die_at=1) for i, need in zip((1, 2, 3), (1, 2, 3))}
     with pytest.raises(Killed):
-        ts.search_trees(roots(), root_verdicts(), QUESTIONS, cfg, dying_ref, dying, str(out))
+        search_trees(roots(), root_verdicts(), cfg, dying_ref, dying, out)
     generated_before = dying_ref.calls
     assert generated_before > 0  # depth 1's generations finished before the judges died
     resumed = Refiner()
-    again = ts.search_trees(roots(), root_verdicts(), QUESTIONS, cfg, resumed, judges(), str(out))
+    again = search_trees(roots(), root_verdicts(), cfg, resumed, judges(), out)
     assert generated_before + resumed.calls == full_ref.calls  # no node generated twice
     assert again == whole and out.read_text() == (tmp_path / "whole.jsonl").read_text()
     assert not list(tmp_path.glob(".killed.jsonl*"))
@@ -267,10 +273,10 @@ def test_a_level_checkpoint_of_other_settings_is_not_resumed(tmp_path, caplog):
     cfg = config(checkpoint_every=4)
     out = tmp_path / "killed.jsonl"
     with bound_to("job-a"), pytest.raises(Killed):
-        ts.search_trees(roots(), root_verdicts(), QUESTIONS, cfg, DyingRefiner(die_after=30), judges(), str(out))
+        search_trees(roots(), root_verdicts(), cfg, DyingRefiner(die_after=30), judges(), out)
     resumed = Refiner()
     with bound_to("job-b"):
-        ts.search_trees(roots(), root_verdicts(), QUESTIONS, cfg, resumed, judges(), str(out))
+        search_trees(roots(), root_verdicts(), cfg, resumed, judges(), out)
     _, full_ref, _ = search(tmp_path, cfg, name="whole.jsonl")
     assert resumed.calls == full_ref.calls  # everything generated again under the new fingerprint
     assert "made by another job (fingerprint job-a; this job's is job-b)" in caplog.text
@@ -341,12 +347,13 @@ def test_an_llm_oracle_compares_final_and_original_in_both_orders(tmp_path):
     _, _, out = search(tmp_path, cfg)
     finals = ts.finals(ts.read_trees([str(out)]), 3, 3)
     oracle = PairwiseOracle()
-    comps = ts.compare_finals(finals, QUESTIONS, cfg, oracle)
+    s = cfg.typed()
+    comps = ts.compare_finals(finals, QUESTIONS, s.evaluation, s.seed, oracle)
     assert oracle.calls == 2 * len(comps) == 2 * 4  # both orders of each refined root
     assert all(c["outcome"] == "win" for c in comps)  # the final is longer: preferred in either order
     assert {c["final_first"]["label"] for c in comps} == {"A"}
     assert {c["original_first"]["label"] for c in comps} == {"B"}
-    biased = ts.compare_finals(finals, QUESTIONS, cfg, PairwiseOracle(always_a=True))
+    biased = ts.compare_finals(finals, QUESTIONS, s.evaluation, s.seed, PairwiseOracle(always_a=True))
     assert all(c["outcome"] == "inconsistent" for c in biased)  # the orders disagree: counted, not a win
     row = ts.gate_row(1, "3of3", finals, biased, 0.95)
     assert row["oracle_inconsistent"] == 4 and row["win_rate"] is None and row["solved"] == 4

@@ -39,12 +39,15 @@ import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from judgeflow.errors import ConfigError, InputError
 from judgeflow.workflow.io import honour_umask, write_csv, write_json, write_jsonl
+
+if TYPE_CHECKING:
+    from judgeflow.workflow.settings import JudgeSpec, Judging, OracleSection
 
 log = logging.getLogger(__name__)
 AGGREGATE = "k-of-J"
@@ -97,8 +100,8 @@ def budgeted_responses(responses: list[dict], n_criteria: dict[str, int], budget
     return [r for r in responses if r["response_id"] in chosen]
 
 
-def label_with_oracle(responses: list[dict], questions: dict[str, dict], config, models: dict,
-                      where: str) -> list[dict]:
+def label_with_oracle(responses: list[dict], questions: dict[str, dict], judging: Judging, oracle: OracleSection,
+                      seed: int, models: dict, where: str) -> list[dict]:
     """One record per (response, criterion) an LLM oracle (`oracle.labeller`, a models key) labels: x = 1
     if it says the criterion is met, else 0. One call per pair, the question narrowed to that criterion
     (its own criteria and the generic ones alike); at most `judging.calibration.budget` calls (whole
@@ -106,8 +109,8 @@ def label_with_oracle(responses: list[dict], questions: dict[str, dict], config,
     from judgeflow.judging.judges import criteria_for
     from judgeflow.oracle.labelling import Oracle
 
-    budget, seed = config["judging"]["calibration"]["budget"], config["seed"]
-    criteria = {r["response_id"]: criteria_for(questions[r["question_id"]], config["judging"]) for r in responses}
+    budget = judging.calibration.budget
+    criteria = {r["response_id"]: criteria_for(questions[r["question_id"]], judging) for r in responses}
     total = sum(len(c) for c in criteria.values())
     chosen = budgeted_responses(responses, {rid: len(c) for rid, c in criteria.items()}, budget, seed)
     if len(chosen) < len(responses):
@@ -122,8 +125,8 @@ def label_with_oracle(responses: list[dict], questions: dict[str, dict], config,
             pairs.append(({**q, "criteria": [c]}, {"draw_id": f"{r['response_id']}|{c['criterion_id']}",
                                                    "text": r["text"]}))
             keys.append((r, c))
-    oracle = Oracle(config, models)
-    got = oracle.label(pairs) if pairs else []
+    labeller = Oracle(oracle, models)
+    got = labeller.label(pairs) if pairs else []
     out, abstained = [], 0
     for (r, c), g in zip(keys, got):
         if g["label"] is None:
@@ -131,7 +134,7 @@ def label_with_oracle(responses: list[dict], questions: dict[str, dict], config,
             continue
         out.append({"response_id": r["response_id"], "question_id": r["question_id"], "criterion_id": c["criterion_id"],
                     "instruction_id": c.get("instruction_id"), "criterion": c["description"],
-                    "x": int(g["label"]), "oracle": oracle.name,
+                    "x": int(g["label"]), "oracle": labeller.name,
                     "reason": g["reason"]})
     if abstained:
         log.warning("calibration labels: the oracle abstained (no verdict) on %d of %d (response, criterion) pairs: "
@@ -140,10 +143,10 @@ def label_with_oracle(responses: list[dict], questions: dict[str, dict], config,
         sizes = sorted(len(c) for c in criteria.values()) or [0]
         why = (f"judging.calibration.budget={budget} is too small for one whole response of the seeded order "
                f"(they have {sizes[0]} to {sizes[-1]} criteria each)" if not pairs
-               else f"the oracle '{oracle.name}' abstained on all {len(pairs)} pairs it was asked")
+               else f"the oracle '{labeller.name}' abstained on all {len(pairs)} pairs it was asked")
         raise InputError(f"{where}: no calibration response could be labelled by the oracle ({why})")
     log.info("calibration labels: %d (response, criterion) pairs by the oracle '%s' in %d calls, %d met", len(out),
-             oracle.name, len(pairs), sum(o["x"] for o in out))
+             labeller.name, len(pairs), sum(o["x"] for o in out))
     return out
 
 
@@ -197,7 +200,7 @@ def _save_atomically(write_into, outputs: dict[str, str]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def fit_learned_judge(spec: dict, model, base_path: str, rows: list[Row], *, seed: int, folds: int, key: str,
+def fit_learned_judge(spec: JudgeSpec, model, base_path: str, rows: list[Row], *, seed: int, folds: int, key: str,
                       judge_out: str, head_out: str, oof_out: str) -> dict:
     """Fit (trained) or calibrate (reward_model) one judge on `rows`; write judge.json, head.npz and the
     out-of-fold P(YES) per row (oof.jsonl). Returns the out-of-fold quality at the judge's threshold."""
@@ -210,11 +213,11 @@ def fit_learned_judge(spec: dict, model, base_path: str, rows: list[Row], *, see
     if n_questions < folds:
         raise ConfigError(f"{key}: {n_questions} calibration questions have labels, fewer than the "
                           f"judging.calibration.folds={folds} folds over questions")
-    if spec["kind"] == "trained":
-        layers = tuple(spec["layers"]) if spec["layers"] else FeatureSpec.default(model.model).layers
-        fspec = FeatureSpec(layers=layers, pooling=tuple(spec["pooling"]), max_tokens=spec["max_tokens"])
+    if spec.kind == "trained":
+        layers = tuple(spec.layers) if spec.layers else FeatureSpec.default(model.model).layers
+        fspec = FeatureSpec(layers=layers, pooling=tuple(spec.pooling), max_tokens=spec.max_tokens)
         X = features(model.model, model.tokenizer, conversations, fspec, batch_size=model.batch_size)
-        judge, result, q = train(X, x, groups, base_path, fspec, seed=seed, folds=folds, threshold=spec["threshold"])
+        judge, result, q = train(X, x, groups, base_path, fspec, seed=seed, folds=folds, threshold=spec.threshold)
         oof, threshold = result.oof, judge.threshold
 
         def write_into(d):
@@ -231,7 +234,7 @@ def fit_learned_judge(spec: dict, model, base_path: str, rows: list[Row], *, see
                 continue
             oof[test_idx] = Calibration.fit(scores[train_idx], x[train_idx]).apply(scores[test_idx])
         cal = Calibration.fit(scores, x)
-        threshold = spec["threshold"] if spec["threshold"] is not None else youden_threshold(x, oof)
+        threshold = spec.threshold if spec.threshold is not None else youden_threshold(x, oof)
         q = quality(x, oof, groups, threshold, seed=seed)
 
         def write_into(d):
@@ -240,7 +243,7 @@ def fit_learned_judge(spec: dict, model, base_path: str, rows: list[Row], *, see
             np.savez(d / "head.npz", a=np.array([cal.a]), b=np.array([cal.b]))
             meta = {"format": "judgeflow-reward-calibration", "version": 1, "base_model": base_path,
                     "a": cal.a, "b": cal.b, "threshold": float(threshold),
-                    "threshold_rule": "given" if spec["threshold"] is not None else "youden",
+                    "threshold_rule": "given" if spec.threshold is not None else "youden",
                     "training": {"n": len(rows), "n_pos": int(x.sum()), "n_questions": n_questions, "folds": folds,
                                  "seed": seed}, "quality": q}
             (d / "judge.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -249,7 +252,7 @@ def fit_learned_judge(spec: dict, model, base_path: str, rows: list[Row], *, see
                            "instruction_id": r.instruction_id, "x": r.x, "p_yes": round(float(p), 6),
                            "yes": int(p >= threshold)} for r, p in zip(rows, oof)])
     log.info("judge %s (%s): out-of-fold AUC %s, p1 %s, p0 %s at threshold %.4f (%d rows, %d questions)",
-             spec["id"], spec["kind"], q["auc"], q["p1"], q["p0"], threshold, len(rows), n_questions)
+             spec.id, spec.kind, q["auc"], q["p1"], q["p0"], threshold, len(rows), n_questions)
     return q
 
 
@@ -275,7 +278,7 @@ def _row(judge: str, kind: str, criterion_kind: str, q: dict, out_of_fold: bool)
     return row
 
 
-def calibration_table(labels: list[dict], verdicts: list[dict], judges: list[dict], k: int, seed: int,
+def calibration_table(labels: list[dict], verdicts: list[dict], judges: list[JudgeSpec], k: int, seed: int,
                       n_boot: int = 1000) -> tuple[list[dict], dict]:
     """Rows of judges/calibration.csv and its summary. `verdicts`: one per (response, criterion, judge) with
     `label` (yes/no/abstain) and `p_yes` (learned judges: out of fold); `judges`: judging.judges."""
@@ -285,8 +288,8 @@ def calibration_table(labels: list[dict], verdicts: list[dict], judges: list[dic
     by_key: defaultdict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
     for v in verdicts:
         by_key[(v["response_id"], v["criterion_id"])][v["judge_id"]] = v
-    ids = [j["id"] for j in judges]
-    kinds = {j["id"]: j["kind"] for j in judges}
+    ids = [j.id for j in judges]
+    kinds = {j.id: j.kind for j in judges}
     rows_x, qids, ckinds, yes, p = [], [], [], defaultdict(list), defaultdict(list)
     for lab in labels:
         got = by_key.get((lab["response_id"], lab["criterion_id"]), {})

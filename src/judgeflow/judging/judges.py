@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +40,7 @@ from judgeflow.workflow.io import Checkpoint
 
 if TYPE_CHECKING:
     from judgeflow.judging.trained import SharedFeatures
+    from judgeflow.workflow.settings import Judging
 
 __all__ = ["ABSTAIN", "NO", "YES", "Judge", "aggregate", "criteria_for", "judge_items", "judges_from_config",
            "parse_verdict", "verdict_key"]
@@ -61,14 +61,13 @@ class Judge:
     kind: str = "prompt"  # prompt | reward_model | trained (see LearnedJudge)
 
 
-def judges_from_config(judging: Mapping[str, Any]) -> list[Judge]:
+def judges_from_config(judging: Judging) -> list[Judge]:
     """The judges of `judging.judges` (validated: ids unique, k <= J), prompt judges' templates loaded."""
-    return [Judge(j["id"], j["model"],
-                  load_template(j["template"], {"question", "response", "criterion"}, f"judging.judges[{i}].template")
-                  if j["kind"] == "prompt" else None,
-                  j["seed"], Sampling(j["max_new_tokens"], j["temperature"], j["top_p"]), j["answer_first"],
-                  j["threshold"], j["kind"])
-            for i, j in enumerate(judging["judges"])]
+    return [Judge(j.id, j.model,
+                  load_template(j.template, {"question", "response", "criterion"}, f"judging.judges[{i}].template")
+                  if j.kind == "prompt" else None,
+                  j.seed, Sampling(j.max_new_tokens, j.temperature, j.top_p), j.answer_first, j.threshold, j.kind)
+            for i, j in enumerate(judging.judges)]
 
 
 LEARNED = "judge:"  # models[LEARNED + judge id]: a judge that learned from the calibration split
@@ -118,7 +117,7 @@ class LearnedJudge:
                 "shared_feature_passes": None if self.shared is None else self.shared.passes}
 
 
-def learned_judges(judging: Mapping[str, Any], models: dict, judge_files: list[str]) -> dict:
+def learned_judges(judging: Judging, models: dict, judge_files: list[str]) -> dict:
     """`models` plus {LEARNED + id: LearnedJudge} for every judge of kind trained or reward_model; its
     files are judges/<id>/judge.json among `judge_files` (the stage's inputs: a retrained judge reruns it)."""
     from judgeflow.judging.trained import SharedFeatures
@@ -144,12 +143,13 @@ def learned_judges(judging: Mapping[str, Any], models: dict, judge_files: list[s
     return out
 
 
-def criteria_for(question: dict, judging: Mapping[str, Any]) -> list[dict]:
+def criteria_for(question: dict, judging: Judging) -> list[dict]:
     """The question's own criteria (one per instruction) plus the configured generic ones.
 
     Generic criterion ids start with 'generic:' and a question's own never do (both checked where
     they are read), so no criterion can shadow another; a clash is still refused here."""
-    out = list(question.get("criteria", [])) + list(judging["generic_criteria"])
+    out = list(question.get("criteria", [])) + [{"criterion_id": c.criterion_id, "description": c.description}
+                                                 for c in judging.generic_criteria]
     ids = [c["criterion_id"] for c in out]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -162,7 +162,7 @@ def verdict_key(v: dict) -> tuple:
     return tuple(v[f] for f in VERDICT_KEY)
 
 
-def judge_items(items: list[dict], questions: dict[str, dict], judging: Mapping[str, Any], models: dict,
+def judge_items(items: list[dict], questions: dict[str, dict], judging: Judging, models: dict,
                 output: str, chunk: int = 256, finish: bool = True, only: set[str] | None = None) -> list[dict]:
     """Judge every (item, criterion) with every judge; write verdict records to `output`
     (`finish=False`: keep them in its checkpoint instead, see `generate_resumable`). `only`: these judge
@@ -172,7 +172,7 @@ def judge_items(items: list[dict], questions: dict[str, dict], judging: Mapping[
     whatever ids to carry (`response_id`, `refinement_id`).
     """
     judges = [j for j in judges_from_config(judging) if only is None or j.judge_id in only]
-    force = judging["force_verdict"]
+    force = judging.force_verdict
     # (verdict key, judge, request (a learned judge: (question, criterion, response)), base record)
     work: list[tuple[tuple, Judge, Any, dict]] = []
     for item in items:
@@ -255,14 +255,14 @@ def judge_items(items: list[dict], questions: dict[str, dict], judging: Mapping[
 
 
 def aggregate(verdicts: list[dict], items: list[dict], questions: dict[str, dict],
-              judging: Mapping[str, Any]) -> list[dict]:
+              judging: Judging) -> list[dict]:
     """k-of-J per criterion and overall, one record per item.
 
     A criterion is accepted when at least k judges say YES (abstains are not YES).
     An item is accepted when all its criteria are.
     """
-    k = judging["k"]
-    n_judges = len(judging["judges"])
+    k = judging.k
+    n_judges = len(judging.judges)
     counts: defaultdict[tuple, dict[str, int]] = defaultdict(lambda: {YES: 0, NO: 0, ABSTAIN: 0})
     seen = set()
     for v in verdicts:

@@ -21,6 +21,7 @@ from judgeflow.models.cache import namespace
 
 if TYPE_CHECKING:  # imported where used: the backends import torch, transformers, openai
     from judgeflow.models.reward_model import RewardModel
+    from judgeflow.workflow.settings import HFModelSpec, ModelSpec, OpenAIModelSpec, RewardModelSpec, VLLMModelSpec
 
 __all__ = [
     "BACKENDS",
@@ -44,55 +45,57 @@ class Opening:
     threads: int | None
 
 
-def _open_hf(name: str, spec: Mapping[str, Any], o: Opening) -> Model:
+def _open_hf(name: str, spec: HFModelSpec, o: Opening) -> Model:
     from judgeflow.models.hf import HFModel
 
-    return HFModel(name, spec["path"], device=spec["device"], dtype=spec["dtype"], batch_size=spec["batch_size"],
+    return HFModel(name, spec.path, device=spec.device, dtype=spec.dtype, batch_size=spec.batch_size,
                    threads=o.threads)
 
 
-def _open_vllm(name: str, spec: Mapping[str, Any], o: Opening) -> Model:
+def _open_vllm(name: str, spec: VLLMModelSpec, o: Opening) -> Model:
     from judgeflow.models.vllm_backend import VLLMModel
 
-    return VLLMModel(name, spec["path"], tensor_parallel_size=spec["tensor_parallel_size"],
-                     max_model_len=spec["max_model_len"], dtype=spec["dtype"],
-                     gpu_memory_utilization=spec["gpu_memory_utilization"],
-                     enable_prefix_caching=spec["enable_prefix_caching"])
+    return VLLMModel(name, spec.path, tensor_parallel_size=spec.tensor_parallel_size,
+                     max_model_len=spec.max_model_len, dtype=spec.dtype,
+                     gpu_memory_utilization=spec.gpu_memory_utilization,
+                     enable_prefix_caching=spec.enable_prefix_caching)
 
 
-def _open_reward_model(name: str, spec: Mapping[str, Any], o: Opening) -> RewardModel:
+def _open_reward_model(name: str, spec: RewardModelSpec, o: Opening) -> RewardModel:
     from judgeflow.models.reward_model import RewardModel
 
-    m = RewardModel(name, spec["path"], device=spec["device"], dtype=spec["dtype"], batch_size=spec["batch_size"],
+    m = RewardModel(name, spec.path, device=spec.device, dtype=spec.dtype, batch_size=spec.batch_size,
                     threads=o.threads, key=f"models.{name}.path")
     o.stack.callback(m.close)
     return m
 
 
-def _open_openai(name: str, spec: Mapping[str, Any], o: Opening) -> Model:
+def _open_openai(name: str, spec: OpenAIModelSpec, o: Opening) -> Model:
     from judgeflow.models.openai_api import OpenAIModel
 
-    base_url, cache_ns = spec["base_url"], None
-    serve = spec["serve"]
+    base_url, cache_ns = spec.base_url, None
+    serve = spec.serve
     if serve:
         from judgeflow.models.serve import transformers_server
 
         log_path = Path(o.log_dir or "logs", f"serve-{name}.log")
         base_url = o.stack.enter_context(transformers_server(
-            name, serve["path"], log_path, port=serve["port"], device=serve["device"],
-            startup_timeout=serve["startup_timeout"], threads=o.threads))
-        cache_ns = namespace("local-serve", spec["model"])  # the port changes, the model does not
-    m = OpenAIModel(name, base_url, spec["model"], o.cache_dir, api_key_env=spec["api_key_env"],
-                    max_concurrency=spec["max_concurrency"], timeout=spec["timeout"],
-                    max_retries=spec["max_retries"], send_seed=spec["send_seed"],
-                    cache_namespace=cache_ns, logprobs=spec["logprobs"])
+            name, serve.path, log_path, port=serve.port, device=serve.device,
+            startup_timeout=serve.startup_timeout, threads=o.threads))
+        cache_ns = namespace("local-serve", spec.model)  # the port changes, the model does not
+    if base_url is None:
+        raise ConfigError(f"models.{name}.base_url: required for the openai backend (or a serve: block)")
+    m = OpenAIModel(name, base_url, spec.model, o.cache_dir, api_key_env=spec.api_key_env,
+                    max_concurrency=spec.max_concurrency, timeout=spec.timeout,
+                    max_retries=spec.max_retries, send_seed=spec.send_seed,
+                    cache_namespace=cache_ns, logprobs=spec.logprobs)
     o.stack.callback(m.close)
     return m
 
 
 # the one backend registry: `models.<name>.backend` -> its opener (judgeflow.workflow.settings validates the
 # backend's own settings; a new backend is one opener here and one spec class there)
-BACKENDS: dict[str, Callable[[str, Mapping[str, Any], Opening], Model | RewardModel]] = {
+BACKENDS: dict[str, Callable[[str, Any, Opening], Model | RewardModel]] = {
     "hf": _open_hf, "openai": _open_openai, "vllm": _open_vllm, "reward_model": _open_reward_model}
 
 
@@ -107,9 +110,9 @@ def log_stats(models: dict) -> dict:
 
 
 @contextlib.contextmanager
-def open_models(specs: Mapping[str, Mapping[str, Any]], cache_dir: str, log_dir: str | None = None,
+def open_models(specs: Mapping[str, ModelSpec], cache_dir: str, log_dir: str | None = None,
                 threads: int | None = None) -> Iterator[dict[str, Model | RewardModel]]:
-    """Open each model of `specs` ({model name: its validated `models.<name>` entry}) with its backend's
+    """Open each model of `specs` ({model name: its typed `models.<name>` entry}) with its backend's
     opener (BACKENDS). Yields {model name: Model} (a reward_model backend: a RewardModel, which scores
     instead of generating); local servers (`serve:`) are started first, and all is closed on exit. A
     stage gets its models from its declaration (judgeflow.workflow.pipeline: `job.models()`)."""
@@ -117,9 +120,9 @@ def open_models(specs: Mapping[str, Mapping[str, Any]], cache_dir: str, log_dir:
         opening = Opening(stack, cache_dir, log_dir, threads)
         opened: dict[str, Model | RewardModel] = {}
         for name, spec in specs.items():
-            opener = BACKENDS.get(spec["backend"])
+            opener = BACKENDS.get(spec.backend)
             if opener is None:
-                raise ConfigError(f"models.{name}.backend: unknown backend '{spec['backend']}' "
+                raise ConfigError(f"models.{name}.backend: unknown backend '{spec.backend}' "
                                   f"(expected one of {', '.join(BACKENDS)})")
             opened[name] = opener(name, spec, opening)
         yield opened

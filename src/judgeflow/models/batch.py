@@ -61,9 +61,13 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from judgeflow.errors import BackendError, ConfigError
 from judgeflow.models.base import Generation, GenRequest
+
+if TYPE_CHECKING:
+    from judgeflow.workflow.settings import OracleSection
 
 log = logging.getLogger(__name__)
 
@@ -475,9 +479,9 @@ def _counts(b) -> str:
     return f"{rc.completed}/{rc.total} done, {rc.failed} failed" if rc else "no counts yet"
 
 
-def batched(models: dict, name: str, ocfg: dict, key: str) -> dict:
+def batched(models: dict, name: str, ocfg: OracleSection, key: str) -> dict:
     """`models` with `name` wrapped in a BatchedModel when `oracle.batch` is on (for the bulk stages)."""
-    if not ocfg.get("batch") or name not in models:
+    if not ocfg.batch or name not in models:
         return models
-    return {**models, name: BatchedModel(models[name], poll_s=ocfg["batch_poll_s"],
-                                         on_failure=ocfg["batch_on_failure"], key=key)}
+    return {**models, name: BatchedModel(models[name], poll_s=ocfg.batch_poll_s,
+                                         on_failure=ocfg.batch_on_failure, key=key)}

@@ -22,12 +22,17 @@ import logging
 import random
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from judgeflow.errors import ConfigError
 from judgeflow.generation.prompting import stable_seed
 from judgeflow.generation.resumable import generate_resumable
 from judgeflow.judging.judges import NO, YES, aggregate, criteria_for, judge_items
 from judgeflow.models import GenRequest, Sampling
 from judgeflow.workflow.io import read_jsonl, write_jsonl
+
+if TYPE_CHECKING:
+    from judgeflow.workflow.settings import Draws, Judging, SamplingSection
 
 log = logging.getLogger(__name__)
 # the fields of a draw record that the oracle stages read
@@ -42,10 +47,13 @@ def draw_id(question_id: str, index: int) -> str:
     return f"{question_id}/d{index}"
 
 
-def _round(questions: list[dict], r: int, config: dict, models: dict, work: Path) -> tuple[list, list, list]:
-    dcfg, scfg = config["draws"], config["sampling"]
-    name = dcfg["model"]
-    sampling = Sampling(dcfg["max_new_tokens"], scfg["temperature"], scfg["top_p"])
+def _round(questions: list[dict], r: int, draws: Draws, scfg: SamplingSection, judging: Judging, seed: int,
+           models: dict, work: Path) -> tuple[list, list, list]:
+    name = draws.model
+    if name is None or draws.max_new_tokens is None:  # null = sampling's: resolved when the settings are validated
+        raise ConfigError(f"draws.{'model' if name is None else 'max_new_tokens'}: null, not resolved "
+                          "(the settings were not validated)")
+    sampling = Sampling(draws.max_new_tokens, scfg.temperature, scfg.top_p)
     texts_file, verdicts_file, agg_file = (work / f"round-{r}.{kind}.jsonl"
                                            for kind in ("draws", "verdicts", "aggregate"))
     if texts_file.exists():
@@ -54,8 +62,8 @@ def _round(questions: list[dict], r: int, config: dict, models: dict, work: Path
         jobs = []
         for q in questions:
             did = draw_id(q["question_id"], r)
-            req = GenRequest.chat(q["prompt"], system=scfg["system_prompt"], sampling=sampling,
-                                  seed=stable_seed(config["seed"], "draw", q["question_id"], r))
+            req = GenRequest.chat(q["prompt"], system=scfg.system_prompt, sampling=sampling,
+                                  seed=stable_seed(seed, "draw", q["question_id"], r))
             jobs.append((did, req, {"draw_id": did, "question_id": q["question_id"], "draw": r, "model": name}))
         drawn = generate_resumable(models[name], jobs, str(texts_file), key="draw_id", desc=f"draw {r}")
     items = [{**d, "item_id": d["draw_id"], "response_id": d["draw_id"], "refinement_id": None} for d in drawn]
@@ -63,32 +71,32 @@ def _round(questions: list[dict], r: int, config: dict, models: dict, work: Path
     if verdicts_file.exists():
         verdicts = read_jsonl(verdicts_file)
     else:
-        verdicts = judge_items(items, qmap, config["judging"], models, str(verdicts_file))
+        verdicts = judge_items(items, qmap, judging, models, str(verdicts_file))
     if agg_file.exists():
         aggs = read_jsonl(agg_file)
     else:
-        aggs = aggregate(verdicts, items, qmap, config["judging"])
+        aggs = aggregate(verdicts, items, qmap, judging)
         write_jsonl(agg_file, aggs)
     return drawn, verdicts, aggs
 
 
-def judge_accepts(verdicts: list[dict], question: dict, config: dict) -> dict[str, bool]:
+def judge_accepts(verdicts: list[dict], question: dict, judging: Judging) -> dict[str, bool]:
     """Per judge: did it say YES on every criterion of this draw (its own, un-aggregated verdict)?"""
-    crits = {c["criterion_id"] for c in criteria_for(question, config["judging"])}
+    crits = {c["criterion_id"] for c in criteria_for(question, judging)}
     out = {}
-    for j in config["judging"]["judges"]:
-        yes = {v["criterion_id"] for v in verdicts if v["judge_id"] == j["id"] and v["label"] == YES}
-        out[j["id"]] = crits <= yes
+    for j in judging.judges:
+        yes = {v["criterion_id"] for v in verdicts if v["judge_id"] == j.id and v["label"] == YES}
+        out[j.id] = crits <= yes
     return out
 
 
-def criterion_verdicts(verdicts: list[dict], question: dict, config: dict) -> dict[str, list]:
+def criterion_verdicts(verdicts: list[dict], question: dict, judging: Judging) -> dict[str, list]:
     """Per criterion of the draw: each judge's verdict (1 YES, 0 NO, None abstained or missing), in
     judging.judges order: the matrix that k-of-J per criterion, then all criteria, aggregates."""
     label = {(v["criterion_id"], v["judge_id"]): v["label"] for v in verdicts}
-    judge_ids = [j["id"] for j in config["judging"]["judges"]]
+    judge_ids = [j.id for j in judging.judges]
     return {c["criterion_id"]: [VOTE.get(label.get((c["criterion_id"], j))) for j in judge_ids]
-            for c in criteria_for(question, config["judging"])}
+            for c in criteria_for(question, judging)}
 
 
 def judges_score(verdicts: list[dict]) -> float | None:
@@ -107,10 +115,11 @@ def draw_tiebreak(seed, question_id: str, draw: int) -> float:
     return random.Random(stable_seed(seed, "bon-tiebreak", question_id, draw)).random()
 
 
-def sample_until_accept(questions: list[dict], config: dict, models: dict, output: str,
-                        verdicts_output: str) -> list[dict]:
-    dcfg = config["draws"]
-    n_max, min_draws = dcfg["n_max"], dcfg["min_draws"]
+def sample_until_accept(questions: list[dict], draws: Draws, sampling: SamplingSection, judging: Judging,
+                        seed: int, models: dict, output: str, verdicts_output: str) -> list[dict]:
+    """Draw per question (`draws`: the draws section; `sampling`: the policy's temperature, top_p and
+    system prompt) until the k-of-J judges (`judging`) accept; `seed` seeds every draw and tie-break."""
+    n_max, min_draws = draws.n_max, draws.min_draws
     work = Path(output).parent / f".{Path(output).name}.rounds"
     work.mkdir(parents=True, exist_ok=True)
     by_q: dict[str, list[dict]] = {q["question_id"]: [] for q in questions}
@@ -120,7 +129,7 @@ def sample_until_accept(questions: list[dict], config: dict, models: dict, outpu
         active = [q for q in questions if q["question_id"] not in first_accept or r <= min_draws]
         if not active:
             break
-        drawn, verdicts, aggs = _round(active, r, config, models, work)
+        drawn, verdicts, aggs = _round(active, r, draws, sampling, judging, seed, models, work)
         acc = {a["item_id"]: a for a in aggs}
         per_draw: dict[str, list[dict]] = {}
         for v in verdicts:
@@ -129,8 +138,8 @@ def sample_until_accept(questions: list[dict], config: dict, models: dict, outpu
         for d in drawn:
             a, mine, q = acc[d["draw_id"]], per_draw.get(d["draw_id"], []), qmap[d["question_id"]]
             rec = {**d, "accepted": a["accepted"], "failed": a["failed"], "k": a["k"],
-                   "verdicts": criterion_verdicts(mine, q, config), "judge_accepts": judge_accepts(mine, q, config),
-                   "score": judges_score(mine), "tiebreak": draw_tiebreak(config["seed"], d["question_id"], r),
+                   "verdicts": criterion_verdicts(mine, q, judging), "judge_accepts": judge_accepts(mine, q, judging),
+                   "score": judges_score(mine), "tiebreak": draw_tiebreak(seed, d["question_id"], r),
                    "first_accept": False}
             if a["accepted"] and d["question_id"] not in first_accept:
                 first_accept[d["question_id"]] = r

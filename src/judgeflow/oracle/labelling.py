@@ -16,12 +16,16 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from judgeflow.generation.prompting import load_template, stable_seed
 from judgeflow.judging.verdicts import ABSTAIN, VERDICT_PREFIX, YES, critique_of, label_with_probs, parse_verdict
 from judgeflow.judging.verifier import verify
 from judgeflow.models import GenRequest, Sampling
 from judgeflow.workflow.io import Checkpoint
+
+if TYPE_CHECKING:
+    from judgeflow.workflow.settings import OracleSection
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +42,14 @@ def oracle_prompt(template: str, question: dict, response: str) -> str:
 class Oracle:
     """Labels (question, response) pairs with X in {1, 0, None (abstain)}."""
 
-    def __init__(self, config: dict, models: dict):
-        ocfg = config["oracle"]
-        self.name = ocfg["labeller"]
-        self.config = config
+    def __init__(self, oracle: OracleSection, models: dict):
+        self.name = oracle.labeller
         self.calls = 0
         if self.name != VERIFIER:
             self.model = models[self.name]
-            self.template = load_template(ocfg["template"], {"question", "criteria", "response"},
+            self.template = load_template(oracle.template, {"question", "criteria", "response"},
                                           "oracle.template")
-            self.sampling = Sampling(ocfg["max_new_tokens"], 0.0, 1.0)
+            self.sampling = Sampling(oracle.max_new_tokens, 0.0, 1.0)
 
     def label(self, pairs: list[tuple[dict, dict]]) -> list[dict]:
         """[(question, draw)] -> [{"label": 1/0/None, "reason", "raw", "cached"}]."""
@@ -88,28 +90,28 @@ def accepted_pool(draws: list[dict]) -> dict[int, list[dict]]:
     return dict(pool)
 
 
-def label_accepted(draws: list[dict], questions: dict[str, dict], config: dict, models: dict,
-                   labels_out: str, proxies: dict[str, float] | None = None) -> dict:
-    """Run the configured strategy against the oracle; write the labels; return the strategy result.
+def label_accepted(draws: list[dict], questions: dict[str, dict], ocfg: OracleSection, n_max: int, seed: int,
+                   models: dict, labels_out: str, proxies: dict[str, float] | None = None) -> dict:
+    """Run the configured strategy (`ocfg`: the oracle section) against the oracle on draws up to
+    `n_max` (draws.n_max), the order seeded by `seed`; write the labels; return the strategy result.
     proxies: {draw_id: f} for a strategy that uses a proxy score (prediction_powered)."""
     from judgeflow.oracle.tp.strategies import PredictionPowered, make_strategy
 
-    ocfg, n_max = config["oracle"], config["draws"]["n_max"]
     pool = accepted_pool(draws)
-    rng = random.Random(stable_seed(config["seed"], "oracle-order"))
+    rng = random.Random(stable_seed(seed, "oracle-order"))
     queue = {n: rng.sample(items, len(items)) for n, items in sorted(pool.items())}
-    strategy = make_strategy(ocfg["strategy"], n_max=n_max, threshold=ocfg["threshold"], delta=ocfg["delta"],
-                             budget=ocfg["budget"], seed=config["seed"], batch_size=ocfg["batch_size"],
-                             **ocfg["strategy_options"])
-    oracle = Oracle(config, models)
+    strategy = make_strategy(ocfg.strategy, n_max=n_max, threshold=ocfg.threshold, delta=ocfg.delta,
+                             budget=ocfg.budget, seed=seed, batch_size=ocfg.batch_size,
+                             **ocfg.strategy_options)
+    oracle = Oracle(ocfg, models)
     ckpt = Checkpoint(labels_out, key="draw_id")
     order, asked_now, reused, skipped = [], 0, 0, []   # skipped: considered, not sent (unlabelled set)
     if strategy.needs_proxy:
         if proxies is None:
-            raise ValueError(f"oracle.strategy {ocfg['strategy']} needs proxy scores (oracle.proxy)")
+            raise ValueError(f"oracle.strategy {ocfg.strategy} needs proxy scores (oracle.proxy)")
         missing = [d["draw_id"] for items in pool.values() for d in items if d["draw_id"] not in proxies]
         if missing:
-            raise ValueError(f"proxy source '{ocfg['proxy']}' has no score for draw {missing[0]} "
+            raise ValueError(f"proxy source '{ocfg.proxy}' has no score for draw {missing[0]} "
                              f"({len(missing)} accepted draws without one)")
     while strategy.needs_proxy:
         # the one strategy driven by proxy scores; `proxies` was checked above
@@ -144,7 +146,7 @@ def label_accepted(draws: list[dict], questions: dict[str, dict], config: dict, 
         picks = []
         for n in batch:
             if not queue.get(n):
-                raise RuntimeError(f"strategy {ocfg['strategy']} asked for a label at N={n} with none left")
+                raise RuntimeError(f"strategy {ocfg.strategy} asked for a label at N={n} with none left")
             picks.append(queue[n].pop())
         new = [d for d in picks if d["draw_id"] not in ckpt]
         if new:
@@ -157,11 +159,11 @@ def label_accepted(draws: list[dict], questions: dict[str, dict], config: dict, 
             strategy.update(d["draw"], ckpt.done[d["draw_id"]]["label"])
             order.append(d["draw_id"])
     curve_calls = 0
-    if ocfg["label_all_accepted"]:  # the curve from every accepted draw (free with the verifier)
+    if ocfg.label_all_accepted:  # the curve from every accepted draw (free with the verifier)
         rest = skipped + [d for n in sorted(queue) for d in queue[n]]
         new = [d for d in rest if d["draw_id"] not in ckpt]
-        for start in range(0, len(new), ocfg["batch_size"]):
-            part = new[start:start + ocfg["batch_size"]]
+        for start in range(0, len(new), ocfg.batch_size):
+            part = new[start:start + ocfg.batch_size]
             got = oracle.label([(questions[d["question_id"]], d) for d in part])
             ckpt.add_many({"draw_id": d["draw_id"], "question_id": d["question_id"], "n": d["draw"],
                            "oracle": oracle.name, "for": "curve", **g} for d, g in zip(part, got))
@@ -170,7 +172,7 @@ def label_accepted(draws: list[dict], questions: dict[str, dict], config: dict, 
     ckpt.finish(labels_out, order)
     result = strategy.result()
     result["curve_calls"] = curve_calls
-    result["proxy"] = config["oracle"]["proxy"] if strategy.needs_proxy else None
+    result["proxy"] = ocfg.proxy if strategy.needs_proxy else None
     result.update({"oracle": oracle.name, "asked_this_run": asked_now, "from_checkpoint": reused,
                    "accepted_per_n": {n: len(v) for n, v in sorted(pool.items())},
                    "questions": len({d["question_id"] for d in draws}),
@@ -180,14 +182,14 @@ def label_accepted(draws: list[dict], questions: dict[str, dict], config: dict, 
     return result
 
 
-def label_all(draws: list[dict], questions: dict[str, dict], config: dict, models: dict, out: str,
+def label_all(draws: list[dict], questions: dict[str, dict], ocfg: OracleSection, models: dict, out: str,
               max_draw: int) -> list[dict]:
     """Oracle labels for every draw with index <= max_draw (Best-of-N); resumable, in draw order."""
-    oracle = Oracle(config, models)
+    oracle = Oracle(ocfg, models)
     ckpt = Checkpoint(out, key="draw_id")
     todo = [d for d in draws if d["draw"] <= max_draw and d["draw_id"] not in ckpt]
-    for start in range(0, len(todo), config["oracle"]["batch_size"]):
-        part = todo[start:start + config["oracle"]["batch_size"]]
+    for start in range(0, len(todo), ocfg.batch_size):
+        part = todo[start:start + ocfg.batch_size]
         got = oracle.label([(questions[d["question_id"]], d) for d in part])
         ckpt.add_many({"draw_id": d["draw_id"], "question_id": d["question_id"], "n": d["draw"],
                        "oracle": oracle.name, **g} for d, g in zip(part, got))

@@ -14,11 +14,15 @@ clipped. The prediction-powered strategy stays valid whatever the scores are; th
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from judgeflow.generation.prompting import load_template, stable_seed
 from judgeflow.judging.verdicts import VERDICT_PREFIX, YES
 from judgeflow.models import GenRequest, Sampling
 from judgeflow.oracle.labelling import oracle_prompt
+
+if TYPE_CHECKING:
+    from judgeflow.workflow.settings import OracleSection
 
 __all__ = ["PROXY_FIELDS", "check_proxy", "judges_proxy", "model_proxy"]
 
@@ -56,14 +60,15 @@ def judges_proxy(draws: list[dict], verdicts: list[dict]) -> list[dict]:
     return out
 
 
-def model_proxy(draws: list[dict], questions: dict[str, dict], config: dict, model, name: str) -> list[dict]:
-    """One record per first-accepted draw: model `name`'s P(YES) that the draw satisfies the question."""
-    ocfg = config["oracle"]
-    template = load_template(ocfg["template"], {"question", "criteria", "response"}, "oracle.template")
+def model_proxy(draws: list[dict], questions: dict[str, dict], oracle: OracleSection, model,
+                name: str) -> list[dict]:
+    """One record per first-accepted draw: model `name`'s P(YES) that the draw satisfies the question,
+    asked with the oracle's template and max_new_tokens (`oracle`: the oracle section)."""
+    template = load_template(oracle.template, {"question", "criteria", "response"}, "oracle.template")
     # a backend that continues a prefix answers after "Verdict:" at once (P(YES) at its first token);
     # another writes the oracle's answer, and P(YES) is read after its "Verdict:" (logprobs on)
     prefix = VERDICT_PREFIX if model.supports_prefix else ""
-    sampling = Sampling(2 if prefix else ocfg["max_new_tokens"], 0.0, 1.0)
+    sampling = Sampling(2 if prefix else oracle.max_new_tokens, 0.0, 1.0)
     accepted = [d for d in draws if d.get("first_accept")]
     reqs = []
     for d in accepted:

@@ -22,10 +22,13 @@ import random
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from judgeflow.errors import ConfigError
 from judgeflow.generation.prompting import stable_seed
+
+if TYPE_CHECKING:
+    from judgeflow.workflow.settings import Composed
 
 REGISTRY = "ifeval"
 # never taken in by a family (an id named alone still is): they need the prompt itself, another
@@ -128,35 +131,36 @@ def describe(iid: str, kwargs: dict | None, seed: int, key: str) -> tuple[str, d
     return text, args
 
 
-def compose(ccfg: dict) -> list[dict]:
+def compose(composed: Composed) -> list[dict]:
     """The composed question rows (question_id, prompt, instruction_id_list, kwargs, registry).
 
     `per_question` a list (e.g. [1, 2]): the count is split evenly between the sizes (the first sizes
     take the remainder), each size composed as on its own."""
-    sizes = ccfg["per_question"] if isinstance(ccfg["per_question"], list) else [ccfg["per_question"]]
+    per_question = composed.per_question
+    sizes = per_question if isinstance(per_question, list) else [per_question]
     rows = []
     for i, size in enumerate(sizes):
-        count = ccfg["count"] // len(sizes) + (1 if i < ccfg["count"] % len(sizes) else 0)
+        count = composed.count // len(sizes) + (1 if i < composed.count % len(sizes) else 0)
         salt = ("composed",) if len(sizes) == 1 else ("composed", size)
-        rows += _compose_size(ccfg, size, count, salt)
+        rows += _compose_size(composed, size, count, salt)
     return rows
 
 
-def _compose_size(ccfg: dict, size: int, count: int, salt: tuple) -> list[dict]:
-    tasks = base_tasks(ccfg["tasks"])
-    ids = expand(ccfg["instructions"])
+def _compose_size(composed: Composed, size: int, count: int, salt: tuple) -> list[dict]:
+    tasks = base_tasks(composed.tasks)
+    ids = expand(composed.instructions)
     sets = constraint_sets(ids, size)
     capacity = len(tasks) * len(sets)
     if count > capacity:
         raise ConfigError(f"questions.composed.count: {count} questions of {size} instruction(s) asked for, but "
                           f"this source can compose at most {capacity} ({len(tasks)} tasks x {len(sets)} sets of "
                           f"{size} instruction(s) from {len(ids)}); lower the count or add instructions or tasks")
-    fixed = ccfg["kwargs"]
+    fixed = composed.kwargs  # a map: instruction id -> its kwargs
     for iid in fixed:
         if iid not in ids:
             raise ConfigError(f"questions.composed.kwargs.{iid}: '{iid}' is not among the composed instructions")
     # every instruction set equally often, each with tasks in a seeded order
-    rng = random.Random(stable_seed(ccfg["seed"], *salt))
+    rng = random.Random(stable_seed(composed.seed, *salt))
     order = [(t, s) for s in range(len(sets)) for t in rng.sample(range(len(tasks)), len(tasks))]
     picks = sorted(order[i] for i in _spread(len(tasks), len(sets), count))
     rows = []
@@ -164,7 +168,7 @@ def _compose_size(ccfg: dict, size: int, count: int, salt: tuple) -> list[dict]:
         qid = f"c{t:02d}-" + "+".join(sets[s])
         texts, kwargs = [], []
         for iid in sets[s]:
-            text, args = describe(iid, fixed.get(iid), stable_seed(ccfg["seed"], qid, iid),
+            text, args = describe(iid, fixed.get(iid), stable_seed(composed.seed, qid, iid),
                                   f"questions.composed.kwargs.{iid}")
             texts.append(text)
             kwargs.append(args)

@@ -14,6 +14,7 @@ import logging
 import random
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from judgeflow.errors import ConfigError, InputError
 from judgeflow.generation.prompting import load_template, stable_seed
@@ -29,6 +30,9 @@ from judgeflow.judging.verdicts import (
 from judgeflow.judging.verifier import registry_of
 from judgeflow.models import GenRequest, Sampling
 from judgeflow.workflow.io import iter_jsonl, read_jsonl, write_jsonl
+
+if TYPE_CHECKING:
+    from judgeflow.workflow.settings import Cleaning, JudgeCalibration, Questions
 
 log = logging.getLogger(__name__)
 # Ids name files and records and are joined into others ("<question>/r0", "<response>/mf/<criterion>"):
@@ -99,32 +103,33 @@ def _own_criteria(raw, where: str) -> list[dict]:
     return out
 
 
-def _rows(qcfg: dict):
+def _rows(questions: Questions):
     """Yield (where, row) from the configured source."""
-    source = qcfg["source"]
+    source = questions.source
     if source == "ifbench":
-        path = ifbench_file()
-        for lineno, row in iter_jsonl(path):
+        bench = ifbench_file()
+        for lineno, row in iter_jsonl(bench):
             row = dict(row, question_id=f"ifbench-{row['key']}")
-            yield f"{path}:{lineno}", row
+            yield f"{bench}:{lineno}", row
     elif source == "jsonl":
-        for lineno, row in iter_jsonl(qcfg["path"]):
-            yield f"{qcfg['path']}:{lineno}", row
+        path = _source_path(questions)
+        for lineno, row in iter_jsonl(path):
+            yield f"{path}:{lineno}", row
     elif source == "composed":
         from judgeflow.questions.composed import compose
 
-        for row in compose(qcfg["composed"]):
+        for row in compose(questions.composed):
             yield f"questions.composed ({row['question_id']})", row
     elif source == "hf_dataset":
         import datasets
 
-        path = qcfg["path"]
+        path = _source_path(questions)
         if Path(path).is_dir():
             ds = datasets.load_from_disk(path)
         else:
-            ds = datasets.load_dataset(path, split=qcfg["split"])
+            ds = datasets.load_dataset(path, split=questions.split)
         if isinstance(ds, datasets.DatasetDict):
-            ds = ds[qcfg["split"]]
+            ds = ds[questions.split]
         for i, row in enumerate(ds):
             yield f"{path} row {i}", row
     else:
@@ -132,12 +137,19 @@ def _rows(qcfg: dict):
                           "(expected ifbench, jsonl, hf_dataset or composed)")
 
 
-def prepare_questions(qcfg: dict, output: str) -> int:
-    """Read the configured source, check it, and write the question file."""
+def _source_path(questions: Questions) -> str:
+    """questions.path: required (and checked) for the jsonl and hf_dataset sources."""
+    if not questions.path:
+        raise ConfigError(f"questions.path: required when questions.source is '{questions.source}'")
+    return questions.path
+
+
+def prepare_questions(questions: Questions, output: str) -> int:
+    """Read the configured source (the `questions` section), check it, and write the question file."""
     out: list[dict] = []
     seen: dict[str, str] = {}  # question_id -> where it was first seen
-    limit = qcfg["limit"]
-    for where, row in _rows(qcfg):
+    limit = questions.limit
+    for where, row in _rows(questions):
         qid, prompt = row.get("question_id"), row.get("prompt")
         check_id(qid, "question_id", where)
         if qid in seen:
@@ -145,7 +157,7 @@ def prepare_questions(qcfg: dict, output: str) -> int:
         seen[qid] = where
         if not isinstance(prompt, str):
             raise InputError(f"{where}: 'prompt' must be a string, got {type(prompt).__name__}")
-        rec = {"question_id": qid, "prompt": prompt, "source": qcfg["source"]}
+        rec = {"question_id": qid, "prompt": prompt, "source": questions.source}
         criteria = []
         if row.get("instruction_id_list") is not None:
             criteria += instruction_criteria(row["instruction_id_list"], row.get("kwargs") or [], where,
@@ -162,8 +174,10 @@ def prepare_questions(qcfg: dict, output: str) -> int:
         if limit is not None and len(out) >= limit:
             break  # the rows after the limit are never read: a broken one past it stops nothing
     if not out:
-        src = {"ifbench": str(ifbench_file()), "composed": "questions.composed"}.get(qcfg["source"], qcfg["path"])
-        raise InputError(f"{src}: no questions (questions.source '{qcfg['source']}'): the file is empty")
+        source = questions.source
+        src = (str(ifbench_file()) if source == "ifbench" else "questions.composed" if source == "composed"
+               else _source_path(questions))
+        raise InputError(f"{src}: no questions (questions.source '{source}'): the file is empty")
     return write_jsonl(output, out)
 
 
@@ -181,7 +195,8 @@ def split_heldout(kept: list[dict], count: int, seed: int, what: str = "heldout"
     return [q for q in kept if q["question_id"] not in held], [q for q in kept if q["question_id"] in held]
 
 
-def clean_questions(questions_path: str, kept_path: str, rejected_path: str, config: dict, models: dict,
+def clean_questions(questions_path: str, kept_path: str, rejected_path: str, cleaning: Cleaning,
+                    questions: Questions, calibration: JudgeCalibration, seed: int, models: dict,
                     heldout_path: str | None = None, calibration_path: str | None = None) -> dict:
     """Ask the oracle whether each question is meaningful and answerable; split kept / rejected.
 
@@ -190,29 +205,28 @@ def clean_questions(questions_path: str, kept_path: str, rejected_path: str, con
     `judging.calibration.questions` = m > 0, m of the rest go to `calibration_path`: the judges' calibration
     split, never used for pairs, DPO, TP(N) or the tree search. The three files are disjoint.
     """
-    ccfg = config["cleaning"]
-    questions = read_jsonl(questions_path, required=("question_id", "prompt"))
-    max_chars = config["questions"]["max_prompt_chars"]
+    rows = read_jsonl(questions_path, required=("question_id", "prompt"))
+    max_chars = questions.max_prompt_chars
     verdicts: dict[str, dict] = {}
     to_ask = []
-    for q in questions:
+    for q in rows:
         if not q["prompt"].strip():
             verdicts[q["question_id"]] = {"kept": False, "reason": "empty prompt", "label": None}
         elif max_chars and len(q["prompt"]) > max_chars:
             verdicts[q["question_id"]] = {"kept": False, "label": None,
                                           "reason": f"prompt has {len(q['prompt'])} characters, over "
                                                     f"questions.max_prompt_chars={max_chars}"}
-        elif not ccfg["enabled"]:
+        elif not cleaning.enabled:
             verdicts[q["question_id"]] = {"kept": True, "reason": "cleaning disabled", "label": None}
         else:
             to_ask.append(q)
     if to_ask:
-        template = load_template(ccfg["template"], {"question"}, "cleaning.template")
-        oracle = models[ccfg["model"]]
-        sampling = Sampling(ccfg["max_new_tokens"], ccfg["temperature"], 1.0)
-        prefix = VERDICT_PREFIX if ccfg["answer_first"] else ""
+        template = load_template(cleaning.template, {"question"}, "cleaning.template")
+        oracle = models[cleaning.model]
+        sampling = Sampling(cleaning.max_new_tokens, cleaning.temperature, 1.0)
+        prefix = VERDICT_PREFIX if cleaning.answer_first else ""
         reqs = [GenRequest.chat(template.format(question=q["prompt"]), sampling=sampling, score_after=VERDICT_PREFIX,
-                                prefix=prefix, seed=stable_seed(config["seed"], "clean", q["question_id"]))
+                                prefix=prefix, seed=stable_seed(seed, "clean", q["question_id"]))
                 for q in to_ask]
         for q, g in zip(to_ask, oracle.generate(reqs, desc="clean")):
             label, source = label_with_probs(parse_verdict(prefix + g.text), g.choice_probs)
@@ -220,40 +234,40 @@ def clean_questions(questions_path: str, kept_path: str, rejected_path: str, con
                 label = label_from_answer_start(g.text) or ABSTAIN
                 source = "first_token" if label != ABSTAIN else source
             if label == ABSTAIN:
-                keep = ccfg["on_abstain"] == "keep"
-                reason = f"oracle abstained (no 'Verdict: YES/NO' line); on_abstain={ccfg['on_abstain']}"
+                keep = cleaning.on_abstain == "keep"
+                reason = f"oracle abstained (no 'Verdict: YES/NO' line); on_abstain={cleaning.on_abstain}"
             else:
                 keep = label == YES
                 reason = critique_of(g.text) or "(no reason given)"
             verdicts[q["question_id"]] = {"kept": keep, "label": label, "label_from": source, "p_yes": g.p_yes,
-                                          "reason": reason, "raw": g.text, "model": ccfg["model"],
+                                          "reason": reason, "raw": g.text, "model": cleaning.model,
                                           "cached": g.cached}
     kept: list[dict] = []
     rejected: list[dict] = []
-    for q in questions:
+    for q in rows:
         rec = {**q, "cleaning": verdicts[q["question_id"]]}
         (kept if rec["cleaning"]["kept"] else rejected).append(rec)
-    n_held = config["questions"]["heldout"]
+    n_held = questions.heldout
     if n_held and n_held >= len(kept):
         raise InputError(f"questions.heldout: {n_held} held-out questions asked for, but only {len(kept)} "
                          f"questions of {questions_path} were kept; nothing would be left for training")
-    kept, heldout = split_heldout(kept, n_held, config["seed"])
-    n_cal = config["judging"]["calibration"]["questions"]
+    kept, heldout = split_heldout(kept, n_held, seed)
+    n_cal = calibration.questions
     if isinstance(n_cal, float):  # a fraction of the kept questions besides the held-out ones
         n_cal = max(1, round(n_cal * len(kept)))
     if n_cal and n_cal >= len(kept):
         raise InputError(f"judging.calibration.questions: {n_cal} calibration questions asked for, but only "
                          f"{len(kept)} questions of {questions_path} were kept besides the {len(heldout)} held out; "
                          "nothing would be left for training")
-    kept, calibration = split_heldout(kept, n_cal, config["seed"], "calibration")
+    kept, cal_split = split_heldout(kept, n_cal, seed, "calibration")
     write_jsonl(kept_path, kept)
     if heldout_path:
         write_jsonl(heldout_path, heldout)
     if calibration_path:
-        write_jsonl(calibration_path, calibration)
+        write_jsonl(calibration_path, cal_split)
     write_jsonl(rejected_path, rejected)
-    summary = {"questions": len(questions), "kept": len(kept), "heldout": len(heldout),
-               "calibration": len(calibration), "rejected": len(rejected),
+    summary = {"questions": len(rows), "kept": len(kept), "heldout": len(heldout),
+               "calibration": len(cal_split), "rejected": len(rejected),
                "asked_oracle": len(to_ask),
                "abstained": sum(1 for v in verdicts.values() if v.get("label") == ABSTAIN)}
     log.info("cleaning: %s", summary)

@@ -7,9 +7,13 @@ targeted (`pairs.require: targeted`, the default) or on all of the question's cr
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from typing import TYPE_CHECKING
 
 from judgeflow.judging.verdicts import ABSTAIN
 from judgeflow.refining.refine import FULL, MULTI
+
+if TYPE_CHECKING:
+    from judgeflow.workflow.settings import Pairs
 
 
 def is_accepted(agg: dict, targeted: list[str], require: str) -> bool:
@@ -20,11 +24,13 @@ def is_accepted(agg: dict, targeted: list[str], require: str) -> bool:
 
 def build_pairs(questions: dict[str, dict], responses: list[dict], refinements: list[dict],
                 refinement_aggregates: list[dict], response_aggregates: list[dict],
-                verdicts: list[dict], require: str) -> tuple[dict[str, list[dict]], list[dict], dict]:
-    """Return ({mode: pairs}, per-criterion summary rows, overall summary)."""
+                verdicts: list[dict], pairs: Pairs) -> tuple[dict[str, list[dict]], list[dict], dict]:
+    """Return ({mode: pairs}, per-criterion summary rows, overall summary); `pairs.require` says which
+    criteria a refinement must pass to make a pair."""
+    require = pairs.require
     resp = {r["response_id"]: r for r in responses}
     ragg = {a["refinement_id"]: a for a in refinement_aggregates}
-    pairs: dict[str, list[dict]] = {MULTI: [], FULL: []}
+    made: dict[str, list[dict]] = {MULTI: [], FULL: []}
     tried: Counter[tuple[str, str]] = Counter()     # (mode, criterion id) -> refinements
     accepted: Counter[tuple[str, str]] = Counter()
     for f in refinements:
@@ -36,7 +42,7 @@ def build_pairs(questions: dict[str, dict], responses: list[dict], refinements: 
         if not ok:
             continue
         q, orig = questions[f["question_id"]], resp[f["response_id"]]
-        pairs[f["mode"]].append({
+        made[f["mode"]].append({
             "prompt": [{"role": "user", "content": q["prompt"]}],
             "chosen": [{"role": "assistant", "content": f["text"]}],
             "rejected": [{"role": "assistant", "content": orig["text"]}],
@@ -74,9 +80,9 @@ def build_pairs(questions: dict[str, dict], responses: list[dict], refinements: 
         "verdicts": len(verdicts), "abstain": sum(v["label"] == ABSTAIN for v in verdicts),
         "forced_verdicts": sum(bool(v.get("forced")) for v in verdicts),
         **{f"{m}_refinements": n_ref[m] for m in (MULTI, FULL)},
-        **{f"{m}_pairs": len(pairs[m]) for m in (MULTI, FULL)},
+        **{f"{m}_pairs": len(made[m]) for m in (MULTI, FULL)},
     }
-    return pairs, rows, overall
+    return made, rows, overall
 
 
 def _rate(a: int, b: int) -> float | None:

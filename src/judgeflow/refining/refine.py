@@ -3,11 +3,15 @@ failed criteria at once (full-feedback), each with the judges' critiques in the 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from judgeflow.generation.prompting import load_template, stable_seed
 from judgeflow.generation.resumable import generate_resumable
 from judgeflow.judging.judges import NO, criteria_for
 from judgeflow.models import GenRequest, Sampling
+
+if TYPE_CHECKING:
+    from judgeflow.workflow.settings import Judging, Refining
 
 MULTI, FULL = "multi_feedback", "full_feedback"
 
@@ -26,13 +30,15 @@ def _bullets(texts: list[str]) -> str:
 
 
 def refine_responses(responses: list[dict], aggregates: list[dict], verdicts: list[dict],
-                     questions: dict[str, dict], config: dict, model, output: str) -> list[dict]:
-    rcfg = config["refining"]
-    one = load_template(rcfg["template_one"], {"question", "response", "criterion", "critiques"},
+                     questions: dict[str, dict], refining: Refining, judging: Judging, seed: int, model,
+                     output: str) -> list[dict]:
+    """Refinements of every response the judges reject, per `refining.modes`; `judging`: its generic
+    criteria (the failed criteria's descriptions); `seed`: the run's (each refinement's own from it)."""
+    one = load_template(refining.template_one, {"question", "response", "criterion", "critiques"},
                         "refining.template_one")
-    full = load_template(rcfg["template_all"], {"question", "response", "criteria"},
+    full = load_template(refining.template_all, {"question", "response", "criteria"},
                          "refining.template_all")
-    sampling = Sampling(rcfg["max_new_tokens"], rcfg["temperature"], rcfg["top_p"])
+    sampling = Sampling(refining.max_new_tokens, refining.temperature, refining.top_p)
     crit = _critiques(verdicts)
     by_id = {r["response_id"]: r for r in responses}
     work = []
@@ -41,24 +47,24 @@ def refine_responses(responses: list[dict], aggregates: list[dict], verdicts: li
             continue
         resp = by_id[agg["response_id"]]
         q = questions[resp["question_id"]]
-        described = {c["criterion_id"]: c["description"] for c in criteria_for(q, config["judging"])}
+        described = {c["criterion_id"]: c["description"] for c in criteria_for(q, judging)}
         failed = agg["failed"]
-        base = {"response_id": resp["response_id"], "question_id": q["question_id"], "model": rcfg["model"]}
-        if MULTI in rcfg["modes"]:
+        base = {"response_id": resp["response_id"], "question_id": q["question_id"], "model": refining.model}
+        if MULTI in refining.modes:
             for cid in failed:
                 fid = f"{resp['response_id']}/mf/{cid}"
                 prompt = one.format(question=q["prompt"], response=resp["text"], criterion=described[cid],
                                     critiques=_bullets(crit[(resp["response_id"], cid)]))
                 work.append((fid, GenRequest.chat(prompt, sampling=sampling,
-                                                  seed=stable_seed(config["seed"], "refine", fid)),
+                                                  seed=stable_seed(seed, "refine", fid)),
                              {**base, "refinement_id": fid, "mode": MULTI, "criterion_ids": [cid]}))
-        if FULL in rcfg["modes"]:
+        if FULL in refining.modes:
             fid = f"{resp['response_id']}/ff"
             listed = "\n".join(f"{n}. {described[cid]}\n{_bullets(crit[(resp['response_id'], cid)])}"
                                for n, cid in enumerate(failed, start=1))
             prompt = full.format(question=q["prompt"], response=resp["text"], criteria=listed)
             work.append((fid, GenRequest.chat(prompt, sampling=sampling,
-                                              seed=stable_seed(config["seed"], "refine", fid)),
+                                              seed=stable_seed(seed, "refine", fid)),
                          {**base, "refinement_id": fid, "mode": FULL, "criterion_ids": list(failed)}))
     return generate_resumable(model, work, output, key="refinement_id", desc="refine",
-                              chunk=rcfg["checkpoint_every"])
+                              chunk=refining.checkpoint_every)

@@ -29,7 +29,9 @@ import logging
 import random
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
+from judgeflow.errors import ConfigError
 from judgeflow.generation.prompting import load_template, stable_seed
 from judgeflow.generation.resumable import generate_resumable
 from judgeflow.judging.judges import NO, YES, criteria_for, judge_items
@@ -37,8 +39,26 @@ from judgeflow.models import GenRequest, Sampling
 from judgeflow.refining.gates import gate_name
 from judgeflow.workflow.io import Checkpoint, read_jsonl
 
+if TYPE_CHECKING:
+    from judgeflow.workflow.settings import Evaluation, Judging, Refining, TreeSearch
+
 log = logging.getLogger(__name__)
 EMPTY, TRUNCATED = "empty", "truncated"
+T = TypeVar("T")
+
+
+def _resolved(value: T | None, key: str) -> T:
+    """A setting whose null means "the same as another key": validation (judgeflow.workflow.settings)
+    resolves it, so a null here is a config that was never validated."""
+    if value is None:
+        raise ConfigError(f"{key}: null, unresolved (the config was not validated: "
+                          "judgeflow.workflow.settings.validate gives it the value of the key it follows)")
+    return value
+
+
+def gate_ks(tree: TreeSearch) -> list[int]:
+    """The gates' k, ascending (refining.tree_search.gates; null is resolved to judging.k and J)."""
+    return sorted(g.k for g in _resolved(tree.gates, "refining.tree_search.gates"))
 
 
 def yes_counts(verdicts: list[dict], criterion_ids: list[str]) -> dict[str, int]:
@@ -101,20 +121,24 @@ def searched(seed, response_id: str, share: float) -> bool:
     return share >= 1 or random.Random(stable_seed(seed, "tree-root", response_id)).random() < share
 
 
-def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[str, dict], config: dict,
-                 refiner, judge_models: dict, output: str, round_: int = 1) -> list[dict]:
+def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[str, dict], refining: Refining,
+                 judging: Judging, seed: int, refiner, judge_models: dict, output: str,
+                 round_: int = 1) -> list[dict]:
     """Search a tree per root (a rejected response), run to the strictest gate; write every node.
 
     `roots`: response records (response_id, question_id, text); `root_verdicts`: the judges' verdicts
-    on them (judge_responses). Returns the node records in tree order (root, then level by level)."""
-    rcfg, ts = config["refining"], config["refining"]["tree_search"]
-    n_judges = len(config["judging"]["judges"])
-    gates = sorted(g["k"] for g in ts["gates"])
+    on them (judge_responses). `refining`: the refiner's templates and sampling, and its `tree_search`
+    (the tree's shape and gates); `judging`: the judges; `seed`: the run's (each node's own from it).
+    Returns the node records in tree order (root, then level by level)."""
+    ts = refining.tree_search
+    n_judges = len(judging.judges)
+    gates = gate_ks(ts)
     strict = gates[-1]
-    one = load_template(rcfg["template_one"], {"question", "response", "criterion", "critiques"},
+    one = load_template(refining.template_one, {"question", "response", "criterion", "critiques"},
                         "refining.template_one")
-    full = load_template(rcfg["template_all"], {"question", "response", "criteria"}, "refining.template_all")
-    sampling = Sampling(ts["max_new_tokens"], rcfg["temperature"], rcfg["top_p"])
+    full = load_template(refining.template_all, {"question", "response", "criteria"}, "refining.template_all")
+    sampling = Sampling(_resolved(ts.max_new_tokens, "refining.tree_search.max_new_tokens"), refining.temperature,
+                        refining.top_p)
     out = Path(output)
     work_dir = out.with_name(f".{out.name}.levels")
     nodes = Checkpoint(output, key="node_id")  # finished (judged) nodes
@@ -126,7 +150,7 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
     frontier: dict[str, list[dict]] = {}
     for r in roots:
         q = questions[r["question_id"]]
-        cids = [c["criterion_id"] for c in criteria_for(q, config["judging"])]
+        cids = [c["criterion_id"] for c in criteria_for(q, judging)]
         root = _node({"node_id": f"{r['response_id']}/t", "root_id": r["response_id"],
                       "question_id": r["question_id"], "round": round_, "parent": None, "depth": 0, "order": 0,
                       "criterion_ids": [], "text": r["text"], "finish_reason": r.get("finish_reason"),
@@ -139,20 +163,20 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
     log.info("tree search (round %d): %d roots, %d searched (%d pass every gate already), gates %s", round_,
              len(roots), len(frontier), len(roots) - len(frontier), [gate_name(k, n_judges) for k in gates])
 
-    for depth in range(1, ts["depth"] + 1):
+    for depth in range(1, ts.depth + 1):
         if not frontier:
             break
         work = []
         for rid, parents in frontier.items():
             q = questions[parents[0]["question_id"]]
-            described = {c["criterion_id"]: c["description"] for c in criteria_for(q, config["judging"])}
+            described = {c["criterion_id"]: c["description"] for c in criteria_for(q, judging)}
             order = 0
             for parent in parents:
                 # the criteria failing the strictest gate, weakest first: the same whichever gate is searched for
                 failed = sorted((c for c, n in parent["yes"].items() if n < strict), key=lambda c: parent["yes"][c])
-                for i in range(ts["branch"]):
+                for i in range(ts.branch):
                     nid = f"{parent['node_id']}.{i}"
-                    if ts["feedback"] == "multi":
+                    if ts.feedback == "multi":
                         targets = [failed[i % len(failed)]]
                         prompt = one.format(question=q["prompt"], response=parent["text"],
                                             criterion=described[targets[0]],
@@ -163,7 +187,7 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
                                            for n, c in enumerate(targets, start=1))
                         prompt = full.format(question=q["prompt"], response=parent["text"], criteria=listed)
                     req = GenRequest.chat(prompt, sampling=sampling,
-                                          seed=stable_seed(config["seed"], "tree", round_, nid))
+                                          seed=stable_seed(seed, "tree", round_, nid))
                     work.append((nid, req, {"node_id": nid, "root_id": rid, "question_id": parent["question_id"],
                                             "round": round_, "parent": parent["node_id"], "depth": depth,
                                             "order": order, "criterion_ids": targets}))
@@ -174,21 +198,21 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
             # a level's generations and verdicts stay in their checkpoints until the trees are written:
             # a job killed while judging a level finds its generations done
             gens = generate_resumable(refiner, todo, f"{level}.generations.jsonl", key="node_id",
-                                      desc=f"tree depth {depth}", chunk=ts["checkpoint_every"], finish=False)
+                                      desc=f"tree depth {depth}", chunk=ts.checkpoint_every, finish=False)
             for g in gens:
                 g["unusable"] = unusable_reason(g["text"], g["finish_reason"])
                 g["usable"] = g["unusable"] is None
             items = [{**g, "item_id": g["node_id"], "response_id": g["root_id"], "refinement_id": g["node_id"]}
                      for g in gens if g["usable"]]
-            verdicts = judge_items(items, questions, config["judging"], judge_models, f"{level}.verdicts.jsonl",
-                                   chunk=ts["checkpoint_every"], finish=False) if items else []
+            verdicts = judge_items(items, questions, judging, judge_models, f"{level}.verdicts.jsonl",
+                                   chunk=ts.checkpoint_every, finish=False) if items else []
             per_node = defaultdict(list)
             for v in verdicts:
                 per_node[v["refinement_id"]].append(v)
             records = []
             for g in gens:
                 q = questions[g["question_id"]]
-                cids = [c["criterion_id"] for c in criteria_for(q, config["judging"])]
+                cids = [c["criterion_id"] for c in criteria_for(q, judging)]
                 base = {k: g[k] for k in ("node_id", "root_id", "question_id", "round", "parent", "depth", "order",
                                           "criterion_ids", "text", "finish_reason", "usable", "unusable", "seed",
                                           "completion_tokens")}
@@ -203,7 +227,7 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
             trees[rid] += kids
             if any(strict in n["passes"] for n in kids):
                 continue  # exits at the strictest gate: this root's search is over
-            usable = sorted((n for n in kids if n["usable"]), key=rank_key)[:ts["select"]]
+            usable = sorted((n for n in kids if n["usable"]), key=rank_key)[:ts.select]
             if usable:
                 nxt[rid] = usable
         frontier = nxt
@@ -277,10 +301,12 @@ def pairs_of(finals_: list[dict], questions: dict[str, dict], system_prompt: str
     return out
 
 
-def compare_finals(finals_: list[dict], questions: dict[str, dict], config: dict, oracle) -> list[dict]:
+def compare_finals(finals_: list[dict], questions: dict[str, dict], evaluation: Evaluation | None, seed: int,
+                   oracle) -> list[dict]:
     """The oracle's preference of the final response over the original, asked in both orders (the
-    evaluation's comparer: evaluation.compare_with_oracle, its template and token limit); one record
-    per refined root. `outcome` is from the final's side: win = the oracle prefers the final."""
+    evaluation's comparer: evaluation.compare_with_oracle, its template and token limit: `evaluation`,
+    None with the verifier, which reads none of it); one record per refined root. `outcome` is from
+    the final's side: win = the oracle prefers the final."""
     from judgeflow.training.evaluation import BASE, compare_with_oracle
 
     refined = [f for f in finals_ if f["solved"] and not f["passed_at_root"]]
@@ -293,7 +319,7 @@ def compare_finals(finals_: list[dict], questions: dict[str, dict], config: dict
         return []
     by_root = {f["root_id"]: f for f in refined}
     out = []
-    for c in compare_with_oracle(gens, questions, config, oracle):
+    for c in compare_with_oracle(gens, questions, evaluation, seed, oracle):
         f = by_root[c["sample_index"]]
         out.append({"comparison_id": f"{f['gate']}/{f['root_id']}", "gate": f["gate"], "root_id": f["root_id"],
                     "question_id": f["question_id"], "exit_node_id": f["exit_node_id"],
@@ -392,14 +418,15 @@ DEPTH_COLUMNS = ["round", "gate", "exit_depth", "finals", "oracle_pass", "pass_r
                  "pass_rate_ci_high"]
 
 
-def summarize(config: dict, final_paths: list[str], comparison_paths: list[str], tree_paths: list[str],
-              aggregate_paths: list[str], gates_out: str, depth_out: str, plot_out: str, summary_out: str) -> dict:
-    """gates.csv, depth.csv, the figure and summary.json over every round and gate."""
+def summarize(ts: TreeSearch, n_judges: int, final_paths: list[str], comparison_paths: list[str],
+              tree_paths: list[str], aggregate_paths: list[str], gates_out: str, depth_out: str, plot_out: str,
+              summary_out: str) -> dict:
+    """gates.csv, depth.csv, the figure and summary.json over every round and gate (`n_judges`: J)."""
     from judgeflow.workflow.io import read_jsonl_many, write_csv, write_json
 
-    ts = config["refining"]["tree_search"]
-    n_judges = len(config["judging"]["judges"])
-    conf = ts["confidence"]
+    gates = gate_ks(ts)
+    listed = [g.k for g in _resolved(ts.gates, "refining.tree_search.gates")]  # in the config's order
+    conf = ts.confidence
     by_gate = defaultdict(list)  # (round, gate) -> finals
     for f in read_jsonl_many(final_paths):
         by_gate[(f["round"], f["gate"])].append(f)
@@ -407,14 +434,13 @@ def summarize(config: dict, final_paths: list[str], comparison_paths: list[str],
     for p in comparison_paths:
         for c in read_jsonl(p):
             comps[(_round_of(p), c["gate"])].append(c)
-    order = [(r, gate_name(g["k"], n_judges)) for r in range(1, ts["rounds"] + 1)
-             for g in sorted(ts["gates"], key=lambda g: g["k"])]
+    order = [(r, gate_name(k, n_judges)) for r in range(1, ts.rounds + 1) for k in gates]
     rows = [gate_row(r, g, by_gate[(r, g)], comps[(r, g)], conf) for r, g in order]
     depth = [d for r, g in order for d in depth_rows(r, g, by_gate[(r, g)], conf)]
     write_csv(gates_out, rows, GATE_COLUMNS)
     write_csv(depth_out, depth, DEPTH_COLUMNS)
     rounds = {}
-    for r in range(1, ts["rounds"] + 1):
+    for r in range(1, ts.rounds + 1):
         trees = read_trees([p for p in tree_paths if _round_of(p) == r])
         aggs = read_jsonl_many([p for p in aggregate_paths if _round_of(p) == r])
         rounds[str(r)] = {"responses": len(aggs), "accepted_by_judges": sum(a["accepted"] for a in aggs),
@@ -422,9 +448,9 @@ def summarize(config: dict, final_paths: list[str], comparison_paths: list[str],
                           "not_searched": sum(1 for t in trees.values() for n in t if n["depth"] == 0
                                               and not n.get("searched", True)),
                           "unusable_nodes": sum(1 for t in trees.values() for n in t if not n["usable"]),
-                          "sharing": sharing(trees, [g["k"] for g in ts["gates"]])}
-    summary = {"gates": rows, "rounds": rounds, "branch": ts["branch"], "select": ts["select"],
-               "depth": ts["depth"], "feedback": ts["feedback"], "oracle": ts["oracle"], "confidence": conf}
+                          "sharing": sharing(trees, listed)}
+    summary = {"gates": rows, "rounds": rounds, "branch": ts.branch, "select": ts.select, "depth": ts.depth,
+               "feedback": ts.feedback, "oracle": ts.oracle, "confidence": conf}
     write_json(summary_out, summary)
     plot_gates(rows, depth, plot_out)
     return summary

@@ -5,6 +5,7 @@ the one the judges score highest, with the oracle's pass rate and the judges' sc
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from judgeflow.models import log_stats
 from judgeflow.oracle import analysis as oa, labelling as oracle_mod
@@ -12,26 +13,30 @@ from judgeflow.oracle.draws import BON_FIELDS, DRAW_FIELDS
 from judgeflow.oracle.tp.bon import bon_grid
 from judgeflow.workflow.io import questions_by_id, read_jsonl_many, write_csv
 
+if TYPE_CHECKING:
+    from judgeflow.workflow.pipeline import Job
+    from judgeflow.workflow.settings import Settings
 
-def run(inp, out, settings, job) -> None:
-    ocfg = settings["oracle"]
-    ns = sorted(set(ocfg["bon"]["n"]))
+
+def run(inp, out, settings: Settings, job: Job) -> None:
+    ocfg = settings.oracle
+    ns = sorted(set(ocfg.bon.n))
     draws = read_jsonl_many(inp.draws, required=(*DRAW_FIELDS, *BON_FIELDS))
     questions = questions_by_id(inp.kept)
     with job.models() as models:
-        labels = oracle_mod.label_all(draws, questions, settings, models, out.labels, max_draw=max(ns))
+        labels = oracle_mod.label_all(draws, questions, ocfg, models, out.labels, max_draw=max(ns))
         log_stats(models)
-    judge_ids = [j["id"] for j in settings["judging"]["judges"]]
+    judge_ids = [j.id for j in settings.judging.judges]
     qs = oa.bon_questions(draws, {r["draw_id"]: r for r in labels}, judge_ids, max(ns))
     k = oa.workflow_k(draws)
     oa.check_acceptance(qs, draws, len(judge_ids), k)
     with open(inp.fit, encoding="utf-8") as fh:
         fit = json.load(fh)
-    rows = bon_grid(qs, Ns=ns, Js=ocfg["bon"]["j"] or list(range(1, len(judge_ids) + 1)), delta=ocfg["delta"],
+    rows = bon_grid(qs, Ns=ns, Js=ocfg.bon.j or list(range(1, len(judge_ids) + 1)), delta=ocfg.delta,
                     model_params={"a": fit["a"], "b": fit["b"]} if fit.get("ok") else None)
     write_csv(out.grid, rows)
-    oa.plot_bon(rows, out.plot, f"run {settings['run']}: Best-of-N, {len(qs)} questions, oracle={ocfg['labeller']}")
-    kept = oa.bon_kept_rows(qs, ns, ocfg["delta"], len(judge_ids), k)
+    oa.plot_bon(rows, out.plot, f"run {settings.run}: Best-of-N, {len(qs)} questions, oracle={ocfg.labeller}")
+    kept = oa.bon_kept_rows(qs, ns, ocfg.delta, len(judge_ids), k)
     write_csv(out.kept, kept)
-    oa.plot_bon_kept(kept, out.kept_plot, f"run {settings['run']}: Best-of-N keeping the judges' top-scored draw, "
-                                          f"{kept[0]['questions']} questions, oracle={ocfg['labeller']}")
+    oa.plot_bon_kept(kept, out.kept_plot, f"run {settings.run}: Best-of-N keeping the judges' top-scored draw, "
+                                          f"{kept[0]['questions']} questions, oracle={ocfg.labeller}")

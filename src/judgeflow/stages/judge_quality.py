@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 from judgeflow.judging.quality import AGREEMENT_COLUMNS, QUALITY_COLUMNS, quality
 from judgeflow.oracle.draws import DRAW_FIELDS
 from judgeflow.workflow.io import read_jsonl, read_jsonl_many, write_csv, write_json
 
+if TYPE_CHECKING:
+    from judgeflow.workflow.pipeline import Job
+    from judgeflow.workflow.settings import Settings
+
 log = logging.getLogger(__name__)
 
 
-def run(inp, out, settings, job) -> None:
+def run(inp, out, settings: Settings, job: Job) -> None:
     draws = read_jsonl_many(inp.draws, required=(*DRAW_FIELDS, "judge_accepts", "accepted"))
     labels: dict[str, dict] = {}
     for path in inp.labels:  # the strategy's and the curve's labels, then Best-of-N's: one per draw
@@ -21,9 +26,9 @@ def run(inp, out, settings, job) -> None:
             labels.setdefault(rec["draw_id"], rec)
     with open(inp.fit, encoding="utf-8") as fh:
         fit = json.load(fh)
-    judge_ids = [j["id"] for j in settings["judging"]["judges"]]
-    rows, pairs, summary = quality(draws, labels, judge_ids, settings["oracle"]["delta"], fit)
-    summary["k"], summary["J"] = settings["judging"]["k"], len(judge_ids)
+    judge_ids = [j.id for j in settings.judging.judges]
+    rows, pairs, summary = quality(draws, labels, judge_ids, settings.oracle.delta, fit)
+    summary["k"], summary["J"] = settings.judging.k, len(judge_ids)
     write_csv(out.quality, rows, QUALITY_COLUMNS)
     write_csv(out.agreement, pairs, AGREEMENT_COLUMNS)
     write_json(out.summary, {**summary, "judges": rows, "agreement": pairs})

@@ -3,14 +3,19 @@ from __future__ import annotations
 
 from glob import glob
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from judgeflow.report import benchmark_table, build_report
 
+if TYPE_CHECKING:
+    from judgeflow.workflow.pipeline import Job
+    from judgeflow.workflow.settings import Settings
 
-def run(inp, out, settings, job) -> None:
+
+def run(inp, out, settings: Settings, job: Job) -> None:
     p = job.params
-    bench = f"{settings['benchmarks_dir']}/{settings['run']}"  # the timings of this run's jobs
+    bench = f"{settings.benchmarks_dir}/{settings.run}"  # the timings of this run's jobs
     benchmark_table([f for f in glob(f"{bench}/*/*.tsv") if "/report/" not in f], out.timings)
     build_report([*p["sections"], ("Timings per job (benchmark: files)", [out.timings])], out.html,
-                 title=f"judgeflow run '{settings['run']}'", root=str(Path(out.html).parent),
+                 title=f"judgeflow run '{settings.run}'", root=str(Path(out.html).parent),
                  headline_files=p["headline"])

@@ -12,16 +12,21 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from judgeflow.training import worker as train_worker
 from judgeflow.training.dpo import actor_of, worker_settings as dpo_worker_settings
 from judgeflow.workflow.io import current_fingerprint, write_json
 from judgeflow.workflow.launch import accelerate_command, gpus_per_node
 
+if TYPE_CHECKING:
+    from judgeflow.workflow.pipeline import Job
+    from judgeflow.workflow.settings import Settings
+
 log = logging.getLogger(__name__)
 
 
-def run(inp, out, settings, job) -> None:
+def run(inp, out, settings: Settings, job: Job) -> None:
     worker_settings = dpo_worker_settings(settings)
     per_node, nodes = gpus_per_node(job.resources)
     nproc = max(1, per_node)

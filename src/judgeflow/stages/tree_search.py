@@ -2,20 +2,26 @@
 run to the strictest exit gate (judgeflow.refining.tree_search)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from judgeflow.judging.judges import learned_judges
 from judgeflow.models import log_stats
 from judgeflow.refining.tree_search import search_trees, searched
 from judgeflow.workflow.io import questions_by_id, read_jsonl
 
+if TYPE_CHECKING:
+    from judgeflow.workflow.pipeline import Job
+    from judgeflow.workflow.settings import Settings
 
-def run(inp, out, settings, job) -> None:
-    refiner = settings["refining"]["model"]
+
+def run(inp, out, settings: Settings, job: Job) -> None:
+    refining = settings.refining
     accepted = {a["response_id"] for a in read_jsonl(inp.aggregate) if a["accepted"]}
-    share = settings["refining"]["tree_search"]["roots"]
+    share = refining.tree_search.roots
     roots = [r for r in read_jsonl(inp.responses)
-             if r["response_id"] not in accepted and searched(settings["seed"], r["response_id"], share)]
+             if r["response_id"] not in accepted and searched(settings.seed, r["response_id"], share)]
     with job.models() as models:
-        models = learned_judges(settings["judging"], models, inp.judges)
-        search_trees(roots, read_jsonl(inp.verdicts), questions_by_id(inp.kept), settings, models[refiner], models,
-                     out.trees, round_=int(job.wildcards["round"]))
+        models = learned_judges(settings.judging, models, inp.judges)
+        search_trees(roots, read_jsonl(inp.verdicts), questions_by_id(inp.kept), refining, settings.judging,
+                     settings.seed, models[refining.model], models, out.trees, round_=int(job.wildcards["round"]))
         log_stats(models)

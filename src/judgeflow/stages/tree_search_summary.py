@@ -2,9 +2,15 @@
 exit depth, the figure, and what sharing one search across the gates saved."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from judgeflow.refining.tree_search import summarize
 
+if TYPE_CHECKING:
+    from judgeflow.workflow.pipeline import Job
+    from judgeflow.workflow.settings import Settings
 
-def run(inp, out, settings, job) -> None:
-    summarize(settings, list(inp.finals), list(inp.comparisons), list(inp.trees), list(inp.aggregates),
-              out.gates, out.depth, out.plot, out.summary)
+
+def run(inp, out, settings: Settings, job: Job) -> None:
+    summarize(settings.refining.tree_search, len(settings.judging.judges), list(inp.finals), list(inp.comparisons),
+              list(inp.trees), list(inp.aggregates), out.gates, out.depth, out.plot, out.summary)

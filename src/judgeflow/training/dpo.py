@@ -34,7 +34,7 @@ import yaml
 from judgeflow.errors import ConfigError, InputError
 from judgeflow.training import diagnostics as diag
 from judgeflow.workflow.io import file_digest, honour_umask, iter_jsonl, write_csv, write_json, write_jsonl
-from judgeflow.workflow.settings import Training
+from judgeflow.workflow.settings import Settings, Training, plain
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +145,16 @@ def check_pair_count(n_used: int, n_read: int, path, tcfg: Training) -> str | No
 # ------------------------------------------------------------------------------ configuration
 
 
-def accelerate_config_path(value: str | None, base_dir: str | os.PathLike = ".") -> Path:
-    """The accelerate config file that `training.accelerate_config` names (relative to `base_dir`), or a
-    ConfigError naming the key."""
+def accelerate_config_path(value: str | None, workflow_dir: str | os.PathLike = ".") -> Path:
+    """The accelerate config file that `training.accelerate_config` names: a relative path is taken
+    from the working directory where it exists there, else from `workflow_dir` (the shipped
+    config/accelerate/*.yaml from any directory). A ConfigError naming the key where there is none."""
     if not value:
         raise ConfigError("training.accelerate_config: no accelerate config given "
                           "(e.g. config/accelerate/cpu.yaml, zero2.yaml, zero3.yaml)")
-    path = Path(value) if Path(value).is_absolute() else Path(base_dir, value)
+    path = Path(value)
+    if not path.is_absolute() and not path.exists():
+        path = Path(workflow_dir, value)
     if not path.is_file():
         raise ConfigError(f"training.accelerate_config: accelerate config '{value}' not found "
                           f"(shipped: config/accelerate/cpu.yaml, zero2.yaml, zero3.yaml)")
@@ -192,15 +195,15 @@ def check_devices(acc_cfg: dict, path, num_processes: int, cuda_devices: int) ->
                           "config/accelerate/zero2.yaml or zero3.yaml (or a config with use_cpu: false)")
 
 
-def worker_settings(config) -> dict:
+def worker_settings(settings: Settings) -> dict:
     """What a train_dpo worker needs, as JSON (the stage hands it over in $JUDGEFLOW_TRAIN_SETTINGS), from
     validated settings (training.model resolved): the training section, the seed, the policy's name and
     directory. The worker reads it back typed: WorkerSettings.from_json."""
-    training = config["training"]
-    training = training.to_dict() if hasattr(training, "to_dict") else dict(training)
-    policy = training["model"]
-    return {"training": training, "seed": config["seed"], "policy": policy,
-            "policy_path": config["models"][policy]["path"]}
+    training, policy = settings.training, settings.training.model
+    spec = settings.models[policy] if policy is not None else None
+    if spec is None or spec.backend != "hf":
+        raise ConfigError(f"training.model: {policy!r} is no hf model (DPO trains a local transformers model)")
+    return {"training": plain(training), "seed": settings.seed, "policy": policy, "policy_path": spec.path}
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,15 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 from judgeflow.generation.prompting import load_template, stable_seed
 from judgeflow.judging.verdicts import label_with_probs
 from judgeflow.models import GenRequest, Sampling
 from judgeflow.workflow.io import Checkpoint, read_jsonl, read_jsonl_many, write_csv, write_json
+
+if TYPE_CHECKING:
+    from judgeflow.workflow.settings import Evaluation, HFModelSpec, Judging, OracleSection
 
 log = logging.getLogger(__name__)
 
@@ -131,21 +135,22 @@ def trained_policies(variants: list[str], summaries: list[str], model_dirs: list
     return trained, skipped
 
 
-def generate_all(questions: list[dict], policies: dict[str, str], config: dict, output: str,
-                 threads: int | None = None) -> list[dict]:
-    """Every policy answers every held-out question n_samples times (same seeds across policies)."""
+def generate_all(questions: list[dict], policies: dict[str, str], evaluation: Evaluation, spec: HFModelSpec,
+                 system_prompt: str | None, seed: int, output: str, threads: int | None = None) -> list[dict]:
+    """Every policy answers every held-out question evaluation.n_samples times (same seeds across policies).
+    `spec`: the trained policy's model entry (models.<training.model>: device, dtype, batch size);
+    `system_prompt`: sampling.system_prompt."""
     from judgeflow.models.hf import HFModel
 
-    ecfg, scfg = config["evaluation"], config["sampling"]
-    spec = config["models"][config["training"]["model"]]
-    sampling = Sampling(ecfg["max_new_tokens"], ecfg["temperature"], ecfg["top_p"])
+    assert evaluation.max_new_tokens is not None  # null = sampling.max_new_tokens, resolved by the settings
+    sampling = Sampling(evaluation.max_new_tokens, evaluation.temperature, evaluation.top_p)
     work = []
     for pol in policies:
         for q in questions:
-            for i in range(ecfg["n_samples"]):
+            for i in range(evaluation.n_samples):
                 iid = f"{pol}/{q['question_id']}/s{i}"
-                req = GenRequest.chat(q["prompt"], system=scfg["system_prompt"], sampling=sampling,
-                                      seed=stable_seed(config["seed"], "evaluate", q["question_id"], i))
+                req = GenRequest.chat(q["prompt"], system=system_prompt, sampling=sampling,
+                                      seed=stable_seed(seed, "evaluate", q["question_id"], i))
                 work.append((pol, iid, req, {"item_id": iid, "response_id": iid, "refinement_id": None,
                                              "policy": pol, "question_id": q["question_id"], "sample_index": i}))
     ckpt = Checkpoint(output, key="item_id")
@@ -153,8 +158,8 @@ def generate_all(questions: list[dict], policies: dict[str, str], config: dict, 
         todo = [w for w in work if w[0] == pol and w[1] not in ckpt]
         if not todo:
             continue
-        model = HFModel(f"policy:{pol}", path, device=spec["device"], dtype=spec["dtype"],
-                        batch_size=spec["batch_size"], threads=threads)
+        model = HFModel(f"policy:{pol}", path, device=spec.device, dtype=spec.dtype,
+                        batch_size=spec.batch_size, threads=threads)
         gens = model.generate([w[2] for w in todo], desc=f"evaluate {pol}")
         ckpt.add_many({**w[3], "text": g.text, "finish_reason": g.finish_reason,
                        "completion_tokens": g.completion_tokens, "seed": w[2].seed} for w, g in zip(todo, gens))
@@ -195,18 +200,23 @@ def _verifier_preferences(pending: list, questions: dict[str, dict], texts: dict
     return out
 
 
-def compare_with_oracle(generations: list[dict], questions: dict[str, dict], config: dict, oracle) -> list[dict]:
+def compare_with_oracle(generations: list[dict], questions: dict[str, dict], evaluation: Evaluation | None,
+                        seed: int, oracle) -> list[dict]:
     """Both presentation orders of (trained, base) per question and draw; one record per comparison.
 
     `oracle` is a model (its verdict line "Verdict: A|B|TIE") or "verifier": the exact comparer (the
-    response that satisfies more of the question's instructions wins; equal counts are a tie)."""
+    response that satisfies more of the question's instructions wins; equal counts are a tie).
+    `evaluation`: the LLM comparer's template and token limit (evaluation.oracle_template,
+    evaluation.oracle_max_new_tokens); the verifier reads none (None is fine then). `seed`: the run's."""
     by = {(g["policy"], g["question_id"], g["sample_index"]): g for g in generations}
     exact = oracle == VERIFIER
     if not exact:  # the comparer's settings: read only with an LLM (the verifier has none)
-        ecfg = config["evaluation"]
-        template = load_template(ecfg["oracle_template"], {"question", "response_a", "response_b"},
+        if evaluation is None:
+            raise ValueError("compare_with_oracle: an LLM oracle needs the evaluation section (its oracle_template "
+                             "and oracle_max_new_tokens)")
+        template = load_template(evaluation.oracle_template, {"question", "response_a", "response_b"},
                                  "evaluation.oracle_template")
-        sampling = Sampling(ecfg["oracle_max_new_tokens"], 0.0, 1.0)
+        sampling = Sampling(evaluation.oracle_max_new_tokens, 0.0, 1.0)
     # (key, policy_is_a, a's item_id, b's item_id) with the verifier, else (key, policy_is_a, request)
     pending: list[tuple] = []
     for (pol, qid, i), g in by.items():
@@ -221,7 +231,7 @@ def compare_with_oracle(generations: list[dict], questions: dict[str, dict], con
                 continue
             req = GenRequest.chat(template.format(question=q["prompt"], response_a=a["text"], response_b=b["text"]),
                                   sampling=sampling, score_after="Verdict:", choices=("A", "B", "TIE"),
-                                  seed=stable_seed(config["seed"], "compare", pol, qid, i, policy_is_a))
+                                  seed=stable_seed(seed, "compare", pol, qid, i, policy_is_a))
             pending.append(((pol, qid, i), policy_is_a, req))
     if exact:
         texts = {g["item_id"]: g["text"] for g in generations}
@@ -241,20 +251,18 @@ def compare_with_oracle(generations: list[dict], questions: dict[str, dict], con
     return out
 
 
-def _policies(config: dict, variants, summaries, model_dirs) -> tuple[dict, dict, dict]:
-    trained, skipped = trained_policies(variants, summaries, model_dirs)
-    return {BASE: f"models.{config['training']['model']}", **trained}, trained, skipped
-
-
-def respond_and_judge(config: dict, heldout: str, policy: str, model_dir: str, summary: str | None,
+def respond_and_judge(evaluation: Evaluation, judging: Judging, spec: HFModelSpec, system_prompt: str | None,
+                      seed: int, heldout: str, policy: str, model_dir: str, summary: str | None,
                       generations_out: str, verdicts_out: str, aggregates_out: str,
                       models: Callable[..., AbstractContextManager[dict]], judge_files: Sequence[str] = (),
                       threads: int | None = None) -> None:
     """Rule evaluate_responses, one job per policy (base, or a trained variant; a GPU job): the policy
     answers the held-out questions, the judges label every (response, criterion), k-of-J per response.
-    A variant whose training was skipped gets empty outputs. `judge_files`: the trained and reward-model
-    judges' judge.json (judging.learned_judges). `models(*names)` opens models the stage declares (its job's)."""
-    from judgeflow.judging import judges as judging
+    A variant whose training was skipped gets empty outputs. `spec`: the policy's model entry
+    (models.<training.model>); `system_prompt`: sampling.system_prompt; `seed`: the run's.
+    `judge_files`: the trained and reward-model judges' judge.json (judging.learned_judges).
+    `models(*names)` opens models the stage declares (its job's)."""
+    from judgeflow.judging.judges import aggregate, judge_items, judges_from_config, learned_judges
     from judgeflow.workflow.io import write_jsonl
 
     qlist = read_jsonl(heldout, required=("question_id", "prompt"))
@@ -264,33 +272,44 @@ def respond_and_judge(config: dict, heldout: str, policy: str, model_dir: str, s
             if json.load(fh).get("skipped"):
                 qlist = []
                 log.warning("%s: training was skipped, nothing to evaluate", policy)
-    generations = generate_all(qlist, {policy: model_dir}, config, generations_out, threads) if qlist else []
+    generations = (generate_all(qlist, {policy: model_dir}, evaluation, spec, system_prompt, seed, generations_out,
+                                threads) if qlist else [])
     if not qlist:
         write_jsonl(generations_out, [])
-    if config["evaluation"]["judges"] and generations:
-        judges = judging.judges_from_config(config["judging"])
+    if evaluation.judges and generations:
+        judges = judges_from_config(judging)
         with models(*dict.fromkeys(j.model for j in judges)) as opened:
-            opened = judging.learned_judges(config["judging"], opened, list(judge_files))
-            verdicts = judging.judge_items(generations, questions, config["judging"], opened, verdicts_out)
-        write_jsonl(aggregates_out, judging.aggregate(verdicts, generations, questions, config["judging"]))
+            opened = learned_judges(judging, opened, list(judge_files))
+            verdicts = judge_items(generations, questions, judging, opened, verdicts_out)
+        write_jsonl(aggregates_out, aggregate(verdicts, generations, questions, judging))
     else:
         write_jsonl(verdicts_out, [])
         write_jsonl(aggregates_out, [])
 
 
-def evaluate(config: dict, heldout: str, variants: list[str], summaries: list[str], model_dirs: list[str],
+def uses_llm_oracle(evaluation: Evaluation) -> bool:
+    """evaluation.oracle names a model (an LLM comparer), neither the verifier nor null: only then are the
+    comparer's template, token limit and the Batch API settings (oracle.batch, ...) read."""
+    return evaluation.oracle not in (None, VERIFIER)
+
+
+def evaluate(evaluation: Evaluation, judging: Judging, base_model: str, seed: int, heldout: str,
+             variants: list[str], summaries: list[str], model_dirs: list[str],
              generations: list[str], verdicts: list[str], aggregates: list[str], comparisons_out: str,
-             table_out: str, summary_out: str, models: Callable[..., AbstractContextManager[dict]]) -> dict:
+             table_out: str, summary_out: str, models: Callable[..., AbstractContextManager[dict]],
+             batch: OracleSection | None = None) -> dict:
     """Rule evaluate_policies (where the oracle is: an API call, or a server it starts): exact
     verifier verdicts, the oracle's pairwise comparisons, the table and the summary. `models(name)` opens
-    the oracle (a model the stage declares)."""
+    the oracle (a model the stage declares). `judging`: J and k (judging.judges[*].id, judging.k);
+    `base_model`: training.model, the base policy's models key; `seed`: the run's; `batch`: the oracle
+    section's Batch API settings (oracle.batch, ...), read with an LLM comparer only (uses_llm_oracle)."""
     from judgeflow.judging.judges import ABSTAIN as JUDGE_ABSTAIN
     from judgeflow.workflow.io import write_jsonl
 
-    ecfg = config["evaluation"]
     qlist = read_jsonl(heldout, required=("question_id", "prompt"))
     questions = {q["question_id"]: q for q in qlist}
-    policies, trained, skipped = _policies(config, variants, summaries, model_dirs)
+    trained, skipped = trained_policies(variants, summaries, model_dirs)
+    policies = {BASE: f"models.{base_model}", **trained}
     notes = []
     if not qlist:
         notes.append(f"{heldout}: no held-out questions (questions.heldout = 0?); nothing evaluated")
@@ -302,22 +321,26 @@ def evaluate(config: dict, heldout: str, variants: list[str], summaries: list[st
     verified, verifier_errors = verify_all(gens, questions)
 
     comparisons, oracle_stats = [], None
-    if ecfg["oracle"] == VERIFIER and trained and gens:
-        comparisons = compare_with_oracle(gens, questions, config, VERIFIER)
-    elif ecfg["oracle"] and trained and gens:
-        with models(ecfg["oracle"]) as opened:
+    comparer = evaluation.oracle
+    if comparer == VERIFIER and trained and gens:
+        comparisons = compare_with_oracle(gens, questions, evaluation, seed, VERIFIER)
+    elif comparer and trained and gens:
+        if batch is None:
+            raise ValueError(f"evaluate: the LLM oracle '{comparer}' (evaluation.oracle) needs the oracle section's "
+                             "Batch API settings (oracle.batch)")
+        with models(comparer) as opened:
             from judgeflow.models.batch import batched
 
-            oracle = batched(opened, ecfg["oracle"], config["oracle"], "oracle.batch")[ecfg["oracle"]]
-            comparisons = compare_with_oracle(gens, questions, config, oracle)
+            oracle = batched(opened, comparer, batch, "oracle.batch")[comparer]
+            comparisons = compare_with_oracle(gens, questions, evaluation, seed, oracle)
             oracle_stats = oracle.stats()
-    elif not ecfg["oracle"]:
+    elif not comparer:
         notes.append("no oracle comparison (evaluation.oracle: null)")
     write_jsonl(comparisons_out, comparisons)
 
     rows = pass_rates(gens, aggs, verified)
     oracle_rates = {pol: win_rate(Counter(c["outcome"] for c in comparisons if c["policy"] == pol),
-                                  ecfg["confidence"]) for pol in trained}
+                                  evaluation.confidence) for pol in trained}
     oracle_cols = ["wins", "losses", "ties", "inconsistent", "abstain", "comparisons", "win_rate",
                    "win_rate_ci_low", "win_rate_ci_high"]
     for r in rows:
@@ -328,12 +351,12 @@ def evaluate(config: dict, heldout: str, variants: list[str], summaries: list[st
               ["policy", "criterion_id", "responses", "judge_pass_rate", "judge_n", "verifier_pass_rate",
                "verifier_n"] + [f"oracle_{c}" for c in oracle_cols])
     summary = {
-        "heldout_questions": len(qlist), "n_samples": ecfg["n_samples"], "policies": policies,
+        "heldout_questions": len(qlist), "n_samples": evaluation.n_samples, "policies": policies,
         "skipped": skipped, "notes": notes,
-        "judges": {"J": len(config["judging"]["judges"]), "k": config["judging"]["k"],
+        "judges": {"J": len(judging.judges), "k": judging.k,
                    "verdicts": len(verdict_list), "abstain": sum(v["label"] == JUDGE_ABSTAIN for v in verdict_list)},
         "verifier": {"verifiable_responses": sum(v is not None for v in verified.values()), "errors": verifier_errors},
-        "oracle": {"model": ecfg["oracle"], "confidence": ecfg["confidence"], "per_policy": oracle_rates,
+        "oracle": {"model": comparer, "confidence": evaluation.confidence, "per_policy": oracle_rates,
                    "stats": oracle_stats},
         "table": rows,
     }

@@ -548,13 +548,23 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 @cache
 def _imports(module: str, path: Path) -> frozenset[str]:
-    """judgeflow modules `module` imports anywhere in its source (function-level imports too)."""
+    """judgeflow modules `module` imports anywhere in its source (function-level imports too), less
+    those under `if TYPE_CHECKING:` (annotations only: they never run, so they shape no output)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                   for stmt in block.body for n in ast.walk(stmt)}
     out = set()
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.split(".")[0] == "judgeflow"}
         elif isinstance(node, ast.ImportFrom):
@@ -616,9 +626,16 @@ class UndeclaredSetting(RuntimeError):
 class Declared:
     """Read-only settings of one stage: exactly what it declares. Anything else raises.
 
+    A section's fields are read as attributes, the way the typed settings read
+    (`settings.judging.judges[0].model`, judgeflow.workflow.settings): a stage annotates its settings
+    as `Settings` and domain functions take their section (`Judging`, `TreeSearch`), so mypy checks
+    every name and type, while at run time this view stands in for them and fails on any read the
+    stage does not declare. (So: test a union member by its tag, `spec.backend == "hf"`, never with
+    isinstance.) Maps (`models`, `questions.composed.kwargs`) are read with `[]`, `get`, `items`.
+
     A key missing under a declared setting (a map such as `questions.composed.kwargs` or
     `oracle.strategy_options`, declared whole) is just absent: `get` gives the default, `[]` a
-    KeyError. A key no declaration covers raises `UndeclaredSetting`, with `get` too."""
+    KeyError. A key no declaration covers raises `UndeclaredSetting`, with `get` and attributes too."""
 
     __slots__ = ("_data", "_read", "_roots", "_stage", "_where")
 
@@ -650,6 +667,16 @@ class Declared:
         if key not in self._data:
             raise self._missing(key)
         return self._wrap(self._data[key], (*self._where, key))
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # copy, pickle and the like probe for dunders: not settings
+            raise AttributeError(name)
+        if name not in self._data:
+            error = self._missing(name)
+            if isinstance(error, UndeclaredSetting):
+                raise error
+            raise AttributeError(f"{self!r} has no setting '{name}'")
+        return self[name]
 
     def get(self, key, default=None):
         if key not in self._data:
@@ -730,6 +757,7 @@ def stage_models(stage: Stage, config: dict, wildcards: dict | None = None, *, l
     them, or the named ones among them; judgeflow.models.open_models), so a stage never builds a list of
     its models. Naming a model the declaration does not is an UndeclaredSetting."""
     from judgeflow.models import open_models
+    from judgeflow.workflow.settings import model_spec
 
     declared = model_names(stage, config, wildcards)
 
@@ -739,10 +767,22 @@ def stage_models(stage: Stage, config: dict, wildcards: dict | None = None, *, l
             raise UndeclaredSetting(f"stage {stage.name} opened model(s) {', '.join(undeclared)}, which its "
                                     f"declaration does not name (it names: {', '.join(declared) or 'none'})")
         chosen = list(dict.fromkeys(names)) if names else declared
-        return open_models({n: config["models"][n] for n in chosen}, config["cache_dir"], log_dir=log_dir,
+        return open_models({n: model_spec(config["models"][n]) for n in chosen}, config["cache_dir"], log_dir=log_dir,
                            threads=threads)
 
     return models
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a stage's `run(inp, out, settings, job)` knows of its job besides its files and settings."""
+    rule: str
+    threads: int
+    wildcards: dict[str, str]
+    resources: dict
+    log_dir: str | None
+    params: dict  # the rule's params other than settings and code
+    models: Callable[..., Any]  # models(*names): opens the stage's declared models (stage_models)
 
 
 def run_stage(name: str, inp: dict, out: dict, config: dict, *, threads: int = 1, wildcards: dict | None = None,
@@ -758,9 +798,9 @@ def run_stage(name: str, inp: dict, out: dict, config: dict, *, threads: int = 1
     wildcards = {k: str(v) for k, v in (wildcards or {}).items()}
     p = params(stage, config, wildcards) if settings_params is None else settings_params
     settings = view(stage, p, tunes(stage, config, wildcards), declared_roots(stage, config, wildcards))
-    job = SimpleNamespace(rule=name, threads=threads, wildcards=wildcards, resources=dict(resources or {}),
-                          log_dir=log_dir, params=dict(job_params or {}),
-                          models=stage_models(stage, config, wildcards, log_dir=log_dir, threads=threads))
+    job = Job(rule=name, threads=threads, wildcards=wildcards, resources=dict(resources or {}), log_dir=log_dir,
+              params=dict(job_params or {}),
+              models=stage_models(stage, config, wildcards, log_dir=log_dir, threads=threads))
     # the job's checkpoints are bound to exactly what makes its outputs: a resume under other
     # settings, code or inputs starts over instead of mixing (judgeflow.workflow.io.Checkpoint)
     fingerprint = job_fingerprint({"stage": name, "settings": p, "code": code_digest(stage), "wildcards": wildcards,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from judgeflow.errors import ConfigError
 from judgeflow.refining.gates import tree_variant
@@ -137,6 +137,21 @@ class RewardModelSpec(Section):
 
 
 ModelSpec = Annotated[HFModelSpec | OpenAIModelSpec | VLLMModelSpec | RewardModelSpec, Field(discriminator="backend")]
+def plain(section: BaseModel) -> dict:
+    """A section as plain JSON data: a stage's view of it (pipeline.Declared: counted as read whole) or
+    the pydantic section itself."""
+    to_dict = getattr(type(section), "to_dict", None)  # the view's method; no section has such a field
+    return to_dict(section) if to_dict is not None else section.model_dump(mode="json")
+
+
+_MODEL_SPEC: TypeAdapter[ModelSpec] = TypeAdapter(ModelSpec)
+
+
+def model_spec(entry: dict) -> ModelSpec:
+    """One validated `models.<name>` entry (a dict, as in the validated config) as its typed spec class."""
+    return _MODEL_SPEC.validate_python(entry)
+
+
 # the backends' names, from their spec classes (judgeflow.models.BACKENDS opens each; a test holds them equal)
 BACKENDS = tuple(get_args(c.model_fields["backend"].annotation)[0] for c in get_args(get_args(ModelSpec)[0]))
 LOCAL_BACKENDS = ("hf", "vllm")  # the model runs in the job: it can continue an assistant prefix
@@ -842,8 +857,7 @@ def _cross_checks(s: Settings) -> None:
     # the accelerate config exists (relative to the working directory, else the workflow) and suits `training`
     from judgeflow.training.dpo import accelerate_config_path, check_training_config, read_accelerate_config
 
-    value = s.training.accelerate_config
-    path = accelerate_config_path(value, "." if Path(value).exists() else ROOT)
+    path = accelerate_config_path(s.training.accelerate_config, ROOT)
     check_training_config(s.training, read_accelerate_config(path))
 
 
@@ -874,8 +888,12 @@ def _check_api_rules(s: Settings) -> None:
 
 class Validated(dict):
     """The validated configuration as a plain dict (defaults filled, nulls resolved), plus
-    `derived`: {key: the key its value was taken from}."""
+    `derived`: {key: the key its value was taken from}. `typed()`: the same settings as the typed
+    classes (a stage gets a view of its declared part that reads the same way: pipeline.Declared)."""
     derived: dict[str, str]
+
+    def typed(self) -> Settings:
+        return Settings.model_validate(dict(self))
 
 
 def validate(raw: dict) -> Validated:
