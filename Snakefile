@@ -29,7 +29,9 @@ report: "workflow/report/workflow.rst"
 config.update(jf_settings.validate(config))
 # The API key of every model (its api_key_env variable) is masked in what this process logs.
 jf_redact.register_config(config)
-JF = Rules(config, api_local=jf_cluster.api_local_rules(config))
+# The rules' answers from the stages' declarations (a rule names its stage once: S = JF.stage("<rule>")),
+# and the result files from the rules' own outputs (`rules`: Snakemake's rule proxies, filled as they are read).
+JF = Rules(config, api_local=jf_cluster.api_local_rules(config), rules=rules)
 # Then what a stage would otherwise find out only when it runs, after the jobs upstream of it: the
 # placeholders of every prompt template a stage of this config loads, and the API key variable of
 # every model such a stage calls (where Snakemake runs; a cluster job re-reads this file without it).
@@ -53,7 +55,8 @@ include: "rules/oracle.smk"
 include: "rules/report.smk"
 
 
-# After the last include: on SLURM, name the rules the profile gives no resources of their own.
+# After the last include: every stage rule took its declarations from its own JF.stage (an error names the
+# rule); on SLURM, name the rules the profile gives no resources of their own.
 jf_cluster.after_parse(JF, JF_SLURM_SITE, workflow)
 # A vllm model that cannot run (not installed, or a rule without a GPU) stops here, naming its key.
 jf_cluster.check_vllm(JF, workflow, JF_SLURM_SITE)
@@ -64,4 +67,4 @@ rule all:
     input:
         JF.targets(),
         JF.report_files(),
-        f"{RESULTS}/report.html",
+        rules.report.output.html,

@@ -3,10 +3,13 @@
 # measured on it (random responses, not ones the judges selected).
 
 
+S = JF.stage("sample_calibration")
+
+
 rule sample_calibration:
     """The policy samples judging.calibration.n_samples responses per calibration question."""
     input:
-        unpack(JF.inputs("sample_calibration")),
+        unpack(S.inputs),
         calibration=rules.clean_questions.output.calibration,
     output:
         responses=f"{RESULTS}/calibration/responses.jsonl",
@@ -14,18 +17,19 @@ rule sample_calibration:
         f"{LOGS}/sample_calibration/sample_calibration.log",
     benchmark:
         f"{BENCH}/sample_calibration/sample_calibration.tsv"
-    localrule: JF.local("sample_calibration")
+    localrule: S.local
     conda:
-        JF.conda("sample_calibration")
-    threads: JF.threads("sample_calibration")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("sample_calibration"),
-        runtime=JF.runtime("sample_calibration"),
+        **S.resources,
     params:
-        settings=JF.params("sample_calibration"),
-        code=JF.code("sample_calibration"),
+        **S.params,
     script:
         STAGE_SCRIPT
+
+
+S = JF.stage("label_calibration")
 
 
 rule label_calibration:
@@ -33,7 +37,7 @@ rule label_calibration:
     LLM oracle once per pair within judging.calibration.budget calls (whole responses of a seeded
     random subset past it; through the API cache, a rerun pays nothing twice)."""
     input:
-        unpack(JF.inputs("label_calibration")),
+        unpack(S.inputs),
         calibration=rules.clean_questions.output.calibration,
         responses=rules.sample_calibration.output.responses,
     output:
@@ -42,25 +46,26 @@ rule label_calibration:
         f"{LOGS}/label_calibration/label_calibration.log",
     benchmark:
         f"{BENCH}/label_calibration/label_calibration.tsv"
-    localrule: JF.local("label_calibration")
+    localrule: S.local
     conda:
-        JF.conda("label_calibration")
-    threads: JF.threads("label_calibration")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("label_calibration"),
-        runtime=JF.runtime("label_calibration"),
+        **S.resources,
     params:
-        settings=JF.params("label_calibration"),
-        code=JF.code("label_calibration"),
+        **S.params,
     script:
         STAGE_SCRIPT
+
+
+S = JF.stage("train_judge")
 
 
 rule train_judge:
     """A trained judge fitted (a reward-model judge calibrated) on the calibration labels; its
     out-of-fold P(YES) on every calibration (response, criterion)."""
     input:
-        unpack(JF.inputs("train_judge")),
+        unpack(S.inputs),
         calibration=rules.clean_questions.output.calibration,
         responses=rules.sample_calibration.output.responses,
         labels=rules.label_calibration.output.labels,
@@ -74,18 +79,19 @@ rule train_judge:
         f"{BENCH}/train_judge/{{judge}}.tsv"
     wildcard_constraints:
         judge="|".join(JF.learned_judges()) or "(?!)",
-    localrule: JF.local("train_judge")
+    localrule: S.local
     conda:
-        JF.conda("train_judge")
-    threads: JF.threads("train_judge")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("train_judge"),
-        runtime=JF.runtime("train_judge"),
+        **S.resources,
     params:
-        settings=JF.params("train_judge"),
-        code=JF.code("train_judge"),
+        **S.params,
     script:
         STAGE_SCRIPT
+
+
+S = JF.stage("judge_calibration")
 
 
 rule judge_calibration:
@@ -93,7 +99,7 @@ rule judge_calibration:
     p1, p0, AUC, Brier and kappa with intervals clustered by question, per judge, per criterion kind
     and for the k-of-J aggregate."""
     input:
-        unpack(JF.inputs("judge_calibration")),
+        unpack(S.inputs),
         calibration=rules.clean_questions.output.calibration,
         responses=rules.sample_calibration.output.responses,
         labels=rules.label_calibration.output.labels,
@@ -107,15 +113,13 @@ rule judge_calibration:
         f"{LOGS}/judge_calibration/judge_calibration.log",
     benchmark:
         f"{BENCH}/judge_calibration/judge_calibration.tsv"
-    localrule: JF.local("judge_calibration")
+    localrule: S.local
     conda:
-        JF.conda("judge_calibration")
-    threads: JF.threads("judge_calibration")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("judge_calibration"),
-        runtime=JF.runtime("judge_calibration"),
+        **S.resources,
     params:
-        settings=JF.params("judge_calibration"),
-        code=JF.code("judge_calibration"),
+        **S.params,
     script:
         STAGE_SCRIPT

@@ -1,11 +1,14 @@
+S = JF.stage("clean_questions")
+
+
 rule clean_questions:
     """The oracle keeps meaningful, answerable questions and rejects the rest with a reason;
     `questions.heldout` kept questions are set aside for evaluation and `judging.calibration.questions`
     for the judges' calibration (neither is ever sampled for pairs, DPO, TP(N) or the tree search).
     """
     input:
-        unpack(JF.inputs("clean_questions")),
-        questions=JF.questions_file(),
+        unpack(S.inputs),
+        questions=rules.prepare_questions.output.questions,
     output:
         kept=f"{RESULTS}/questions/kept.jsonl",
         rejected=f"{RESULTS}/questions/rejected.jsonl",
@@ -16,15 +19,13 @@ rule clean_questions:
         f"{LOGS}/clean_questions/clean_questions.log",
     benchmark:
         f"{BENCH}/clean_questions/clean_questions.tsv"
-    localrule: JF.local("clean_questions")
+    localrule: S.local
     conda:
-        JF.conda("clean_questions")
-    threads: JF.threads("clean_questions")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("clean_questions"),
-        runtime=JF.runtime("clean_questions"),
+        **S.resources,
     params:
-        settings=JF.params("clean_questions"),
-        code=JF.code("clean_questions"),
+        **S.params,
     script:
         STAGE_SCRIPT

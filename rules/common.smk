@@ -1,5 +1,6 @@
 # Shared paths. Everything a rule asks for (params, inputs, resources) comes from one provider,
-# JF = judgeflow.workflow.rulekit.Rules(config), filled from each stage's declaration (judgeflow.workflow.pipeline).
+# JF = judgeflow.workflow.rulekit.Rules(config), filled from each stage's declaration (judgeflow.workflow.pipeline):
+# per rule, S = JF.stage("<rule>") just above it. A result path is spelled once, in its rule's output:.
 from pathlib import Path
 
 RUN = JF.run

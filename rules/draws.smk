@@ -1,11 +1,14 @@
 # Sample until the judges accept: draws per question until the k-of-J aggregate accepts (N).
 
 
+S = JF.stage("sample_until_accept")
+
+
 rule sample_until_accept:
     """The policy draws for each question until the aggregated judges accept or draws.n_max is
     spent; every draw, its verdicts and the accepted draw's N are recorded."""
     input:
-        unpack(JF.inputs("sample_until_accept")),
+        unpack(S.inputs),
         kept=rules.clean_questions.output.kept,
     output:
         draws=f"{RESULTS}/draws/shard-{{shard}}.jsonl",
@@ -14,15 +17,13 @@ rule sample_until_accept:
         f"{LOGS}/sample_until_accept/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/sample_until_accept/shard-{{shard}}.tsv"
-    localrule: JF.local("sample_until_accept")
+    localrule: S.local
     conda:
-        JF.conda("sample_until_accept")
-    threads: JF.threads("sample_until_accept")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("sample_until_accept"),
-        runtime=JF.runtime("sample_until_accept"),
+        **S.resources,
     params:
-        settings=JF.params("sample_until_accept"),
-        code=JF.code("sample_until_accept"),
+        **S.params,
     script:
         STAGE_SCRIPT

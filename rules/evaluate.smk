@@ -7,12 +7,15 @@ wildcard_constraints:
     policy="base|" + jf_dpo.VARIANT_PATTERN,
 
 
+S = JF.stage("evaluate_responses")
+
+
 rule evaluate_responses:
     """One policy (the base, or a trained variant) answers the held-out questions (the same seeds for
     every policy: paired); the judges label every (response, criterion), k-of-J per response.
     Runs the models (a GPU job); the base's job does not wait for training."""
     input:
-        unpack(JF.inputs("evaluate_responses")),
+        unpack(S.inputs),
         unpack(JF.policy_inputs),
         heldout=rules.clean_questions.output.heldout,
     output:
@@ -23,18 +26,19 @@ rule evaluate_responses:
         f"{LOGS}/evaluate_responses/{{policy}}.log",
     benchmark:
         f"{BENCH}/evaluate_responses/{{policy}}.tsv"
-    localrule: JF.local("evaluate_responses")
+    localrule: S.local
     conda:
-        JF.conda("evaluate_responses")
-    threads: JF.threads("evaluate_responses")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("evaluate_responses"),
-        runtime=JF.runtime("evaluate_responses"),
+        **S.resources,
     params:
-        settings=JF.params("evaluate_responses"),
-        code=JF.code("evaluate_responses"),
+        **S.params,
     script:
         STAGE_SCRIPT
+
+
+S = JF.stage("evaluate_policies")
 
 
 rule evaluate_policies:
@@ -43,7 +47,7 @@ rule evaluate_policies:
     hosted API runs where Snakemake runs, see cluster.api_rules; a serve: oracle in a job).
     """
     input:
-        unpack(JF.inputs("evaluate_policies")),
+        unpack(S.inputs),
         heldout=rules.clean_questions.output.heldout,
         generations=JF.policy_files(rules.evaluate_responses.output.generations),
         verdicts=JF.policy_files(rules.evaluate_responses.output.verdicts),
@@ -61,15 +65,13 @@ rule evaluate_policies:
         f"{LOGS}/evaluate_policies/evaluate_policies.log",
     benchmark:
         f"{BENCH}/evaluate_policies/evaluate_policies.tsv"
-    localrule: JF.local("evaluate_policies")
+    localrule: S.local
     conda:
-        JF.conda("evaluate_policies")
-    threads: JF.threads("evaluate_policies")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("evaluate_policies"),
-        runtime=JF.runtime("evaluate_policies"),
+        **S.resources,
     params:
-        settings=JF.params("evaluate_policies"),
-        code=JF.code("evaluate_policies"),
+        **S.params,
     script:
         STAGE_SCRIPT

@@ -1,10 +1,13 @@
 # J judges label every (response, criterion); k-of-J aggregation per criterion and overall.
 
 
+S = JF.stage("judge_responses")
+
+
 rule judge_responses:
     """The judges label every (response, criterion) of one shard; k-of-J per criterion and overall."""
     input:
-        unpack(JF.inputs("judge_responses")),
+        unpack(S.inputs),
         kept=rules.clean_questions.output.kept,
         responses=rules.sample_responses.output.responses,
     output:
@@ -15,15 +18,13 @@ rule judge_responses:
     benchmark:
         f"{BENCH}/judge_responses/shard-{{shard}}.tsv"
     priority: 1
-    localrule: JF.local("judge_responses")
+    localrule: S.local
     conda:
-        JF.conda("judge_responses")
-    threads: JF.threads("judge_responses")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("judge_responses"),
-        runtime=JF.runtime("judge_responses"),
+        **S.resources,
     params:
-        settings=JF.params("judge_responses"),
-        code=JF.code("judge_responses"),
+        **S.params,
     script:
         STAGE_SCRIPT

@@ -1,5 +1,42 @@
 # Oracle labels of accepted draws under a budget -> TP(N), certified N*, the model curve;
 # Best-of-N over (N, J, k) from labelled draws, and keeping the judges' top-scored draw of N.
+# Each rule comes after those whose outputs it reads (rules.<rule>.output): score_proxy first, the probe before
+# the replay.
+
+
+S = JF.stage("score_proxy")
+
+
+rule score_proxy:
+    """A proxy score f in [0, 1] for every first-accepted draw, from one source: the judges' mean
+    P(YES) over judges and criteria, or a model's P(YES) (oracle.proxy names it).
+    """
+    input:
+        unpack(S.inputs),
+        kept=rules.clean_questions.output.kept,
+        draws=JF.shard_files(rules.sample_until_accept.output.draws),
+        verdicts=JF.shard_files(rules.sample_until_accept.output.verdicts),
+    output:
+        proxy=f"{RESULTS}/oracle/proxy-{{source}}.jsonl",
+    log:
+        f"{LOGS}/score_proxy/{{source}}.log",
+    benchmark:
+        f"{BENCH}/score_proxy/{{source}}.tsv"
+    wildcard_constraints:
+        source=JF.proxy_sources_pattern(),
+    localrule: S.local
+    conda:
+        S.conda
+    threads: S.threads
+    resources:
+        **S.resources,
+    params:
+        **S.params,
+    script:
+        STAGE_SCRIPT
+
+
+S = JF.stage("label_oracle")
 
 
 rule label_oracle:
@@ -8,7 +45,7 @@ rule label_oracle:
     how the labels were chosen), TP per extra draw (nstar.json's tp_trend) and the fit.
     """
     input:
-        unpack(JF.inputs("label_oracle")),
+        unpack(S.inputs),
         kept=rules.clean_questions.output.kept,
         draws=JF.shard_files(rules.sample_until_accept.output.draws),
         proxy=JF.strategy_proxy(),
@@ -30,18 +67,19 @@ rule label_oracle:
         f"{LOGS}/label_oracle/label_oracle.log",
     benchmark:
         f"{BENCH}/label_oracle/label_oracle.tsv"
-    localrule: JF.local("label_oracle")
+    localrule: S.local
     conda:
-        JF.conda("label_oracle")
-    threads: JF.threads("label_oracle")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("label_oracle"),
-        runtime=JF.runtime("label_oracle"),
+        **S.resources,
     params:
-        settings=JF.params("label_oracle"),
-        code=JF.code("label_oracle"),
+        **S.params,
     script:
         STAGE_SCRIPT
+
+
+S = JF.stage("best_of_n")
 
 
 rule best_of_n:
@@ -50,7 +88,7 @@ rule best_of_n:
     and keeping the judges' top-scored draw of N: the oracle's pass rate and the judges' score of it.
     """
     input:
-        unpack(JF.inputs("best_of_n")),
+        unpack(S.inputs),
         kept=rules.clean_questions.output.kept,
         draws=JF.shard_files(rules.sample_until_accept.output.draws),
         fit=rules.label_oracle.output.fit,
@@ -80,18 +118,19 @@ rule best_of_n:
         f"{LOGS}/best_of_n/best_of_n.log",
     benchmark:
         f"{BENCH}/best_of_n/best_of_n.tsv"
-    localrule: JF.local("best_of_n")
+    localrule: S.local
     conda:
-        JF.conda("best_of_n")
-    threads: JF.threads("best_of_n")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("best_of_n"),
-        runtime=JF.runtime("best_of_n"),
+        **S.resources,
     params:
-        settings=JF.params("best_of_n"),
-        code=JF.code("best_of_n"),
+        **S.params,
     script:
         STAGE_SCRIPT
+
+
+S = JF.stage("judge_quality")
 
 
 rule judge_quality:
@@ -118,79 +157,16 @@ rule judge_quality:
         f"{LOGS}/judge_quality/judge_quality.log",
     benchmark:
         f"{BENCH}/judge_quality/judge_quality.tsv"
-    localrule: JF.local("judge_quality")
+    localrule: S.local
     conda:
-        JF.conda("judge_quality")
+        S.conda
     params:
-        settings=JF.params("judge_quality"),
-        code=JF.code("judge_quality"),
+        **S.params,
     script:
         STAGE_SCRIPT
 
 
-rule score_proxy:
-    """A proxy score f in [0, 1] for every first-accepted draw, from one source: the judges' mean
-    P(YES) over judges and criteria, or a model's P(YES) (oracle.proxy names it).
-    """
-    input:
-        unpack(JF.inputs("score_proxy")),
-        kept=rules.clean_questions.output.kept,
-        draws=JF.shard_files(rules.sample_until_accept.output.draws),
-        verdicts=JF.shard_files(f"{RESULTS}/draws/shard-{{shard}}.verdicts.jsonl"),
-    output:
-        proxy=f"{RESULTS}/oracle/proxy-{{source}}.jsonl",
-    log:
-        f"{LOGS}/score_proxy/{{source}}.log",
-    benchmark:
-        f"{BENCH}/score_proxy/{{source}}.tsv"
-    wildcard_constraints:
-        source=JF.proxy_sources_pattern(),
-    localrule: JF.local("score_proxy")
-    conda:
-        JF.conda("score_proxy")
-    threads: JF.threads("score_proxy")
-    resources:
-        mem_mb=JF.mem_mb("score_proxy"),
-        runtime=JF.runtime("score_proxy"),
-    params:
-        settings=JF.params("score_proxy"),
-        code=JF.code("score_proxy"),
-    script:
-        STAGE_SCRIPT
-
-
-rule oracle_replay:
-    """The strategies replayed on the fully labelled pool, without a proxy and with each proxy
-    source: the oracle calls each would have spent, and the N* each certifies.
-    """
-    input:
-        unpack(JF.inputs("oracle_replay")),
-        labels=rules.label_oracle.output.labels,
-        proxies=JF.replay_proxies(),
-        probe=JF.probe_predictions(),
-    output:
-        table=report(
-            f"{RESULTS}/oracle/replay.csv",
-            caption=f"{REPORT_DIR}/replay.rst",
-            category="Oracle",
-        ),
-        summary=f"{RESULTS}/oracle/replay.json",
-    log:
-        f"{LOGS}/oracle_replay/oracle_replay.log",
-    benchmark:
-        f"{BENCH}/oracle_replay/oracle_replay.tsv"
-    localrule: JF.local("oracle_replay")
-    conda:
-        JF.conda("oracle_replay")
-    threads: JF.threads("oracle_replay")
-    resources:
-        mem_mb=JF.mem_mb("oracle_replay"),
-        runtime=JF.runtime("oracle_replay"),
-    params:
-        settings=JF.params("oracle_replay"),
-        code=JF.code("oracle_replay"),
-    script:
-        STAGE_SCRIPT
+S = JF.stage("probe")
 
 
 rule probe:
@@ -199,7 +175,7 @@ rule probe:
     constant baseline.
     """
     input:
-        unpack(JF.inputs("probe")),
+        unpack(S.inputs),
         kept=rules.clean_questions.output.kept,
         draws=JF.shard_files(rules.sample_until_accept.output.draws),
         labels=JF.oracle_label_files(),
@@ -215,15 +191,48 @@ rule probe:
         f"{LOGS}/probe/probe.log",
     benchmark:
         f"{BENCH}/probe/probe.tsv"
-    localrule: JF.local("probe")
+    localrule: S.local
     conda:
-        JF.conda("probe")
-    threads: JF.threads("probe")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("probe"),
-        runtime=JF.runtime("probe"),
+        **S.resources,
     params:
-        settings=JF.params("probe"),
-        code=JF.code("probe"),
+        **S.params,
+    script:
+        STAGE_SCRIPT
+
+
+S = JF.stage("oracle_replay")
+
+
+rule oracle_replay:
+    """The strategies replayed on the fully labelled pool, without a proxy and with each proxy
+    source: the oracle calls each would have spent, and the N* each certifies.
+    """
+    input:
+        unpack(S.inputs),
+        labels=rules.label_oracle.output.labels,
+        proxies=JF.replay_proxies(),
+        probe=JF.probe_predictions(),
+    output:
+        table=report(
+            f"{RESULTS}/oracle/replay.csv",
+            caption=f"{REPORT_DIR}/replay.rst",
+            category="Oracle",
+        ),
+        summary=f"{RESULTS}/oracle/replay.json",
+    log:
+        f"{LOGS}/oracle_replay/oracle_replay.log",
+    benchmark:
+        f"{BENCH}/oracle_replay/oracle_replay.tsv"
+    localrule: S.local
+    conda:
+        S.conda
+    threads: S.threads
+    resources:
+        **S.resources,
+    params:
+        **S.params,
     script:
         STAGE_SCRIPT

@@ -1,3 +1,6 @@
+S = JF.stage("build_pairs")
+
+
 rule build_pairs:
     """Preference pairs (refined > original) that the aggregated judges accept, in TRL's
     conversational format, plus a per-criterion summary table."""
@@ -23,11 +26,10 @@ rule build_pairs:
     benchmark:
         f"{BENCH}/build_pairs/build_pairs.tsv"
     priority: 1
-    localrule: JF.local("build_pairs")
+    localrule: S.local
     conda:
-        JF.conda("build_pairs")
+        S.conda
     params:
-        settings=JF.params("build_pairs"),
-        code=JF.code("build_pairs"),
+        **S.params,
     script:
         STAGE_SCRIPT

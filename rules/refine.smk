@@ -1,7 +1,10 @@
+S = JF.stage("refine_responses")
+
+
 rule refine_responses:
     """Refine each failing response once per failed criterion and once on all of them."""
     input:
-        unpack(JF.inputs("refine_responses")),
+        unpack(S.inputs),
         kept=rules.clean_questions.output.kept,
         responses=rules.sample_responses.output.responses,
         verdicts=rules.judge_responses.output.verdicts,
@@ -13,25 +16,26 @@ rule refine_responses:
     benchmark:
         f"{BENCH}/refine_responses/shard-{{shard}}.tsv"
     priority: 1
-    localrule: JF.local("refine_responses")
+    localrule: S.local
     conda:
-        JF.conda("refine_responses")
-    threads: JF.threads("refine_responses")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("refine_responses"),
-        runtime=JF.runtime("refine_responses"),
+        **S.resources,
     params:
-        settings=JF.params("refine_responses"),
-        code=JF.code("refine_responses"),
+        **S.params,
     script:
         STAGE_SCRIPT
 
 
 # The refinements are judged like the responses (judge.smk); here, after the rule that makes them.
+S = JF.stage("judge_refinements")
+
+
 rule judge_refinements:
     """The judges label every (refinement, criterion) of one shard."""
     input:
-        unpack(JF.inputs("judge_refinements")),
+        unpack(S.inputs),
         kept=rules.clean_questions.output.kept,
         refinements=rules.refine_responses.output.refinements,
     output:
@@ -42,15 +46,13 @@ rule judge_refinements:
     benchmark:
         f"{BENCH}/judge_refinements/shard-{{shard}}.tsv"
     priority: 1
-    localrule: JF.local("judge_refinements")
+    localrule: S.local
     conda:
-        JF.conda("judge_refinements")
-    threads: JF.threads("judge_refinements")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("judge_refinements"),
-        runtime=JF.runtime("judge_refinements"),
+        **S.resources,
     params:
-        settings=JF.params("judge_refinements"),
-        code=JF.code("judge_refinements"),
+        **S.params,
     script:
         STAGE_SCRIPT

@@ -1,6 +1,9 @@
 # One HTML page with every figure and table of the run: results/<run>/report.html
 
 
+S = JF.stage("report")
+
+
 rule report:
     """Every figure and table of the run on one self-contained page (plus per-rule timings)."""
     input:
@@ -16,12 +19,11 @@ rule report:
         f"{LOGS}/report/report.log",
     benchmark:
         f"{BENCH}/report/report.tsv"
-    localrule: JF.local("report")
+    localrule: S.local
     conda:
-        JF.conda("report")
+        S.conda
     params:
-        settings=JF.params("report"),
-        code=JF.code("report"),
+        **S.params,
         sections=JF.report_sections(),
         headline=JF.headline_files(),
     script:

@@ -1,7 +1,10 @@
+S = JF.stage("sample_responses")
+
+
 rule sample_responses:
     """The policy samples n_samples responses per kept question of one shard."""
     input:
-        unpack(JF.inputs("sample_responses")),
+        unpack(S.inputs),
         kept=rules.clean_questions.output.kept,
     output:
         responses=f"{RESULTS}/responses/shard-{{shard}}.jsonl",
@@ -11,15 +14,13 @@ rule sample_responses:
         f"{BENCH}/sample_responses/shard-{{shard}}.tsv"
     # the path to training, the longest one, before the draws of TP(N) (scheduling only)
     priority: 1
-    localrule: JF.local("sample_responses")
+    localrule: S.local
     conda:
-        JF.conda("sample_responses")
-    threads: JF.threads("sample_responses")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("sample_responses"),
-        runtime=JF.runtime("sample_responses"),
+        **S.resources,
     params:
-        settings=JF.params("sample_responses"),
-        code=JF.code("sample_responses"),
+        **S.params,
     script:
         STAGE_SCRIPT

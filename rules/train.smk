@@ -4,16 +4,12 @@
 from judgeflow.training import dpo as jf_dpo
 from judgeflow.workflow.pipeline import relpath_if_below
 
-# The accelerate config (training.accelerate_config: relative to the working directory, else to the
-# workflow; judgeflow.workflow.settings has checked it against the training settings).
+# The accelerate config (training.accelerate_config: the working directory's, else the workflow's, by
+# the one rule of jf_dpo.accelerate_config_path; judgeflow.workflow.settings has checked it against the
+# training settings).
 DPO_ACCELERATE_CONFIG = relpath_if_below(
     jf_dpo.accelerate_config_path(
-        config["training"]["accelerate_config"],
-        (
-            "."
-            if Path(config["training"]["accelerate_config"]).exists()
-            else workflow.basedir
-        ),
+        config["training"]["accelerate_config"], workflow.basedir
     )
 )
 
@@ -22,12 +18,15 @@ wildcard_constraints:
     variant=jf_dpo.VARIANT_PATTERN,
 
 
+S = JF.stage("train_dpo")
+
+
 rule train_dpo:
     """DPO (TRL DPOTrainer under accelerate launch) of the policy on one pair dataset, the same
     optimizer-step budget for every variant; resumes from its last checkpoint when rerun.
     """
     input:
-        unpack(JF.inputs("train_dpo")),
+        unpack(S.inputs),
         unpack(JF.variant_pairs),
         accelerate_config=DPO_ACCELERATE_CONFIG,
     output:
@@ -40,19 +39,20 @@ rule train_dpo:
     benchmark:
         f"{BENCH}/train_dpo/{{variant}}.tsv"
     priority: 1
-    localrule: JF.local("train_dpo")
+    localrule: S.local
     conda:
-        JF.conda("train_dpo")
-    threads: JF.threads("train_dpo")
+        S.conda
+    threads: S.threads
     resources:
-        mem_mb=JF.mem_mb("train_dpo"),
-        runtime=JF.runtime("train_dpo"),
+        **S.resources,
         gpu=0,  # GPUs of the job (SLURM profile: set-resources); 0 = one CPU process
     params:
-        settings=JF.params("train_dpo"),
-        code=JF.code("train_dpo"),
+        **S.params,
     script:
         STAGE_SCRIPT
+
+
+S = JF.stage("dpo_diagnostics")
 
 
 rule dpo_diagnostics:
@@ -74,11 +74,10 @@ rule dpo_diagnostics:
         f"{LOGS}/dpo_diagnostics/dpo_diagnostics.log",
     benchmark:
         f"{BENCH}/dpo_diagnostics/dpo_diagnostics.tsv"
-    localrule: JF.local("dpo_diagnostics")
+    localrule: S.local
     conda:
-        JF.conda("dpo_diagnostics")
+        S.conda
     params:
-        settings=JF.params("dpo_diagnostics"),
-        code=JF.code("dpo_diagnostics"),
+        **S.params,
     script:
         STAGE_SCRIPT

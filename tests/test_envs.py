@@ -20,21 +20,20 @@ def _env_pip(env) -> list[str]:
 
 
 def rule_envs() -> dict[str, str]:
-    """rule -> the env file its conda: directive gets: every rule asks JF.conda for its own name, which
-    derives the env from the stage's declaration (pipeline.conda_env: its node class)."""
+    """rule -> the env file its conda: directive gets: every rule's is S.conda, S = JF.stage(<its own name>)
+    just above it, which derives the env from the stage's declaration (pipeline.conda_env: its node class)."""
     from judgeflow.workflow.rulekit import Rules
     from judgeflow.workflow.settings import load
 
     rules = Rules(load(ROOT / "config" / "config.yaml"))
     out = {}
     for smk in sorted((ROOT / "rules").glob("*.smk")):
-        for block in re.split(r"^(?=rule )", smk.read_text(), flags=re.M):
-            if not block.startswith("rule "):
-                continue
+        chunks = re.split(r"^(?=rule )", smk.read_text(), flags=re.M)
+        for above, block in zip(chunks, chunks[1:]):
             name = block.split(":")[0].split()[1]
-            m = re.search(r'conda:\s*\n\s*JF\.conda\("(\w+)"\)', block)
-            assert m, f"{smk.name}: rule {name}: its conda: is not JF.conda(<rule>)"
-            assert m.group(1) == name, f"{smk.name}: rule {name} asks JF.conda for rule {m.group(1)}"
+            assert re.search(r"conda:\s*\n\s*S\.conda\n", block), f"{smk.name}: rule {name}: its conda: is not S.conda"
+            stage = re.findall(r'^S = JF\.stage\("(\w+)"\)$', above, re.M)
+            assert stage[-1:] == [name], f"{smk.name}: rule {name} takes S from JF.stage({stage[-1:]})"
             out[name] = Path(rules.conda(name)).name
             assert (ROOT / "envs" / out[name]).is_file(), out[name]
     return out

@@ -96,21 +96,6 @@ def test_the_headline_says_in_words_what_best_of_n_kept_and_the_tp_slope_show(tm
     assert "none: 6 oracle labels, fewer than 10" in html.unescape(headline(files))
 
 
-def test_the_report_shows_best_of_n_kept_and_its_headline_reads_only_report_inputs():
-    from judgeflow.workflow import settings as st
-    from judgeflow.workflow.rulekit import Rules
-
-    from conftest import ROOT
-
-    rules = Rules(st.load(ROOT / "config" / "config.yaml"))
-    best = dict(rules.report_sections())["Best-of-N"]
-    assert any(f.endswith("oracle/bon_kept.png") for f in best) and any(f.endswith("oracle/bon_kept.csv")
-                                                                       for f in best)
-    headline_files = rules.headline_files()
-    assert headline_files["bon_kept"].endswith("oracle/bon_kept.csv")
-    assert set(headline_files.values()) <= set(rules.report_files())
-
-
 def test_a_missing_summary_shows_n_a_not_a_crash(tmp_path):
     page = headline({"cleaning": str(tmp_path / "nope.json")})
     assert "n/a kept" in page

@@ -336,6 +336,30 @@ def test_never_says_once_which_rules_call_a_hosted_api_from_compute_nodes(tmp_pa
     assert _login_node_rules(out) == set() and "run on this node (localrules)" not in out
 
 
+def test_stage_rule_problems_name_a_rule_with_another_stage_s_declarations():
+    """cluster.stage_rule_problems (run by after_parse on every parse): a stage rule's `settings` param must
+    come from JF.stage(<the rule's own name>); another stage's, or none, is named; other rules are skipped."""
+    from types import SimpleNamespace
+
+    from judgeflow.workflow.rulekit import Rules
+    from judgeflow.workflow.settings import load
+
+    jf = Rules(load(ROOT / "config" / "config.yaml"))
+
+    def rule(params):
+        return SimpleNamespace(params=SimpleNamespace(**params))
+
+    proxies = SimpleNamespace(judge_responses=rule(jf.stage("judge_responses").params),
+                              judge_round=rule(jf.stage("judge_responses").params),
+                              report=rule({"settings": lambda wildcards: {}}), all=rule({}))
+    assert jc.stage_rule_problems(["judge_responses", "all"], proxies) == []
+    assert jc.stage_rule_problems(["judge_round", "report", "all"], proxies) == [
+        'rule judge_round takes its declarations from JF.stage("judge_responses"), the stage of another rule: '
+        'write S = JF.stage("judge_round") just above the rule',
+        'rule report: its settings param does not come from its stage: write S = JF.stage("report") just above '
+        'the rule, and params: **S.params']
+
+
 def test_unmapped_rules():
     assert jc.unmapped_rules({"a", "b", "all", "c"}, {"all", "c"}, {"a"}) == ["b"]
 

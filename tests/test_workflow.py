@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from project import ROOT, copy_project, nothing_to_do, planned_jobs, smk, tiny_config
+from project import ROOT, copy_project, make_project, nothing_to_do, planned_jobs, smk, tiny_config
 
 DEMO_STAGES = ["prepare_model", "prepare_questions", "clean_questions", "sample_responses", "judge_responses",
                "tree_search", "tree_search_gate", "tree_search_summary", "sample_until_accept", "label_oracle",
@@ -106,6 +106,66 @@ def test_dag_renders(tmp_path):
 def test_bad_config_fails_before_any_job(tmp_path):
     p = smk(tmp_path, "-n", "--config", "judging={k: 9}", check=False)
     assert p.returncode != 0 and "judging.k: 9 exceeds the number of judges J=3" in p.stdout + p.stderr
+
+
+def test_a_rule_with_another_stage_s_declarations_stops_the_parse_naming_it(tmp_path):
+    """A rule names its stage once (S = JF.stage("<rule>") just above it); the object of another stage in its
+    place (here judge_refinements' in judge_responses: the same stage module and settings, so nothing else would
+    tell) stops the parse with an error naming the rule, before any DAG."""
+    proj = make_project(tmp_path / "p")
+    judge = proj / "rules" / "judge.smk"
+    assert judge.read_text().count('S = JF.stage("judge_responses")') == 1
+    judge.write_text(judge.read_text().replace('S = JF.stage("judge_responses")', 'S = JF.stage("judge_refinements")'))
+    p = smk(proj, "-n", check=False)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and "Building DAG" not in out, out[-3000:]
+    assert 'rule judge_responses takes its declarations from JF.stage("judge_refinements")' in out, out[-3000:]
+
+
+# The workflow parsed (not run) in a process of its own: every rule's outputs, the report's sections and
+# headline (its params) and rule all's inputs. WorkflowApi._workflow is the parsed workflow the CLI uses.
+PARSE = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+snakefile, workdir, *configfiles = sys.argv[1:]
+with SnakemakeApi(OutputSettings()) as api:
+    workflow = api.workflow(ResourceSettings(), ConfigSettings(configfiles=[Path(c) for c in configfiles]),
+                            snakefile=Path(snakefile), workdir=Path(workdir))._workflow
+    rules = {r.name: r for r in workflow.rules}
+    print("PARSED " + json.dumps({"outputs": {n: dict(r.output._plainstrings().items()) for n, r in rules.items()},
+                                  "sections": rules["report"].params.sections,
+                                  "headline": rules["report"].params.headline,
+                                  "all": [str(f) for f in rules["all"].input]}))
+"""
+
+
+def parsed(workdir: Path, *configfiles) -> dict:
+    p = subprocess.run([sys.executable, "-c", PARSE, str(ROOT / "Snakefile"), str(workdir), *map(str, configfiles)],
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    line = next((x for x in p.stdout.splitlines() if x.startswith("PARSED ")), None)
+    assert p.returncode == 0 and line, p.stdout[-3000:] + p.stderr[-3000:]
+    return json.loads(line.removeprefix("PARSED "))
+
+
+def test_the_report_and_rule_all_take_their_files_from_the_rules_outputs(tmp_path):
+    """Each result path is spelled once, in the output: of the rule that makes it: the report's sections and
+    headline files and rule all's targets are those outputs; the report shows Best-of-N keeping the judges'
+    top-scored draw (its table and figure), and its headline reads only the report's own inputs."""
+    got = parsed(tmp_path)
+    made = {f: rule for rule, outputs in got["outputs"].items() for f in outputs.values()}
+    files = [f for _, fs in got["sections"] for f in fs]
+    assert files and all(f in made for f in files), sorted(set(files) - set(made))
+    assert set(got["headline"].values()) <= set(files)
+    best = dict(got["sections"])["Best-of-N"]
+    kept = got["outputs"]["best_of_n"]
+    assert kept["kept"] in best and kept["kept_plot"] in best and got["headline"]["bon_kept"] == kept["kept"]
+    assert got["headline"]["bon_kept"].endswith("oracle/bon_kept.csv")
+    assert all(f in made for f in got["all"]) and set(files) <= set(got["all"])
+    assert got["outputs"]["report"]["html"] in got["all"]
+    assert [h for h, _ in got["sections"]][:1] == ["Questions"] and len(got["sections"]) == 11  # the demo: all
 
 
 def _lines(path: Path) -> list[dict]:

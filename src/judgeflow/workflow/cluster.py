@@ -285,8 +285,40 @@ def snakemake_local_rules(workflow) -> list[str]:
     return sorted(rule.name for rule in workflow.rules if rule.name in marked or rule.norun)
 
 
+def stage_rule_problems(rule_names, proxies) -> list[str]:
+    """What is wrong with the stage rules among `rule_names`, one line each: a rule whose `settings` param
+    (rulekit.StageSettings, from `params: **S.params`) is another stage's, or comes from no stage.
+    `proxies`: Snakemake's rule proxies (the Snakefile's `rules`; `rules.<name>.params`)."""
+    from judgeflow.workflow.pipeline import STAGES
+
+    out = []
+    for name in rule_names:
+        if name not in STAGES:
+            continue
+        settings = getattr(getattr(proxies, name).params, "settings", None)
+        stage = getattr(settings, "stage", None)
+        if stage is None:
+            out.append(f"rule {name}: its settings param does not come from its stage: write "
+                       f"S = JF.stage(\"{name}\") just above the rule, and params: **S.params")
+        elif stage != name:
+            out.append(f"rule {name} takes its declarations from JF.stage(\"{stage}\"), the stage of another rule: "
+                       f"write S = JF.stage(\"{name}\") just above the rule")
+    return out
+
+
+def check_stage_rules(proxies, workflow) -> None:
+    """Stop the parse, naming the rule, when a stage rule took its declarations (params, resources, threads,
+    conda env, inputs: its `S`) from another stage's JF.stage (see stage_rule_problems)."""
+    from snakemake.exceptions import WorkflowError
+
+    problems = stage_rule_problems([rule.name for rule in workflow.rules], proxies)
+    if problems:
+        raise WorkflowError("\n".join(problems))
+
+
 def after_parse(rules, site: dict | None, workflow) -> None:
-    """After the last include: on SLURM, say which rules run on this node (a hosted API), warn about a
+    """After the last include: check that every stage rule took its declarations from its own stage
+    (check_stage_rules); on SLURM, say which rules run on this node (a hosted API), warn about a
     login-node rule that would also run a local model the profile gives a GPU, about rules the profile
     gives no resources of their own, and (api_rules_local: never) about rules calling a hosted API from
     compute nodes."""
@@ -294,6 +326,7 @@ def after_parse(rules, site: dict | None, workflow) -> None:
 
     from judgeflow.workflow.pipeline import STAGES, inactive_stages, model_names
 
+    check_stage_rules(rules.rules, workflow)
     if site is None:
         return
     resource_settings = workflow.resource_settings

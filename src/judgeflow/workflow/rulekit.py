@@ -1,17 +1,40 @@
-"""What the rule files ask for, in one provider: `JF = Rules(config)` in the Snakefile, then
-`params: settings=JF.params("judge_responses"), code=JF.code("judge_responses")`,
-`input: unpack(JF.inputs("judge_responses"))`, `threads: JF.threads("judge_responses")`, ...
+"""What the rule files ask for, in one provider: `JF = Rules(config, rules=rules)` in the Snakefile, then
+per rule one object that names its stage once, just above the rule:
+
+    S = JF.stage("judge_responses")
+
+
+    rule judge_responses:
+        input:
+            unpack(S.inputs),
+            ...
+        localrule: S.local
+        conda:
+            S.conda
+        threads: S.threads
+        resources:
+            **S.resources,
+        params:
+            **S.params,
 
 Nothing here is hand-kept per rule: each answer comes from the stage's declaration
-(judgeflow.workflow.pipeline), so the rerun triggers are exact by construction. No Snakemake import.
+(judgeflow.workflow.pipeline), so the rerun triggers are exact by construction. The `settings` param
+knows its stage: judgeflow.workflow.cluster.check_stage_rules compares it with the rule's name when the
+Snakefile is parsed (another stage's object in a rule is an error naming the rule).
+
+Result paths are spelled once, in the `output:` of the rule that makes them: the lists and dicts of
+result files here (targets, the report's sections and headline, a round's or a variant's inputs) take
+them from Snakemake's rule proxies (`rules.<rule>.output.<name>`, the Snakefile's `rules`, passed in;
+duck-typed: no Snakemake import here).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from judgeflow.refining.gates import gate_name
 from judgeflow.workflow import pipeline
@@ -22,10 +45,76 @@ class _Wildcards(dict):
     __getattr__ = dict.__getitem__
 
 
+# build_pairs' output (rules/pairs.smk) of each refinement mode (refining.modes; a training variant)
+PAIR_OUTPUTS = {"multi_feedback": "multi", "full_feedback": "full"}
+
+
+def fill(pattern, **wildcards) -> str:
+    """An output pattern of a rule (`rules.<rule>.output.<name>`: its wildcards' constraints stripped)
+    with the wildcards filled in."""
+    return str(pattern).format(**wildcards)
+
+
+class StageSettings:
+    """The `settings` param of a stage's rule: Snakemake calls it with the job's wildcards and gets the
+    stage's declared settings (pipeline.params). It knows its stage (`stage`), which the rule's name must
+    be (cluster.check_stage_rules); the value Snakemake records is the settings alone."""
+
+    def __init__(self, stage: str, config: dict):
+        self.stage = stage
+        self.config = config
+
+    def __call__(self, wildcards) -> dict:
+        return pipeline.params(STAGES[self.stage], self.config, dict(wildcards.items()))
+
+    def __repr__(self) -> str:
+        return f"StageSettings({self.stage!r})"
+
+
+class StageRule:
+    """What one stage's rule asks for, from its declaration: `S = JF.stage("<rule>")` just above the rule,
+    then `localrule: S.local`, `conda: S.conda`, `threads: S.threads`, `resources: **S.resources`,
+    `params: **S.params` (the rule's own extra params after it), `input: unpack(S.inputs)`."""
+
+    def __init__(self, kit: Rules, name: str):
+        if name not in STAGES:
+            raise ValueError(f"JF.stage({name!r}): no such stage (judgeflow.workflow.pipeline declares "
+                             f"{', '.join(STAGES)})")
+        self.kit = kit
+        self.name = name
+
+    @property
+    def local(self) -> bool:
+        return self.kit.local(self.name)
+
+    @property
+    def conda(self) -> str:
+        return self.kit.conda(self.name)
+
+    @property
+    def threads(self) -> int:
+        return self.kit.threads(self.name)
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        return {"mem_mb": self.kit.mem_mb(self.name), "runtime": self.kit.runtime(self.name)}
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"settings": self.kit.params(self.name), "code": self.kit.code(self.name)}
+
+    @property
+    def inputs(self) -> Callable:
+        return self.kit.inputs(self.name)
+
+
 class Rules:
-    def __init__(self, config: dict, api_local: Iterable[str] = ()):
+    def __init__(self, config: dict, api_local: Iterable[str] = (), rules: Any = None):
+        """`rules`: the Snakefile's `rules` (Snakemake's rule proxies, filled as the rule files are read):
+        where the result paths come from. Without it (a config alone) every answer but the result files."""
         self.config = config
         self.api_local = set(api_local)
+        self._rules = rules
         self.run = config["run"]
         self.results = f"{config['results_dir']}/{self.run}"
         self.logs = f"{config['logs_dir']}/{self.run}"
@@ -83,10 +172,21 @@ class Rules:
                                   f"the API key of model '{name}', named by {named}; set it before running the "
                                   f"workflow: export {env}=...)")
 
+    @property
+    def rules(self) -> Any:
+        """Snakemake's rule proxies (`rules.<rule>.output.<name>`): the result paths."""
+        if self._rules is None:
+            raise RuntimeError("Rules(config) without the Snakefile's rules (Rules(config, rules=rules)) has no "
+                               "result paths: they are the rules' outputs")
+        return self._rules
+
+    def stage(self, name: str) -> StageRule:
+        """What the rule of stage `name` asks for (StageRule): the one place a rule names itself."""
+        return StageRule(self, name)
+
     # --- params: what shapes the outputs, and the code ----------------------------------------
-    def params(self, name: str):
-        stage = STAGES[name]
-        return lambda wildcards: pipeline.params(stage, self.config, dict(wildcards.items()))
+    def params(self, name: str) -> StageSettings:
+        return StageSettings(name, self.config)
 
     def code(self, name: str) -> str:
         if name not in self._digests:
@@ -106,13 +206,14 @@ class Rules:
                     out.add(str(Path(p)))
         return sorted(out)
 
-    def inputs(self, name: str):
+    def inputs(self, name: str) -> Callable:
         """An input function (for unpack()): {models: the prepared model directories, templates: the
-        prompt template files} of a stage."""
+        prompt template files, and of a stage that runs the judges, judges: the learned judges' files} of a
+        stage (the judges' when a job is planned: train_judge's outputs, whatever the rules' order)."""
         files = {"models": self.model_dirs(name), "templates": pipeline.template_files(STAGES[name], self.config)}
-        if STAGES[name].judged:
-            files["judges"] = self.learned_judge_files()
-        return lambda wildcards: files
+        if not STAGES[name].judged:
+            return lambda wildcards: files
+        return lambda wildcards: {**files, "judges": self.learned_judge_files()}
 
     # --- judges that learn from the calibration split ------------------------------------------
     def learned_judges(self) -> list[str]:
@@ -120,12 +221,12 @@ class Rules:
         return [j["id"] for j in self.config["judging"]["judges"] if j["kind"] != "prompt"]
 
     def learned_judge_files(self) -> list[str]:
-        """judges/<id>/judge.json of every learned judge: inputs of every stage that runs the judges."""
-        return [f"{self.results}/judges/{j}/judge.json" for j in self.learned_judges()]
+        """train_judge's judge.json of every learned judge: inputs of every stage that runs the judges."""
+        return [fill(self.rules.train_judge.output.judge, judge=j) for j in self.learned_judges()]
 
     def calibration_targets(self) -> list[str]:
-        r = self.results
-        return [f"{r}/judges/calibration.csv"] if self.config["judging"]["calibration"]["questions"] else []
+        table = self.rules.judge_calibration.output.table
+        return [str(table)] if self.config["judging"]["calibration"]["questions"] else []
 
     # --- where a rule runs, and with what ----------------------------------------------------
     def local(self, name: str) -> bool:
@@ -196,71 +297,73 @@ class Rules:
         n = len(self.config["judging"]["judges"])
         return [gate_name(k, n) for k in sorted(g["k"] for g in self.config["refining"]["tree_search"]["gates"])]
 
-    def tree_dir(self, round_) -> str:
-        return f"{self.results}/tree_search/round-{round_}"
-
     def round_responses(self, wildcards) -> dict:
         """A round's responses and the judges' verdicts on them: round 1's are the workflow's own
         (sample_responses, judge_responses); round r >= 2's come from its actor (sample_round, judge_round)."""
         r, s = int(wildcards.round), wildcards.shard
         if r == 1:
-            return {"responses": f"{self.results}/responses/shard-{s}.jsonl",
-                    "verdicts": f"{self.results}/verdicts/responses/shard-{s}.jsonl",
-                    "aggregate": f"{self.results}/verdicts/responses/shard-{s}.aggregate.jsonl"}
-        d = self.tree_dir(r)
-        return {"responses": f"{d}/responses/shard-{s}.jsonl", "verdicts": f"{d}/verdicts/shard-{s}.jsonl",
-                "aggregate": f"{d}/verdicts/shard-{s}.aggregate.jsonl"}
+            sampled, judged = self.rules.sample_responses.output, self.rules.judge_responses.output
+            return {"responses": fill(sampled.responses, shard=s), "verdicts": fill(judged.verdicts, shard=s),
+                    "aggregate": fill(judged.aggregate, shard=s)}
+        sampled, judged = self.rules.sample_round.output, self.rules.judge_round.output
+        return {"responses": fill(sampled.responses, round=r, shard=s),
+                "verdicts": fill(judged.verdicts, round=r, shard=s),
+                "aggregate": fill(judged.aggregate, round=r, shard=s)}
 
     def round_trees(self, wildcards) -> list[str]:
-        return self.shard_files(f"{self.tree_dir(wildcards.round)}/trees/shard-{{shard}}.jsonl")
+        return [fill(self.rules.tree_search.output.trees, round=wildcards.round, shard=s) for s in self.shards]
 
     def all_rounds(self, what: str) -> list[str]:
-        """Every round's (and gate's) file of one kind, for tree_search_summary."""
+        """Every round's (and gate's) file of one kind, for tree_search_summary: tree_search_gate's final or
+        comparisons, tree_search's trees, or the aggregates of each round's verdicts."""
         out = []
         for r in self.rounds():
-            d = self.tree_dir(r)
             if what in ("final", "comparisons"):
-                out += [f"{d}/gate-{g}/{what}.jsonl" for g in self.gates()]
+                out += [fill(getattr(self.rules.tree_search_gate.output, what), round=r, gate=g) for g in self.gates()]
             elif what == "trees":
-                out += self.shard_files(f"{d}/trees/shard-{{shard}}.jsonl")
+                out += self.round_trees(_Wildcards(round=r))
             else:  # aggregates
                 out += [self.round_responses(_Wildcards(round=r, shard=s))["aggregate"] for s in self.shards]
         return out
 
     def actor(self, wildcards) -> dict:
         """sample_round: round r's actor, trained in round r-1 (its model and training summary)."""
-        d = f"{self.tree_dir(int(wildcards.round) - 1)}/dpo"
-        return {"actor": f"{d}/model", "actor_summary": f"{d}/summary.json"}
+        trained, r = self.rules.train_round.output, int(wildcards.round) - 1
+        return {"actor": fill(trained.model, round=r), "actor_summary": fill(trained.summary, round=r)}
 
     def round_training(self, wildcards) -> dict:
         """train_round: round r's pairs of the training gate, from round r's actor (the policy in round 1)."""
         r = int(wildcards.round)
         ts = self.config["refining"]["tree_search"]
         gate = gate_name(ts["train_gate"], len(self.config["judging"]["judges"]))
-        out = {"pairs": f"{self.tree_dir(r)}/gate-{gate}/pairs.jsonl"}
+        out = {"pairs": fill(self.rules.tree_search_gate.output.pairs, round=r, gate=gate)}
         if r > 1:
-            out["init"] = f"{self.tree_dir(r - 1)}/dpo/model"
+            out["init"] = fill(self.rules.train_round.output.model, round=r - 1)
         return out
+
+    def pair_file(self, mode: str) -> str:
+        """build_pairs' pairs of one refinement mode (multi_feedback, full_feedback)."""
+        return str(getattr(self.rules.build_pairs.output, PAIR_OUTPUTS[mode]))
 
     def variant_pairs(self, wildcards) -> dict:
         """train_dpo: a variant's pairs (a tree-search gate's: the last round's, trained from its actor)."""
         v = wildcards.variant
         if not v.startswith("tree_search_"):
-            return {"pairs": f"{self.results}/pairs/{v}.jsonl"}
+            return {"pairs": self.pair_file(v)}
         last = self.rounds()[-1]
-        out = {"pairs": f"{self.tree_dir(last)}/gate-{v.removeprefix('tree_search_')}/pairs.jsonl"}
+        out = {"pairs": fill(self.rules.tree_search_gate.output.pairs, round=last, gate=v.removeprefix("tree_search_"))}
         if last > 1:
-            out["init"] = f"{self.tree_dir(last - 1)}/dpo/model"
+            out["init"] = fill(self.rules.train_round.output.model, round=last - 1)
         return out
 
     def targets(self) -> list[str]:
         """What `rule all` asks for besides the report's files."""
-        r = self.results
-        out = [f"{r}/evaluation/evaluation.json"]
+        o = self.rules
+        out = [str(o.evaluate_policies.output.summary)]
         if "single" in self.strategies():
-            out += [f"{r}/pairs/{m}.jsonl" for m in self.config["refining"]["modes"]] + [f"{r}/pairs/summary.csv"]
+            out += [self.pair_file(m) for m in self.config["refining"]["modes"]] + [str(o.build_pairs.output.summary)]
         if "tree_search" in self.strategies():
-            out += [f"{r}/tree_search/gates.csv"]
+            out += [str(o.tree_search_summary.output.gates)]
         return out + self.calibration_targets()
 
     def variant_files(self, pattern: str) -> list[str]:
@@ -274,14 +377,15 @@ class Rules:
 
     def oracle_label_files(self) -> list[str]:
         """The oracle's labels of draws: the strategy's (and the curve's), then Best-of-N's."""
-        r = self.results
-        return [f"{r}/oracle/labels.jsonl"] + ([f"{r}/oracle/bon_labels.jsonl"]
-                                                if self.config["oracle"]["bon"]["enabled"] else [])
+        o = self.rules
+        return [str(o.label_oracle.output.labels)] + ([str(o.best_of_n.output.labels)]
+                                                      if self.config["oracle"]["bon"]["enabled"] else [])
 
     def strategy_proxy(self) -> list[str]:
         """label_oracle: the proxy scores a prediction-powered strategy reads (else none)."""
         o = self.config["oracle"]
-        return [f"{self.results}/oracle/proxy-{o['proxy']}.jsonl"] if o["strategy"] == "prediction_powered" else []
+        proxy = self.rules.score_proxy.output.proxy
+        return [fill(proxy, source=o["proxy"])] if o["strategy"] == "prediction_powered" else []
 
     def proxy_sources(self) -> list[str]:
         """The proxy sources scored: the judges' always (they are free), and oracle.proxy's model."""
@@ -292,60 +396,61 @@ class Rules:
         return "|".join(re.escape(s) for s in self.proxy_sources())
 
     def replay_proxies(self) -> list[str]:
-        return [f"{self.results}/oracle/proxy-{s}.jsonl" for s in self.proxy_sources()]
+        return [fill(self.rules.score_proxy.output.proxy, source=s) for s in self.proxy_sources()]
 
     def probe_predictions(self) -> list[str]:
-        return [f"{self.results}/probe/predictions.jsonl"] if self.config["probe"]["enabled"] else []
+        return [str(self.rules.probe.output.predictions)] if self.config["probe"]["enabled"] else []
 
     def report_sections(self) -> list[tuple[str, list[str]]]:
         """(heading, [files]) of the report, for the stages this config runs."""
-        r = self.results
-        s = [("Questions", [f"{r}/questions/cleaning.json"])]
+        o = self.rules
+
+        def files(rule, *names: str) -> list[str]:
+            return [str(getattr(rule.output, n)) for n in names]
+
+        s = [("Questions", files(o.clean_questions, "summary"))]
         if self.calibration_targets():
             s.append(("Judges on the calibration split (random responses of the policy; learned judges out of fold)",
-                      [f"{r}/judges/calibration.csv", f"{r}/judges/calibration.json"]))
+                      files(o.judge_calibration, "table", "summary")))
         if "single" in self.strategies():
-            s.append(("Preference pairs", [f"{r}/pairs/summary.json", f"{r}/pairs/summary.csv"]))
+            s.append(("Preference pairs", files(o.build_pairs, "overall", "summary")))
         if "tree_search" in self.strategies():
-            t = f"{r}/tree_search"
             s.append(("Tree search (SPaR): exit gates, the oracle's preference and pass rate by depth",
-                      [f"{t}/gates.png", f"{t}/gates.csv", f"{t}/depth.csv", f"{t}/summary.json"]))
-        s += [("DPO training: gradient weights per pair",
-              [f"{r}/dpo/diagnostics.png", f"{r}/dpo/training.csv", f"{r}/dpo/diagnostics.csv"]),
-             ("Evaluation on held-out questions", [f"{r}/evaluation/table.csv", f"{r}/evaluation/evaluation.json"])]
+                      files(o.tree_search_summary, "plot", "gates", "depth", "summary")))
+        s += [("DPO training: gradient weights per pair", files(o.dpo_diagnostics, "plot", "training", "table")),
+              ("Evaluation on held-out questions", files(o.evaluate_policies, "table", "summary"))]
         if self.config["draws"]["enabled"]:
-            s.append(("Oracle: TP(N) and N*", [f"{r}/oracle/tp_curve.png", f"{r}/oracle/tp_curve.csv",
-                                               f"{r}/oracle/nstar.json", f"{r}/oracle/fit.json"]))
+            s.append(("Oracle: TP(N) and N*", files(o.label_oracle, "plot", "curve", "nstar", "fit")))
             s.append(("Judges against the oracle on the labelled draws (selected by the judges' own accepts: "
                       "p1 and p0 are biased; the calibration split's are not)",
-                      [f"{r}/judges/quality.csv", f"{r}/judges/agreement.csv", f"{r}/judges/quality.json"]))
+                      files(o.judge_quality, "quality", "agreement", "summary")))
             if self.config["oracle"]["bon"]["enabled"]:
-                s.append(("Best-of-N", [f"{r}/oracle/bon_grid.png", f"{r}/oracle/bon_grid.csv",
-                                        f"{r}/oracle/bon_kept.png", f"{r}/oracle/bon_kept.csv"]))
+                s.append(("Best-of-N", files(o.best_of_n, "plot", "grid", "kept_plot", "kept")))
             if self.config["oracle"]["replay_runs"]:
                 s.append(("Oracle calls with and without a proxy (replayed on the labelled pool)",
-                          [f"{r}/oracle/replay.csv", f"{r}/oracle/replay.json"]))
+                          files(o.oracle_replay, "table", "summary")))
             if self.config["probe"]["enabled"]:
                 s.append(("Activation probe: p, p0, p1 from the policy's hidden state (out of fold)",
-                          [f"{r}/probe/metrics.csv", f"{r}/probe/metrics.json"]))
+                          files(o.probe, "table", "metrics")))
         return s
 
     def headline_files(self) -> dict[str, str]:
         """The summary files the report's headline panel reads (each is also one of its inputs)."""
-        r = self.results
-        out = {"cleaning": f"{r}/questions/cleaning.json", "evaluation": f"{r}/evaluation/evaluation.json"}
+        o = self.rules
+        out = {"cleaning": str(o.clean_questions.output.summary), "evaluation": str(o.evaluate_policies.output.summary)}
         if "single" in self.strategies():
-            out["pairs"] = f"{r}/pairs/summary.json"
+            out["pairs"] = str(o.build_pairs.output.overall)
         if "tree_search" in self.strategies():
-            out["tree_search"] = f"{r}/tree_search/summary.json"
+            out["tree_search"] = str(o.tree_search_summary.output.summary)
         if self.config["draws"]["enabled"]:
-            out.update(nstar=f"{r}/oracle/nstar.json", fit=f"{r}/oracle/fit.json", judges=f"{r}/judges/quality.json")
+            out.update(nstar=str(o.label_oracle.output.nstar), fit=str(o.label_oracle.output.fit),
+                       judges=str(o.judge_quality.output.summary))
             if self.config["oracle"]["bon"]["enabled"]:
-                out["bon_kept"] = f"{r}/oracle/bon_kept.csv"
+                out["bon_kept"] = str(o.best_of_n.output.kept)
             if self.config["oracle"]["replay_runs"]:
-                out["replay"] = f"{r}/oracle/replay.json"
+                out["replay"] = str(o.oracle_replay.output.summary)
             if self.config["probe"]["enabled"]:
-                out["probe"] = f"{r}/probe/metrics.json"
+                out["probe"] = str(o.probe.output.metrics)
         return out
 
     def report_files(self) -> list[str]:
@@ -356,4 +461,5 @@ class Rules:
         p = wildcards.policy
         if p == "base":
             return {}
-        return {"trained": f"{self.results}/dpo/{p}/model", "summary": f"{self.results}/dpo/{p}/summary.json"}
+        trained = self.rules.train_dpo.output
+        return {"trained": fill(trained.model, variant=p), "summary": fill(trained.summary, variant=p)}
