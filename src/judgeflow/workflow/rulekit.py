@@ -39,6 +39,7 @@ from typing import Any
 from judgeflow.refining.gates import gate_name
 from judgeflow.workflow import pipeline
 from judgeflow.workflow.pipeline import STAGES
+from judgeflow.workflow.settings import Settings
 
 
 class _Wildcards(dict):
@@ -112,15 +113,17 @@ class Rules:
     def __init__(self, config: dict, api_local: Iterable[str] = (), rules: Any = None):
         """`rules`: the Snakefile's `rules` (Snakemake's rule proxies, filled as the rule files are read):
         where the result paths come from. Without it (a config alone) every answer but the result files."""
-        self.config = config
+        self.config = config  # the validated config (what the declarations' dotted paths select from)
+        self.settings = Settings.model_validate(dict(config))  # the same, typed: what rulekit reads itself
+        s = self.settings
         self.api_local = set(api_local)
         self._rules = rules
-        self.run = config["run"]
-        self.results = f"{config['results_dir']}/{self.run}"
-        self.logs = f"{config['logs_dir']}/{self.run}"
-        self.bench = f"{config['benchmarks_dir']}/{self.run}"
-        self.models_dir = f"{config['resources_dir']}/models"
-        self.shards = list(range(config["sampling"]["shards"]))
+        self.run = s.run
+        self.results = f"{s.results_dir}/{self.run}"
+        self.logs = f"{s.logs_dir}/{self.run}"
+        self.bench = f"{s.benchmarks_dir}/{self.run}"
+        self.models_dir = f"{s.resources_dir}/models"
+        self.shards = list(range(s.sampling.shards))
         self._digests: dict[str, str] = {}
 
     # --- checks before any job: what a stage would only find out when it runs -------------------
@@ -150,12 +153,12 @@ class Rules:
                     if key not in done:
                         done.add(key)
                         load_template(value, None, key)
-        for i, j in enumerate(self.config["judging"]["judges"]):  # a reward model that exists must be one
-            path = self.config["models"][j["model"]].get("path")
-            if j["kind"] == "reward_model" and path and Path(path).exists():
+        for i, j in enumerate(self.settings.judging.judges):  # a reward model that exists must be one
+            spec = self.settings.models[j.model]
+            if j.kind == "reward_model" and spec.backend == "reward_model" and Path(spec.path).exists():
                 from judgeflow.models.reward_model import check_seq_cls_dir
 
-                check_seq_cls_dir(path, f"models.{j['model']}.path (judging.judges[{i}], a reward_model judge)")
+                check_seq_cls_dir(spec.path, f"models.{j.model}.path (judging.judges[{i}], a reward_model judge)")
         if environ is None:
             return
         users: dict[str, list[str]] = {}  # model -> the keys naming it, of the stages that run
@@ -165,7 +168,8 @@ class Rules:
                     if name is not None and pipeline._key(where) not in users.setdefault(name, []):
                         users[name].append(pipeline._key(where))
         for name, keys in users.items():
-            env = (self.config["models"].get(name) or {}).get("api_key_env")
+            called = self.settings.models.get(name)
+            env = called.api_key_env if called is not None and called.backend == "openai" else None
             if env and not environ.get(env):
                 named = " and ".join([", ".join(keys[:-1]), keys[-1]] if len(keys) > 1 else keys)
                 raise ConfigError(f"models.{name}.api_key_env: environment variable {env} is not set (it must hold "
@@ -197,13 +201,13 @@ class Rules:
     def model_dirs(self, name: str) -> list[str]:
         """Prepared model directories (from `prepare.models`) the stage's models load from."""
         stage = STAGES[name]
-        prepared = {str(Path(self.models_dir, n)) for n in self.config["prepare"]["models"]}
+        prepared = {str(Path(self.models_dir, n)) for n in self.settings.prepare.models}
         out = set()
         for model in pipeline.model_names(stage, self.config):
-            spec = self.config["models"][model]
-            for p in (spec.get("path"), (spec.get("serve") or {}).get("path")):
-                if p and str(Path(p)) in prepared:
-                    out.add(str(Path(p)))
+            spec = self.settings.models[model]
+            p = (spec.serve.path if spec.serve else None) if spec.backend == "openai" else spec.path
+            if p and str(Path(p)) in prepared:
+                out.add(str(Path(p)))
         return sorted(out)
 
     def inputs(self, name: str) -> Callable:
@@ -218,7 +222,7 @@ class Rules:
     # --- judges that learn from the calibration split ------------------------------------------
     def learned_judges(self) -> list[str]:
         """The ids of the judges of kind trained or reward_model (train_judge fits each)."""
-        return [j["id"] for j in self.config["judging"]["judges"] if j["kind"] != "prompt"]
+        return [j.id for j in self.settings.judging.judges if j.kind != "prompt"]
 
     def learned_judge_files(self) -> list[str]:
         """train_judge's judge.json of every learned judge: inputs of every stage that runs the judges."""
@@ -226,7 +230,7 @@ class Rules:
 
     def calibration_targets(self) -> list[str]:
         table = self.rules.judge_calibration.output.table
-        return [str(table)] if self.config["judging"]["calibration"]["questions"] else []
+        return [str(table)] if self.settings.judging.calibration.questions else []
 
     # --- where a rule runs, and with what ----------------------------------------------------
     def local(self, name: str) -> bool:
@@ -235,7 +239,7 @@ class Rules:
     def vllm_models(self, name: str) -> list[str]:
         """The models of a stage that use backend vllm."""
         return sorted(m for m in pipeline.model_names(STAGES[name], self.config)
-                      if self.config["models"][m]["backend"] == "vllm")
+                      if self.settings.models[m].backend == "vllm")
 
     def conda(self, name: str) -> str:
         """The rule's conda env file, from its stage's declaration (pipeline.conda_env: by its node class),
@@ -243,8 +247,9 @@ class Rules:
         return f"../envs/{'vllm' if self.vllm_models(name) else pipeline.conda_env(STAGES[name])}.yaml"
 
     def _resource(self, name: str, key: str):
-        value = (self.config["resources"]["rules"].get(name) or {}).get(key)
-        return value if value is not None else self.config["resources"]["default"][key]
+        own = self.settings.resources.rules.get(name)
+        value = getattr(own, key) if own is not None else None
+        return value if value is not None else getattr(self.settings.resources.default, key)
 
     def threads(self, name: str) -> int:
         return self._resource(name, "threads")
@@ -260,26 +265,26 @@ class Rules:
         """resources/data/<source>[-first<N>]-<digest>.jsonl, keyed by the settings that shape it
         (the source, its path and split, the limit) and nothing else: runs that differ in anything
         else share it."""
-        q = self.config["questions"]
+        q = self.settings.questions
         shaping = pipeline.params(STAGES["prepare_questions"], self.config)["questions"]
-        stem = q["source"] if q["source"] in ("ifbench", "composed") else Path(q["path"]).stem
+        stem = q.source if q.source in ("ifbench", "composed") else Path(str(q.path)).stem
         digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:8]
-        limit = f"-first{q['limit']}" if q["limit"] else ""
-        return f"{self.config['resources_dir']}/data/{stem}{limit}-{digest}.jsonl"
+        limit = f"-first{q.limit}" if q.limit else ""
+        return f"{self.settings.resources_dir}/data/{stem}{limit}-{digest}.jsonl"
 
     def question_source(self) -> list[str]:
         """The source file (an input: adding a question to it reruns prepare_questions)."""
-        q = self.config["questions"]
-        if q["source"] == "ifbench":
+        q = self.settings.questions
+        if q.source == "ifbench":
             from judgeflow.questions.sources import ifbench_file
 
             return [pipeline.relpath_if_below(ifbench_file())]
-        if q["source"] == "composed":  # the base tasks (the instructions come from the installed checkers)
+        if q.source == "composed":  # the base tasks (the instructions come from the installed checkers)
             from judgeflow.questions.composed import tasks_file
 
-            return [pipeline.relpath_if_below(tasks_file(q["composed"]["tasks"]))]
-        if q["source"] == "jsonl" or Path(q["path"]).exists():  # hf_dataset: a local directory
-            return [pipeline.relpath_if_below(q["path"])]
+            return [pipeline.relpath_if_below(tasks_file(q.composed.tasks))]
+        if q.path is not None and (q.source == "jsonl" or Path(q.path).exists()):  # hf_dataset: a local directory
+            return [pipeline.relpath_if_below(q.path)]
         return []  # hf_dataset: a dataset name (from the datasets cache; offline on a cluster)
 
     def shard_files(self, pattern: str) -> list[str]:
@@ -287,15 +292,15 @@ class Rules:
 
     # --- refinement strategies: single, tree_search (rounds, gates) -------------------------------
     def strategies(self) -> list[str]:
-        return list(self.config["refining"]["strategy"])
+        return list(self.settings.refining.strategy)
 
     def rounds(self) -> list[int]:
-        return list(range(1, self.config["refining"]["tree_search"]["rounds"] + 1))
+        return list(range(1, self.settings.refining.tree_search.rounds + 1))
 
     def gates(self) -> list[str]:
         """The exit gates' names, loosest first: ["2of3", "3of3"]."""
-        n = len(self.config["judging"]["judges"])
-        return [gate_name(k, n) for k in sorted(g["k"] for g in self.config["refining"]["tree_search"]["gates"])]
+        n = len(self.settings.judging.judges)
+        return [gate_name(k, n) for k in sorted(g.k for g in self.settings.refining.tree_search.gates or [])]
 
     def round_responses(self, wildcards) -> dict:
         """A round's responses and the judges' verdicts on them: round 1's are the workflow's own
@@ -334,8 +339,9 @@ class Rules:
     def round_training(self, wildcards) -> dict:
         """train_round: round r's pairs of the training gate, from round r's actor (the policy in round 1)."""
         r = int(wildcards.round)
-        ts = self.config["refining"]["tree_search"]
-        gate = gate_name(ts["train_gate"], len(self.config["judging"]["judges"]))
+        train_gate = self.settings.refining.tree_search.train_gate
+        assert train_gate is not None  # validated: null = the strictest gate
+        gate = gate_name(train_gate, len(self.settings.judging.judges))
         out = {"pairs": fill(self.rules.tree_search_gate.output.pairs, round=r, gate=gate)}
         if r > 1:
             out["init"] = fill(self.rules.train_round.output.model, round=r - 1)
@@ -361,16 +367,16 @@ class Rules:
         o = self.rules
         out = [str(o.evaluate_policies.output.summary)]
         if "single" in self.strategies():
-            out += [self.pair_file(m) for m in self.config["refining"]["modes"]] + [str(o.build_pairs.output.summary)]
+            out += [self.pair_file(m) for m in self.settings.refining.modes] + [str(o.build_pairs.output.summary)]
         if "tree_search" in self.strategies():
             out += [str(o.tree_search_summary.output.gates)]
         return out + self.calibration_targets()
 
     def variant_files(self, pattern: str) -> list[str]:
-        return [pattern.format(variant=v) for v in self.config["training"]["variants"]]
+        return [pattern.format(variant=v) for v in self.settings.training.variants or []]
 
     def policies(self) -> list[str]:
-        return ["base", *self.config["training"]["variants"]]
+        return ["base", *(self.settings.training.variants or [])]
 
     def policy_files(self, pattern: str) -> list[str]:
         return [pattern.format(policy=p) for p in self.policies()]
@@ -379,17 +385,17 @@ class Rules:
         """The oracle's labels of draws: the strategy's (and the curve's), then Best-of-N's."""
         o = self.rules
         return [str(o.label_oracle.output.labels)] + ([str(o.best_of_n.output.labels)]
-                                                      if self.config["oracle"]["bon"]["enabled"] else [])
+                                                      if self.settings.oracle.bon.enabled else [])
 
     def strategy_proxy(self) -> list[str]:
         """label_oracle: the proxy scores a prediction-powered strategy reads (else none)."""
-        o = self.config["oracle"]
+        o = self.settings.oracle
         proxy = self.rules.score_proxy.output.proxy
-        return [fill(proxy, source=o["proxy"])] if o["strategy"] == "prediction_powered" else []
+        return [fill(proxy, source=o.proxy)] if o.strategy == "prediction_powered" else []
 
     def proxy_sources(self) -> list[str]:
         """The proxy sources scored: the judges' always (they are free), and oracle.proxy's model."""
-        p = self.config["oracle"]["proxy"]
+        p = self.settings.oracle.proxy
         return ["judges"] + ([p] if p not in ("none", "judges") else [])
 
     def proxy_sources_pattern(self) -> str:
@@ -399,7 +405,7 @@ class Rules:
         return [fill(self.rules.score_proxy.output.proxy, source=s) for s in self.proxy_sources()]
 
     def probe_predictions(self) -> list[str]:
-        return [str(self.rules.probe.output.predictions)] if self.config["probe"]["enabled"] else []
+        return [str(self.rules.probe.output.predictions)] if self.settings.probe.enabled else []
 
     def report_sections(self) -> list[tuple[str, list[str]]]:
         """(heading, [files]) of the report, for the stages this config runs."""
@@ -419,17 +425,17 @@ class Rules:
                       files(o.tree_search_summary, "plot", "gates", "depth", "summary")))
         s += [("DPO training: gradient weights per pair", files(o.dpo_diagnostics, "plot", "training", "table")),
               ("Evaluation on held-out questions", files(o.evaluate_policies, "table", "summary"))]
-        if self.config["draws"]["enabled"]:
+        if self.settings.draws.enabled:
             s.append(("Oracle: TP(N) and N*", files(o.label_oracle, "plot", "curve", "nstar", "fit")))
             s.append(("Judges against the oracle on the labelled draws (selected by the judges' own accepts: "
                       "p1 and p0 are biased; the calibration split's are not)",
                       files(o.judge_quality, "quality", "agreement", "summary")))
-            if self.config["oracle"]["bon"]["enabled"]:
+            if self.settings.oracle.bon.enabled:
                 s.append(("Best-of-N", files(o.best_of_n, "plot", "grid", "kept_plot", "kept")))
-            if self.config["oracle"]["replay_runs"]:
+            if self.settings.oracle.replay_runs:
                 s.append(("Oracle calls with and without a proxy (replayed on the labelled pool)",
                           files(o.oracle_replay, "table", "summary")))
-            if self.config["probe"]["enabled"]:
+            if self.settings.probe.enabled:
                 s.append(("Activation probe: p, p0, p1 from the policy's hidden state (out of fold)",
                           files(o.probe, "table", "metrics")))
         return s
@@ -442,14 +448,14 @@ class Rules:
             out["pairs"] = str(o.build_pairs.output.overall)
         if "tree_search" in self.strategies():
             out["tree_search"] = str(o.tree_search_summary.output.summary)
-        if self.config["draws"]["enabled"]:
+        if self.settings.draws.enabled:
             out.update(nstar=str(o.label_oracle.output.nstar), fit=str(o.label_oracle.output.fit),
                        judges=str(o.judge_quality.output.summary))
-            if self.config["oracle"]["bon"]["enabled"]:
+            if self.settings.oracle.bon.enabled:
                 out["bon_kept"] = str(o.best_of_n.output.kept)
-            if self.config["oracle"]["replay_runs"]:
+            if self.settings.oracle.replay_runs:
                 out["replay"] = str(o.oracle_replay.output.summary)
-            if self.config["probe"]["enabled"]:
+            if self.settings.probe.enabled:
                 out["probe"] = str(o.probe.output.metrics)
         return out
 
