@@ -6,6 +6,8 @@
         [--proxy-auc 0.9 [--proxy-shift 0]] [--questions Q (--accept-probs ... | --a/--b/--p0/--p1)]
     judgeflow plan --a 2 --b 0.3 --p0 0.2 --p1 0.9 --threshold 0.8 --delta 0.05 [--target 5] \
         [--proxy-auc 0.9] [--fit results/<run>/oracle/fit.json]
+    judgeflow plan-gates --effect 0.1 (--discordance 0.3 | --pilot results/<run>/tree_search [--gates 3of5 5of5]) \
+        [--baseline 0.7] [--alpha 0.05] [--power 0.8] [--json]
 
 Bad input exits with status 2 and a message naming the argument.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 
 __all__ = ["build_parser", "main"]
@@ -137,6 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--runs", type=_int_at_least("--runs", 1), default=40)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--max-questions", type=_int_at_least("--max-questions", 1), default=10_000_000)
+
+    g = sub.add_parser("plan-gates", help="roots needed to see two exit gates differ (paired and unpaired)",
+                       description="Roots needed to detect a change --effect in the share of roots whose final the "
+                                   "oracle prefers over the original, gate against gate: paired (the same roots "
+                                   "under both gates, exact McNemar) and unpaired (separate roots per gate).")
+    g.add_argument("--effect", type=_open_unit("--effect"), required=True,
+                   help="the difference to detect, p10 - p01 (a share of roots), in (0, 1)")
+    g.add_argument("--discordance", type=_checked("--discordance", float, "in (0, 1]", lambda v: 0 < v <= 1),
+                   default=None, help="share of roots preferred under exactly one of the two gates (p10 + p01)")
+    g.add_argument("--pilot", default=None,
+                   help="a pilot run instead of --discordance: its results/<run>/tree_search folder (the gates' "
+                        "final.jsonl and comparisons.jsonl), or a file of root outcomes or gate comparisons "
+                        "(.jsonl, .json or .csv)")
+    g.add_argument("--gates", nargs=2, metavar=("GATE_A", "GATE_B"), default=None,
+                   help="the pilot's gate pair, e.g. 3of5 5of5 (needed when it has several)")
+    g.add_argument("--baseline", type=_closed_unit("--baseline"), default=None,
+                   help="the prefer rate under the looser gate, for the unpaired size (default: the pilot's, "
+                        "else the worst case 0.5 + effect/2)")
+    g.add_argument("--alpha", type=_open_unit("--alpha"), default=0.05, help="two-sided level (default 0.05)")
+    g.add_argument("--power", type=_open_unit("--power"), default=0.8, help="power (default 0.8)")
+    g.add_argument("--json", action="store_true", help="print JSON instead of text")
     return p
 
 
@@ -325,6 +349,76 @@ def _plan(args, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _read_pilot(path: str) -> list[dict]:
+    """A pilot's records: a tree_search folder -> root outcomes of its rounds' gates; a .jsonl, .json (a list,
+    or {"rows": [...]}) or .csv file -> its records as they are (root outcomes or gate comparison rows)."""
+    import csv
+    from pathlib import Path
+
+    from judgeflow.refining.gate_study import root_outcomes
+    from judgeflow.workflow.io import read_jsonl
+
+    p = Path(path)
+    if p.is_dir():
+        finals, comparisons = [], []
+        for f in sorted(p.glob("round-*/gate-*/final.jsonl")):
+            rnd = int(f.parent.parent.name.removeprefix("round-"))  # a folder round-x: ValueError
+            finals += read_jsonl(f)
+            cpath = f.with_name("comparisons.jsonl")
+            comparisons += [{**c, "round": rnd} for c in (read_jsonl(cpath) if cpath.exists() else [])]
+        if not finals:
+            raise ValueError(f"{path} has no round-*/gate-*/final.jsonl")
+        return root_outcomes(finals, comparisons)
+    if p.suffix == ".csv":
+        with open(p, newline="") as fh:
+            return list(csv.DictReader(fh))
+    if p.suffix == ".json":
+        with open(p) as fh:
+            doc = json.load(fh)
+        rows = doc.get("rows") if isinstance(doc, dict) else doc
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: a JSON list of records, or an object with one under 'rows'")
+        return rows
+    return read_jsonl(p)
+
+
+def _plan_gates(args, parser: argparse.ArgumentParser) -> int:
+    from judgeflow.refining.gate_study import plan_gates
+
+    if (args.discordance is None) == (args.pilot is None):
+        parser.error("argument --discordance: give --discordance or --pilot, exactly one")
+    if args.gates is not None and args.pilot is None:
+        parser.error("argument --gates: only with --pilot")
+    try:
+        pilot = _read_pilot(args.pilot) if args.pilot is not None else None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        parser.error(f"argument --pilot: {args.pilot}: {e}")
+    try:
+        plan = plan_gates(args.effect, args.discordance, pilot, args.alpha, args.power, gates=args.gates,
+                          baseline=args.baseline)
+    except (ValueError, KeyError, TypeError) as e:
+        word = re.match(r"\w+", str(e))
+        name = word[0] if word and word[0] in ("effect", "discordance", "gates", "baseline", "alpha", "power") \
+            else "pilot"
+        parser.error(f"argument --{name}: {e}")
+    if args.json:
+        print(json.dumps(plan, indent=1))
+        return 0
+    un, pilot_ = plan["unpaired"], plan["pilot"]
+    print(f"detect a change of {plan['effect']:g} in the share of roots whose final the oracle prefers "
+          f"(two-sided, alpha {plan['alpha']:g}, power {plan['power']:g}); discordance {plan['discordance']:.4g} "
+          f"({plan['discordance_from']})")
+    print(f"paired   (same roots under both gates, McNemar): {plan['paired']['n_roots']:>7} roots")
+    print(f"unpaired (separate roots, {un['p_a']:.3g} vs {un['p_b']:.3g}, {un['baseline_from']}): "
+          f"{un['n_per_gate']:>7} roots per gate, {un['n_total']} in all")
+    if pilot_ is not None:
+        print(f"pilot {pilot_['gate_a']} vs {pilot_['gate_b']}: {pilot_['n_roots']} roots, "
+              f"{pilot_['discordant_b']} preferred under {pilot_['gate_a']} only, {pilot_['discordant_c']} under "
+              f"{pilot_['gate_b']} only (observed {pilot_['observed_effect']:+.3g}): power "
+              f"{pilot_['achieved_power']:.2f} to detect {plan['effect']:g} at its size")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -335,6 +429,8 @@ def main(argv=None) -> int:
     sub = subparsers.choices[args.command]
     if args.command == "plan":
         return _plan(args, sub)
+    if args.command == "plan-gates":
+        return _plan_gates(args, sub)
     return _oracle_budget(args, sub)
 
 
