@@ -1,5 +1,5 @@
 # SPaR tree search (refining.strategy: tree_search): per self-play round and shard, a breadth-first tree
-# of refinements per rejected response, run to the strictest exit gate (tree_search); per round and
+# of refinements per rejected response, searched for every exit gate at once (tree_search); per round and
 # gate, the exit nodes, their pairs and the oracle's preference (tree_search_gate); over all of them,
 # gates.csv and the figure (tree_search_summary). Round r >= 2 samples with the policy trained on
 # round r-1's pairs (sample_round, judge_round, train_round). Logic: src/judgeflow/refining/tree_search.py.
@@ -17,7 +17,7 @@ S = JF.stage("tree_search")
 
 
 rule tree_search:
-    """Round {round}, shard {shard}: a tree of refinements per rejected response, to the strictest gate."""
+    """Round {round}, shard {shard}: a tree of refinements per rejected response, for every gate at once."""
     input:
         unpack(S.inputs),
         unpack(JF.round_responses),
@@ -182,6 +182,12 @@ rule tree_search_summary:
             category="Tree search",
         ),
         summary=f"{TREE}/summary.json",
+        gate_pairs=report(
+            f"{TREE}/gate_pairs.csv",
+            caption=f"{REPORT_DIR}/tree_search.rst",
+            category="Tree search",
+        ),
+        outcomes=f"{TREE}/gate_outcomes.jsonl",
     log:
         f"{LOGS}/tree_search_summary/tree_search_summary.log",
     benchmark:

@@ -96,6 +96,26 @@ def test_the_headline_says_in_words_what_best_of_n_kept_and_the_tp_slope_show(tm
     assert "none: 6 oracle labels, fewer than 10" in html.unescape(headline(files))
 
 
+def test_the_tree_search_panel_leads_with_the_paired_gate_comparison(tmp_path):
+    """The study's question (do the gates differ, on the same roots?) comes before each gate's own win rate,
+    which is labelled as unpaired; a null result is shown as one."""
+    from judgeflow.refining.gate_study import compare_gates
+
+    outcomes = [{"round": 1, "gate": g, "k": k, "root_id": f"q{i}/r0", "question_id": f"q{i}",
+                 "prefer": int(i < (6 if k == 3 else 4)), "net": int(i < (6 if k == 3 else 4))}
+                for i in range(10) for g, k in (("3of5", 3), ("5of5", 5))]
+    pairs = compare_gates(outcomes, 0.95, 500, 0)
+    gate = {"round": 1, "gate": "3of5", "win_rate": 0.6, "win_rate_ci_low": 0.3, "win_rate_ci_high": 0.85,
+            "oracle_wins": 6, "oracle_losses": 4, "oracle_ties": 0, "solved": 10, "roots": 10, "mean_exit_depth": 1.2}
+    summary = tmp_path / "tree.json"
+    summary.write_text(json.dumps({"gate_pairs": pairs, "gates": [gate], "oracle": "verifier", "rounds": {}}))
+    page = html.unescape(headline({"tree_search": str(summary)}))
+    paired, unpaired = page.index("compared on the same roots"), page.index("each gate on its own solved roots")
+    assert paired < unpaired and "5of5 - 3of5: -0.200" in page
+    assert "exact McNemar p = 0.5" in page and "no significant difference between 3of5 and 5of5" in page
+    assert "(not paired" in page
+
+
 def test_a_missing_summary_shows_n_a_not_a_crash(tmp_path):
     page = headline({"cleaning": str(tmp_path / "nope.json")})
     assert "n/a kept" in page

@@ -1,9 +1,12 @@
-"""SPaR tree search on deterministic fake models: tree shapes, gate exits and per-gate records, sharing
-across gates, unusable nodes, kill and resume, and the config errors."""
+"""SPaR tree search on deterministic fake models: tree shapes, gate exits (both exit rules) and per-gate
+records, the exact sharing across gates (a property test: each gate's finals are its search alone's),
+unusable nodes, kill and resume, and the config errors."""
 from __future__ import annotations
 
 import json
+import random
 import re
+import zlib
 
 import pytest
 
@@ -94,10 +97,16 @@ def judges(needs=(1, 2, 3)):
     return {f"m{i}": Judge(n) for i, n in zip((1, 2, 3), needs)}
 
 
-def search_trees(roots_, verdicts, cfg, refiner, js, out):
+def search_trees(roots_, verdicts, cfg, refiner, js, out, questions=None):
     """ts.search_trees with the sections it takes, from the validated config."""
     s = cfg.typed()
-    return ts.search_trees(roots_, verdicts, QUESTIONS, s.refining, s.judging, s.seed, refiner, js, str(out))
+    return ts.search_trees(roots_, verdicts, questions or QUESTIONS, s.refining, s.judging, s.seed, refiner, js,
+                           str(out))
+
+
+def exit_rule(cfg) -> str:
+    """refining.tree_search.exit of a validated config (what the gate stage passes to finals)."""
+    return cfg.typed().refining.tree_search.exit
 
 
 def search(tmp_path, cfg, refiner=None, js=None, name="trees.jsonl", n=4):
@@ -122,13 +131,20 @@ def test_tree_shape_gate_exits_and_per_gate_records(tmp_path):
     assert {n["parent"] for n in by_depth[2]} == {n["node_id"] for n in lvl1[:2]}
     # multi feedback: the children take the failed criteria in turn
     assert [n["criterion_ids"] for n in sorted(by_depth[1], key=lambda n: n["order"])] == [["c1"], ["c2"], ["c1"]]
-    # each gate's exit: the first node in breadth-first order that passes it
-    f2 = {f["root_id"]: f for f in ts.finals(trees, 2, 3)}
-    f3 = {f["root_id"]: f for f in ts.finals(trees, 3, 3)}
+    # each gate's exit, in the first level holding a node that passes it: with `first`, the first node in
+    # breadth-first order; with best_at_level (the default, SPaR's), the best-ranked of its passing nodes
+    assert exit_rule(cfg) == "best_at_level"
+    f2 = {f["root_id"]: f for f in ts.finals(trees, 2, 3, "first")}
+    f3 = {f["root_id"]: f for f in ts.finals(trees, 3, 3, "first")}
     assert f2["q0/r0"]["exit_depth"] == 2 and f3["q0/r0"]["exit_depth"] == 3
     first2 = min((n for n in by_depth[2]), key=lambda n: n["order"])
     assert f2["q0/r0"]["exit_node_id"] == first2["node_id"]
     assert f2["q0/r0"]["nodes_generated"] == 9 and f3["q0/r0"]["nodes_generated"] == 15
+    best2 = {f["root_id"]: f for f in ts.finals(trees, 2, 3, "best_at_level")}["q0/r0"]
+    assert best2["exit_node_id"] == min(by_depth[2], key=ts.rank_key)["node_id"] != first2["node_id"]
+    assert best2["exit_depth"] == 2 and best2["nodes_generated"] == 9  # the same level, the same search
+    # every node here serves both gates up to depth 2 (the same targets), gate 3 alone below
+    assert all(n["gates"] == ([2, 3] if n["depth"] <= 2 else [3]) for n in tree)
     assert all(n["value"] == pytest.approx((n["depth"] >= 1) / 3 + (n["depth"] >= 2) / 3 + (n["depth"] >= 3) / 3)
                for n in tree if n["depth"])
     pairs = ts.pairs_of(list(f3.values()), QUESTIONS)
@@ -146,10 +162,10 @@ def test_full_feedback_and_a_gate_no_node_reaches(tmp_path):
     tree = trees["q1/r0"]
     assert all(n["criterion_ids"] == ["c1", "c2"] for n in tree if n["depth"])
     assert [sum(n["depth"] == d for n in tree) for d in range(3)] == [1, 2, 2]
-    f3 = ts.finals(trees, 3, 3)
+    f3 = ts.finals(trees, 3, 3, exit_rule(cfg))
     assert not any(f["solved"] for f in f3) and all(f["exit_node_id"] is None for f in f3)
     assert ts.pairs_of(f3, QUESTIONS) == []
-    assert all(f["solved"] and f["exit_depth"] == 2 for f in ts.finals(trees, 2, 3))
+    assert all(f["solved"] and f["exit_depth"] == 2 for f in ts.finals(trees, 2, 3, exit_rule(cfg)))
 
 
 def test_sharing_one_search_gives_each_gate_what_its_own_search_would(tmp_path):
@@ -162,12 +178,189 @@ def test_sharing_one_search_gives_each_gate_what_its_own_search_would(tmp_path):
     trees = ts.read_trees([str(out_all)])
     loose_alone = ts.read_trees([str(out_loose)])
     # the loose gate's exits in the shared search are the nodes its own search stops at, with the same texts
-    for f_shared, f_alone in zip(ts.finals(trees, 2, 3), ts.finals(loose_alone, 2, 3)):
+    rule = exit_rule(config())
+    for f_shared, f_alone in zip(ts.finals(trees, 2, 3, rule), ts.finals(loose_alone, 2, 3, rule)):
         assert (f_shared["exit_node_id"], f_shared["final_text"]) == (f_alone["exit_node_id"], f_alone["final_text"])
         assert f_shared["nodes_generated"] == sum(1 for n in loose_alone[f_alone["root_id"]] if n["depth"])
     s = ts.sharing(trees, [2, 3])
     assert s["shared_nodes"] == r_all.calls and s["separate_searches_nodes"] == r_strict.calls + r_loose.calls
     assert s["shared_over_strictest"] == 1.0 and s["saved_nodes"] == r_loose.calls
+    assert s["nodes_by_gates"] == {"2,3": r_loose.calls, "3": r_all.calls - r_loose.calls}
+
+
+# ------------------------------------------------ exactness across gates: several criteria, targets that matter
+
+CRITERIA4 = ("c1", "c2", "c3", "c4")
+QUESTIONS4 = {f"q{i}": {"question_id": f"q{i}", "prompt": f"Question {i}?",
+                        "criteria": [{"criterion_id": c, "description": f"rule <{c}>", "kind": "own"}
+                                     for c in CRITERIA4]} for i in range(4)}
+
+
+def config5(gates, **tree):
+    """J = 5 judges (judging.k 3), the given gates' k."""
+    raw = {"models": {m: {"backend": "hf", "path": "unused"} for m in ("refiner", *(f"m{i}" for i in range(1, 6)))},
+           "judging": {"k": 3, "judges": [{"id": f"j{i}", "model": f"m{i}"} for i in range(1, 6)]},
+           "refining": {"model": "refiner", "strategy": "tree_search", "max_new_tokens": 50,
+                        "tree_search": {"gates": [{"k": k} for k in gates], "oracle": None, **tree}},
+           "sampling": {"model": "refiner"}, "cleaning": {"enabled": False}, "draws": {"enabled": False},
+           "evaluation": {"oracle": "verifier"}}
+    return jf_settings.validate(raw)
+
+
+def _hash(*parts) -> int:
+    return zlib.crc32("|".join(map(str, parts)).encode())
+
+
+class TargetRefiner:
+    """Appends to the response it refines the criteria its prompt targets and a digit of its seed:
+    'answer 0 {c4}3 {c3,c2}8'. Counts the texts it generates."""
+
+    supports_prefix = False
+
+    def __init__(self):
+        self.calls = 0
+
+    def generate(self, reqs, desc=""):
+        out = []
+        for r in reqs:
+            self.calls += 1
+            m = re.search(r'Response:\n"""\n(.*?)\n"""(.*)', r.messages[-1][1], re.S)
+            targets = re.findall(r"<(c\d)>", m.group(2))  # the requirement(s) named after the response
+            out.append(Generation(f"{m.group(1)} {{{','.join(targets)}}}{r.seed % 10}", 10, 5, "stop"))
+        return out
+
+    def stats(self):
+        return {"calls": self.calls}
+
+
+class TargetJudge:
+    """Judge j of 5 says YES on criterion c when the response's strength on c reaches j: the root's YES count
+    on c, +1 for every refinement on its path that targeted c, and -1, 0 or +1 from a hash of the text (so
+    the nodes' values differ and ties happen). What a child targets decides how it is judged."""
+
+    supports_prefix = False
+
+    def __init__(self, j, root_yes):
+        self.j, self.root_yes, self.calls = j, root_yes, 0
+
+    def generate(self, reqs, desc=""):
+        out = []
+        for r in reqs:
+            self.calls += 1
+            prompt = r.messages[-1][1]
+            text = re.search(r'Response:\n"""\n(.*?)\n"""', prompt, re.S).group(1)
+            c = re.search(r"Criterion: rule <(c\d)>", prompt).group(1)
+            tags = re.findall(r"\{([c\d,]*)\}", text)
+            strength = (self.root_yes[text.split(" {")[0]][c] + sum(c in t.split(",") for t in tags)
+                        + _hash(text, c) % 3 - 1)
+            yes = strength >= self.j
+            g = Generation(f"fine\nVerdict: {'YES' if yes else 'NO'}", 10, 3, "stop")
+            g.p_yes = (0.6 if yes else 0.1) + 0.03 * (_hash(text, c, self.j) % 10)
+            out.append(g)
+        return out
+
+    def stats(self):
+        return {"calls": self.calls}
+
+
+GATE_SETS = ([3, 4, 5], [2, 3], [2, 4, 5], [3, 5], [1, 3, 5], [2, 3, 4, 5])
+
+
+def target_case(case):
+    """Four roots of four criteria: q0's YES counts c1 4, c2 3, c3 2, c4 0 (gate 2 fails c4, gate 3 c4 and c3,
+    gate 5 all four: the gates' targets differ from the first level), the others random."""
+    rng = random.Random(case)
+    counts = {"answer 0": {"c1": 4, "c2": 3, "c3": 2, "c4": 0}}
+    for i in range(1, 4):
+        counts[f"answer {i}"] = {c: rng.randint(0, 4) for c in CRITERIA4}
+    roots_ = [{"response_id": f"q{i}/r0", "question_id": f"q{i}", "text": f"answer {i}", "finish_reason": "stop"}
+              for i in range(4)]
+    verdicts = [{"response_id": f"q{i}/r0", "refinement_id": None, "criterion_id": c, "judge_id": f"j{j}",
+                 "label": "yes" if counts[f"answer {i}"][c] >= j else "no", "p_yes": 0.5, "critique": "meh"}
+                for i in range(4) for c in CRITERIA4 for j in range(1, 6)]
+    return rng, counts, roots_, verdicts
+
+
+def target_search(tmp_path, name, cfg, counts, roots_, verdicts):
+    refiner = TargetRefiner()
+    js = {f"m{j}": TargetJudge(j, counts) for j in range(1, 6)}
+    out = tmp_path / name
+    search_trees(roots_, verdicts, cfg, refiner, js, out, questions=QUESTIONS4)
+    return ts.read_trees([str(out)]), refiner.calls
+
+
+@pytest.mark.parametrize("rule", ["best_at_level", "first"])
+@pytest.mark.parametrize("feedback", ["multi", "full"])
+@pytest.mark.parametrize("case", range(len(GATE_SETS)))
+def test_property_each_gate_of_the_shared_search_is_its_search_alone(tmp_path, case, feedback, rule):
+    """Several criteria, several gates, judges that reward the targeted criterion: every gate's finals from
+    the one shared search (exit node, its text and depth, solved, generation) are those of a search run
+    with that gate alone, and the sharing stats count the generations really made. (Failed before the
+    fix: children targeted the criteria failing the strictest gate, whichever gate read the tree.)"""
+    rng, counts, roots_, verdicts = target_case(case)
+    gates = GATE_SETS[case]
+    shape = {"branch": 3, "select": rng.choice([1, 2, 3]), "depth": 3, "feedback": feedback, "exit": rule,
+             "checkpoint_every": 1000}  # few checkpoint writes: fast
+    cfg = config5(gates, **shape)
+    shared, made = target_search(tmp_path, "shared.jsonl", cfg, counts, roots_, verdicts)
+    # q0's gates target different criteria at its first level: the search branched there
+    assert any(n["gates"] != gates for n in shared["q0/r0"] if n["depth"] == 1)
+    alone_calls = {}
+    for k in gates:
+        alone, alone_calls[k] = target_search(tmp_path, f"alone-{k}.jsonl", config5([k], **shape), counts, roots_,
+                                              verdicts)
+        keys = ("root_id", "solved", "passed_at_root", "exit_node_id", "exit_depth", "final_text", "nodes_generated")
+        got = [{x: f[x] for x in keys} for f in ts.finals(shared, k, 5, exit_rule(cfg))]
+        assert got == [{x: f[x] for x in keys} for f in ts.finals(alone, k, 5, rule)], f"gate {k}"
+        assert sum(f["nodes_generated"] for f in ts.finals(shared, k, 5, rule)) == alone_calls[k]
+        # the nodes serving gate k are its search alone's, node for node
+        assert sorted(n["node_id"] for t in shared.values() for n in t if k in n["gates"]) == \
+            sorted(n["node_id"] for t in alone.values() for n in t)
+    s = ts.sharing(shared, gates)
+    assert s["shared_nodes"] == made and s["alone_nodes"] == {str(k): v for k, v in alone_calls.items()}
+    assert s["separate_searches_nodes"] == sum(alone_calls.values()) and made <= s["separate_searches_nodes"]
+    assert sum(s["nodes_by_gates"].values()) == made
+
+
+def _level_node(order, yes, p_yes, depth=1, gates=(3,)):
+    """A hand-made node of one tree (J = 5, criteria c1 and c2, gate 3 only unless told)."""
+    verdicts = [{"criterion_id": c, "label": "yes" if j < n else "no", "p_yes": p_yes}
+                for c, n in zip(("c1", "c2"), yes) for j in range(5)]
+    value, p_mean = ts.value_of(verdicts)
+    node = {"node_id": f"r/t.{depth}.{order}", "root_id": "r", "question_id": "q0", "round": 1, "depth": depth,
+            "order": order, "usable": True, "gates": list(gates), "text": f"text {depth}.{order}",
+            "yes": dict(zip(("c1", "c2"), yes)), "value": value, "p_yes_mean": p_mean}
+    node["passes"] = [k for k in gates if ts.passes(node, k)]
+    return node
+
+
+def test_best_at_level_and_first_differ_where_a_better_passing_node_comes_later_and_agree_on_one():
+    root = _level_node(0, (0, 0), 0.1, depth=0)
+    low = _level_node(0, (3, 3), 0.5)  # passes gate 3, value 0.6
+    high = _level_node(1, (4, 5), 0.5)  # passes gate 3, value 0.9: later in the level, higher valued
+    deeper = _level_node(0, (5, 5), 0.9, depth=2)  # passes with the top value, but a level too deep
+    tree = [root, low, high, deeper]
+    assert ts.exits(tree, 3, "first") is low
+    assert ts.exits(tree, 3, "best_at_level") is high
+    f = {r: ts.finals({"r": tree}, 3, 5, r)[0] for r in ("first", "best_at_level")}
+    assert (f["first"]["final_text"], f["best_at_level"]["final_text"]) == ("text 1.0", "text 1.1")
+    assert f["first"]["exit_depth"] == f["best_at_level"]["exit_depth"] == 1
+    # the same value: mean P(YES) breaks the tie, then level order
+    tied = _level_node(2, (4, 5), 0.7)
+    assert ts.exits([root, low, high, tied], 3, "best_at_level") is tied
+    assert ts.exits([root, low, high, _level_node(2, (4, 5), 0.5)], 3, "best_at_level") is high
+    # a level with a single passing node: both rules take it, even below a higher-valued failing node
+    # (SPaR's gate is on the value itself, so there its top node passes whenever any does; here the exit
+    # is the best of the passing nodes)
+    failing = _level_node(0, (5, 2), 0.9)  # value 0.7, fails gate 3 on c2
+    single = _level_node(1, (3, 3), 0.5)  # value 0.6, passes
+    one = [root, failing, single, deeper]
+    assert ts.exits(one, 3, "first") is ts.exits(one, 3, "best_at_level") is single
+    # a node another gate's search made is not this gate's exit
+    other = _level_node(0, (5, 5), 0.9, gates=(4,))
+    assert ts.exits([root, other, single], 3, "best_at_level") is single
+    with pytest.raises(ConfigError, match=re.escape("refining.tree_search.exit")):
+        ts.exits(tree, 3, "last")
 
 
 def test_unusable_nodes_are_never_judged_passing_or_expanded(tmp_path):
@@ -193,7 +386,7 @@ def test_a_root_passing_every_gate_is_not_searched_and_counted(tmp_path):
     nodes = search_trees(roots(2), verdicts, cfg, refiner, judges(), tmp_path / "t.jsonl")
     root = next(n for n in nodes if n["node_id"] == "q1/r0/t")
     assert root["searched"] is False and not [n for n in nodes if n["root_id"] == "q1/r0" and n["depth"]]
-    f = {x["root_id"]: x for x in ts.finals(ts.read_trees([str(tmp_path / "t.jsonl")]), 3, 3)}
+    f = {x["root_id"]: x for x in ts.finals(ts.read_trees([str(tmp_path / "t.jsonl")]), 3, 3, exit_rule(cfg))}
     assert f["q1/r0"]["passed_at_root"] and f["q1/r0"]["exit_depth"] == 0
     assert ts.pairs_of(list(f.values()), QUESTIONS)[0]["response_id"] == "q0/r0"  # no pair of a root with itself
 
@@ -290,6 +483,8 @@ def test_a_level_checkpoint_of_other_settings_is_not_resumed(tmp_path, caplog):
     ({"depth": 0}, "refining.tree_search.depth"),
     ({"train_gate": 1}, "refining.tree_search.train_gate"),
     ({"oracle": "nope"}, "refining.tree_search.oracle"),
+    ({"exit": "last"}, "refining.tree_search.exit"),
+    ({"exit": None}, "refining.tree_search.exit"),
 ])
 def test_bad_tree_settings_are_config_errors_naming_the_key(tree, key):
     with pytest.raises(ConfigError, match=re.escape(key)):
@@ -345,7 +540,7 @@ class PairwiseOracle:
 def test_an_llm_oracle_compares_final_and_original_in_both_orders(tmp_path):
     cfg = config()
     _, _, out = search(tmp_path, cfg)
-    finals = ts.finals(ts.read_trees([str(out)]), 3, 3)
+    finals = ts.finals(ts.read_trees([str(out)]), 3, 3, exit_rule(cfg))
     oracle = PairwiseOracle()
     s = cfg.typed()
     comps = ts.compare_finals(finals, QUESTIONS, s.evaluation, s.seed, oracle)
@@ -378,3 +573,57 @@ def test_a_gate_name_is_built_and_parsed_in_one_place():
     for bad in ("3of", "of5", "3-of-5", "tree_search_3of5"):
         with pytest.raises(ValueError, match="not a gate name"):
             parse_gate(bad)
+
+
+def test_the_summary_compares_the_gates_on_the_same_roots_first(tmp_path):
+    """tree_search_summary's gate_pairs.csv, gate_outcomes.jsonl and summary.json["gate_pairs"] (listed
+    first): every root counts under every gate (an unsolved root or one that passed at its root is
+    `no_change`), the difference is paired, and McNemar counts the roots whose outcomes differ."""
+    import csv
+
+    from judgeflow.refining import gate_study
+    from judgeflow.workflow.io import write_jsonl
+
+    cfg = config(oracle="verifier")
+    _, _, out = search(tmp_path, cfg, n=4)
+    trees = ts.read_trees([str(out)])
+    rule = exit_rule(cfg)
+    paths = {}
+    # the oracle: the looser gate's finals win on q0, q1, q2 and lose on q3; the stricter gate's win on q0 only
+    wins = {"2of3": {"q0/r0", "q1/r0", "q2/r0"}, "3of3": {"q0/r0"}}
+    for k, gate in ((2, "2of3"), (3, "3of3")):
+        records = ts.finals(trees, k, 3, rule)
+        d = tmp_path / "round-1" / f"gate-{gate}"
+        d.mkdir(parents=True)
+        paths[gate] = (d / "final.jsonl", d / "comparisons.jsonl")
+        write_jsonl(paths[gate][0], records)
+        write_jsonl(paths[gate][1], [{"gate": gate, "root_id": f["root_id"], "question_id": f["question_id"],
+                                         "outcome": "win" if f["root_id"] in wins[gate] else "loss"}
+                                        for f in records if f["solved"] and not f["passed_at_root"]])
+    aggregates = tmp_path / "round-1" / "agg.jsonl"
+    write_jsonl(aggregates, [])
+    o = {n: str(tmp_path / n) for n in ("gates.csv", "depth.csv", "gates.png", "summary.json",
+                                        "gate_outcomes.jsonl", "gate_pairs.csv")}
+    summary = ts.summarize(cfg.typed().refining.tree_search, 3, 7, [str(p[0]) for p in paths.values()],
+                           [str(p[1]) for p in paths.values()], [str(out)], [str(aggregates)], o["gates.csv"],
+                           o["depth.csv"], o["gates.png"], o["summary.json"], o["gate_outcomes.jsonl"],
+                           o["gate_pairs.csv"])
+    assert next(iter(json.loads(open(o["summary.json"]).read()))) == "gate_pairs"
+    (row,) = summary["gate_pairs"]
+    assert (row["gate_a"], row["gate_b"], row["n_roots"], row["n_questions"]) == ("2of3", "3of3", 4, 4)
+    assert (row["prefer_a"], row["prefer_b"]) == (0.75, 0.25) and row["diff"] == -0.5
+    assert (row["discordant_b"], row["discordant_c"]) == (2, 0)  # q1, q2 preferred under 2of3 only
+    assert row["mcnemar_p"] == pytest.approx(0.5)  # exact: 2 discordant roots, both one way
+    assert row["mcnemar_p"] == pytest.approx(gate_study.mcnemar_exact(2, 0))
+    assert "no significant difference" in row["verdict"]  # 4 roots: a null result, said as one
+    assert row["net_diff"] == pytest.approx((1 - 3) / 4 - (3 - 1) / 4)  # the loss on q3 and the lost wins
+    with open(o["gate_pairs.csv"]) as fh:
+        assert [r["gate_b"] for r in csv.DictReader(fh)] == ["3of3"]
+    outcomes = [json.loads(line) for line in open(o["gate_outcomes.jsonl"])]
+    assert len(outcomes) == 8 and {x["gate"] for x in outcomes} == {"2of3", "3of3"}
+    # without a tree oracle there is nothing to compare
+    unjudged = cfg.typed().refining.tree_search.model_copy(update={"oracle": None})  # and no evaluation.oracle
+    none = ts.summarize(unjudged, 3, 7, [str(p[0]) for p in paths.values()], [], [str(out)], [str(aggregates)],
+                        o["gates.csv"], o["depth.csv"], o["gates.png"], o["summary.json"], o["gate_outcomes.jsonl"],
+                        o["gate_pairs.csv"])
+    assert none["gate_pairs"] == [] and open(o["gate_outcomes.jsonl"]).read() == ""

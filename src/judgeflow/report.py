@@ -140,12 +140,26 @@ def headline(files: dict[str, str]) -> str:
     if t is not None:
         rows = t.get("gates") or []
         last = max((r["round"] for r in rows), default=1)
+        paired = [r for r in t.get("gate_pairs") or [] if r["round"] == last]
+        if paired:  # the study's question first: do the gates differ, on the same roots?
+            cards.append(_card(
+                f"Exit gates compared on the same roots (paired, round {last})",
+                e(" / ".join(f"{r['gate_b']} - {r['gate_a']}: {r['diff']:+.3f}" for r in paired)),
+                *[e(f"{r['gate_b']} - {r['gate_a']}: oracle prefers the final on {r['prefer_a']:.1%} of roots under "
+                    f"{r['gate_a']}, {r['prefer_b']:.1%} under {r['gate_b']}; difference "
+                    f"{_interval(r['diff'], r['diff_ci_low'], r['diff_ci_high'])} at {r['confidence']:.0%} "
+                    f"(bootstrap clustered by question, {r['n_roots']} roots of {r['n_questions']} questions); "
+                    f"exact McNemar p = {r['mcnemar_p']:.3g} on {r['discordant_b'] + r['discordant_c']} discordant "
+                    f"roots" + (f", Holm-adjusted over {r['holm_family']} pairs: {r['mcnemar_p_holm']:.3g}"
+                                if r.get("mcnemar_p_holm") is not None else "")) for r in paired],
+                *[e(r["verdict"]) for r in paired]))
         lines = [e(f"gate {r['gate']}: {_interval(r['win_rate'], r['win_rate_ci_low'], r['win_rate_ci_high'])} "
                    f"({r['oracle_wins']} wins, {r['oracle_losses']} losses, {r['oracle_ties']} ties); "
                    f"{r['solved']} of {r['roots']} roots solved, mean exit depth {_fmt(r['mean_exit_depth'])}")
                  for r in rows if r["round"] == last]
         share = ((t.get("rounds") or {}).get(str(last)) or {}).get("sharing") or {}
-        cards.append(_card(f"Tree search: final vs original (oracle: {t.get('oracle')}, round {last})",
+        cards.append(_card(f"Tree search: final vs original, each gate on its own solved roots (not paired; "
+                           f"oracle: {t.get('oracle')}, round {last})",
                            e(" / ".join(_fmt(r["win_rate"]) for r in rows if r["round"] == last)), *lines,
                            e(f"one search for all gates: {share.get('shared_nodes', 'n/a')} refinements instead of "
                              f"{share.get('separate_searches_nodes', 'n/a')} (a search per gate)")))

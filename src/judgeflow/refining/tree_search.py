@@ -2,23 +2,53 @@
 
 Each response the aggregated judges reject (judging.k) is the **root** of a breadth-first tree:
 
-* every expanded node gets `branch` children, refinements of its text by the refiner, each seeded
-  from its own node id (`stable_seed(seed, "tree", round, node_id)`), so a node's text depends on its
-  ancestors only, never on how far the search went;
-* `feedback: multi`: child i targets one failed criterion (the failed ones in turn); `full`: all of
-  them; the critiques of the judges that said NO at the parent are in the prompt;
-* every usable child is judged by the J judges on every criterion; its **value** is the share of
-  YES verdicts over judges and criteria, the mean P(YES) (where known) breaking ties;
+* every expanded node gets `branch` children, refinements of its text by the refiner; a child's id is its
+  parent's, its index and its targets (`<parent>.1[c2]`; `[c1+c3]` with full feedback) and it is seeded
+  from its id (`stable_seed(seed, "tree", round, node_id)`), so a node's text depends on its path only;
+* a child targets the criteria its parent fails at the gate searched for (fewer than k YES), weakest
+  first: `feedback: multi`: child i the i-th of them (in turn); `full`: all of them; the critiques of
+  the judges that said NO at the parent are in the prompt;
+* every usable child is judged by the J judges on every criterion; its **value** is the share of YES
+  verdicts over judges and criteria, the mean P(YES) (where known) breaking ties;
 * the `select` best nodes of a level (value, then mean P(YES), then level order) are expanded next;
 * a child that is empty or cut at the token limit is **unusable**: never judged, never passing,
   never expanded.
 
-A node **passes gate k** when, on every criterion, at least k of the J judges say YES. The search
-of a root runs to the strictest gate (the largest k) and stops after the first level holding a
-node that passes it. Targets, selection and seeds do not depend on the gates, so the tree of a
-looser gate is a prefix of this one: each gate's exit is the first node in breadth-first order that
-passes it (`exits`), the comparison across gates is paired (same roots, same nodes), and the extra
-gates cost no generation (`nodes_alone` counts what a search to one gate alone would generate).
+**Gates and exits.** A node passes gate k when, on every criterion, at least k of the J judges say YES.
+The search for gate k stops after the first level holding a node that passes it; its exit in that
+level is (`refining.tree_search.exit`):
+
+* `best_at_level` (the default, SPaR's): the passing node with the highest value (mean P(YES), then
+  level order, breaking ties). thu-coai/SPaR, src/ToT/bfs.py (commit 6497aba), `BFS`, lines 53-57:
+
+      ranked_candidates = sorted(candidates, key=lambda item: item.V, reverse=True)
+      if ranked_candidates[0].V > tot_task.end_gate:
+          print('已找到最终解!\\n')
+          ranked_candidates[0].final_ans_flag = 1
+          return ranked_candidates[0].response, root, ranked_candidates[0]
+
+  SPaR ranks ALL the nodes of the level and returns the top one if it passes. Its gate is a threshold
+  on that same value (`V > end_gate`; V is the share of YES among the sampled judgments,
+  src/models/get_response.py, `get_value`, line 127), so its top node passes exactly when some node of
+  the level does, and is then the highest-valued passing node. Here the gate is per criterion (a
+  minimum) and the value a mean, so a level's top node can fail the gate while another passes: the
+  exit is the best of the PASSING nodes, the one reading in which, as in SPaR, the search stops at the
+  first level holding a passing node and the exit passes its gate. (Where no node passes, SPaR falls
+  back to the tree's highest-valued node, bfs.py lines 75-78; here the root is unsolved: no exit.)
+* `first`: the first passing node in breadth-first order (depth, then level order).
+
+Both rules stop at the same level and pick within it, so the rule shapes no tree: it is read by
+`exits` and `finals` alone.
+
+**Several gates in one search, exactly.** `refining.tree_search.gates` are searched together and each
+gate's tree is the one a search to that gate alone grows. Targets depend on the gate (a parent failing
+gate 5 on c1, c2 and c3 may fail gate 3 on c3 alone), so each gate keeps its own frontier; a child that
+several gates' searches make with the same parent, index and targets is the same node (same id, prompt
+and seed) and is generated once, a child whose targets differ is generated for each. A node's `gates`
+lists the gates whose search holds it. A level's order runs over the union (parents ranked together,
+then child index), so it orders each gate's nodes as its own search would. `exits`/`finals` read a
+gate's nodes only, `nodes_alone` counts them (what the search to that gate alone generates) and
+`sharing` sets that against the generations made.
 
 Resumable: each level's generations and verdicts are checkpointed before the next level starts; a
 rerun after a kill regenerates no node and gives the same trees.
@@ -29,7 +59,7 @@ import logging
 import random
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar, get_args
 
 from judgeflow.errors import ConfigError
 from judgeflow.generation.prompting import load_template, stable_seed
@@ -45,6 +75,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 EMPTY, TRUNCATED = "empty", "truncated"
 T = TypeVar("T")
+ExitRule = Literal["best_at_level", "first"]  # refining.tree_search.exit
+EXIT_RULES: tuple[str, ...] = get_args(ExitRule)
 
 
 def _resolved(value: T | None, key: str) -> T:
@@ -121,11 +153,30 @@ def searched(seed, response_id: str, share: float) -> bool:
     return share >= 1 or random.Random(stable_seed(seed, "tree-root", response_id)).random() < share
 
 
+def failed_at(node: dict, k: int) -> list[str]:
+    """The criteria a node fails at gate k (fewer than k YES), weakest first (ties: the question's order)."""
+    return sorted((c for c, n in node["yes"].items() if n < k), key=lambda c: node["yes"][c])
+
+
+def child_targets(parent: dict, i: int, k: int, feedback: str) -> list[str]:
+    """What child i of `parent` targets in the search for gate k: multi, one failed criterion (the children
+    take them in turn); full, all of them."""
+    failed = failed_at(parent, k)
+    return [failed[i % len(failed)]] if feedback == "multi" else failed
+
+
+def child_id(parent_id: str, i: int, targets: list[str]) -> str:
+    """A child's id: its parent's, its index and its targets; the same path gives the same id (and seed)."""
+    return f"{parent_id}.{i}[{'+'.join(targets)}]"
+
+
 def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[str, dict], refining: Refining,
                  judging: Judging, seed: int, refiner, judge_models: dict, output: str,
                  round_: int = 1) -> list[dict]:
-    """Search a tree per root (a rejected response), run to the strictest gate; write every node.
+    """Search a tree per root (a rejected response) for every gate at once; write every node.
 
+    Each gate's nodes are those of a search to that gate alone (module docstring): each gate keeps its
+    own frontier; a child shared by several gates (same parent, index and targets) is generated once.
     `roots`: response records (response_id, question_id, text); `root_verdicts`: the judges' verdicts
     on them (judge_responses). `refining`: the refiner's templates and sampling, and its `tree_search`
     (the tree's shape and gates); `judging`: the judges; `seed`: the run's (each node's own from it).
@@ -147,19 +198,20 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
     for v in root_verdicts:
         by_root[v["response_id"]].append(v)
     trees: dict[str, list[dict]] = {}  # root id -> its nodes in breadth-first order
-    frontier: dict[str, list[dict]] = {}
+    # root id -> gate -> that gate's frontier (its search's `select` best of the last level), ranked
+    frontier: dict[str, dict[int, list[dict]]] = {}
     for r in roots:
         q = questions[r["question_id"]]
         cids = [c["criterion_id"] for c in criteria_for(q, judging)]
         root = _node({"node_id": f"{r['response_id']}/t", "root_id": r["response_id"],
                       "question_id": r["question_id"], "round": round_, "parent": None, "depth": 0, "order": 0,
-                      "criterion_ids": [], "text": r["text"], "finish_reason": r.get("finish_reason"),
-                      "usable": True, "unusable": None, "seed": r.get("seed")},
+                      "criterion_ids": [], "gates": list(gates), "text": r["text"],
+                      "finish_reason": r.get("finish_reason"), "usable": True, "unusable": None, "seed": r.get("seed")},
                      by_root[r["response_id"]], cids, gates)
         root["searched"] = strict not in root["passes"]
         trees[r["response_id"]] = [root]
         if root["searched"]:
-            frontier[r["response_id"]] = [root]
+            frontier[r["response_id"]] = {k: [root] for k in gates if k not in root["passes"]}
     log.info("tree search (round %d): %d roots, %d searched (%d pass every gate already), gates %s", round_,
              len(roots), len(frontier), len(roots) - len(frontier), [gate_name(k, n_judges) for k in gates])
 
@@ -167,31 +219,37 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
         if not frontier:
             break
         work = []
-        for rid, parents in frontier.items():
-            q = questions[parents[0]["question_id"]]
+        level_ids: dict[str, list[str]] = {}  # root id -> its level's node ids, in level order
+        for rid, fronts in frontier.items():
+            q = questions[next(iter(fronts.values()))[0]["question_id"]]
             described = {c["criterion_id"]: c["description"] for c in criteria_for(q, judging)}
-            order = 0
+            # the parents of every gate, ranked together: restricted to one gate's, its own frontier's order
+            parents = sorted({p["node_id"]: p for f in fronts.values() for p in f}.values(), key=rank_key)
+            held = {k: {p["node_id"] for p in f} for k, f in fronts.items()}
+            serves = {p["node_id"]: [k for k in sorted(fronts) if p["node_id"] in held[k]] for p in parents}
+            specs: dict[str, dict] = {}  # node id -> its record so far (gates filled in), in level order
             for parent in parents:
-                # the criteria failing the strictest gate, weakest first: the same whichever gate is searched for
-                failed = sorted((c for c, n in parent["yes"].items() if n < strict), key=lambda c: parent["yes"][c])
                 for i in range(ts.branch):
-                    nid = f"{parent['node_id']}.{i}"
-                    if ts.feedback == "multi":
-                        targets = [failed[i % len(failed)]]
-                        prompt = one.format(question=q["prompt"], response=parent["text"],
-                                            criterion=described[targets[0]],
-                                            critiques=_bullets(_critiques(parent["verdicts"], targets[0])))
-                    else:
-                        targets = list(failed)
-                        listed = "\n".join(f"{n}. {described[c]}\n{_bullets(_critiques(parent['verdicts'], c))}"
-                                           for n, c in enumerate(targets, start=1))
-                        prompt = full.format(question=q["prompt"], response=parent["text"], criteria=listed)
-                    req = GenRequest.chat(prompt, sampling=sampling,
-                                          seed=stable_seed(seed, "tree", round_, nid))
-                    work.append((nid, req, {"node_id": nid, "root_id": rid, "question_id": parent["question_id"],
-                                            "round": round_, "parent": parent["node_id"], "depth": depth,
-                                            "order": order, "criterion_ids": targets}))
-                    order += 1
+                    for k in serves[parent["node_id"]]:
+                        targets = child_targets(parent, i, k, ts.feedback)
+                        nid = child_id(parent["node_id"], i, targets)
+                        if nid in specs:  # another gate's search makes the same child: the same node
+                            specs[nid]["gates"].append(k)
+                            continue
+                        if ts.feedback == "multi":
+                            prompt = one.format(question=q["prompt"], response=parent["text"],
+                                                criterion=described[targets[0]],
+                                                critiques=_bullets(_critiques(parent["verdicts"], targets[0])))
+                        else:
+                            listed = "\n".join(f"{n}. {described[c]}\n{_bullets(_critiques(parent['verdicts'], c))}"
+                                               for n, c in enumerate(targets, start=1))
+                            prompt = full.format(question=q["prompt"], response=parent["text"], criteria=listed)
+                        req = GenRequest.chat(prompt, sampling=sampling, seed=stable_seed(seed, "tree", round_, nid))
+                        specs[nid] = {"node_id": nid, "root_id": rid, "question_id": parent["question_id"],
+                                      "round": round_, "parent": parent["node_id"], "depth": depth,
+                                      "order": len(specs), "criterion_ids": targets, "gates": [k]}
+                        work.append((nid, req, specs[nid]))
+            level_ids[rid] = list(specs)
         todo = [w for w in work if w[0] not in nodes]
         if todo:
             level = f"{work_dir}/depth-{depth}"
@@ -214,22 +272,24 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
                 q = questions[g["question_id"]]
                 cids = [c["criterion_id"] for c in criteria_for(q, judging)]
                 base = {k: g[k] for k in ("node_id", "root_id", "question_id", "round", "parent", "depth", "order",
-                                          "criterion_ids", "text", "finish_reason", "usable", "unusable", "seed",
-                                          "completion_tokens")}
+                                          "criterion_ids", "gates", "text", "finish_reason", "usable", "unusable",
+                                          "seed", "completion_tokens")}
                 records.append(_node(base, per_node[g["node_id"]], cids, gates))
             nodes.add_many(records)
-        level_nodes = defaultdict(list)
-        for nid, _, _ in work:
-            node = nodes.done[nid]
-            level_nodes[node["root_id"]].append(node)
-        nxt = {}
-        for rid, kids in level_nodes.items():
+        nxt: dict[str, dict[int, list[dict]]] = {}
+        for rid, ids in level_ids.items():
+            kids = [nodes.done[nid] for nid in ids]
             trees[rid] += kids
-            if any(strict in n["passes"] for n in kids):
-                continue  # exits at the strictest gate: this root's search is over
-            usable = sorted((n for n in kids if n["usable"]), key=rank_key)[:ts.select]
-            if usable:
-                nxt[rid] = usable
+            fronts = {}
+            for k in frontier[rid]:
+                mine = [n for n in kids if k in n["gates"]]
+                if any(k in n["passes"] for n in mine):
+                    continue  # gate k's search stops at this level: its exit is here
+                best = sorted((n for n in mine if n["usable"]), key=rank_key)[:ts.select]
+                if best:
+                    fronts[k] = best
+            if fronts:
+                nxt[rid] = fronts
         frontier = nxt
     records = [n for r in roots for n in trees[r["response_id"]]]
     nodes.add_many(n for n in records if n["depth"] == 0)
@@ -244,19 +304,23 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
 # ------------------------------------------------------------------------ per gate, from the trees
 
 
-def exits(tree: list[dict], k: int) -> dict | None:
-    """The first node in breadth-first order (depth, then level order) that passes gate k, or None."""
-    for node in sorted(tree, key=lambda n: (n["depth"], n["order"])):
-        if k in node["passes"]:
-            return node
-    return None
+def exits(tree: list[dict], k: int, rule: ExitRule) -> dict | None:
+    """Gate k's exit among the nodes of its search (`gates` holds k), or None: in the first level holding
+    a node that passes k, the passing node of the highest value (`best_at_level`: SPaR's, mean P(YES) then
+    level order breaking ties) or the first in level order (`first`)."""
+    if rule not in EXIT_RULES:
+        raise ConfigError(f"refining.tree_search.exit: {rule!r} is not one of {list(EXIT_RULES)}")
+    hits = [n for n in tree if k in n["gates"] and k in n["passes"]]
+    if not hits:
+        return None
+    level = [n for n in hits if n["depth"] == min(n["depth"] for n in hits)]
+    return min(level, key=rank_key if rule == "best_at_level" else lambda n: n["order"])
 
 
 def nodes_alone(tree: list[dict], k: int) -> int:
-    """Refinements a search to gate k alone generates: every level up to its exit (all levels if none)."""
-    hit = exits(tree, k)
-    last = hit["depth"] if hit is not None else max(n["depth"] for n in tree)
-    return sum(1 for n in tree if 0 < n["depth"] <= last)
+    """Refinements a search to gate k alone generates: the nodes of its search (`gates` holds k), every
+    level up to its exit (all levels if none); the same with either exit rule, which stop at one level."""
+    return sum(1 for n in tree if n["depth"] > 0 and k in n["gates"])
 
 
 def read_trees(paths: list[str]) -> dict[str, list[dict]]:
@@ -267,16 +331,17 @@ def read_trees(paths: list[str]) -> dict[str, list[dict]]:
     return dict(trees)
 
 
-def finals(trees: dict[str, list[dict]], k: int, n_judges: int) -> list[dict]:
-    """One record per root: root -> the first node that passes gate k (exit_node_id None: none did).
+def finals(trees: dict[str, list[dict]], k: int, n_judges: int, rule: ExitRule) -> list[dict]:
+    """One record per root: root -> its exit at gate k under `rule` (refining.tree_search.exit; `exits`),
+    exit_node_id None: no node passes.
 
     A root that already passes the gate has exit depth 0 (`passed_at_root`): no refinement, no pair."""
     out = []
     for rid, tree in trees.items():
         root = next(n for n in tree if n["depth"] == 0)
-        hit = exits(tree, k)
+        hit = exits(tree, k, rule)
         out.append({"root_id": rid, "question_id": root["question_id"], "round": root["round"],
-                    "gate": gate_name(k, n_judges), "k": k, "solved": hit is not None,
+                    "gate": gate_name(k, n_judges), "k": k, "exit": rule, "solved": hit is not None,
                     "passed_at_root": hit is not None and hit["depth"] == 0,
                     "exit_node_id": hit["node_id"] if hit else None, "exit_depth": hit["depth"] if hit else None,
                     "nodes_generated": nodes_alone(tree, k),
@@ -402,27 +467,42 @@ def depth_rows(round_: int, gate: str, finals_: list[dict], confidence: float) -
 
 
 def sharing(trees: dict[str, list[dict]], gates: list[int]) -> dict:
-    """Generation of the shared search (all gates in one) against a search per gate alone."""
+    """Generation of the shared search (all gates in one) against a search per gate alone: the nodes
+    generated, what each gate's search alone generates (`nodes_alone`), and the nodes by the gates they
+    serve ("3,5": made once for both; "5": where gate 5's targets differed, or gate 3 had stopped)."""
     shared = sum(1 for t in trees.values() for n in t if n["depth"] > 0)
     alone = {k: sum(nodes_alone(t, k) for t in trees.values()) for k in gates}
     strict = alone[max(gates)] if gates else 0
     separate = sum(alone.values())
+    by_gates: dict[str, int] = defaultdict(int)
+    for t in trees.values():
+        for n in t:
+            if n["depth"] > 0:
+                by_gates[",".join(str(k) for k in sorted(n["gates"]))] += 1
     return {"shared_nodes": shared, "alone_nodes": {str(k): v for k, v in alone.items()},
             "strictest_alone_nodes": strict, "separate_searches_nodes": separate,
             "shared_over_strictest": round(shared / strict, 4) if strict else None,
             "saved_nodes": separate - shared,
-            "saved_share": round((separate - shared) / separate, 4) if separate else None}
+            "saved_share": round((separate - shared) / separate, 4) if separate else None,
+            "nodes_by_gates": dict(sorted(by_gates.items()))}
 
 
 DEPTH_COLUMNS = ["round", "gate", "exit_depth", "finals", "oracle_pass", "pass_rate", "pass_rate_ci_low",
                  "pass_rate_ci_high"]
 
 
-def summarize(ts: TreeSearch, n_judges: int, final_paths: list[str], comparison_paths: list[str],
+def summarize(ts: TreeSearch, n_judges: int, seed: int, final_paths: list[str], comparison_paths: list[str],
               tree_paths: list[str], aggregate_paths: list[str], gates_out: str, depth_out: str, plot_out: str,
-              summary_out: str) -> dict:
-    """gates.csv, depth.csv, the figure and summary.json over every round and gate (`n_judges`: J)."""
-    from judgeflow.workflow.io import read_jsonl_many, write_csv, write_json
+              summary_out: str, outcomes_out: str, pairs_out: str) -> dict:
+    """gates.csv, depth.csv, the figure and summary.json over every round and gate (`n_judges`: J), and
+    the gates compared on the same roots (judgeflow.refining.gate_study): each root's outcome under
+    each gate (gate_outcomes.jsonl) and every pair of gates of a round (gate_pairs.csv, and
+    summary.json's `gate_pairs`, first): the paired difference in how often the oracle prefers the
+    final, its question-clustered bootstrap interval (`seed`), the exact McNemar test, Holm's
+    correction. Without a tree oracle (`oracle: null` and no evaluation oracle) there is nothing to
+    compare: both are empty."""
+    from judgeflow.refining.gate_study import COMPARE_COLUMNS, compare_gates, root_outcomes
+    from judgeflow.workflow.io import read_jsonl_many, write_csv, write_json, write_jsonl
 
     gates = gate_ks(ts)
     listed = [g.k for g in _resolved(ts.gates, "refining.tree_search.gates")]  # in the config's order
@@ -433,12 +513,18 @@ def summarize(ts: TreeSearch, n_judges: int, final_paths: list[str], comparison_
     comps = defaultdict(list)
     for p in comparison_paths:
         for c in read_jsonl(p):
-            comps[(_round_of(p), c["gate"])].append(c)
+            comps[(_round_of(p), c["gate"])].append({**c, "round": _round_of(p)})
     order = [(r, gate_name(k, n_judges)) for r in range(1, ts.rounds + 1) for k in gates]
     rows = [gate_row(r, g, by_gate[(r, g)], comps[(r, g)], conf) for r, g in order]
     depth = [d for r, g in order for d in depth_rows(r, g, by_gate[(r, g)], conf)]
     write_csv(gates_out, rows, GATE_COLUMNS)
     write_csv(depth_out, depth, DEPTH_COLUMNS)
+    compared = ts.oracle is not None
+    outcomes = root_outcomes([f for fs in by_gate.values() for f in fs],
+                             [c for cs in comps.values() for c in cs]) if compared else []
+    pairs = compare_gates(outcomes, conf, ts.bootstrap, seed) if compared else []
+    write_jsonl(outcomes_out, outcomes)
+    write_csv(pairs_out, pairs, COMPARE_COLUMNS)
     rounds = {}
     for r in range(1, ts.rounds + 1):
         trees = read_trees([p for p in tree_paths if _round_of(p) == r])
@@ -449,8 +535,8 @@ def summarize(ts: TreeSearch, n_judges: int, final_paths: list[str], comparison_
                                               and not n.get("searched", True)),
                           "unusable_nodes": sum(1 for t in trees.values() for n in t if not n["usable"]),
                           "sharing": sharing(trees, listed)}
-    summary = {"gates": rows, "rounds": rounds, "branch": ts.branch, "select": ts.select, "depth": ts.depth,
-               "feedback": ts.feedback, "oracle": ts.oracle, "confidence": conf}
+    summary = {"gate_pairs": pairs, "gates": rows, "rounds": rounds, "branch": ts.branch, "select": ts.select,
+               "depth": ts.depth, "feedback": ts.feedback, "exit": ts.exit, "oracle": ts.oracle, "confidence": conf}
     write_json(summary_out, summary)
     plot_gates(rows, depth, plot_out)
     return summary

@@ -1,5 +1,5 @@
 """tree_search: one shard's rejected responses, each the root of a breadth-first tree of refinements
-run to the strictest exit gate (judgeflow.refining.tree_search)."""
+searched for every exit gate at once, each gate's nodes those of its own search (judgeflow.refining.tree_search)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

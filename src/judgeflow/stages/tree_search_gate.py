@@ -1,4 +1,4 @@
-"""tree_search_gate: for one round and gate, each root's exit node (the first that passes the gate),
+"""tree_search_gate: for one round and gate, each root's exit node (under refining.tree_search.exit),
 its pairs (final > original, TRL's format) and the oracle's preference of final over original."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def run(inp, out, settings: Settings, job: Job) -> None:
     k, n_judges = parse_gate(job.wildcards["gate"])
     questions = questions_by_id(inp.kept)
-    records = finals(read_trees(list(inp.trees)), k, n_judges)
+    records = finals(read_trees(list(inp.trees)), k, n_judges, settings.refining.tree_search.exit)
     verify_finals(records, questions)
     write_jsonl(out.final, records)
     write_jsonl(out.pairs, pairs_of(records, questions, settings.sampling.system_prompt))

@@ -1,5 +1,6 @@
-"""tree_search_summary: gates.csv (one row per round and gate), the oracle's pass rate of finals by
-exit depth, the figure, and what sharing one search across the gates saved."""
+"""tree_search_summary: the gates compared on the same roots (gate_pairs.csv: paired difference,
+question-clustered interval, exact McNemar test, Holm), gates.csv (one row per round and gate), the
+oracle's pass rate of finals by exit depth, the figure, and what sharing one search across the gates saved."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -12,5 +13,6 @@ if TYPE_CHECKING:
 
 
 def run(inp, out, settings: Settings, job: Job) -> None:
-    summarize(settings.refining.tree_search, len(settings.judging.judges), list(inp.finals), list(inp.comparisons),
-              list(inp.trees), list(inp.aggregates), out.gates, out.depth, out.plot, out.summary)
+    summarize(settings.refining.tree_search, len(settings.judging.judges), settings.seed, list(inp.finals),
+              list(inp.comparisons), list(inp.trees), list(inp.aggregates), out.gates, out.depth, out.plot, out.summary,
+              out.outcomes, out.gate_pairs)

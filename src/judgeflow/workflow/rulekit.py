@@ -421,8 +421,9 @@ class Rules:
         if "single" in self.strategies():
             s.append(("Preference pairs", files(o.build_pairs, "overall", "summary")))
         if "tree_search" in self.strategies():
-            s.append(("Tree search (SPaR): exit gates, the oracle's preference and pass rate by depth",
-                      files(o.tree_search_summary, "plot", "gates", "depth", "summary")))
+            s.append(("Tree search (SPaR): the exit gates compared on the same roots (paired: difference, "
+                      "question-clustered interval, exact McNemar, Holm), then each gate's preference and pass rate "
+                      "by depth", files(o.tree_search_summary, "gate_pairs", "plot", "gates", "depth", "summary")))
         s += [("DPO training: gradient weights per pair", files(o.dpo_diagnostics, "plot", "training", "table")),
               ("Evaluation on held-out questions", files(o.evaluate_policies, "table", "summary"))]
         if self.settings.draws.enabled:

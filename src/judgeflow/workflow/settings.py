@@ -361,11 +361,17 @@ class TreeSearch(Section):
                                                      "falls below this (a random subset, the same in every round "
                                                      "and shard); 1 = every rejected response")
     feedback: Literal["multi", "full"] = Field(
-        "multi", description="multi: a child targets one failed criterion (the children take them in turn); "
-                             "full: every child gets all failed criteria")
+        "multi", description="multi: a child targets one criterion its parent fails at the gate searched for "
+                             "(the children take them in turn); full: every child gets all of them")
     gates: list[Gate] | None = Field(
-        None, min_length=1, description="exit gates compared in one search (run to the strictest; each records "
-                                        "its first passing node); null = judging.k and J")
+        None, min_length=1, description="exit gates compared in one search: each gate's nodes are exactly those "
+                                        "of a search to it alone (shared where their targets agree, branched "
+                                        "where they differ); null = judging.k and J")
+    exit: Literal["best_at_level", "first"] = Field(
+        "best_at_level", description="a gate's exit, in the first level holding a node that passes it: "
+                                     "best_at_level (SPaR's) the highest-valued passing node of that level (mean "
+                                     "P(YES), then level order, breaking ties); first: the first passing node "
+                                     "in breadth-first order")
     rounds: int = Field(1, ge=1, description="self-play rounds: round r+1's actor is the policy DPO-trained on "
                                              "round r's pairs (of train_gate)")
     train_gate: int | None = Field(None, ge=1, description="k of the gate whose pairs train the next round's "
@@ -375,7 +381,10 @@ class TreeSearch(Section):
     oracle: str | None = Field(None, description="the pairwise oracle of final vs original: a models key, "
                                                  "'verifier', or null = evaluation.oracle")
     confidence: float = Field(0.95, gt=0, lt=1, description="level of the win-rate and pass-rate intervals "
-                                                           "(Clopper-Pearson)")
+                                                           "(Clopper-Pearson), of the paired gate comparison's "
+                                                           "interval, and 1 - its alpha (McNemar, Holm)")
+    bootstrap: int = Field(2000, ge=100, description="resamples of the question-clustered bootstrap interval of "
+                                                     "the paired gate comparison (gate_pairs.csv)")
     checkpoint_every: int = op(64, "nodes per checkpointed batch", ge=1)
 
     @model_validator(mode="after")
