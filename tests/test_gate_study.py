@@ -194,7 +194,7 @@ def test_one_per_question_is_seeded_order_independent_and_keeps_one_per_question
 def test_select_roots_all_and_bad_mode():
     assert gs.select_roots(ROOTS, "all", seed=1) == ROOTS
     assert gs.select_roots([], "one_per_question", seed=1) == []
-    with pytest.raises(ValueError, match=r"refining\.tree_search\.roots"):
+    with pytest.raises(ValueError, match=r"refining\.tree_search\.root_choice"):
         gs.select_roots(ROOTS, "one", seed=1)
     with pytest.raises(ValueError, match="twice"):
         gs.select_roots(ROOTS + ROOTS[:1], "one_per_question", seed=1)

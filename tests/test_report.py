@@ -104,7 +104,7 @@ def test_the_tree_search_panel_leads_with_the_paired_gate_comparison(tmp_path):
     outcomes = [{"round": 1, "gate": g, "k": k, "root_id": f"q{i}/r0", "question_id": f"q{i}",
                  "prefer": int(i < (6 if k == 3 else 4)), "net": int(i < (6 if k == 3 else 4))}
                 for i in range(10) for g, k in (("3of5", 3), ("5of5", 5))]
-    pairs = compare_gates(outcomes, 0.95, 500, 0)
+    pairs = [{**r, "effect": 0.1, "achieved_power": 0.12} for r in compare_gates(outcomes, 0.95, 500, 0)]
     gate = {"round": 1, "gate": "3of5", "win_rate": 0.6, "win_rate_ci_low": 0.3, "win_rate_ci_high": 0.85,
             "oracle_wins": 6, "oracle_losses": 4, "oracle_ties": 0, "solved": 10, "roots": 10, "mean_exit_depth": 1.2}
     summary = tmp_path / "tree.json"
@@ -114,6 +114,8 @@ def test_the_tree_search_panel_leads_with_the_paired_gate_comparison(tmp_path):
     assert paired < unpaired and "5of5 - 3of5: -0.200" in page
     assert "exact McNemar p = 0.5" in page and "no significant difference between 3of5 and 5of5" in page
     assert "(not paired" in page
+    assert "power of this run to detect 5of5 - 3of5 = +/-0.1" in page and "12%" in page
+    assert "too little to tell a null result from no effect" in page
 
 
 def test_a_missing_summary_shows_n_a_not_a_crash(tmp_path):

@@ -7,6 +7,7 @@ import json
 import random
 import re
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -584,7 +585,7 @@ def test_the_summary_compares_the_gates_on_the_same_roots_first(tmp_path):
     from judgeflow.refining import gate_study
     from judgeflow.workflow.io import write_jsonl
 
-    cfg = config(oracle="verifier")
+    cfg = config(oracle="verifier", effect=0.2)
     _, _, out = search(tmp_path, cfg, n=4)
     trees = ts.read_trees([str(out)])
     rule = exit_rule(cfg)
@@ -608,7 +609,7 @@ def test_the_summary_compares_the_gates_on_the_same_roots_first(tmp_path):
                            [str(p[1]) for p in paths.values()], [str(out)], [str(aggregates)], o["gates.csv"],
                            o["depth.csv"], o["gates.png"], o["summary.json"], o["gate_outcomes.jsonl"],
                            o["gate_pairs.csv"])
-    assert next(iter(json.loads(open(o["summary.json"]).read()))) == "gate_pairs"
+    assert next(iter(json.loads(Path(o["summary.json"]).read_text()))) == "gate_pairs"
     (row,) = summary["gate_pairs"]
     assert (row["gate_a"], row["gate_b"], row["n_roots"], row["n_questions"]) == ("2of3", "3of3", 4, 4)
     assert (row["prefer_a"], row["prefer_b"]) == (0.75, 0.25) and row["diff"] == -0.5
@@ -616,14 +617,59 @@ def test_the_summary_compares_the_gates_on_the_same_roots_first(tmp_path):
     assert row["mcnemar_p"] == pytest.approx(0.5)  # exact: 2 discordant roots, both one way
     assert row["mcnemar_p"] == pytest.approx(gate_study.mcnemar_exact(2, 0))
     assert "no significant difference" in row["verdict"]  # 4 roots: a null result, said as one
+    assert row["effect"] == 0.2 and row["achieved_power"] == pytest.approx(
+        round(gate_study.achieved_power(4, 0.2, 0.5, row["alpha"]), 4)) and row["achieved_power"] < 0.5
     assert row["net_diff"] == pytest.approx((1 - 3) / 4 - (3 - 1) / 4)  # the loss on q3 and the lost wins
     with open(o["gate_pairs.csv"]) as fh:
         assert [r["gate_b"] for r in csv.DictReader(fh)] == ["3of3"]
-    outcomes = [json.loads(line) for line in open(o["gate_outcomes.jsonl"])]
+    outcomes = [json.loads(line) for line in Path(o["gate_outcomes.jsonl"]).read_text().splitlines()]
     assert len(outcomes) == 8 and {x["gate"] for x in outcomes} == {"2of3", "3of3"}
     # without a tree oracle there is nothing to compare
     unjudged = cfg.typed().refining.tree_search.model_copy(update={"oracle": None})  # and no evaluation.oracle
     none = ts.summarize(unjudged, 3, 7, [str(p[0]) for p in paths.values()], [], [str(out)], [str(aggregates)],
                         o["gates.csv"], o["depth.csv"], o["gates.png"], o["summary.json"], o["gate_outcomes.jsonl"],
                         o["gate_pairs.csv"])
-    assert none["gate_pairs"] == [] and open(o["gate_outcomes.jsonl"]).read() == ""
+    assert none["gate_pairs"] == [] and Path(o["gate_outcomes.jsonl"]).read_text() == ""
+
+
+@pytest.mark.parametrize("choice", ["one_per_question", "all"])
+def test_the_search_stage_takes_one_failing_response_per_question_by_default(tmp_path, monkeypatch, choice):
+    """refining.tree_search.root_choice: SPaR keeps one failing response per prompt (seeded), so the paired
+    McNemar test between gates has independent roots; `all` searches every rejected response."""
+    import contextlib
+
+    from judgeflow.workflow import pipeline
+    from judgeflow.workflow.io import write_jsonl
+
+    cfg = config() if choice == "one_per_question" else config(root_choice="all")
+    assert cfg["refining"]["tree_search"]["root_choice"] == choice
+
+    @contextlib.contextmanager
+    def fake_open(specs, cache_dir, log_dir=None, threads=None):
+        yield {"refiner": Refiner(), **judges()}
+
+    monkeypatch.setattr("judgeflow.models.open_models", fake_open)
+    responses = [{"response_id": f"q{i}/r{j}", "question_id": f"q{i}", "text": f"answer {i}.{j}",
+                  "finish_reason": "stop"} for i in range(3) for j in range(3)]
+    accepted = {"q0/r2"}  # q0 has two failing responses, q1 and q2 three
+    files = {n: str(tmp_path / f"{n}.jsonl") for n in ("responses", "aggregate", "verdicts", "kept")}
+    write_jsonl(files["responses"], responses)
+    write_jsonl(files["aggregate"], [{"response_id": r["response_id"], "accepted": r["response_id"] in accepted}
+                                     for r in responses])
+    write_jsonl(files["verdicts"], [{"response_id": r["response_id"], "refinement_id": None, "criterion_id": c,
+                                     "judge_id": f"j{j}", "label": "no", "p_yes": 0.1, "critique": "short"}
+                                    for r in responses for c in ("c1", "c2") for j in (1, 2, 3)])
+    write_jsonl(files["kept"], [QUESTIONS[f"q{i}"] | {"prompt": f"Question {i}?"} for i in range(3)])
+    trees = tmp_path / "trees.jsonl"
+    pipeline.run_stage("tree_search", {**files, "judges": [], "models": [], "templates": []},
+                       {"trees": str(trees)}, cfg, wildcards={"round": "1", "shard": "0"})
+    roots = sorted(ts.read_trees([str(trees)]))
+    by_question = {q: [r for r in roots if r.startswith(f"{q}/")] for q in ("q0", "q1", "q2")}
+    if choice == "all":
+        assert roots == sorted(r["response_id"] for r in responses if r["response_id"] not in accepted)
+    else:
+        assert all(len(rs) == 1 for rs in by_question.values()) and "q0/r2" not in roots
+        again = tmp_path / "again.jsonl"  # seeded: the same roots on a rerun
+        pipeline.run_stage("tree_search", {**files, "judges": [], "models": [], "templates": []},
+                           {"trees": str(again)}, cfg, wildcards={"round": "1", "shard": "0"})
+        assert sorted(ts.read_trees([str(again)])) == roots

@@ -152,7 +152,12 @@ def headline(files: dict[str, str]) -> str:
                     f"exact McNemar p = {r['mcnemar_p']:.3g} on {r['discordant_b'] + r['discordant_c']} discordant "
                     f"roots" + (f", Holm-adjusted over {r['holm_family']} pairs: {r['mcnemar_p_holm']:.3g}"
                                 if r.get("mcnemar_p_holm") is not None else "")) for r in paired],
-                *[e(r["verdict"]) for r in paired]))
+                *[e(r["verdict"]) for r in paired],
+                *[e(f"power of this run to detect {r['gate_b']} - {r['gate_a']} = +/-{r['effect']:g} (refining."
+                    f"tree_search.effect) at alpha = {r['alpha']:g}: {r['achieved_power']:.0%} ({r['n_roots']} roots, "
+                    f"{r['discordance']:.0%} of them discordant; McNemar, normal approximation)"
+                    + (" - too little to tell a null result from no effect" if r["achieved_power"] < 0.8 else ""))
+                  for r in paired if r.get("achieved_power") is not None]))
         lines = [e(f"gate {r['gate']}: {_interval(r['win_rate'], r['win_rate_ci_low'], r['win_rate_ci_high'])} "
                    f"({r['oracle_wins']} wins, {r['oracle_losses']} losses, {r['oracle_ties']} ties); "
                    f"{r['solved']} of {r['roots']} roots solved, mean exit depth {_fmt(r['mean_exit_depth'])}")

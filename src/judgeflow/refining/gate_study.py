@@ -36,7 +36,7 @@ NO_CHANGE = "no_change"
 OUTCOMES = (WIN, LOSS, TIE, INCONSISTENT, ABSTAIN, NO_CHANGE)
 REFINED, UNSOLVED, PASSED_AT_ROOT = "refined", "unsolved", "passed_at_root"
 ROOT_MODES = ("all", "one_per_question")
-ROOTS_KEY = "refining.tree_search.roots"
+ROOTS_KEY = "refining.tree_search.root_choice"
 
 OUTCOME_COLUMNS = ["round", "gate", "k", "root_id", "question_id", "status", "outcome", "prefer", "net"]
 COMPARE_COLUMNS = ["round", "gate_a", "gate_b", "n_roots", "n_questions", "prefer_a", "prefer_b", "diff",
@@ -294,7 +294,7 @@ def select_roots(roots: Sequence[Mapping], mode: str, seed: int) -> list[Mapping
     stable_seed(seed, "one-root", question_id): the same choice for the same seed, whatever the input
     order. A question with no failing response has no root and is simply absent (the study covers the
     questions the policy fails at least once). The kept roots are returned in input order. A mode
-    other than these two is a ValueError naming refining.tree_search.roots."""
+    other than these two is a ValueError naming refining.tree_search.root_choice."""
     if mode not in ROOT_MODES:
         raise ValueError(f"{ROOTS_KEY}: unknown mode {mode!r} (one of {', '.join(ROOT_MODES)})")
     if mode == "all":

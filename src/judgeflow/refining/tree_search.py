@@ -499,9 +499,10 @@ def summarize(ts: TreeSearch, n_judges: int, seed: int, final_paths: list[str], 
     each gate (gate_outcomes.jsonl) and every pair of gates of a round (gate_pairs.csv, and
     summary.json's `gate_pairs`, first): the paired difference in how often the oracle prefers the
     final, its question-clustered bootstrap interval (`seed`), the exact McNemar test, Holm's
-    correction. Without a tree oracle (`oracle: null` and no evaluation oracle) there is nothing to
-    compare: both are empty."""
-    from judgeflow.refining.gate_study import COMPARE_COLUMNS, compare_gates, root_outcomes
+    correction; with `effect` set, the power the run had to detect it (`achieved_power`: n roots, the
+    observed share of discordant roots, at least the effect, alpha = 1 - confidence). Without a tree
+    oracle (`oracle: null` and no evaluation oracle) there is nothing to compare: both are empty."""
+    from judgeflow.refining.gate_study import COMPARE_COLUMNS, achieved_power, compare_gates, root_outcomes
     from judgeflow.workflow.io import read_jsonl_many, write_csv, write_json, write_jsonl
 
     gates = gate_ks(ts)
@@ -523,8 +524,12 @@ def summarize(ts: TreeSearch, n_judges: int, seed: int, final_paths: list[str], 
     outcomes = root_outcomes([f for fs in by_gate.values() for f in fs],
                              [c for cs in comps.values() for c in cs]) if compared else []
     pairs = compare_gates(outcomes, conf, ts.bootstrap, seed) if compared else []
+    for row in pairs:  # the power this run had for the effect it looked for (refining.tree_search.effect)
+        row["effect"] = ts.effect
+        row["achieved_power"] = (None if ts.effect is None or not row["n_roots"] else round(achieved_power(
+            row["n_roots"], ts.effect, max(row["discordance"], ts.effect), row["alpha"]), 4))
     write_jsonl(outcomes_out, outcomes)
-    write_csv(pairs_out, pairs, COMPARE_COLUMNS)
+    write_csv(pairs_out, pairs, [*COMPARE_COLUMNS, "effect", "achieved_power"])
     rounds = {}
     for r in range(1, ts.rounds + 1):
         trees = read_trees([p for p in tree_paths if _round_of(p) == r])

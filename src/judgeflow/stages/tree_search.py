@@ -1,11 +1,13 @@
-"""tree_search: one shard's rejected responses, each the root of a breadth-first tree of refinements
-searched for every exit gate at once, each gate's nodes those of its own search (judgeflow.refining.tree_search)."""
+"""tree_search: one shard's rejected responses (one per question: refining.tree_search.root_choice),
+each the root of a breadth-first tree of refinements searched for every exit gate at once, each gate's
+nodes those of its own search (judgeflow.refining.tree_search)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from judgeflow.judging.judges import learned_judges
 from judgeflow.models import log_stats
+from judgeflow.refining.gate_study import select_roots
 from judgeflow.refining.tree_search import search_trees, searched
 from judgeflow.workflow.io import questions_by_id, read_jsonl
 
@@ -17,9 +19,10 @@ if TYPE_CHECKING:
 def run(inp, out, settings: Settings, job: Job) -> None:
     refining = settings.refining
     accepted = {a["response_id"] for a in read_jsonl(inp.aggregate) if a["accepted"]}
-    share = refining.tree_search.roots
-    roots = [r for r in read_jsonl(inp.responses)
-             if r["response_id"] not in accepted and searched(settings.seed, r["response_id"], share)]
+    rejected = [r for r in read_jsonl(inp.responses) if r["response_id"] not in accepted]
+    # SPaR's roots: one failing response per question (a shard holds whole questions), then `roots`' share
+    chosen = select_roots(rejected, refining.tree_search.root_choice, settings.seed)
+    roots = [dict(r) for r in chosen if searched(settings.seed, r["response_id"], refining.tree_search.roots)]
     with job.models() as models:
         models = learned_judges(settings.judging, models, inp.judges)
         search_trees(roots, read_jsonl(inp.verdicts), questions_by_id(inp.kept), refining, settings.judging,

@@ -92,7 +92,8 @@ def _tree_oracle(*paths: str) -> Callable[[dict], tuple[str, ...]]:
     return lambda s: paths if s["refining"]["tree_search"]["oracle"] not in (None, "verifier") else ()
 
 
-TREE_SHAPE = tuple(f"refining.tree_search.{k}" for k in ("branch", "select", "depth", "roots", "feedback", "gates",
+TREE_SHAPE = tuple(f"refining.tree_search.{k}" for k in ("branch", "select", "depth", "roots", "root_choice",
+                                                         "feedback", "gates",
                                                          "max_new_tokens", "checkpoint_every"))
 JUDGE_READS = ("judging.judges", "judging.force_verdict", "judging.generic_criteria")
 REFINE_TEMPLATES = ("refining.template_one", "refining.template_all")

@@ -360,6 +360,16 @@ class TreeSearch(Section):
                                                      "when a uniform number seeded by the run's seed and its id "
                                                      "falls below this (a random subset, the same in every round "
                                                      "and shard); 1 = every rejected response")
+    root_choice: Literal["one_per_question", "all"] = Field(
+        "one_per_question", description="which rejected responses are roots: one_per_question (SPaR's: one "
+                                        "failing response per question, chosen at random, seeded; the paired "
+                                        "McNemar test between gates then has independent roots) or all; "
+                                        "`roots` then keeps its share of them")
+    effect: float | None = Field(None, gt=0, lt=1, description="the difference between two gates' rates of the "
+                                                              "oracle preferring the final that the run should "
+                                                              "detect: gate_pairs.csv and the report give the power "
+                                                              "the run had for it (judgeflow plan-gates sizes a "
+                                                              "study for it); null = none stated")
     feedback: Literal["multi", "full"] = Field(
         "multi", description="multi: a child targets one criterion its parent fails at the gate searched for "
                              "(the children take them in turn); full: every child gets all of them")
