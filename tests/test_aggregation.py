@@ -44,3 +44,26 @@ def test_overall_needs_every_criterion():
 def test_missing_verdicts_count_as_not_accepted():
     (agg,) = aggregate([], ITEMS, QUESTIONS, _judging(1, 3))
     assert agg["failed"] == ["c1", "generic:g"]
+
+
+@pytest.mark.parametrize("abstain,value", [("no", 2 / 5), ("drop", 2 / 3)])
+def test_the_value_counts_an_abstain_as_no_or_leaves_it_out_and_acceptance_is_the_same(abstain, value):
+    j = Judging.model_validate({**_judging(2, 5).model_dump(), "abstain": abstain})
+    v = _verdicts("q/r0", "c1", ["yes", "yes", "no", "abstain", "abstain"]) + \
+        _verdicts("q/r0", "generic:g", ["yes"] * 5)
+    (agg,) = aggregate(v, ITEMS, QUESTIONS, j)
+    assert agg["criteria"]["c1"]["value"] == pytest.approx(value)
+    assert agg["criteria"]["generic:g"]["value"] == 1.0
+    assert agg["value"] == pytest.approx((2 + 5) / (10 if abstain == "no" else 8))
+    assert agg["accepted"] is True  # 2 YES of 5 passes 2-of-5 with either
+
+
+def test_a_sampled_judge_s_samples_are_the_J_of_k_of_J():
+    j = Judging.model_validate({"k": 3, "judges": [{"id": "s", "model": "m", "samples": 4}]})
+    v = [{"response_id": "q/r0", "refinement_id": None, "criterion_id": c, "judge_id": f"s#{n}", "label": lab}
+         for c in ("c1",) for n, lab in zip(range(1, 5), ["yes", "yes", "yes", "abstain"])]
+    (agg,) = aggregate(v, ITEMS, QUESTIONS, j)
+    assert (agg["k"], agg["J"]) == (3, 4) and agg["criteria"]["c1"]["accepted"]
+    assert agg["criteria"]["c1"]["value"] == 1.0  # abstain: drop, the default with samples
+    with pytest.raises(Exception, match="two verdicts of judge 's#1'"):
+        aggregate(v + v[:1], ITEMS, QUESTIONS, j)

@@ -412,7 +412,7 @@ def _candidates(path: tuple, value, validated: dict, template_dir: Path | None =
                 "base_url": ["http://127.0.0.1:9/v1"], "api_key_env": ["SOME_KEY"], "port": [8999],
                 "j": [[1]], "mem_mb": [1000], "threads": [2], "runtime": [5],
                 "max_steps": [None], "tasks": ["data/tasks.txt"], "threshold": [0.9], "pca": [4],
-                "layers": [[-1]]}.get(name, [])
+                "layers": [[-1]], "effect": [0.1]}.get(name, [])
     if isinstance(value, list) and value:
         return [value[:-1], value + value[-1:], list(reversed(value))] if len(value) > 1 else [value + value]
     if isinstance(value, list) and not value:

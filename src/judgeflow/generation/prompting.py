@@ -39,6 +39,7 @@ def template_path(name_or_path: str, key: str) -> Path:
 TEMPLATE_FIELDS: dict[str, frozenset[str]] = {
     "cleaning.template": frozenset({"question"}),
     "judging.judges[*].template": frozenset({"question", "response", "criterion"}),
+    "judging.judges[*].holistic_template": frozenset({"question", "response", "criteria"}),
     "refining.template_one": frozenset({"question", "response", "criterion", "critiques"}),
     "refining.template_all": frozenset({"question", "response", "criteria"}),
     "oracle.template": frozenset({"question", "criteria", "response"}),

@@ -28,6 +28,7 @@ from judgeflow.errors import ConfigError
 from judgeflow.generation.prompting import stable_seed
 from judgeflow.generation.resumable import generate_resumable
 from judgeflow.judging.judges import NO, YES, aggregate, criteria_for, judge_items
+from judgeflow.judging.verdicts import verdict_ids
 from judgeflow.models import GenRequest, Sampling
 from judgeflow.workflow.io import read_jsonl, write_jsonl
 
@@ -81,12 +82,13 @@ def _round(questions: list[dict], r: int, draws: Draws, scfg: SamplingSection, j
 
 
 def judge_accepts(verdicts: list[dict], question: dict, judging: Judging) -> dict[str, bool]:
-    """Per judge: did it say YES on every criterion of this draw (its own, un-aggregated verdict)?"""
+    """Per verdict column (a judge, or one sample of a sampled judge: verdict_ids): did it say YES on
+    every criterion of this draw (its own, un-aggregated verdict)?"""
     crits = {c["criterion_id"] for c in criteria_for(question, judging)}
     out = {}
-    for j in judging.judges:
-        yes = {v["criterion_id"] for v in verdicts if v["judge_id"] == j.id and v["label"] == YES}
-        out[j.id] = crits <= yes
+    for vid in verdict_ids(judging):
+        yes = {v["criterion_id"] for v in verdicts if v["judge_id"] == vid and v["label"] == YES}
+        out[vid] = crits <= yes
     return out
 
 
@@ -94,7 +96,7 @@ def criterion_verdicts(verdicts: list[dict], question: dict, judging: Judging) -
     """Per criterion of the draw: each judge's verdict (1 YES, 0 NO, None abstained or missing), in
     judging.judges order: the matrix that k-of-J per criterion, then all criteria, aggregates."""
     label = {(v["criterion_id"], v["judge_id"]): v["label"] for v in verdicts}
-    judge_ids = [j.id for j in judging.judges]
+    judge_ids = verdict_ids(judging)
     return {c["criterion_id"]: [VOTE.get(label.get((c["criterion_id"], j))) for j in judge_ids]
             for c in criteria_for(question, judging)}
 

@@ -9,12 +9,16 @@ Each response the aggregated judges reject (judging.k) is the **root** of a brea
   first: `feedback: multi`: child i the i-th of them (in turn); `full`: all of them; the critiques of
   the judges that said NO at the parent are in the prompt;
 * every usable child is judged by the J judges on every criterion; its **value** is the share of YES
-  verdicts over judges and criteria, the mean P(YES) (where known) breaking ties;
+  verdicts over judges and criteria, the mean P(YES) (where known) breaking ties. An abstain counts by
+  `judging.abstain`: `no` (a panel's default), as a NO (YES / all verdicts); `drop` (the default in SPaR's
+  judging mode, where one judge is sampled J times: judgeflow.judging.judges), left out, YES / (YES + NO),
+  SPaR's value (src/models/get_response.py:127); a node with abstains alone then has no value (ranked as 0);
 * the `select` best nodes of a level (value, then mean P(YES), then level order) are expanded next;
 * a child that is empty or cut at the token limit is **unusable**: never judged, never passing,
   never expanded.
 
-**Gates and exits.** A node passes gate k when, on every criterion, at least k of the J judges say YES.
+**Gates and exits.** A node passes gate k when, on every criterion, at least k of the J judges say YES (an
+abstain is never a YES, with either `judging.abstain`; J counts a sampled judge's samples, `n_verdicts`).
 The search for gate k stops after the first level holding a node that passes it; its exit in that
 level is (`refining.tree_search.exit`):
 
@@ -65,6 +69,7 @@ from judgeflow.errors import ConfigError
 from judgeflow.generation.prompting import load_template, stable_seed
 from judgeflow.generation.resumable import generate_resumable
 from judgeflow.judging.judges import NO, YES, criteria_for, judge_items
+from judgeflow.judging.verdicts import abstain_mode, n_verdicts, yes_share
 from judgeflow.models import GenRequest, Sampling
 from judgeflow.refining.gates import gate_name
 from judgeflow.workflow.io import Checkpoint, read_jsonl
@@ -106,12 +111,14 @@ def passes(node: dict, k: int) -> bool:
     return bool(node["usable"]) and all(n >= k for n in node["yes"].values())
 
 
-def value_of(verdicts: list[dict]) -> tuple[float | None, float | None]:
-    """(share of YES verdicts, mean P(YES) over the verdicts that have one)."""
+def value_of(verdicts: list[dict], abstain: str = "no") -> tuple[float | None, float | None]:
+    """(share of YES verdicts, mean P(YES) over the verdicts that have one). `abstain` (judging.abstain):
+    `no`, YES / all verdicts; `drop`, YES / (YES + NO) (judgeflow.judging.verdicts.yes_share, the value of
+    aggregate records too), None where every verdict abstained."""
     if not verdicts:
         return None, None
     probs = [v["p_yes"] for v in verdicts if v.get("p_yes") is not None]
-    return (round(sum(v["label"] == YES for v in verdicts) / len(verdicts), 6),
+    return (yes_share([v["label"] for v in verdicts], abstain),
             round(sum(probs) / len(probs), 6) if probs else None)
 
 
@@ -139,8 +146,8 @@ def _slim(v: dict) -> dict:
     return {k: v.get(k) for k in ("criterion_id", "judge_id", "label", "label_from", "p_yes", "critique")}
 
 
-def _node(base: dict, verdicts: list[dict], criterion_ids: list[str], gates: list[int]) -> dict:
-    value, p_mean = value_of(verdicts)
+def _node(base: dict, verdicts: list[dict], criterion_ids: list[str], gates: list[int], abstain: str = "no") -> dict:
+    value, p_mean = value_of(verdicts, abstain)
     node = {**base, "verdicts": [_slim(v) for v in verdicts], "yes": yes_counts(verdicts, criterion_ids),
             "value": value if base["usable"] else None, "p_yes_mean": p_mean if base["usable"] else None}
     node["passes"] = [k for k in gates if passes(node, k)]
@@ -182,7 +189,8 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
     (the tree's shape and gates); `judging`: the judges; `seed`: the run's (each node's own from it).
     Returns the node records in tree order (root, then level by level)."""
     ts = refining.tree_search
-    n_judges = len(judging.judges)
+    n_judges = n_verdicts(judging)
+    abstain = abstain_mode(judging)
     gates = gate_ks(ts)
     strict = gates[-1]
     one = load_template(refining.template_one, {"question", "response", "criterion", "critiques"},
@@ -207,7 +215,7 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
                       "question_id": r["question_id"], "round": round_, "parent": None, "depth": 0, "order": 0,
                       "criterion_ids": [], "gates": list(gates), "text": r["text"],
                       "finish_reason": r.get("finish_reason"), "usable": True, "unusable": None, "seed": r.get("seed")},
-                     by_root[r["response_id"]], cids, gates)
+                     by_root[r["response_id"]], cids, gates, abstain)
         root["searched"] = strict not in root["passes"]
         trees[r["response_id"]] = [root]
         if root["searched"]:
@@ -274,7 +282,7 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
                 base = {k: g[k] for k in ("node_id", "root_id", "question_id", "round", "parent", "depth", "order",
                                           "criterion_ids", "gates", "text", "finish_reason", "usable", "unusable",
                                           "seed", "completion_tokens")}
-                records.append(_node(base, per_node[g["node_id"]], cids, gates))
+                records.append(_node(base, per_node[g["node_id"]], cids, gates, abstain))
             nodes.add_many(records)
         nxt: dict[str, dict[int, list[dict]]] = {}
         for rid, ids in level_ids.items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from judgeflow.judging.verdicts import verdict_ids
 from judgeflow.models import log_stats
 from judgeflow.oracle import analysis as oa, labelling as oracle_mod
 from judgeflow.oracle.draws import BON_FIELDS, DRAW_FIELDS
@@ -26,7 +27,7 @@ def run(inp, out, settings: Settings, job: Job) -> None:
     with job.models() as models:
         labels = oracle_mod.label_all(draws, questions, ocfg, models, out.labels, max_draw=max(ns))
         log_stats(models)
-    judge_ids = [j.id for j in settings.judging.judges]
+    judge_ids = verdict_ids(settings.judging)
     qs = oa.bon_questions(draws, {r["draw_id"]: r for r in labels}, judge_ids, max(ns))
     k = oa.workflow_k(draws)
     oa.check_acceptance(qs, draws, len(judge_ids), k)

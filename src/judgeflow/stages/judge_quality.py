@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from judgeflow.judging.quality import AGREEMENT_COLUMNS, QUALITY_COLUMNS, quality
+from judgeflow.judging.verdicts import verdict_ids
 from judgeflow.oracle.draws import DRAW_FIELDS
 from judgeflow.workflow.io import read_jsonl, read_jsonl_many, write_csv, write_json
 
@@ -26,7 +27,7 @@ def run(inp, out, settings: Settings, job: Job) -> None:
             labels.setdefault(rec["draw_id"], rec)
     with open(inp.fit, encoding="utf-8") as fh:
         fit = json.load(fh)
-    judge_ids = [j.id for j in settings.judging.judges]
+    judge_ids = verdict_ids(settings.judging)
     rows, pairs, summary = quality(draws, labels, judge_ids, settings.oracle.delta, fit)
     summary["k"], summary["J"] = settings.judging.k, len(judge_ids)
     write_csv(out.quality, rows, QUALITY_COLUMNS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from judgeflow.judging.verdicts import n_verdicts
 from judgeflow.refining.tree_search import summarize
 
 if TYPE_CHECKING:
@@ -13,6 +14,6 @@ if TYPE_CHECKING:
 
 
 def run(inp, out, settings: Settings, job: Job) -> None:
-    summarize(settings.refining.tree_search, len(settings.judging.judges), settings.seed, list(inp.finals),
+    summarize(settings.refining.tree_search, n_verdicts(settings.judging), settings.seed, list(inp.finals),
               list(inp.comparisons), list(inp.trees), list(inp.aggregates), out.gates, out.depth, out.plot, out.summary,
               out.outcomes, out.gate_pairs)

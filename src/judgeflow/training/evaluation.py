@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from judgeflow.generation.prompting import load_template, stable_seed
-from judgeflow.judging.verdicts import label_with_probs
+from judgeflow.judging.verdicts import label_with_probs, n_verdicts
 from judgeflow.models import GenRequest, Sampling
 from judgeflow.workflow.io import Checkpoint, read_jsonl, read_jsonl_many, write_csv, write_json
 
@@ -353,7 +353,7 @@ def evaluate(evaluation: Evaluation, judging: Judging, base_model: str, seed: in
     summary = {
         "heldout_questions": len(qlist), "n_samples": evaluation.n_samples, "policies": policies,
         "skipped": skipped, "notes": notes,
-        "judges": {"J": len(judging.judges), "k": judging.k,
+        "judges": {"J": n_verdicts(judging), "k": judging.k,
                    "verdicts": len(verdict_list), "abstain": sum(v["label"] == JUDGE_ABSTAIN for v in verdict_list)},
         "verifier": {"verifiable_responses": sum(v is not None for v in verified.values()), "errors": verifier_errors},
         "oracle": {"model": comparer, "confidence": evaluation.confidence, "per_policy": oracle_rates,

@@ -95,7 +95,10 @@ def _tree_oracle(*paths: str) -> Callable[[dict], tuple[str, ...]]:
 TREE_SHAPE = tuple(f"refining.tree_search.{k}" for k in ("branch", "select", "depth", "roots", "root_choice",
                                                          "feedback", "gates",
                                                          "max_new_tokens", "checkpoint_every"))
-JUDGE_READS = ("judging.judges", "judging.force_verdict", "judging.generic_criteria")
+JUDGE_READS = ("judging.judges", "judging.force_verdict", "judging.generic_criteria", "judging.abstain")
+# J, the verdicts per criterion (judgeflow.judging.verdicts.n_verdicts / verdict_ids: a sampled judge's samples
+# count), for a stage that names gates f"{k}of{J}" or takes the judges' verdict columns
+VERDICT_COLUMNS = ("judging.judges[*].id", "judging.judges[*].samples")
 REFINE_TEMPLATES = ("refining.template_one", "refining.template_all")
 SAMPLING_DRAW = ("sampling.system_prompt", "sampling.temperature", "sampling.top_p", "sampling.shards")
 JUDGES = ("judging.judges[*].model",)
@@ -106,7 +109,7 @@ CALIBRATION_STAGES = ("sample_calibration", "label_calibration", "train_judge", 
 
 
 
-JUDGE_TEMPLATES = ("judging.judges[*].template",)
+JUDGE_TEMPLATES = ("judging.judges[*].template", "judging.judges[*].holistic_template")
 
 
 BATCH = ("oracle.batch", "oracle.batch_on_failure", "oracle.batch_poll_s")  # operational: no rerun trigger
@@ -117,7 +120,7 @@ def _stages() -> dict[str, Stage]:
     label = ("run", "seed", "draws.n_max", "oracle.labeller", "oracle.strategy", "oracle.strategy_options",
              "oracle.threshold", "oracle.delta", "oracle.budget", "oracle.batch_size", "oracle.label_all_accepted",
              "oracle.interval")
-    bon = ("run", "oracle.labeller", "oracle.batch_size", "oracle.delta", "oracle.bon", "judging.judges[*].id")
+    bon = ("run", "oracle.labeller", "oracle.batch_size", "oracle.delta", "oracle.bon", *VERDICT_COLUMNS)
     stages = [
         Stage("prepare_model", "judgeflow.stages.prepare_model", reads=("prepare.models.{model}",),
               doc="de-quantize a GGUF shipped in a package into a transformers directory"),
@@ -181,7 +184,7 @@ def _stages() -> dict[str, Stage]:
               templates=_tree_oracle("evaluation.oracle_template"),
               doc="one gate's exit per root, its pairs (final > root), the oracle's preference in both orders"),
         Stage("tree_search_summary", "judgeflow.stages.tree_search_summary",
-              reads=("seed", "refining.tree_search", "judging.judges[*].id"), local=True,
+              reads=("seed", "refining.tree_search", *VERDICT_COLUMNS), local=True,
               excludes=tuple(f"refining.tree_search.{k}" for k in ("max_new_tokens", "train_gate", "checkpoint_every")),
               doc="gates.csv, pass rate by exit depth, the figure, and the generation the shared search saved"),
         Stage("sample_round", "judgeflow.stages.sample_round", node="gpu", reads=("seed", "sampling"),
@@ -210,7 +213,7 @@ def _stages() -> dict[str, Stage]:
               doc="one policy answers the held-out questions; the judges label the answers"),
         Stage("evaluate_policies", "judgeflow.stages.evaluate_policies",
               reads=lambda s: ("seed", "evaluation.n_samples", "evaluation.oracle", "evaluation.confidence",
-                               "judging.k", "judging.judges[*].id", "training.variants", "training.model",
+                               "judging.k", *VERDICT_COLUMNS, "training.variants", "training.model",
                                *(("evaluation.oracle_template", "evaluation.oracle_max_new_tokens", *BATCH)
                                  if s["evaluation"]["oracle"] not in (None, "verifier") else ())),
               models=_eval_oracle("evaluation.oracle"), templates=_eval_oracle("evaluation.oracle_template"),
@@ -243,7 +246,7 @@ def _stages() -> dict[str, Stage]:
               models=_llm_oracle("oracle.labeller"), templates=_llm_oracle("oracle.template"),
               doc="Best-of-N over (N, J, k) from labelled draws"),
         Stage("judge_quality", "judgeflow.stages.judge_quality",
-              reads=("judging.k", "judging.judges[*].id", "oracle.delta"), local=True,
+              reads=("judging.k", *VERDICT_COLUMNS, "oracle.delta"), local=True,
               doc="each judge and the k-of-J aggregate against the oracle (p0, p1), and against each other"),
         Stage("report", "judgeflow.stages.report",
               reads=("run", "benchmarks_dir", "draws.enabled", "oracle.bon.enabled", "refining.strategy"),
@@ -504,6 +507,12 @@ def merge(a: dict, b: dict) -> dict:
 # ------------------------------------------------------------------------------------ templates
 
 
+def judge_loads(judge: dict, key: str) -> bool:
+    """Does this judge (an entry of judging.judges) load its template setting `key`? A prompt judge its
+    `template`, a holistic one (SPaR's judging mode) its `holistic_template`; a learned judge none."""
+    return judge["kind"] == "prompt" and (key != "holistic_template" or bool(judge.get("holistic")))
+
+
 def template_files(stage: Stage, settings: dict) -> list[str]:
     """The template files the stage loads (rule inputs: editing one reruns the stage)."""
     from judgeflow.generation.prompting import template_path
@@ -511,8 +520,9 @@ def template_files(stage: Stage, settings: dict) -> list[str]:
     files = []
     for key in stage.decl("templates", settings):
         for where, value in select(settings, key):
-            if where[:2] == ("judging", "judges") and settings["judging"]["judges"][where[2]]["kind"] != "prompt":
-                continue  # a trained or reward-model judge loads no template
+            judges = settings["judging"]["judges"]
+            if where[:2] == ("judging", "judges") and not judge_loads(judges[where[2]], where[3]):
+                continue  # a trained or reward-model judge loads no template, a judge not holistic no holistic one
             f = _portable(template_path(value, _key(where)))
             if f not in files:
                 files.append(f)

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from judgeflow.judging.verdicts import n_verdicts
 from judgeflow.refining.gates import gate_name
 from judgeflow.workflow import pipeline
 from judgeflow.workflow.pipeline import STAGES
@@ -150,6 +151,9 @@ class Rules:
             for decl in stage.decl("templates", self.config):
                 for where, value in pipeline.select(self.config, decl):
                     key = pipeline._key(where)
+                    if where[:2] == ("judging", "judges") and not pipeline.judge_loads(
+                            self.config["judging"]["judges"][where[2]], where[3]):
+                        continue
                     if key not in done:
                         done.add(key)
                         load_template(value, None, key)
@@ -299,7 +303,7 @@ class Rules:
 
     def gates(self) -> list[str]:
         """The exit gates' names, loosest first: ["2of3", "3of3"]."""
-        n = len(self.settings.judging.judges)
+        n = n_verdicts(self.settings.judging)
         return [gate_name(k, n) for k in sorted(g.k for g in self.settings.refining.tree_search.gates or [])]
 
     def round_responses(self, wildcards) -> dict:
@@ -341,7 +345,7 @@ class Rules:
         r = int(wildcards.round)
         train_gate = self.settings.refining.tree_search.train_gate
         assert train_gate is not None  # validated: null = the strictest gate
-        gate = gate_name(train_gate, len(self.settings.judging.judges))
+        gate = gate_name(train_gate, n_verdicts(self.settings.judging))
         out = {"pairs": fill(self.rules.tree_search_gate.output.pairs, round=r, gate=gate)}
         if r > 1:
             out["init"] = fill(self.rules.train_round.output.model, round=r - 1)

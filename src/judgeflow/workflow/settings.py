@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from judgeflow.errors import ConfigError
+from judgeflow.judging.verdicts import AbstainMode, abstain_mode, n_verdicts, spar_mode
 from judgeflow.refining.gates import tree_variant
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -246,6 +247,13 @@ JudgeKind = Literal["prompt", "reward_model", "trained"]
 Pooling = Literal["last", "mean"]
 
 
+Redraw = Literal["tie", "abstain"]  # judging.judges[*].resample
+
+
+def _tie() -> list[Redraw]:
+    return ["tie"]
+
+
 class JudgeSpec(Section):
     """One judge: it labels every (response, criterion) YES or NO, with P(YES). Three kinds: `prompt` (a
     model, a prompt template and a seed: LLM-as-judge), `reward_model` (a sequence-classification model's
@@ -264,11 +272,13 @@ class JudgeSpec(Section):
                                                "response (benchmarks/trained_judge.py: averaging did not help)")
     max_tokens: int = Field(1024, ge=16, description="trained, reward_model: a longer conversation keeps its "
                                                      "last tokens")
-    template: str = Field("judge", description="packaged name or .txt path with {question}, {response}, {criterion}")
+    template: str = Field("judge", description="packaged name or .txt path with {question}, {response}, {criterion} "
+                                               "(a judgment per criterion)")
     answer_first: bool = Field(False, description="hf or vllm: the answer turn starts with 'Verdict:'")
     seed: int = Field(0, description="this judge's own seed: prompt: each verdict's draw is seeded from it, the "
-                                     "item and the criterion; trained, reward_model: with the run's seed, its "
-                                     "cross-validation folds over questions (judges differing by seed alone differ)")
+                                     "item and the criterion (in SPaR's mode also the sample and its redraw); "
+                                     "trained, reward_model: with the run's seed, its cross-validation folds over "
+                                     "questions (judges differing by seed alone differ)")
     threshold: float | None = Field(
         None, gt=0, lt=1, description="say YES when P(YES) is at least this (prompt: at the answer token, a "
                                       "calibrated judge); null = prompt: the judge's own (sampled) answer; "
@@ -277,6 +287,43 @@ class JudgeSpec(Section):
     max_new_tokens: int = Field(40, ge=1, description="tokens per verdict (a critique and the verdict line)")
     temperature: float = Field(0.7, ge=0, description="sampling temperature of the judge")
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling probability mass of the judge")
+    # SPaR's judging mode (thu-coai/SPaR src/models/get_response.py, get_value): one judge model sampled n
+    # times, ties drawn again, the value YES / (YES + NO); see judgeflow.judging.judges
+    samples: int = Field(1, ge=1, description="SPaR's judging mode: this prompt judge's model is sampled n times "
+                                              "per (response, criterion) (holistic: per response), each draw "
+                                              "seeded from the judge's seed, the item, the criterion, the sample "
+                                              "and its redraw; n > 1 makes n verdicts, judge ids <id>#1 ... <id>#n, "
+                                              "each one of the J of k-of-J (J counts samples); needs temperature "
+                                              "> 0; 1 = one verdict, as a judge of a panel")
+    holistic: bool = Field(False, description="SPaR's judgment: one per response against all its criteria at once "
+                                              "(holistic_template), its verdict given to every criterion; false = "
+                                              "one judgment per criterion (template)")
+    holistic_template: str = Field("judge_holistic", description="holistic: packaged name or .txt path with "
+                                                                 "{question}, {response}, {criteria} (the "
+                                                                 "criteria as a numbered list)")
+    max_resamples: int = Field(2, ge=1, description="SPaR's mode (samples > 1 or holistic): how often at most the "
+                                                    "samples of one (response, criterion) (holistic: response) are "
+                                                    "drawn again for what `resample` names, then they stand (an "
+                                                    "abstain counted by judging.abstain); SPaR's is 2 (3 tries, "
+                                                    "src/models/get_response.py:91)")
+    resample: list[Redraw] = Field(
+        default_factory=_tie,
+        description="SPaR's mode: what is drawn again, with new seeds: tie (as many YES as NO among the samples, "
+                    "abstains aside, all abstain included): every sample, as SPaR does (get_response.py:110-113); "
+                    "abstain: each sample without a verdict (not SPaR's, which leaves them out of its value); "
+                    "[] = nothing")
+
+    @model_validator(mode="after")
+    def _sampled(self):
+        if spar_mode(self) and self.kind != "prompt":
+            key = "samples" if self.samples > 1 else "holistic"
+            raise ValueError(f"{key}: SPaR's judging mode samples a prompt judge's written judgments; a {self.kind} "
+                             "judge gives one P(YES) per (response, criterion), nothing to sample (kind: prompt, "
+                             "or samples: 1 and holistic: false)")
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError(f"temperature: {self.samples} samples of one judge need temperature > 0 (greedy "
+                             "samples are one judgment n times; SPaR asserts it, src/models/get_response.py:87)")
+        return self
 
 
 class GenericCriterion(Section):
@@ -309,10 +356,18 @@ class JudgeCalibration(Section):
 
 class Judging(Section):
     """The J judges and k-of-J aggregation (judge_responses, judge_refinements, sample_until_accept, evaluate_*)."""
-    k: int = Field(1, ge=1, description="k-of-J: a criterion passes when at least k of the J judges say YES")
+    k: int = Field(1, ge=1, description="k-of-J: a criterion passes when at least k of its J verdicts say YES (J: one "
+                                        "per judge, `samples` per sampled judge; an abstain is never a YES)")
+    abstain: AbstainMode = Field(
+        "no", description="the value (the share of YES: aggregate records, the tree search's node value and "
+                          "ranking): drop (SPaR's, src/models/get_response.py:127) leaves an abstain out, YES / "
+                          "(YES + NO); no counts it as a NO, YES / J. k-of-J and gates count YES alone either way. "
+                          "Unset: drop where a judge is in SPaR's mode (samples > 1 or holistic), else no (as "
+                          "before: a panel's results stay the same)")
     force_verdict: bool = Field(True, description="hf judges: with no 'Verdict:' line, append one and let the "
                                                   "judge's own next token decide (recorded as forced)")
-    judges: list[JudgeSpec] = Field(min_length=1, description="the J judges (at least one, ids unique)")
+    judges: list[JudgeSpec] = Field(min_length=1, description="the J judges (at least one, ids unique; a judge "
+                                                              "with samples: n counts n times in J)")
     generic_criteria: list[GenericCriterion] = Field(
         default_factory=list, description="criteria judged on every question besides its own")
     calibration: JudgeCalibration = Field(default_factory=JudgeCalibration,
@@ -324,8 +379,11 @@ class Judging(Section):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"judges: duplicate judge ids {dup}")
-        if self.k > len(self.judges):
-            raise ValueError(f"k: {self.k} exceeds the number of judges J={len(self.judges)}")
+        if self.k > n_verdicts(self):
+            raise ValueError(f"k: {self.k} exceeds the number of judges J={n_verdicts(self)} (verdicts per criterion: "
+                             "one per judge, `samples` per sampled judge)")
+        if "abstain" not in self.model_fields_set:  # resolved once (validated, it is set): every stage reads it
+            self.abstain = abstain_mode(self, unset=True)
         cids = [c.criterion_id for c in self.generic_criteria]
         dup = sorted({c for c in cids if cids.count(c) > 1})
         if dup:
@@ -346,8 +404,9 @@ def _both_modes() -> list[RefineMode]:
 
 
 class Gate(Section):
-    """One exit gate of the tree search: a node passes when, on every criterion, at least k of the J judges say YES."""
-    k: int = Field(ge=1, description="YES verdicts needed per criterion (k of the J judges of judging.judges)")
+    """One exit gate of the tree search: a node passes when, on every criterion, at least k of J verdicts say YES."""
+    k: int = Field(ge=1, description="YES verdicts needed per criterion (k of the J verdicts of judging.judges: one "
+                                     "per judge, `samples` per sampled judge)")
 
 
 class TreeSearch(Section):
@@ -743,19 +802,19 @@ def refine_datasets(s: Settings) -> list[str]:
     """The pair datasets the refinement strategies make (training.variants may name any of them)."""
     out: list[str] = list(s.refining.modes) if "single" in s.refining.strategy else []
     if "tree_search" in s.refining.strategy:
-        out += [tree_variant(g.k, len(s.judging.judges)) for g in s.refining.tree_search.gates or []]
+        out += [tree_variant(g.k, n_verdicts(s.judging)) for g in s.refining.tree_search.gates or []]
     return out
 
 
 def _resolve_tree_search(s: Settings, derived: dict) -> None:
-    ts, n_judges = s.refining.tree_search, len(s.judging.judges)
+    ts, n_judges = s.refining.tree_search, n_verdicts(s.judging)
     if ts.gates is None:
         ts.gates = [Gate(k=k) for k in sorted({s.judging.k, n_judges})]
         derived["refining.tree_search.gates"] = "judging.k"  # and J
     for i, g in enumerate(ts.gates):
         if g.k > n_judges:
             raise ConfigError(f"refining.tree_search.gates[{i}].k: {g.k} exceeds the number of judges "
-                              f"J={n_judges} (judging.judges)")
+                              f"J={n_judges} (judging.judges: verdicts per criterion)")
     if ts.train_gate is None:
         ts.train_gate = ts.gates[0].k
         derived["refining.tree_search.train_gate"] = "refining.tree_search.gates"
@@ -795,6 +854,31 @@ def _check_judge_kinds(s: Settings) -> None:
         if not key.startswith("judging.judges[") and s.models[name].backend == "reward_model":
             raise ConfigError(f"{key}: models.{name} is a reward model (backend reward_model): it scores responses "
                               "and generates nothing; only a judge of kind reward_model may name it")
+
+
+# SPaR's judging mode makes J (verdicts per criterion) = judgeflow.judging.verdicts.n_verdicts(judging), the
+# verdict columns verdict_ids(judging) (`<id>#<s>`), not len(judging.judges) and the judges' ids. What still counts
+# judges, not verdicts, cannot take a judge with samples > 1 yet; drop an entry once its code reads the helpers.
+_SAMPLES_NOT_YET: tuple[tuple[str, Any, str], ...] = (
+    ("a calibration split (judging.calibration.questions > 0)", lambda s: bool(s.judging.calibration.questions),
+     "judge_calibration (judgeflow.judging.calibration.calibration_table) expects one verdict per judge id"),
+)
+
+
+def _check_sampled_judges(s: Settings) -> None:
+    """SPaR's judging mode: a holistic judge's template has its placeholders; a judge sampled n > 1 times
+    only where J is counted as verdicts (`_SAMPLES_NOT_YET`)."""
+    for i, j in enumerate(s.judging.judges):
+        if j.holistic:
+            from judgeflow.judging.judges import load_holistic_template
+
+            load_holistic_template(j.holistic_template, f"judging.judges[{i}].holistic_template")
+        if j.samples > 1:
+            for what, applies, why in _SAMPLES_NOT_YET:
+                if applies(s):
+                    raise ConfigError(f"judging.judges[{i}].samples: {j.samples} samples of one judge (SPaR's "
+                                      f"judging mode) do not work with {what} yet: {why}; set samples: 1 there, "
+                                      "or turn that part off")
 
 
 def _cross_checks(s: Settings) -> None:
@@ -847,6 +931,7 @@ def _cross_checks(s: Settings) -> None:
         raise ConfigError(f"cleaning.answer_first: needs an hf or vllm model (an API cannot be made to continue "
                           f"'Verdict:'); model '{s.cleaning.model}' is {s.models[s.cleaning.model].backend}")
     _check_judge_kinds(s)
+    _check_sampled_judges(s)
     for i, j in enumerate(s.judging.judges):
         if j.kind == "prompt" and j.answer_first and s.models[j.model].backend not in LOCAL_BACKENDS:
             raise ConfigError(f"judging.judges[{i}].answer_first: needs an hf or vllm model (an API cannot be "
@@ -863,8 +948,9 @@ def _cross_checks(s: Settings) -> None:
             raise ConfigError(f"oracle.bon.n: N up to {max(bon.n)} needs every question drawn that often; "
                               f"raise draws.min_draws (now {s.draws.min_draws}) or lower the N grid")
         for J in bon.j or []:
-            if len(s.judging.judges) < J:
-                raise ConfigError(f"oracle.bon.j: J={J} exceeds the number of judges ({len(s.judging.judges)})")
+            if n_verdicts(s.judging) < J:
+                raise ConfigError(f"oracle.bon.j: J={J} exceeds the number of judges ({n_verdicts(s.judging)}, "
+                                  "verdicts per criterion)")
     from judgeflow.workflow.pipeline import STAGES
 
     for key, names in (("resources.rules", s.resources.rules), ("cluster.api_rules", s.cluster.api_rules)):
