@@ -107,7 +107,8 @@ def test_a_null_result_is_stated_as_one():
     assert "lowers" not in row["verdict"] and "raises" not in row["verdict"]
     (none,) = gs.compare_gates(paired({(1, 1): 4, (0, 0): 4}), n_boot=200)  # no discordant root
     assert none["mcnemar_p"] == 1.0 and none["verdict"].startswith("no significant difference")
-    assert none["diff_ci_low"] == none["diff_ci_high"] == 0.0
+    # no root differs: not a zero-width interval but the exact bound on the share that differs (0 of 8)
+    assert none["diff_ci_high"] == -none["diff_ci_low"] == pytest.approx(1 - 0.025 ** (1 / 8))
 
 
 def test_holm_over_the_gate_pairs_matches_multipletests():
@@ -317,3 +318,20 @@ def test_bad_pilots_and_powers():
             gs.achieved_power(bad, 0.1, 0.3)
     with pytest.raises(ValueError, match=r"^p_a and p_b must differ"):
         gs.unpaired_size(0.5, 0.5)
+
+
+def test_no_root_that_differs_gives_the_exact_bound_not_a_zero_width_interval():
+    """40 roots, the same outcome under both gates: the bootstrap has nothing to resample ([0, 0] would read
+    as certainty); the interval is the Clopper-Pearson bound on the share of roots that differ, 0 of 40."""
+    from scipy.stats import binomtest
+
+    from judgeflow.refining.gate_study import compare_gates
+
+    outcomes = [{"round": 1, "gate": g, "k": k, "root_id": f"q{i}/r0", "question_id": f"q{i}",
+                 "prefer": int(i < 3), "net": int(i < 3)} for i in range(40) for g, k in (("2of3", 2), ("3of3", 3))]
+    (row,) = compare_gates(outcomes, 0.95, 500, 0)
+    upper = binomtest(0, 40).proportion_ci(0.95, method="exact").high
+    assert row["diff"] == 0 and row["diff_ci_low"] == pytest.approx(-upper)
+    assert row["diff_ci_high"] == pytest.approx(upper)
+    assert row["ci_method"] == "exact bound (no root differs)" and row["diff_ci_high"] > 0.08
+    assert row["net_diff_ci_high"] == pytest.approx(2 * upper)

@@ -481,6 +481,7 @@ def test_a_level_checkpoint_of_other_settings_is_not_resumed(tmp_path, caplog):
     ({"gates": [{"k": 2}, {"k": 2}]}, "refining.tree_search.gates"),
     ({"branch": 0}, "refining.tree_search.branch"),
     ({"select": 0}, "refining.tree_search.select"),
+    ({"select": 4, "branch": 3}, "refining.tree_search.select"),
     ({"depth": 0}, "refining.tree_search.depth"),
     ({"train_gate": 1}, "refining.tree_search.train_gate"),
     ({"oracle": "nope"}, "refining.tree_search.oracle"),

@@ -158,6 +158,20 @@ def clustered_bootstrap_ci(values: Sequence[float], clusters: Sequence, confiden
     return est, est, "degenerate"
 
 
+def _difference_ci(diffs: np.ndarray, clusters: Sequence, confidence: float, n_boot: int, seed: int,
+                   span: float) -> tuple[float | None, float | None, str]:
+    """The interval of a mean paired difference: the clustered bootstrap, except where no root differs
+    (every difference 0). The bootstrap then has nothing to resample and gives [0, 0], which would read
+    as certainty; instead the exact bound: the share of roots that differ has the Clopper-Pearson upper
+    bound u = 1 - (alpha/2)^(1/n) at 0 of n, and |mean difference| <= span * that share (span: the
+    largest |difference| of one root), so [-span u, +span u] covers it with probability >= 1 - alpha/2
+    (for independent roots: one per question)."""
+    if len(diffs) and not np.any(diffs):
+        u = span * (1 - ((1 - confidence) / 2) ** (1 / len(diffs)))
+        return -u, u, "exact bound (no root differs)"
+    return clustered_bootstrap_ci(diffs.tolist(), clusters, confidence, n_boot, seed)
+
+
 def mcnemar_exact(b: int, c: int) -> float:
     """The exact McNemar p-value (two-sided): scipy.stats.binomtest(b, b + c, 0.5) on the discordant
     pairs (b: success under the first condition only, c: under the second only); 1.0 when b + c = 0.
@@ -230,8 +244,8 @@ def compare_gates(outcomes: Sequence[Mapping], confidence: float = 0.95, n_boot:
         na = np.array([o["net"] for o in a], dtype=float)
         nb = np.array([o["net"] for o in b], dtype=float)
         n = len(a)
-        lo, hi, method = clustered_bootstrap_ci(pb - pa, qs, confidence, n_boot, seed)
-        nlo, nhi, _ = clustered_bootstrap_ci(nb - na, qs, confidence, n_boot, seed)
+        lo, hi, method = _difference_ci(pb - pa, qs, confidence, n_boot, seed, span=1)
+        nlo, nhi, _ = _difference_ci(nb - na, qs, confidence, n_boot, seed, span=2)
         disc_b, disc_c = int(((pa == 1) & (pb == 0)).sum()), int(((pa == 0) & (pb == 1)).sum())
         rows.append({"round": rnd, "gate_a": ga, "gate_b": gb, "n_roots": n, "n_questions": len(set(qs)),
                      "prefer_a": float(pa.mean()), "prefer_b": float(pb.mean()),

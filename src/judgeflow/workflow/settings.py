@@ -463,6 +463,9 @@ class TreeSearch(Section):
             dup = sorted({k for k in ks if ks.count(k) > 1})
             if dup:
                 raise ValueError(f"gates: duplicate gates k={dup}")
+        if self.select > self.branch:  # SPaR keeps the best of a node's children: never more than it has
+            raise ValueError(f"select: {self.select} nodes kept per level exceeds branch: {self.branch} children "
+                             "per node (the first level has only `branch` nodes)")
         return self
 
 
