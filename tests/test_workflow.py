@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from judgeflow.refining.gate_study import select_roots
+
 from project import ROOT, copy_project, make_project, nothing_to_do, planned_jobs, smk, tiny_config
 
 DEMO_STAGES = ["prepare_model", "prepare_questions", "clean_questions", "sample_responses", "judge_responses",
@@ -250,7 +252,11 @@ def test_tiny_run_end_to_end(tiny_run):
                              "tree_search/round-2/verdicts/shard-0.aggregate.jsonl"))
         nodes = _lines(tree / f"round-{r}/trees/shard-0.jsonl")
         roots = [n for n in nodes if n["depth"] == 0]
-        assert {n["root_id"] for n in roots} == {a["response_id"] for a in aggs if not a["accepted"]}
+        # SPaR's roots (refining.tree_search.root_choice: one_per_question): one rejected response per question
+        rejected = [a for a in aggs if not a["accepted"]]
+        assert {n["root_id"] for n in roots} == {a["response_id"] for a in select_roots(rejected, "one_per_question",
+                                                                                 tiny_config()["seed"])}
+        assert len(roots) == len({a["question_id"] for a in rejected})
         assert all(n["depth"] <= 2 and (n["usable"] or (n["value"] is None and not n["passes"])) for n in nodes)
         for g in gates:
             if g["round"] != str(r):
@@ -258,11 +264,14 @@ def test_tiny_run_end_to_end(tiny_run):
             k = int(g["gate"][0])
             final = _lines(tree / f"round-{r}/gate-{g['gate']}/final.jsonl")
             assert len(final) == len(roots) == int(g["roots"]) and sum(f["solved"] for f in final) == int(g["solved"])
-            for f in final:  # the exit: the first node (depth, then order) passing the gate on every criterion
-                passing = [n for n in nodes if n["root_id"] == f["root_id"] and n["usable"]
+            for f in final:  # SPaR's exit: of gate k's search, the first level holding a node passing the gate on
+                # every criterion; of its passing nodes, the highest value (mean P(YES), then level order, on ties)
+                passing = [n for n in nodes if n["root_id"] == f["root_id"] and n["usable"] and k in n["gates"]
                            and all(y >= k for y in n["yes"].values())]
-                first = min(passing, key=lambda n: (n["depth"], n["order"]), default=None)
-                assert f["exit_node_id"] == (first["node_id"] if first else None)
+                level = [n for n in passing if n["depth"] == min((m["depth"] for m in passing), default=None)]
+                best = min(level, key=lambda n: (-(n["value"] or 0), -(n["p_yes_mean"] or 0), n["order"]),
+                           default=None)
+                assert f["exit_node_id"] == (best["node_id"] if best else None)
             pairs = _lines(tree / f"round-{r}/gate-{g['gate']}/pairs.jsonl")
             assert len(pairs) == sum(f["solved"] and not f["passed_at_root"] for f in final)
             comps = _lines(tree / f"round-{r}/gate-{g['gate']}/comparisons.jsonl")
@@ -274,9 +283,15 @@ def test_tiny_run_end_to_end(tiny_run):
     round1_pairs = _lines(tree / "round-1/gate-2of3/pairs.jsonl")
     assert trained["variant"] == "round-1" and trained.get("pairs_read", 0) == len(round1_pairs)
     summary = json.loads((tree / "summary.json").read_text())
-    for r in ("1", "2"):
+    assert summary["exit"] == "best_at_level"
+    for r in ("1", "2"):  # one search for both gates: at least the strictest alone, at most a search per gate
         share = summary["rounds"][r]["sharing"]
-        assert share["shared_nodes"] == share["strictest_alone_nodes"] <= share["separate_searches_nodes"]
+        assert max(share["alone_nodes"].values()) <= share["shared_nodes"] <= share["separate_searches_nodes"]
+    # the gates compared on the same roots, per round, first in the summary and in the report's panel
+    assert [(p["round"], p["gate_a"], p["gate_b"]) for p in summary["gate_pairs"]] == [(1, "2of3", "3of3"),
+                                                                                       (2, "2of3", "3of3")]
+    assert all(p["n_roots"] == int(gates[2 * (p["round"] - 1)]["roots"]) for p in summary["gate_pairs"])
+    assert "compared on the same roots" in page and "gate_pairs.csv" in page
     assert (tree / "gates.png").stat().st_size > 1000 and "Tree search" in page and "gates.png" in page
 
     # finished: a rerun has nothing to do
