@@ -53,6 +53,7 @@ include: "rules/evaluate.smk"
 include: "rules/draws.smk"
 include: "rules/oracle.smk"
 include: "rules/report.smk"
+include: "rules/replicates.smk"
 
 
 # After the last include: every stage rule took its declarations from its own JF.stage (an error names the
@@ -65,6 +66,4 @@ jf_cluster.check_vllm(JF, workflow, JF_SLURM_SITE)
 rule all:
     default_target: True
     input:
-        JF.targets(),
-        JF.report_files(),
-        rules.report.output.html,
+        JF.all_targets(),

@@ -104,7 +104,9 @@ rule judge_calibration:
         responses=rules.sample_calibration.output.responses,
         labels=rules.label_calibration.output.labels,
         learned=JF.learned_judge_files(),
-        oof=expand(rules.train_judge.output.oof, judge=JF.learned_judges()),
+        oof=expand(
+            rules.train_judge.output.oof, judge=JF.learned_judges(), allow_missing=True
+        ),
     output:
         verdicts=f"{RESULTS}/calibration/verdicts.jsonl",
         table=f"{RESULTS}/judges/calibration.csv",

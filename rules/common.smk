@@ -14,3 +14,4 @@ REPORT_DIR = "../workflow/report"  # captions of the outputs marked report(): sn
 
 wildcard_constraints:
     shard=r"\d+",
+    seed=r"\d+",  # a replicate's seed (`replicates`): results/<run>/seed-<s>/

@@ -24,7 +24,7 @@ rule report:
         S.conda
     params:
         **S.params,
-        sections=JF.report_sections(),
-        headline=JF.headline_files(),
+        sections=JF.per_job(JF.report_sections()),
+        headline=JF.per_job(JF.headline_files()),
     script:
         STAGE_SCRIPT

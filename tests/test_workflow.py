@@ -27,7 +27,8 @@ SINGLE_STAGES = ["refine_responses", "judge_refinements", "build_pairs"]  # refi
 ROUND_STAGES = ["sample_round", "judge_round", "train_round"]  # self-play rounds 2, 3, ...
 # judging.calibration.questions > 0 (train_judge: one job per trained or reward-model judge)
 CALIBRATION_STAGES = ["sample_calibration", "label_calibration", "train_judge", "judge_calibration"]
-STAGES = DEMO_STAGES + SINGLE_STAGES + ROUND_STAGES + CALIBRATION_STAGES
+REPLICATE_STAGES = ["aggregate_replicates"]  # replicates: R (tests/test_replicates.py)
+STAGES = DEMO_STAGES + SINGLE_STAGES + ROUND_STAGES + CALIBRATION_STAGES + REPLICATE_STAGES
 
 
 def test_dry_run_of_the_demo_lists_every_stage(tmp_path):
@@ -361,7 +362,7 @@ def test_the_probe_on_the_real_dag_and_with_too_few_questions(tiny_run, tmp_path
 # Keys whose change moves outputs rather than changing them, with what a dry-run must then plan:
 # run and results_dir every stage under results/<run>/; resources_dir the question file and all
 # that follows (the models stay where models.<name>.path says).
-RELOCATING = {"run", "results_dir", "resources_dir"}
+RELOCATING = {"run", "results_dir", "resources_dir", "replicates"}  # replicates: results/<run>/seed-<s>/
 RUN_SCOPED = set(STAGES) - {"prepare_model", "prepare_questions"}
 # Keys that add or remove jobs of the rules they do not shape: another number of self-play rounds
 # plans the new (or, fewer, no) rounds' jobs, and the summary over the rounds (which reads it).
@@ -427,7 +428,7 @@ def _candidates(path: tuple, value, validated: dict, template_dir: Path | None =
                 "base_url": ["http://127.0.0.1:9/v1"], "api_key_env": ["SOME_KEY"], "port": [8999],
                 "j": [[1]], "mem_mb": [1000], "threads": [2], "runtime": [5],
                 "max_steps": [None], "tasks": ["data/tasks.txt"], "threshold": [0.9], "pca": [4],
-                "layers": [[-1]], "effect": [0.1]}.get(name, [])
+                "layers": [[-1]], "effect": [0.1], "replicates": [2]}.get(name, [])
     if isinstance(value, list) and value:
         return [value[:-1], value + value[-1:], list(reversed(value))] if len(value) > 1 else [value + value]
     if isinstance(value, list) and not value:

@@ -272,9 +272,11 @@ def _image(path: Path, caption: str) -> str:
 
 
 def build_report(sections: list[tuple[str, list[str]]], output: str, title: str, max_rows: int = 60,
-                 root: str | None = None, headline_files: dict[str, str] | None = None) -> None:
-    """`sections`: [(heading, [file, ...])]: the headline first, then every PNG (captioned with its
-    section), then the CSV/TSV/JSONL tables, then the JSON files folded."""
+                 root: str | None = None, headline_files: dict[str, str] | None = None,
+                 headline_html: str | None = None) -> None:
+    """`sections`: [(heading, [file, ...])]: the headline first (`headline_html`, else the cards of
+    `headline_files`), then every PNG (captioned with its section), then the CSV/TSV/JSONL tables, then the
+    JSON files folded."""
     def shown(p: Path) -> str:
         return html.escape(str(p.relative_to(root)) if root and p.is_relative_to(root) else str(p))
 
@@ -295,7 +297,7 @@ def build_report(sections: list[tuple[str, list[str]]], output: str, title: str,
     parts = [f"<h1>{html.escape(title)}</h1>", f"<p class=src>made {datetime.now(UTC):%Y-%m-%d %H:%M UTC}</p>",
              '<nav><a href="#headline">Headline</a><a href="#figures">Figures</a><a href="#tables">Tables</a>'
              '<a href="#raw">Raw files</a></nav>',
-             headline(headline_files or {}),
+             headline_html if headline_html is not None else headline(headline_files or {}),
              '<h2 id=figures>Figures</h2>', *figures, '<h2 id=tables>Tables</h2>', *tables,
              '<h2 id=raw>Raw files</h2>', *raw]
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8>"

@@ -14,8 +14,11 @@ if TYPE_CHECKING:
 
 def run(inp, out, settings: Settings, job: Job) -> None:
     p = job.params
-    bench = f"{settings.benchmarks_dir}/{settings.run}"  # the timings of this run's jobs
+    seed = job.wildcards.get("seed")  # one replicate of the study (`replicates`): its own jobs and title
+    each = f"/seed-{seed}" if seed is not None else ""
+    bench = f"{settings.benchmarks_dir}/{settings.run}{each}"  # the timings of this run's jobs
     benchmark_table([f for f in glob(f"{bench}/*/*.tsv") if "/report/" not in f], out.timings)
     build_report([*p["sections"], ("Timings per job (benchmark: files)", [out.timings])], out.html,
-                 title=f"judgeflow run '{settings.run}'", root=str(Path(out.html).parent),
+                 title=f"judgeflow run '{settings.run}'" + (f", replicate seed {seed}" if seed is not None else ""),
+                 root=str(Path(out.html).parent),
                  headline_files=p["headline"])

@@ -248,6 +248,9 @@ def _stages() -> dict[str, Stage]:
         Stage("judge_quality", "judgeflow.stages.judge_quality",
               reads=("judging.k", *VERDICT_COLUMNS, "oracle.delta"), local=True,
               doc="each judge and the k-of-J aggregate against the oracle (p0, p1), and against each other"),
+        Stage("aggregate_replicates", "judgeflow.stages.aggregate_replicates", reads=("run", "seed", "replicates"),
+              local=True, doc="each headline of the replicates (one seed each): per seed, and a mean with a "
+                              "t-interval across seeds"),
         Stage("report", "judgeflow.stages.report",
               reads=("run", "benchmarks_dir", "draws.enabled", "oracle.bon.enabled", "refining.strategy"),
               local=True, doc="every figure and table of the run on one page"),
@@ -287,6 +290,8 @@ def inactive_stages(settings: dict) -> set[str]:
         out.add("oracle_replay")
     if not (draws and (o.get("replay_runs") or o.get("strategy") == "prediction_powered")):
         out.add("score_proxy")
+    if not settings.get("replicates"):
+        out.add("aggregate_replicates")
     judging = settings.get("judging") or {}
     if not (judging.get("calibration") or {}).get("questions"):
         out |= set(CALIBRATION_STAGES)
@@ -430,8 +435,17 @@ def _expand(path: str, wildcards: dict | None) -> str:
     return path
 
 
+def for_replicate(settings: dict, wildcards: dict | None) -> dict:
+    """The config a job of one replicate sees (`replicates`: the wildcard {seed}): `seed` is the replicate's."""
+    if wildcards and "seed" in wildcards:
+        return {**settings, "seed": int(wildcards["seed"])}
+    return settings
+
+
 def read_leaves(stage: Stage, settings: dict, wildcards: dict | None = None) -> list[tuple[tuple, Any]]:
-    """Every setting the stage reads, as (concrete path, value), the models' settings included."""
+    """Every setting the stage reads, as (concrete path, value), the models' settings included; of a
+    replicate's job (the wildcard {seed}) with that replicate's seed."""
+    settings = for_replicate(settings, wildcards)
     out = []
     for path in (*stage.decl("reads", settings), *stage.decl("models", settings)):  # a model key is read too
         for where, value in select(settings, _expand(path, wildcards)):

@@ -40,7 +40,7 @@ from judgeflow.judging.verdicts import n_verdicts
 from judgeflow.refining.gates import gate_name
 from judgeflow.workflow import pipeline
 from judgeflow.workflow.pipeline import STAGES
-from judgeflow.workflow.settings import Settings
+from judgeflow.workflow.settings import Settings, replicate_seeds
 
 
 class _Wildcards(dict):
@@ -51,10 +51,29 @@ class _Wildcards(dict):
 PAIR_OUTPUTS = {"multi_feedback": "multi", "full_feedback": "full"}
 
 
+class _Keep(dict):
+    """Format values that keep a wildcard not given ({seed} of a replicate) for Snakemake to fill."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
 def fill(pattern, **wildcards) -> str:
     """An output pattern of a rule (`rules.<rule>.output.<name>`: its wildcards' constraints stripped)
-    with the wildcards filled in."""
-    return str(pattern).format(**wildcards)
+    with the wildcards given filled in; another ({seed} of a replicate) stays, for Snakemake to fill
+    from the job's wildcards (it does so for inputs, input functions' included)."""
+    return str(pattern).format_map(_Keep(wildcards))
+
+
+def fill_seed(value: Any, seed: int | str) -> Any:
+    """`value` (a path, or lists, tuples and dicts of them) with the replicate's {seed} filled in."""
+    if isinstance(value, str):
+        return value.replace("{seed}", str(seed))
+    if isinstance(value, (list, tuple)):
+        return type(value)(fill_seed(v, seed) for v in value)
+    if isinstance(value, dict):
+        return {k: fill_seed(v, seed) for k, v in value.items()}
+    return value
 
 
 class StageSettings:
@@ -120,9 +139,15 @@ class Rules:
         self.api_local = set(api_local)
         self._rules = rules
         self.run = s.run
-        self.results = f"{s.results_dir}/{self.run}"
-        self.logs = f"{s.logs_dir}/{self.run}"
-        self.bench = f"{s.benchmarks_dir}/{self.run}"
+        # replicates: every stage of the study once per seed, the wildcard {seed} (results/<run>/seed-<s>/...)
+        self.seeds = replicate_seeds(s)
+        self.study = f"{s.results_dir}/{self.run}"  # the run's own results (with replicates: their aggregate)
+        self.study_logs = f"{s.logs_dir}/{self.run}"
+        self.study_bench = f"{s.benchmarks_dir}/{self.run}"
+        each = "/seed-{seed}" if self.seeds else ""
+        self.results = f"{self.study}{each}"
+        self.logs = f"{self.study_logs}{each}"
+        self.bench = f"{self.study_bench}{each}"
         self.models_dir = f"{s.resources_dir}/models"
         self.shards = list(range(s.sampling.shards))
         self._digests: dict[str, str] = {}
@@ -292,7 +317,7 @@ class Rules:
         return []  # hf_dataset: a dataset name (from the datasets cache; offline on a cluster)
 
     def shard_files(self, pattern: str) -> list[str]:
-        return [pattern.format(shard=s) for s in self.shards]
+        return [fill(pattern, shard=s) for s in self.shards]
 
     # --- refinement strategies: single, tree_search (rounds, gates) -------------------------------
     def strategies(self) -> list[str]:
@@ -377,13 +402,13 @@ class Rules:
         return out + self.calibration_targets()
 
     def variant_files(self, pattern: str) -> list[str]:
-        return [pattern.format(variant=v) for v in self.settings.training.variants or []]
+        return [fill(pattern, variant=v) for v in self.settings.training.variants or []]
 
     def policies(self) -> list[str]:
         return ["base", *(self.settings.training.variants or [])]
 
     def policy_files(self, pattern: str) -> list[str]:
-        return [pattern.format(policy=p) for p in self.policies()]
+        return [fill(pattern, policy=p) for p in self.policies()]
 
     def oracle_label_files(self) -> list[str]:
         """The oracle's labels of draws: the strategy's (and the curve's), then Best-of-N's."""
@@ -466,6 +491,39 @@ class Rules:
 
     def report_files(self) -> list[str]:
         return [f for _, files in self.report_sections() for f in files]
+
+    # --- replicates: the study once per seed (the wildcard {seed}), and their aggregate -----------
+    def per_job(self, value: Any) -> Any:
+        """A rule's param that names result files: as is without replicates, else a function of the job's
+        wildcards with its replicate's {seed} filled in (Snakemake fills strings and lists of strings only)."""
+        if not self.seeds:
+            return value
+        return lambda wildcards: fill_seed(value, wildcards.seed)
+
+    def each_seed(self, files: Iterable[str]) -> list[str]:
+        """Every replicate's copy of each file (the files themselves without replicates)."""
+        files = [str(f) for f in files]
+        return [fill_seed(f, s) for s in self.seeds for f in files] if self.seeds else files
+
+    def all_targets(self) -> list[str]:
+        """`rule all`'s inputs: the study's targets, report files and report (each replicate's), and the
+        replicates' aggregate."""
+        study = [*self.targets(), *self.report_files(), str(self.rules.report.output.html)]
+        if not self.seeds:
+            return study
+        return self.each_seed(study) + [str(f) for f in self.rules.aggregate_replicates.output]
+
+    def replicate_files(self) -> dict[str, str]:
+        """The files whose headlines aggregate_replicates reads: the report's headline files, and with the
+        draws the TP(N) curve."""
+        out = self.headline_files()
+        if self.settings.draws.enabled:
+            out["curve"] = str(self.rules.label_oracle.output.curve)
+        return out
+
+    def replicate_inputs(self, wildcards) -> dict[str, list[str]]:
+        """aggregate_replicates: each of those files, one per seed (in the seeds' order)."""
+        return {name: [fill_seed(f, s) for s in self.seeds] for name, f in self.replicate_files().items()}
 
     def policy_inputs(self, wildcards) -> dict:
         """evaluate_responses: a trained variant's model and training summary (the base: none)."""

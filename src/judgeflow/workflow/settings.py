@@ -709,6 +709,13 @@ class Settings(Section):
     run: str = Field("demo", pattern=ID_PATTERN, description="results/<run>/ holds this run")
     seed: int = Field(0, description="seeds the cleaning, sampling, refining, draw and evaluation requests, the "
                                      "held-out split, the oracle's labelling order and DPO (judges: their own)")
+    replicates: int | list[int] | None = Field(
+        None, description="run the whole study several times, one seed each, as the wildcard {seed}: R (the seeds "
+                          "seed, seed + 1, ..., seed + R - 1) or a list of seeds. Each replicate's outputs go to "
+                          "results/<run>/seed-<s>/ (logs, benchmarks likewise), where `seed` reads <s>; judges keep "
+                          "their own seeds, and the questions file is shared. aggregate_replicates reports each "
+                          "headline as a mean with an interval across seeds (results/<run>/replicates/). null: one "
+                          "run, results/<run>/")
     results_dir: str = Field("results", description="results/<run>/: every stage's outputs")
     resources_dir: str = Field("resources", description="prepared models (models/<name>) and question files (data/)")
     logs_dir: str = Field("logs", description="logs/<run>/: a log file per job")
@@ -884,8 +891,41 @@ def _check_sampled_judges(s: Settings) -> None:
                                       "or turn that part off")
 
 
+def replicate_seeds(s: Settings) -> list[int]:
+    """The replicates' seeds ([] without replicates): `replicates: R` -> seed, seed + 1, ..., seed + R - 1
+    (each request's seed is a hash of the run's seed and the request: neighbouring seeds share no draw)."""
+    r = s.replicates
+    if r is None:
+        return []
+    return list(range(s.seed, s.seed + r)) if isinstance(r, int) else list(r)
+
+
+def _check_replicates(s: Settings) -> None:
+    r = s.replicates
+    if r is None:
+        return
+    if isinstance(r, int):
+        if r < 1:
+            raise ConfigError(f"replicates: {r} replicates; give a number >= 1 (or a list of seeds), or null for "
+                              "one run")
+        if s.seed < 0:
+            raise ConfigError(f"seed: {s.seed} is negative, and with replicates: {r} it names the first replicate "
+                              "(results path seed-<s>); use a seed >= 0")
+        return
+    if not r:
+        raise ConfigError("replicates: an empty list of seeds; list at least one seed, or set null for one run")
+    for i, seed in enumerate(r):
+        if seed < 0:
+            raise ConfigError(f"replicates[{i}]: seed {seed} is negative (the seed is part of the results path "
+                              "seed-<s>); use a seed >= 0")
+        if seed in r[:i]:
+            raise ConfigError(f"replicates[{i}]: seed {seed} is listed twice (replicates[{r.index(seed)}]); each "
+                              "replicate needs its own seed")
+
+
 def _cross_checks(s: Settings) -> None:
     """Checks across sections, each error naming its config key."""
+    _check_replicates(s)
     made = refine_datasets(s)
     for i, v in enumerate(s.training.variants or []):
         if v not in made:
