@@ -506,3 +506,45 @@ def test_importing_dpo_does_not_import_torch_or_transformers():
     code = "import sys, judgeflow.training.dpo; print(sorted({'torch', 'transformers', 'trl'} & set(sys.modules)))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------- SPaR's DPO: a loss with an SFT term
+
+
+@pytest.mark.parametrize("loss_type, weights, message", [
+    (["sigmoid", "sfft"], None, r"training.loss_type\[1\]: 'sfft' is no loss of TRL's DPOTrainer \(did you mean 'sft'"),
+    (["sigmoid", "sft"], [1.0], r"training.loss_weights: 1 weights for 2 losses"),
+    (["sigmoid", "sft"], [1.0, -0.1], r"training.loss_weights: .* negative weight"),
+    (["sigmoid", "sigmoid"], None, r"training.loss_type: .* names a loss twice"),
+    ([], None, r"training.loss_type: an empty list")])
+def test_bad_losses_name_the_key(tmp_path, model_dir, loss_type, weights, message):
+    with pytest.raises(ConfigError, match=message):
+        base_config(tmp_path, model_dir, training={"loss_type": loss_type, "loss_weights": weights})
+
+
+def test_spar_dpo_with_an_sft_term_adds_its_weighted_nll_to_the_dpo_loss(tmp_path, model_dir):
+    """SPaR's DPO (pref_ftx 0.1) as TRL takes it: loss_type [sigmoid, sft], loss_weights [1.0, 0.1]. One step
+    of the real trainer on the embedded model, learning rate ~0 so the first logged loss is at the start:
+    sigmoid alone is log 2 (policy = reference), sft alone the chosen responses' NLL s > 0, and the two
+    weighted give log 2 + 0.1 s."""
+    pairs = _write(tmp_path / "pairs.jsonl", [_pair(0, "Reply with the word yes.", "yes", "no, I will not", ("c1",))])
+
+    def first_loss(name: str, loss_type, weights) -> float:
+        cfg = base_config(tmp_path / name, model_dir, training={
+            "max_steps": 1, "per_device_train_batch_size": 1, "learning_rate": 1e-12, "min_pairs": 1,
+            "lora": {"enabled": True}, "gradient_checkpointing": False, "max_length": 128, "save_steps": 1,
+            "loss_type": loss_type, "loss_weights": weights})
+        kw = dpo.dpo_config_kwargs(cfg.typed().training, "/tmp/x", 1, use_cpu=True, bf16=False)
+        assert kw["loss_type"] == (loss_type if isinstance(loss_type, list) else [loss_type])
+        assert kw.get("loss_weights") == weights
+        out = tmp_path / name / "dpo"
+        dpo.train(dpo.WorkerSettings.from_json(dpo.worker_settings(cfg.typed())), "multi_feedback", str(pairs),
+                  str(model_dir), str(out))
+        header, first = (tmp_path / name / "dpo" / "train_log.csv").read_text().splitlines()[:2]
+        return float(dict(zip(header.split(","), first.split(",")))["loss"])
+
+    plain = first_loss("plain", "sigmoid", None)
+    sft = first_loss("sft", ["sft"], None)
+    both = first_loss("both", ["sigmoid", "sft"], [1.0, 0.1])
+    assert plain == pytest.approx(math.log(2), abs=1e-3) and sft > 0.1
+    assert both == pytest.approx(plain + 0.1 * sft, rel=1e-3)

@@ -118,7 +118,8 @@ def test_a_users_own_question_file_is_not_cut_to_the_demos_limit(tmp_path):
     """`--configfile mine.yaml` with `questions: {source: jsonl, path: ...}` and no limit: every question."""
     proj = make_project(tmp_path / "p")
     src = proj / "mine.jsonl"
-    src.write_text("".join(json.dumps({"question_id": f"q{i}", "prompt": f"Question {i}?"}) + "\n" for i in range(20)))
+    src.write_text("".join(json.dumps({"question_id": f"q{i}", "prompt": f"Question {i}?",
+                                       "criteria": ["The response answers the question."]}) + "\n" for i in range(20)))
     demo = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     mine = {"questions": {"source": "jsonl", "path": "mine.jsonl"}, "models": demo["models"],
             "judging": demo["judging"], "sampling": {"model": "smollm2"}, "refining": {"model": "smollm2"}}

@@ -441,3 +441,50 @@ def test_a_vllm_model_swaps_in_the_vllm_env_for_its_rules_only():
                           gpu_rules_={"sample_responses", "judge_responses", "judge_refinements",
                                       "sample_until_accept", "evaluate_responses", "tree_search", "judge_round"})
     assert ok == []   # with --sdm conda, envs/vllm.yaml brings vllm; every rule running pv has a GPU
+
+
+SPAR = ROOT / "config" / "examples" / "spar-gates.yaml"
+
+
+def test_spar_gates_example_dry_runs_through_the_slurm_profile(tmp_path, no_slurm_path):
+    """config/examples/spar-gates.yaml, SPaR's gate experiment ready for a cluster: SPaR's search, judging and
+    DPO settings; generation with vLLM, which passes the vllm checks against the profile's GPU rules with
+    --sdm conda (envs/vllm.yaml for the rules that run it); then the whole DAG through the SLURM profile:
+    the GPU rules on the GPU partition, the trainings on the training partition, the hosted-API rules on the
+    login node. The dry-run swaps the vllm model for hf: this machine has neither vLLM nor conda (a dry-run
+    with --sdm conda calls `conda info`), and no rule changes partition with a model's backend."""
+    from judgeflow.workflow.rulekit import Rules
+    from judgeflow.workflow.settings import load
+
+    cfg = yaml.safe_load(SPAR.read_text())
+    ts, training = cfg["refining"]["tree_search"], cfg["training"]
+    assert (ts["branch"], ts["select"], ts["depth"], ts["rounds"], ts["exit"]) == (3, 2, 3, 3, "best_at_level")
+    assert [g["k"] for g in ts["gates"]] == [3, 5] and ts["root_choice"] == "one_per_question"
+    [judge] = cfg["judging"]["judges"]
+    assert judge["samples"] == 5 and judge["holistic"] and judge["temperature"] == 0.7
+    assert training["loss_type"] == ["sigmoid", "sft"] and training["loss_weights"] == [1.0, 0.1]
+    assert training["beta"] == 0.1 and cfg["models"][ts["oracle"]]["model"] == "deepseek-chat"
+    assert cfg["models"][cfg["cleaning"]["model"]]["model"] == "gpt-4.1"
+    rules = Rules(load(SPAR))
+    prof = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    gpu = {r for r, res in prof["set-resources"].items() if str(res.get("gpu", 0)).strip() != "0"}
+    assert jc.vllm_problems(rules, uses_conda=True, on_slurm=True, vllm_installed=False, local_gpu=None,
+                            gpu_rules_=gpu) == []
+    for rule in ("sample_responses", "judge_responses", "tree_search", "judge_round"):
+        assert rules.conda(rule) == "../envs/vllm.yaml", rule
+    assert rules.conda("train_dpo") == rules.conda("train_round") == "../envs/training.yaml"
+
+    hf = tmp_path / "hf.yaml"
+    hf.write_text(yaml.safe_dump({"models": {"actor_vllm": {"backend": "hf"}}}))
+    p, _ = _dry_run(tmp_path, no_slurm_path, str(hf), configfile=SPAR, DEEPSEEK_API_KEY="sk-placeholder-dry-run")
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-3000:]
+    jobs = _job_resources(out)
+    assert len(jobs["tree_search"]) == 3 * 16 and len(jobs["tree_search_gate"]) == 3 * 2  # rounds x shards, gates
+    assert len(jobs["sample_round"]) == len(jobs["judge_round"]) == 2 * 16 and len(jobs["train_round"]) == 2
+    for rule in ("sample_responses", "judge_responses", "tree_search", "sample_round", "judge_round",
+                 "evaluate_responses"):
+        assert all(r["slurm_partition"] == "gpuq" and r["gpu"] == "1" for r in jobs[rule]), rule
+    for rule in ("train_round", "train_dpo"):
+        assert all(r["slurm_partition"] == "trainq" and r["gpu"] == "4" for r in jobs[rule]), rule
+    assert "run on this node (localrules): clean_questions, evaluate_policies, tree_search_gate\n" in out

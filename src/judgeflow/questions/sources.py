@@ -5,6 +5,11 @@ A question record:
      "criteria": [{"criterion_id": "count:keywords_multiple", "description": "...",
                    "kind": "instruction", "instruction_id": "...", "kwargs": {...}}],
      "instruction_id_list": [...], "kwargs": [...]}        # the last two only for IF benchmarks
+
+A jsonl or hf_dataset source's records are in judgeflow's fields, or LLaMA-Factory's alpaca or sharegpt
+records (`questions.format`, as SPaR ships its data), with `questions.fields` naming the record field
+that holds each of judgeflow's (`map_record`). A jsonl source is a JSONL file or a file holding one
+JSON array of records (`iter_records`).
 """
 from __future__ import annotations
 
@@ -13,8 +18,10 @@ import json
 import logging
 import random
 import re
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from judgeflow.errors import ConfigError, InputError
 from judgeflow.generation.prompting import load_template, stable_seed
@@ -29,7 +36,7 @@ from judgeflow.judging.verdicts import (
 )
 from judgeflow.judging.verifier import registry_of
 from judgeflow.models import GenRequest, Sampling
-from judgeflow.workflow.io import iter_jsonl, read_jsonl, write_jsonl
+from judgeflow.workflow.io import _check_surrogates, iter_jsonl, read_jsonl, write_jsonl
 
 if TYPE_CHECKING:
     from judgeflow.workflow.settings import Cleaning, JudgeCalibration, Questions
@@ -39,6 +46,13 @@ log = logging.getLogger(__name__)
 # no separator, no space, no control character, so no two different ids can make the same one.
 ID_RULE = re.compile(r"^[^\s/|\\\x00-\x1f]+$")
 GENERIC_PREFIX = "generic:"
+# a record's own fields judgeflow carries besides its id and prompt (questions.fields names them, or the same names)
+CARRIED = ("criteria", "instruction_id_list", "kwargs", "registry")
+HUMAN_ROLES = ("human", "user")  # sharegpt's user tag: LLaMA-Factory's default (from/value), OpenAI's (role/content)
+# LLaMA-Factory joins an alpaca record's instruction and its input, where each is non-empty, so
+# (src/llamafactory/data/converter.py, AlpacaDatasetConverter: "\n".join(query)): the prompt a model
+# fine-tuned on that data (SPaR's) saw
+ALPACA_JOIN = "\n"
 
 
 def check_id(value, what: str, where: str) -> str:
@@ -103,6 +117,190 @@ def _own_criteria(raw, where: str) -> list[dict]:
     return out
 
 
+_WHITE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_white(text: str, pos: int) -> int:
+    """The offset of the first character at or after `pos` that is no JSON white space."""
+    m = _WHITE.match(text, pos)
+    return m.end() if m else pos
+
+
+def _first_byte(path: Path) -> bytes:
+    """The file's first byte that is no JSON white space (b"" if none)."""
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 16):
+                if chunk.lstrip(b" \t\n\r"):
+                    return chunk.lstrip(b" \t\n\r")[:1]
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    return b""
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line, record) of a JSONL file (`iter_jsonl`), or of a file holding one JSON array of objects
+    (LLaMA-Factory's .json; told by its first character, '['): the line where each record starts."""
+    path = Path(path)
+    if _first_byte(path) != b"[":
+        yield from iter_jsonl(path)
+        return
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad_line = raw.count(b"\n", 0, e.start) + 1
+        raise InputError(f"{path}:{bad_line}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    decoder = json.JSONDecoder()
+    line, counted = 1, 0  # the line at offset `counted`
+
+    def line_at(pos: int) -> int:
+        nonlocal line, counted
+        line, counted = line + text.count("\n", counted, pos), pos
+        return line
+
+    pos = _skip_white(text, text.index("[") + 1)
+    if text.startswith("]", pos):
+        end = pos + 1
+    else:
+        while True:
+            at = line_at(pos)
+            try:
+                obj, end = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise InputError(f"{path}:{at}: expected a JSON object in the array, got {type(obj).__name__}")
+            if "\\ud" in text[pos:end].lower():  # a \uD800-\uDFFF escape: a lone one cannot be written back
+                _check_surrogates(obj, f"{path}:{at}")
+            yield at, obj
+            pos = _skip_white(text, end)
+            if text.startswith(",", pos):
+                pos = _skip_white(text, pos + 1)
+            elif text.startswith("]", pos):
+                end = pos + 1
+                break
+            else:
+                raise InputError(f"{path}:{line_at(pos)}: malformed JSON (expected ',' or ']' after the record of "
+                                 f"line {at})")
+    rest = _skip_white(text, end)
+    if rest < len(text):
+        raise InputError(f"{path}:{line_at(rest)}: malformed JSON (more after the array's closing ']')")
+
+
+def _take(row: dict, key: str, name: str, where: str, index: int, required: bool = True) -> Any:
+    """row[name]: the record field that questions.fields.<key> names (or the format's own name)."""
+    if name in row:
+        return row[name]
+    if required:
+        raise InputError(f"questions.fields.{key}: field {name!r} is not in record {index} of {where} "
+                         f"(it has: {', '.join(map(str, row)) or 'no field'})")
+    return None
+
+
+def _text(value: Any, name: str, where: str, optional: bool = False) -> str:
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(f"{where}: '{name}' must be a string, got {type(value).__name__}")
+    return value
+
+
+def _first_human_turn(row: dict, name: str | None, where: str, index: int) -> tuple[str, list[str]]:
+    """sharegpt: the first human/user turn of the record's turns (conversations, else messages), and the
+    roles of the turns before it."""
+    if name is None:  # LLaMA-Factory's default, else OpenAI's (SPaR's own files)
+        name = next((n for n in ("conversations", "messages") if n in row), None)
+        if name is None:
+            raise InputError(f"questions.fields.messages: record {index} of {where} has neither 'conversations' "
+                             f"nor 'messages' (it has: {', '.join(map(str, row)) or 'no field'})")
+    turns = _take(row, "messages", name, where, index)
+    if not isinstance(turns, list):
+        raise InputError(f"{where}: '{name}' must be a list of turns, got {type(turns).__name__}")
+    roles: list[str] = []
+    for t, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise InputError(f"{where}: {name}[{t}] must be a turn object (from/value or role/content), "
+                             f"got {type(turn).__name__}")
+        role = turn.get("from", turn.get("role"))
+        if role in HUMAN_ROLES:
+            return _text(turn.get("value", turn.get("content")), f"{name}[{t}] ({role})", where), roles
+        roles.append(str(role))
+    raise InputError(f"{where}: record {index} has no human turn in '{name}' (its turns are from: "
+                     f"{', '.join(roles) or 'none'}); the prompt is the first turn from "
+                     f"{' or '.join(repr(r) for r in HUMAN_ROLES)}")
+
+
+def map_record(row: dict, questions: Questions, index: int, where: str, notes: Counter | None = None) -> dict:
+    """One record of a jsonl or hf_dataset source in judgeflow's fields (question_id, prompt and those of
+    CARRIED it has), read by `questions.format` with `questions.fields` naming the record's fields.
+
+    judgeflow: the record itself, each field questions.fields names taken from there. alpaca: the
+    prompt is the instruction and the input joined as LLaMA-Factory joins them (ALPACA_JOIN), where
+    non-empty. sharegpt: the first human/user turn. A system prompt, alpaca's history and the later
+    turns are not read (judgeflow's questions are single prompts; `sampling.system_prompt` is the
+    run's): `notes` counts the records that had one. alpaca, sharegpt: without questions.fields.question_id
+    the id is `<file stem>-<index>` (the record's index from 0). An integer id that questions.fields.question_id
+    names is written in decimal."""
+    fmt, fields = questions.format, questions.fields
+    notes = Counter() if notes is None else notes
+    if fmt == "judgeflow":
+        out = dict(row)
+        for key in ("question_id", "prompt", *CARRIED):
+            name = getattr(fields, key)
+            if name is not None:
+                out[key] = _take(row, key, name, where, index)
+        if fields.question_id is not None:
+            out["question_id"] = _decimal(out["question_id"])
+        return out
+    if fmt == "alpaca":
+        name = fields.prompt or "instruction"
+        instruction = _text(_take(row, "prompt", name, where, index), name, where)
+        query = fields.query or "input"  # optional unless named
+        extra = _text(_take(row, "query", query, where, index, required=fields.query is not None), query, where,
+                      optional=True)
+        prompt = ALPACA_JOIN.join(p for p in (instruction, extra) if p)
+        notes["system"] += bool(row.get("system"))
+        notes["history"] += bool(row.get("history"))
+    elif fmt == "sharegpt":
+        prompt, before = _first_human_turn(row, fields.messages, where, index)
+        notes["system"] += bool(row.get("system")) or "system" in before
+    else:
+        raise ConfigError(f"questions.format: unknown format '{fmt}' (expected judgeflow, alpaca or sharegpt)")
+    if fields.question_id is not None:
+        qid = _decimal(_take(row, "question_id", fields.question_id, where, index))
+    else:
+        qid = f"{_id_stem(questions.path)}-{index}"
+    out = {"question_id": qid, "prompt": prompt}
+    for key in CARRIED:
+        name = getattr(fields, key)
+        value = _take(row, key, name, where, index) if name is not None else row.get(key)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _decimal(value: Any) -> Any:
+    """An integer id (SPaR's prompt_id) as its decimal string; anything else as it is (checked by check_id)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _id_stem(path: str | None) -> str:
+    """The file (or dataset) name an id of a record without one starts with: no separator, no space."""
+    stem = Path(str(path).rstrip("/")).stem
+    return re.sub(r"[\s/|\\\x00-\x1f]+", "_", stem) or "q"
+
+
+def _records(questions: Questions, notes: Counter) -> Iterator[tuple[str, dict]]:
+    """Yield (where, record in judgeflow's fields) from the configured source."""
+    rows = _rows(questions)
+    if questions.source not in ("jsonl", "hf_dataset"):  # their records are judgeflow's own
+        yield from rows
+        return
+    for index, (where, row) in enumerate(rows):
+        yield where, map_record(row, questions, index, where, notes)
+
+
 def _rows(questions: Questions):
     """Yield (where, row) from the configured source."""
     source = questions.source
@@ -113,7 +311,7 @@ def _rows(questions: Questions):
             yield f"{bench}:{lineno}", row
     elif source == "jsonl":
         path = _source_path(questions)
-        for lineno, row in iter_jsonl(path):
+        for lineno, row in iter_records(path):
             yield f"{path}:{lineno}", row
     elif source == "composed":
         from judgeflow.questions.composed import compose
@@ -144,20 +342,27 @@ def _source_path(questions: Questions) -> str:
     return questions.path
 
 
-def prepare_questions(questions: Questions, output: str) -> int:
-    """Read the configured source (the `questions` section), check it, and write the question file."""
+def prepare_questions(questions: Questions, output: str, generic_criteria: bool | None = None) -> int:
+    """Read the configured source (the `questions` section), check it, and write the question file.
+
+    `generic_criteria`: whether `judging.generic_criteria` holds any. A question without criteria of its
+    own (no `criteria`, no `instruction_id_list`) is judged on those alone; with none, nothing would be
+    judged on it (each response accepted unjudged, no tree-search root): an error naming the first such
+    question. A question with an empty prompt is left to clean_questions, which rejects it with its reason.
+    None: not checked (the caller has no judging settings)."""
     out: list[dict] = []
     seen: dict[str, str] = {}  # question_id -> where it was first seen
+    bare: list[tuple[str, str]] = []  # (where, question_id) of the questions without criteria
+    notes: Counter = Counter()
     limit = questions.limit
-    for where, row in _rows(questions):
-        qid, prompt = row.get("question_id"), row.get("prompt")
-        check_id(qid, "question_id", where)
+    for where, row in _records(questions, notes):
+        qid, prompt = check_id(row.get("question_id"), "question_id", where), row.get("prompt")
         if qid in seen:
             raise InputError(f"{where}: duplicate question_id '{qid}' (first seen at {seen[qid]})")
         seen[qid] = where
         if not isinstance(prompt, str):
             raise InputError(f"{where}: 'prompt' must be a string, got {type(prompt).__name__}")
-        rec = {"question_id": qid, "prompt": prompt, "source": questions.source}
+        rec: dict[str, Any] = {"question_id": qid, "prompt": prompt, "source": questions.source}
         criteria = []
         if row.get("instruction_id_list") is not None:
             criteria += instruction_criteria(row["instruction_id_list"], row.get("kwargs") or [], where,
@@ -170,9 +375,28 @@ def prepare_questions(questions: Questions, output: str) -> int:
         if len(set(ids)) != len(ids):
             raise InputError(f"{where}: duplicate criterion ids {ids}")
         rec["criteria"] = criteria
+        if not criteria and prompt.strip():
+            bare.append((where, qid))
         out.append(rec)
         if limit is not None and len(out) >= limit:
             break  # the rows after the limit are never read: a broken one past it stops nothing
+    why = {"system": "system prompt, not read: judgeflow's questions have none (the run's is sampling.system_prompt)",
+           "history": "history, not read: a question is a single prompt"}
+    for what, n in sorted(notes.items()):
+        if n:
+            log.warning("%d record(s) had a %s", n, why[what])
+    if bare and generic_criteria is False:
+        where, qid = bare[0]
+        more = (f" (and {len(bare) - 1} more: {', '.join(repr(q) for _, q in bare[1:4])}"
+                f"{', ...' if len(bare) > 4 else ''})" if len(bare) > 1 else "")
+        raise InputError(f"{where}: question '{qid}' has no criteria (neither 'criteria' nor "
+                         f"'instruction_id_list'){more} and judging.generic_criteria is empty: nothing would be "
+                         "judged on it (every response accepted unjudged, no tree-search root). Give the questions "
+                         "criteria (questions.fields.criteria names a record field that holds them), or set "
+                         "judging.generic_criteria (judged on every question, e.g. {criterion_id: "
+                         "'generic:follows', description: 'The response follows every instruction of the "
+                         "prompt.'}). A holistic judge (judging.judges[*].holistic) needs them too: it gives its "
+                         "one judgment to each criterion")
     if not out:
         source = questions.source
         src = (str(ifbench_file()) if source == "ifbench" else "questions.composed" if source == "composed"

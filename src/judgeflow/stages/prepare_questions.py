@@ -14,5 +14,9 @@ log = logging.getLogger(__name__)
 
 
 def run(inp, out, settings: Settings, job: Job) -> None:
-    n = prepare_questions(settings.questions, out.questions)
+    questions = settings.questions
+    # a jsonl or hf_dataset question may come without criteria of its own: judged on judging.generic_criteria
+    # alone, or an error where there are none (ifbench and composed questions always carry their instructions)
+    generic = bool(settings.judging.generic_criteria) if questions.source in ("jsonl", "hf_dataset") else None
+    n = prepare_questions(questions, out.questions, generic_criteria=generic)
     log.info("wrote %d questions to %s", n, out.questions)

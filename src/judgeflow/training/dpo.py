@@ -240,6 +240,8 @@ def dpo_config_kwargs(tcfg: Training, output_dir: str, seed: int, use_cpu: bool,
         "logging_steps": 1, "logging_first_step": True, "save_strategy": "steps", "save_steps": tcfg.save_steps,
         "save_total_limit": 1, "report_to": [], "disable_tqdm": True, "dataloader_num_workers": 0,
     }
+    if tcfg.loss_weights is not None:
+        kw["loss_weights"] = tcfg.loss_weights
     if tcfg.max_steps is not None:
         kw["max_steps"] = tcfg.max_steps
     else:

@@ -125,8 +125,11 @@ def _stages() -> dict[str, Stage]:
         Stage("prepare_model", "judgeflow.stages.prepare_model", reads=("prepare.models.{model}",),
               doc="de-quantize a GGUF shipped in a package into a transformers directory"),
         Stage("prepare_questions", "judgeflow.stages.prepare_questions",
+              # a file's records (their shape and fields) and, where a question may come without criteria,
+              # whether generic criteria judge it (judgeflow.questions.sources.prepare_questions)
               reads=lambda s: ("questions.source", "questions.limit",
-                               *(("questions.path",) if s["questions"]["source"] in ("jsonl", "hf_dataset") else ()),
+                               *(("questions.path", "questions.format", "questions.fields", "judging.generic_criteria")
+                                 if s["questions"]["source"] in ("jsonl", "hf_dataset") else ()),
                                *(("questions.split",) if s["questions"]["source"] == "hf_dataset" else ()),
                                *(("questions.composed",) if s["questions"]["source"] == "composed" else ())),
               local=True,

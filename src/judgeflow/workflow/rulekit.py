@@ -292,10 +292,13 @@ class Rules:
     # --- files -----------------------------------------------------------------------------------
     def questions_file(self) -> str:
         """resources/data/<source>[-first<N>]-<digest>.jsonl, keyed by the settings that shape it
-        (the source, its path and split, the limit) and nothing else: runs that differ in anything
-        else share it."""
+        (prepare_questions' settings: the source, its path, format, fields and split, the limit, and for
+        a file whose questions may lack criteria the generic criteria that judge them) and nothing else:
+        runs that differ in anything else share it."""
         q = self.settings.questions
-        shaping = pipeline.params(STAGES["prepare_questions"], self.config)["questions"]
+        params = pipeline.params(STAGES["prepare_questions"], self.config)
+        # the questions section alone where that is all it reads: the names of existing files stay
+        shaping = params["questions"] if set(params) == {"questions"} else params
         stem = q.source if q.source in ("ifbench", "composed") else Path(str(q.path)).stem
         digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:8]
         limit = f"-first{q.limit}" if q.limit else ""

