@@ -34,6 +34,7 @@ rule train_dpo:
         train_log=f"{RESULTS}/dpo/{{variant}}/train_log.csv",
         diagnostics=f"{RESULTS}/dpo/{{variant}}/diagnostics.jsonl",
         summary=f"{RESULTS}/dpo/{{variant}}/summary.json",
+        logs=directory(f"{RESULTS}/dpo/{{variant}}/logs"),  # training.report_to: tensorboard/, wandb/
     log:
         f"{LOGS}/train_dpo/{{variant}}.log",
     benchmark:

@@ -141,6 +141,7 @@ rule train_round:
         train_log=f"{TREE}/round-{{round}}/dpo/train_log.csv",
         diagnostics=f"{TREE}/round-{{round}}/dpo/diagnostics.jsonl",
         summary=f"{TREE}/round-{{round}}/dpo/summary.json",
+        logs=directory(f"{TREE}/round-{{round}}/dpo/logs"),  # training.report_to: tensorboard/, wandb/
     log:
         f"{LOGS}/train_round/round-{{round}}.log",
     benchmark:

@@ -548,3 +548,61 @@ def test_spar_dpo_with_an_sft_term_adds_its_weighted_nll_to_the_dpo_loss(tmp_pat
     both = first_loss("both", ["sigmoid", "sft"], [1.0, 0.1])
     assert plain == pytest.approx(math.log(2), abs=1e-3) and sft > 0.1
     assert both == pytest.approx(plain + 0.1 * sft, rel=1e-3)
+
+
+# ------------------------------------------------------------------------------------- training logs
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} of the scalars in a folder's TensorBoard event files (TFRecord: length, its crc,
+    the Event proto, its crc), read with the protobuf classes tensorboardX ships."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out: dict[str, dict[int, float]] = {}
+    for f in sorted(folder.glob("events.out.tfevents.*")):
+        data, pos = f.read_bytes(), 0
+        while pos < len(data):
+            (n,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[pos + 12:pos + 12 + n])
+            pos += 12 + n + 4
+            for v in event.summary.value:
+                if v.HasField("simple_value"):
+                    out.setdefault(v.tag, {})[event.step] = v.simple_value
+    return out
+
+
+def test_tensorboard_event_files_hold_the_logged_losses_and_none_writes_nothing(tmp_path, model_dir):
+    """training.report_to: tensorboard (the default): the variant's logs/tensorboard/ holds event files whose
+    train/loss per step is the loss of train_log.csv; the summary and dpo_diagnostics' training.csv name the
+    folder. none: logs/ stays empty. wandb without the package: a config error naming the key."""
+    pairs = _write(tmp_path / "pairs.jsonl", [_pair(0, "Reply with the word yes.", "yes", "no, I will not", ("c1",)),
+                                              _pair(1, "Name a colour.", "Blue.", "I do not know.", ("c2",))])
+
+    def run(name: str, report_to: str) -> Path:
+        cfg = base_config(tmp_path / name, model_dir, training={
+            "max_steps": 2, "per_device_train_batch_size": 1, "learning_rate": 1e-4, "min_pairs": 1,
+            "lora": {"enabled": True}, "gradient_checkpointing": False, "max_length": 128, "save_steps": 1,
+            "report_to": report_to})
+        out = tmp_path / name / "dpo"
+        dpo.train(dpo.WorkerSettings.from_json(dpo.worker_settings(cfg.typed())), "multi_feedback", str(pairs),
+                  str(model_dir), str(out))
+        return out
+
+    out = run("board", "tensorboard")
+    scalars = tensorboard_scalars(out / "logs" / "tensorboard")
+    header, *rows = (out / "train_log.csv").read_text().splitlines()
+    logged = {int(r["step"]): float(r["loss"]) for r in (dict(zip(header.split(","), x.split(","))) for x in rows)}
+    assert set(logged) == {1, 2} and scalars["train/loss"] == pytest.approx(logged, rel=1e-5)
+    assert json.loads((out / "summary.json").read_text())["logs"] == "logs/tensorboard"
+    training_csv = tmp_path / "training.csv"
+    diag.compare_variants([str(out / "diagnostics.jsonl")], [str(out / "summary.json")], str(tmp_path / "t.csv"),
+                          str(tmp_path / "p.png"), str(training_csv))
+    assert str(out / "logs" / "tensorboard") in training_csv.read_text()
+    quiet = run("quiet", "none")
+    assert (quiet / "logs").is_dir() and not any((quiet / "logs").iterdir())
+    assert json.loads((quiet / "summary.json").read_text())["logs"] is None
+    with pytest.raises(ConfigError, match=r"training\.report_to: 'wandb' needs the wandb package"):
+        base_config(tmp_path / "w", model_dir, training={"report_to": "wandb"})

@@ -283,6 +283,12 @@ def test_tiny_run_end_to_end(tiny_run):
     trained = json.loads((tree / "round-1/dpo/summary.json").read_text())
     round1_pairs = _lines(tree / "round-1/gate-2of3/pairs.jsonl")
     assert trained["variant"] == "round-1" and trained.get("pairs_read", 0) == len(round1_pairs)
+    # every training writes TensorBoard event files where its summary says (training.report_to's default)
+    for summary_file in [tree / "round-1/dpo/summary.json", *(tiny_run / "results/tiny/dpo").glob("*/summary.json")]:
+        done = json.loads(summary_file.read_text())
+        if not done.get("skipped"):
+            assert done["logs"] == "logs/tensorboard"
+            assert list((summary_file.parent / "logs/tensorboard").glob("events.out.tfevents.*")), summary_file
     summary = json.loads((tree / "summary.json").read_text())
     assert summary["exit"] == "best_at_level"
     for r in ("1", "2"):  # one search for both gates: at least the strictest alone, at most a search per gate

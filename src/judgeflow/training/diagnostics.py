@@ -249,7 +249,7 @@ def pair_logps(trainer, batch_size: int = 8, ref: bool = False) -> dict[str, lis
 TRAINING_COLUMNS = ["variant", "skipped", "pairs_read", "dropped_prompt_too_long", "truncated_completions",
                     "pairs_used", "optimizer_steps", "pairs_per_step", "epochs", "num_processes", "lora", "bf16",
                     "final_dpo_loss_on_training_pairs", "seconds_per_step_median", "train_seconds",
-                    "total_seconds", "peak_rss_mb", "peak_gpu_mem_mb", "resumed_from", "reason"]
+                    "total_seconds", "peak_rss_mb", "peak_gpu_mem_mb", "resumed_from", "reason", "logs"]
 
 
 def compare_variants(diagnostics: list[str], summaries: list[str], table_out: str, plot_out: str,
@@ -266,7 +266,10 @@ def compare_variants(diagnostics: list[str], summaries: list[str], table_out: st
     for path in summaries:
         with open(path) as fh:
             s = json.load(fh)
-        training.append({c: s.get(c) for c in TRAINING_COLUMNS})
+        row = {c: s.get(c) for c in TRAINING_COLUMNS}
+        if s.get("logs"):  # the training logs (training.report_to), as a path: tensorboard --logdir <it>
+            row["logs"] = str(Path(path).parent / s["logs"])
+        training.append(row)
     write_csv(training_out, training, TRAINING_COLUMNS)
     skipped = [t["variant"] for t in training if t["skipped"]]
     note = f" (skipped: {', '.join(skipped)})" if skipped else ""

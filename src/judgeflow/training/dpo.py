@@ -238,7 +238,8 @@ def dpo_config_kwargs(tcfg: Training, output_dir: str, seed: int, use_cpu: bool,
         "max_length": tcfg.max_length, "gradient_checkpointing": tcfg.gradient_checkpointing,
         "bf16": bf16, "use_cpu": use_cpu, "precompute_ref_log_probs": tcfg.precompute_ref_log_probs,
         "logging_steps": 1, "logging_first_step": True, "save_strategy": "steps", "save_steps": tcfg.save_steps,
-        "save_total_limit": 1, "report_to": [], "disable_tqdm": True, "dataloader_num_workers": 0,
+        "save_total_limit": 1, "report_to": ["wandb"] if tcfg.report_to == "wandb" else [],  # tensorboard: train()
+        "disable_tqdm": True, "dataloader_num_workers": 0,
     }
     if tcfg.loss_weights is not None:
         kw["loss_weights"] = tcfg.loss_weights
@@ -323,12 +324,13 @@ class OutputPaths:
     diagnostics: Path
     summary: Path
     checkpoints: Path
+    logs: Path  # training.report_to's logs while it trains: tensorboard/ (event files) or wandb/ (offline runs)
 
     @classmethod
     def of(cls, out_dir: str | os.PathLike) -> OutputPaths:
         root = Path(out_dir)
         return cls(root, root / "model", root / "train_log.csv", root / "diagnostics.jsonl", root / "summary.json",
-                   root / "checkpoints")
+                   root / "checkpoints", root / "logs")
 
 
 def _peak_rss_mb() -> float:
@@ -354,6 +356,7 @@ def log_rows(log_history: list[dict]) -> list[dict]:
 def write_skipped(out: OutputPaths, stats: dict, reason: str, variant: str) -> None:
     """Outputs of a skipped variant: empty tables, a marker in model/, the reason in the summary."""
     out.model.mkdir(parents=True, exist_ok=True)
+    out.logs.mkdir(parents=True, exist_ok=True)  # nothing trained, nothing logged
     (out.model / SKIPPED_MARKER).write_text(reason + "\n")
     write_csv(out.train_log, [], LOG_COLUMNS)
     write_jsonl(out.diagnostics, [])
@@ -600,6 +603,12 @@ def train(ws: WorkerSettings, variant: str, pairs_path: str, model_dir: str, out
         return {"skipped": True, "reason": data.skip_reason}
 
     resume = prepare_checkpoints(state, out.checkpoints, fingerprint(ws, pairs_path, model_dir))
+    out.logs.mkdir(parents=True, exist_ok=True)
+    if tcfg.report_to == "wandb":  # compute nodes have no internet: a run to sync from the login node
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ["WANDB_DIR"] = str(out.logs)
+        os.environ.setdefault("WANDB_PROJECT", "judgeflow")
+        os.environ.setdefault("WANDB_NAME", variant)
     args, bf16 = dpo_args(ws, out.checkpoints)
     # The policy is given as its directory: TRL loads it (model_init_kwargs) and the reference model
     # with from_pretrained from the same directory (never a deepcopy; ZeRO-3 safe).
@@ -612,6 +621,12 @@ def train(ws: WorkerSettings, variant: str, pairs_path: str, model_dir: str, out
     # TrainingHooks follows TrainerCallback's protocol by duck typing (no transformers import at module
     # load, see its docstring); add_callback's annotation asks for the class itself
     trainer.add_callback(hooks)  # type: ignore[arg-type]
+    if tcfg.report_to == "tensorboard":  # event files in logs/tensorboard/ (the main process writes them)
+        from transformers.integrations import TensorBoardCallback
+
+        board = TensorBoardCallback()
+        board.logging_dir = str(out.logs / "tensorboard")
+        trainer.add_callback(board)
     t_train = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.time() - t_train
@@ -629,6 +644,8 @@ def train(ws: WorkerSettings, variant: str, pairs_path: str, model_dir: str, out
         bf16=bf16, lora=tcfg.lora.enabled, train_loss=result.training_loss, end_loss=end_loss,
         step_seconds=hooks.step_seconds, train_seconds=train_seconds, total_seconds=time.time() - t_start,
         peak_rss_mb=_peak_rss_mb(), peak_gpu_mem_mb=_peak_gpu_mem_mb())
+    # where to watch it (relative to the variant's folder): tensorboard --logdir, or wandb sync
+    summary["logs"] = {"tensorboard": "logs/tensorboard", "wandb": "logs/wandb", "none": None}[tcfg.report_to]
     write_json(out.summary, summary)
     if not tcfg.keep_checkpoints:
         shutil.rmtree(out.checkpoints, ignore_errors=True)

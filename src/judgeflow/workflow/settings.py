@@ -648,6 +648,10 @@ class Training(Section):
                                      description="per-pair log-probabilities recorded for dpo_diagnostics")
     extra: dict[str, Any] = Field(default_factory=dict, description="more trl.DPOConfig fields, passed as they are")
     save_steps: int = op(50, "checkpoint every N steps (a killed job resumes from the last one)", ge=1)
+    report_to: Literal["tensorboard", "wandb", "none"] = op(
+        "tensorboard", "training logs to watch while DPO runs, in the variant's (or round's) logs/ folder: "
+                       "tensorboard (event files: tensorboard --logdir results/<run>), wandb (offline on the "
+                       "compute node: wandb sync <logs>/wandb/offline-run-* from the login node) or none")
     keep_checkpoints: bool = op(False, "keep checkpoints/ after a successful run")
 
     @model_validator(mode="after")
@@ -656,6 +660,12 @@ class Training(Section):
             raise ValueError(f"variants: duplicate variants {self.variants}")
         if self.lora.enabled and self.lora.target_modules in ("lm_head", ["lm_head"]):
             raise ValueError("lora.target_modules: TRL's DPOTrainer cannot train an adapter on lm_head")
+        if self.report_to == "wandb":
+            import importlib.util
+
+            if importlib.util.find_spec("wandb") is None:
+                raise ValueError("report_to: 'wandb' needs the wandb package where DPO runs (pip install wandb, or "
+                                 "add it to envs/training.yaml); or report_to: tensorboard (installed)")
         losses = [self.loss_type] if isinstance(self.loss_type, str) else self.loss_type
         if not losses:
             raise ValueError("loss_type: an empty list; name at least one loss (sigmoid = the original DPO loss)")
