@@ -87,7 +87,9 @@ def test_profile_parses_and_never_sets_tasks_on_gpu_rules():
     assert prof["executor"] == "slurm" and prof["retries"] >= 1 and prof["rerun-incomplete"] is True
     sr = prof["set-resources"]
     for rule in GPU_RULES + ["train_dpo"]:
-        assert "gpu" in sr[rule] and "tasks" not in sr[rule], rule   # tasks -> --ntasks-per-gpu
+        assert "gpu" in sr[rule], rule
+        # tasks -> --ntasks-per-gpu, unless tasks_per_gpu is set (train_dpo over several nodes: tasks_per_gpu 0)
+        assert "tasks" not in sr[rule] if rule in GPU_RULES else "tasks_per_gpu" in sr[rule], rule
         assert "GPU_PARTITION" in sr[rule]["slurm_partition"] or "TRAIN_PARTITION" in sr[rule]["slurm_partition"]
     for rule in CPU_RULES:
         assert rule in sr and "gpu" not in sr[rule]
@@ -382,7 +384,7 @@ def test_accelerate_multi_node_one_srun_task_per_node():
                                                           "tasks": 2, "tasks_per_gpu": 0, "cpus_per_task": 32})
     assert cmd.startswith("srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=32 ")
     for part in ["--num_machines $SLURM_NNODES", "--machine_rank $SLURM_NODEID", "--num_processes 8",
-                 "--rdzv_backend c10d", 'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1']:
+                 "--rdzv_backend static", 'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1']:
         assert part in cmd
     # the inner command survives one round of shell quoting intact
     inner = subprocess.run(["bash", "-c", f"printf %s {cmd.split('bash -c ', 1)[1]}"],

@@ -5,6 +5,8 @@
   expands them when it evaluates a job's resources. They come from the environment or from one
   site file (`site_path`), defaults fill the optional ones, and a missing required one is an error
   naming the variable and the site-file key, raised before the DAG is built.
+- Training over several nodes (train_nodes > 1): the profile's multi-node resources of the training
+  rules and the accelerate config are checked before any job too (multinode_problems).
 - Rules the profile does not map fall back to the CPU defaults and are named in a warning.
 - Rules that call an oracle over a hosted API become `localrules` (compute nodes have no internet).
 """
@@ -41,10 +43,13 @@ SITE_KEYS: dict[str, object] = {
     "train_qos": "=gpu_qos",
     "train_constraint": "=gpu_constraint",
     "train_extra": "=gpu_extra",
-    "train_gpus": "4",              # GPUs of one train_dpo job (one node)
+    "train_gpus": "4",              # GPUs of one train_dpo job on each of its nodes
     "train_cpus_per_gpu": "=cpus_per_gpu",
+    "train_nodes": "1",             # nodes of one train_dpo job; > 1: one srun task per node (launch.py)
 }
-INTEGER_KEYS = {"cpus_per_gpu", "gpu_mem_mb", "train_gpus", "train_cpus_per_gpu"}
+INTEGER_KEYS = {"cpus_per_gpu", "gpu_mem_mb", "train_gpus", "train_cpus_per_gpu", "train_nodes"}
+POSITIVE_KEYS = {"train_nodes"}     # integers >= 1
+TRAIN_RULES = ("train_dpo", "train_round")  # judgeflow.stages.train_dpo: accelerate launch, training.accelerate_config
 # Jobs must never try the network for models: they are on disk already.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
@@ -143,10 +148,18 @@ def resolve_site(environ, site: dict[str, str] | None = None, site_path=None) ->
         if "$" in value:
             bad.append(f"{name}={value!r}: an unexpanded variable (is it exported?)")
             continue
+        if key in POSITIVE_KEYS and not re.fullmatch(r"0*[1-9]\d*", value):
+            bad.append(f"{name}={value!r} (site key {key}): must be a whole number >= 1")
+            continue
         if key in INTEGER_KEYS and not re.fullmatch(r"\d+", value):
             bad.append(f"{name}={value!r}: must be a whole number")
             continue
-        values[name] = value
+        # as the profile's expressions read it: `$X > 1` is a SyntaxError for 08 (Snakemake keeps the text)
+        values[name] = str(int(value)) if key in INTEGER_KEYS else value
+    nodes, gpus = values.get(env_name("train_nodes"), "1"), values.get(env_name("train_gpus"), "1")
+    if int(nodes) > 1 and int(gpus) < 1:
+        bad.append(f"{env_name('train_gpus')}={gpus!r} (site key train_gpus): a training job over "
+                   f"{env_name('train_nodes')}={nodes} nodes needs at least one GPU on each node")
     problems = [f"{env_name(k)} is not set (export {env_name(k)}=...{where.format(key=k)})"
                 for k in missing] + bad
     if problems:
@@ -172,6 +185,80 @@ def prepare_environment(expressions, environ, basedir) -> dict[str, str] | None:
     environ.update(values)
     environ.update(OFFLINE_ENV)
     return values
+
+
+# --- training over several nodes ---------------------------------------------------------------
+
+def evaluate_expression(raw, environ):
+    """A profile resource expression as Snakemake's cli_evaluator evaluates it ($VARS from `environ`,
+    then Python; a NameError or SyntaxError leaves the text), for checks before any job."""
+    if not isinstance(raw, str):
+        return raw
+    text = _VAR.sub(lambda m: environ.get(m.group(1), m.group(0)), raw)
+    try:
+        return eval(text, {})  # the profile's own expressions, as Snakemake evaluates them
+    except (NameError, SyntaxError, TypeError, ValueError, ArithmeticError):
+        return text
+
+
+def multinode_problems(resource_settings, environ, config: dict | None = None, basedir: str | Path = ".") -> list[str]:
+    """What keeps a rule the profile puts on several nodes from running, one line each, before any job:
+    its resources (evaluated with `environ`'s site values) must ask for GPUs per node (gres=gpu:G; a
+    whole-job gpu total may not split, and SLURM places it anyhow), the mpi resource (the job starts
+    its one task per node itself), tasks = nodes and tasks_per_gpu = 0; and for a training rule of the
+    config, training.accelerate_config must be one that can span nodes (launch.multinode_config_problem)."""
+    from judgeflow.workflow.launch import gpus_per_node, multinode_config_problem
+
+    out: list[str] = []
+    multi: dict[str, int] = {}
+    nodes_var = f"{env_name('train_nodes')}={environ.get(env_name('train_nodes'), '?')}"
+    for rule, res in (getattr(resource_settings, "overwrite_resources", None) or {}).items():
+        raw = {k: getattr(v, "raw", v) for k, v in res.items()}
+        if "nodes" not in raw:
+            continue
+        val = {k: evaluate_expression(raw[k], environ)
+               for k in ("nodes", "gres", "gpu", "mpi", "tasks", "tasks_per_gpu") if k in raw}
+        val = {k: v for k, v in val.items() if v is not None}
+        nodes = val.get("nodes")
+        if nodes is None:
+            continue
+        where = f"set-resources {rule} ({nodes_var})" if rule in TRAIN_RULES else f"set-resources {rule}"
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+            out.append(f"{where}: nodes={nodes!r} must be a whole number >= 1")
+            continue
+        if nodes == 1:
+            continue
+        multi[rule] = nodes
+        try:
+            per_node, _ = gpus_per_node(val, environ={})
+        except (TypeError, ValueError) as e:
+            out.append(f"{where}: {e}")
+            continue
+        if per_node < 1:
+            out.append(f"{where}: nodes={nodes} with no GPU on each node (gres=gpu:<G>, JUDGEFLOW_SLURM_TRAIN_GPUS)")
+        elif val.get("gpu"):
+            out.append(f"{where}: gpu={val['gpu']} counts the GPUs of the whole job, which SLURM may place unevenly "
+                       f"over nodes={nodes}: give gres=gpu:{per_node} and gpu=0")
+        if "mpi" not in val:
+            out.append(f"{where}: nodes={nodes} without the mpi resource (the job starts one task per node itself; "
+                       "without it the plugin runs the job in a one-node srun step)")
+        if val.get("tasks") != nodes or val.get("tasks_per_gpu") != 0:
+            out.append(f"{where}: one task per node needs tasks={nodes} and tasks_per_gpu=0, got "
+                       f"tasks={val.get('tasks')!r}, tasks_per_gpu={val.get('tasks_per_gpu')!r}")
+    if config is not None and (train := [r for r in TRAIN_RULES if r in multi]):
+        from judgeflow.training.dpo import accelerate_config_path, read_accelerate_config
+        from judgeflow.workflow.pipeline import inactive_stages
+
+        inactive = inactive_stages(config)
+        active = [r for r in train if r not in inactive]
+        if active:
+            value = config["training"]["accelerate_config"]
+            problem = multinode_config_problem(read_accelerate_config(accelerate_config_path(value, basedir)),
+                                               max(multi[r] for r in active))
+            if problem:
+                out.append(f"training.accelerate_config: '{value}' {problem} ({nodes_var}; rules "
+                           f"{', '.join(active)})")
+    return out
 
 
 def unmapped_rules(rule_names, local_rules, mapped) -> list[str]:
@@ -269,9 +356,15 @@ def site_values(workflow) -> dict[str, str] | None:
     if workflow.remote_exec:
         return None
     try:
-        return prepare_environment(profile_expressions(workflow.resource_settings), os.environ, workflow.basedir)
+        values = prepare_environment(profile_expressions(workflow.resource_settings), os.environ, workflow.basedir)
     except ClusterConfigError as e:
         raise WorkflowError(str(e)) from None
+    if values is not None:
+        problems = multinode_problems(workflow.resource_settings, os.environ, workflow.config, workflow.basedir)
+        if problems:
+            raise WorkflowError("SLURM profile: no job was submitted:\n  " + "\n  ".join(problems)
+                                + "\nSee docs/cluster.md, \"Several nodes for DPO\".")
+    return values
 
 
 def snakemake_local_rules(workflow) -> list[str]:
