@@ -127,6 +127,7 @@ class FaultServer:
         self.attempts = 0
         self.faults: Counter = Counter()
         self.paid: Counter = Counter()          # upstream calls answered, per body digest
+        self.billed: Counter = Counter()        # the tokens of the answers paid: prompt_tokens, completion_tokens
         self.arrivals: dict[str, list[tuple[float, str]]] = defaultdict(list)  # digest -> [(time, outcome)]
         self.auth_seen: Counter = Counter()     # Authorization headers seen (for the secrets test)
         self.gate: int | None = None            # hold requests once this many upstream calls were paid
@@ -283,9 +284,16 @@ class FaultServer:
         if status == 200:
             with self.lock:
                 self.paid[digest] += 1
+                self._bill(answer, batch=False)
                 if self.gate is not None and sum(self.paid.values()) >= self.gate:
                     self.gate_open.clear()
         h._json(status, answer)
+
+    def _bill(self, answer: dict, batch: bool) -> None:
+        """Count the tokens of a paid answer, as a provider bills them (under the lock)."""
+        usage = answer.get("usage") or {}
+        for k in ("prompt_tokens", "completion_tokens"):
+            self.billed[("batch_" if batch else "") + k] += int(usage.get(k) or 0)
 
     def _upstream(self, body: dict, auth: str) -> tuple[int, dict]:
         if self.upstream is None:
@@ -391,6 +399,7 @@ class FaultServer:
                 digest = hashlib.sha256(json.dumps(rec["body"], sort_keys=True).encode()).hexdigest()
                 with self.lock:
                     self.paid[digest] += 1
+                    self._bill(answer, batch=True)
             out.append({"id": f"req-{len(out)}", "custom_id": rec["custom_id"], "error": None,
                         "response": {"status_code": status, "request_id": f"r{len(out)}", "body": answer}})
         with self.lock:

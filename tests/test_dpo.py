@@ -493,7 +493,8 @@ def test_training_summary_keys_rounding_and_empty_timings():
     assert s["seconds_per_step_median"] == 0.2 and s["seconds_per_step_mean"] == 0.2
     assert s["train_seconds"] == 12.3 and s["total_seconds"] == 20.1 and s["peak_rss_mb"] == 1000.0
     assert s["peak_gpu_mem_mb"] is None
-    assert set(diag.TRAINING_COLUMNS) - {"reason"} <= set(s)  # everything the dpo_diagnostics table reads
+    # everything the dpo_diagnostics table reads (logs: added by train(), which knows training.report_to)
+    assert set(diag.TRAINING_COLUMNS) - {"reason", "logs"} <= set(s)
     empty = dpo.training_summary("v", stats, **{**kw, "epoch": None, "end_loss": None, "step_seconds": [],
                                                 "peak_gpu_mem_mb": 2047.96})
     assert empty["epochs"] == 0 and empty["final_dpo_loss_on_training_pairs"] is None

@@ -66,7 +66,8 @@ def test_operational_settings_are_handed_over_but_are_no_params(demo):
     served = st.load(CFG, overrides={"cleaning": {"model": "oracle", "answer_first": False, "template": "clean",
                                                   "max_new_tokens": 64}})
     t = pipeline.tunes(clean, served)
-    assert set(t["models"]["oracle"]) == {"api_key_env", "max_concurrency", "timeout", "max_retries", "serve"}
+    assert set(t["models"]["oracle"]) == {"api_key_env", "max_concurrency", "timeout", "max_retries", "serve",
+                                           "price"}
     assert t["cache_dir"] == "cache" and "cache_dir" not in pipeline.params(clean, served)
     assert pipeline.params(clean, demo)["seed"] == 1234  # the seed shapes the held-out split
 

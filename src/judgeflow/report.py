@@ -250,7 +250,28 @@ def headline(files: dict[str, str]) -> str:
                            e(f"helps on {', '.join(helps)}" if helps else "no better than the baseline"), *lines,
                            e(f"{pr.get('n_questions')} questions, {pr.get('n_draws')} labelled draws, layer "
                              f"{pr.get('layer')}")))
+    cost = costs_card(files.get("costs", ""))
+    if cost:
+        cards.append(cost)
     return '<section id=headline><div class=cards>' + "".join(cards) + "</div></section>"
+
+
+def costs_card(path: str) -> str:
+    """The run's API spend from its cost ledger (judgeflow.models.ledger): by rule and by model, and what
+    the cache saved; empty where there is no ledger."""
+    from judgeflow.models import ledger
+
+    lines = ledger.read(path) if path else []
+    if not lines:
+        return ""
+    e = html.escape
+    t = ledger.totals(lines)
+    rules = [e(f"{rule}: {cost:.4f}") for rule, cost in t["by_rule"].items()]
+    models = [e(f"{m}: {r['calls']} calls, {r['prompt_tokens']} + {r['completion_tokens']} tokens, {r['cost']:.4f}; "
+                f"{r['cache_hits']} cache hits saved {r['saved']:.4f}") for m, r in t["by_model"].items()]
+    return _card("API spend (cost ledger, at each model's price)", e(f"{t['cost']:.4f}"),
+                 e(f"the cache saved {t['saved']:.4f} (answers paid before, reused)"), *rules, *models,
+                 e(f"ledger: {path}"))
 
 
 def _table(path: Path, max_rows: int) -> str:

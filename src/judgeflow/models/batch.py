@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from judgeflow.errors import BackendError, ConfigError
+from judgeflow.models import ledger
 from judgeflow.models.base import Generation, GenRequest
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ class BatchedModel:
         # submitted, resumed, batch_answers, batch_errors, sync_fallback, adopted (after an unclear
         # create), cancelled (extra or superseded batches), superseded (states not resumed)
         self.counts: Counter[str] = Counter()
+        self._reserved: dict[str, float] = {}  # a batch's requests' worst-case costs (judgeflow.models.ledger)
 
     # --- the client ---------------------------------------------------------------------
     def _client(self):
@@ -167,6 +169,9 @@ class BatchedModel:
             if r is not None:
                 results[k] = r
                 cached.add(k)
+                spend = ledger.current()
+                if spend is not None:
+                    spend.hit(m.name, r["prompt_tokens"], r["completion_tokens"])
         by_key = {k: r for k, r in zip(keys, requests)}
         missing = [k for k in by_key if k not in results]
         if missing:
@@ -175,8 +180,12 @@ class BatchedModel:
                 todo = [k for k in missing if k not in results]
                 for start in range(0, len(todo), MAX_REQUESTS):
                     part = todo[start:start + MAX_REQUESTS]
-                    state = self._submit(client, part, by_key, desc)
-                    self._finish(client, state, by_key, results)
+                    self._reserve(part, by_key)  # the cap, checked for the whole batch before it is sent
+                    try:
+                        state = self._submit(client, part, by_key, desc)
+                        self._finish(client, state, by_key, results)
+                    finally:
+                        self._release()
         left = [k for k in by_key if k not in results]
         if left:  # only with on_failure: sync (stop has raised)
             self.counts["sync_fallback"] += len(left)
@@ -452,8 +461,33 @@ class BatchedModel:
         result = self.model.result_of(req, completion)
         if key not in results:
             self.model.record(key, self._body_of(key, state, by_key), result)
+            spend = ledger.current()
+            if spend is not None:  # billed at the Batch API's share (an earlier run's batch: reserved nothing)
+                spend.settle(self.model.name, self._reserved.pop(key, 0.0), result["prompt_tokens"],
+                             result["completion_tokens"], batch=True)
         results[key] = result
         return True
+
+    def _reserve(self, keys: list[str], by_key: dict) -> None:
+        """Reserve the worst case of every request of a batch (judgeflow.models.ledger); BudgetReached, with
+        nothing reserved and nothing sent, if the batch could pass the cap."""
+        spend = ledger.current()
+        if spend is None:
+            return
+        try:
+            for k in keys:
+                self._reserved[k] = spend.reserve(self.model.name, self.model._body(by_key[k]), batch=True)
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        """The reservations of requests a batch did not answer: nothing paid for them."""
+        spend = ledger.current()
+        if spend is not None:
+            for w in self._reserved.values():
+                spend.release(w)
+        self._reserved.clear()
 
     def _body_of(self, key: str, state: dict, by_key: dict) -> dict:
         if key in by_key:

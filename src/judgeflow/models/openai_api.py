@@ -58,7 +58,8 @@ from collections import Counter
 
 from tqdm.auto import tqdm
 
-from judgeflow.errors import BackendError, ConfigError
+from judgeflow.errors import BackendError, BudgetReached, ConfigError
+from judgeflow.models import ledger
 from judgeflow.models.base import Generation, GenRequest
 from judgeflow.models.cache import CallCache, cache_key, namespace
 from judgeflow.workflow import redact
@@ -277,27 +278,54 @@ class OpenAIModel:
                           finish_reason=r["finish_reason"], cached=cached, unusable=r.get("unusable"), p_yes=p_yes,
                           choice_probs=probs)
 
-    async def _one(self, client, sem, req: GenRequest, bar, inflight: dict) -> dict:
+    async def _one(self, client, sem, req: GenRequest, bar, inflight: dict, stop: list) -> dict | None:
         key = self._key(req)
         if key in inflight:  # the same request earlier in this batch: wait for its answer
             self.deduplicated += 1
-            result = await asyncio.shield(inflight[key])
+            try:
+                result = await asyncio.shield(inflight[key])
+            except asyncio.CancelledError:
+                if stop:  # that request was not sent: past the cap
+                    return None
+                raise
             self._count(result)
             bar.update(1)
             return {**result, "cached": True}
         result = self.cached_result(key)
+        spend = ledger.current()
         if result is not None:
+            if spend is not None:
+                spend.hit(self.name, result["prompt_tokens"], result["completion_tokens"])
             bar.update(1)
             return {**result, "cached": True}
         fut = asyncio.get_running_loop().create_future()
         inflight[key] = fut
+        worst = None
         try:
             body = self._body(req)
             async with sem:
+                # the cap is checked when the call is about to go: past it, this call and every later one
+                # are not sent, while the calls in flight finish and are cached (nothing paid is lost)
+                if stop:
+                    del inflight[key]
+                    fut.cancel()
+                    return None
+                try:
+                    worst = spend.reserve(self.name, body) if spend is not None else None
+                except BudgetReached as e:
+                    stop.append(e)
+                    del inflight[key]
+                    fut.cancel()
+                    return None
                 resp = await self._create(client, body)
             result = self.result_of(req, resp)
             self.record(key, body, result)
+            if spend is not None and worst is not None:
+                spend.settle(self.name, worst, result["prompt_tokens"], result["completion_tokens"])
+                worst = None
         except BaseException as e:
+            if spend is not None and worst is not None:
+                spend.release(worst)
             del inflight[key]
             if isinstance(e, asyncio.CancelledError):
                 fut.cancel()
@@ -324,11 +352,17 @@ class OpenAIModel:
         http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [self._on_request],
                                                            "response": [self._on_response]})
         inflight: dict[str, asyncio.Future] = {}
+        stop: list[BudgetReached] = []  # the cap was reached (judgeflow.models.ledger): send nothing more
         async with openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, http_client=http,
                                       timeout=self.timeout, max_retries=self.max_retries) as client:
-            tasks = [asyncio.ensure_future(self._one(client, sem, r, bar, inflight)) for r in requests]
+            tasks = [asyncio.ensure_future(self._one(client, sem, r, bar, inflight, stop)) for r in requests]
             try:
-                return await asyncio.gather(*tasks)
+                results = await asyncio.gather(*tasks)
+                if stop:
+                    unsent = sum(r is None for r in results)
+                    raise BudgetReached(f"{stop[0]} ({unsent} of the {len(requests)} requests of this {desc} not "
+                                        f"sent; {len(requests) - unsent} answered)")
+                return [r for r in results if r is not None]  # all of them: None only past the cap
             except BaseException:
                 for t in tasks:
                     t.cancel()

@@ -21,4 +21,4 @@ def run(inp, out, settings: Settings, job: Job) -> None:
     build_report([*p["sections"], ("Timings per job (benchmark: files)", [out.timings])], out.html,
                  title=f"judgeflow run '{settings.run}'" + (f", replicate seed {seed}" if seed is not None else ""),
                  root=str(Path(out.html).parent),
-                 headline_files=p["headline"])
+                 headline_files={**p["headline"], "costs": p["ledger"]})

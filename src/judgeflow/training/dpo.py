@@ -603,12 +603,6 @@ def train(ws: WorkerSettings, variant: str, pairs_path: str, model_dir: str, out
         return {"skipped": True, "reason": data.skip_reason}
 
     resume = prepare_checkpoints(state, out.checkpoints, fingerprint(ws, pairs_path, model_dir))
-    out.logs.mkdir(parents=True, exist_ok=True)
-    if tcfg.report_to == "wandb":  # compute nodes have no internet: a run to sync from the login node
-        os.environ.setdefault("WANDB_MODE", "offline")
-        os.environ["WANDB_DIR"] = str(out.logs)
-        os.environ.setdefault("WANDB_PROJECT", "judgeflow")
-        os.environ.setdefault("WANDB_NAME", variant)
     args, bf16 = dpo_args(ws, out.checkpoints)
     # The policy is given as its directory: TRL loads it (model_init_kwargs) and the reference model
     # with from_pretrained from the same directory (never a deepcopy; ZeRO-3 safe).
@@ -621,12 +615,7 @@ def train(ws: WorkerSettings, variant: str, pairs_path: str, model_dir: str, out
     # TrainingHooks follows TrainerCallback's protocol by duck typing (no transformers import at module
     # load, see its docstring); add_callback's annotation asks for the class itself
     trainer.add_callback(hooks)  # type: ignore[arg-type]
-    if tcfg.report_to == "tensorboard":  # event files in logs/tensorboard/ (the main process writes them)
-        from transformers.integrations import TensorBoardCallback
-
-        board = TensorBoardCallback()
-        board.logging_dir = str(out.logs / "tensorboard")
-        trainer.add_callback(board)
+    watch(trainer, tcfg.report_to, out.logs, variant)
     t_train = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.time() - t_train
@@ -653,6 +642,25 @@ def train(ws: WorkerSettings, variant: str, pairs_path: str, model_dir: str, out
         honour_umask(out.checkpoints)  # kept checkpoints are outputs too
     log.info("trained %s: %s", variant, {k: v for k, v in summary.items() if k != "dropped_pairs"})
     return summary
+
+
+def watch(trainer, report_to: str, logs: Path, variant: str) -> None:
+    """training.report_to: the trainer's per-step logs in `logs` while it trains. tensorboard: event files in
+    logs/tensorboard/ (transformers' TensorBoardCallback; the main process writes them). wandb: an offline
+    run in logs/wandb/ (compute nodes have no internet; `wandb sync` it from the login node); the callback
+    comes with report_to ["wandb"] in the DPOConfig (dpo_config_kwargs). none: nothing."""
+    logs.mkdir(parents=True, exist_ok=True)
+    if report_to == "wandb":  # read when the run starts (WandbCallback.setup)
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ["WANDB_DIR"] = str(logs)
+        os.environ.setdefault("WANDB_PROJECT", "judgeflow")
+        os.environ.setdefault("WANDB_NAME", variant)
+    elif report_to == "tensorboard":
+        from transformers.integrations import TensorBoardCallback
+
+        board = TensorBoardCallback()
+        board.logging_dir = str(logs / "tensorboard")
+        trainer.add_callback(board)
 
 
 def actor_of(model_dir: str) -> str:

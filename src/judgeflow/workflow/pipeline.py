@@ -837,6 +837,10 @@ def run_stage(name: str, inp: dict, out: dict, config: dict, *, threads: int = 1
                                    "params": job.params}, inp)
     log.info("job fingerprint %s (settings, code %s, wildcards, inputs)", fingerprint, code_digest(stage))
     module = importlib.import_module(stage.module)
-    with bound_to(fingerprint):
+    from judgeflow.models import ledger
+
+    # the run's cost ledger and spending cap (models.<name>.price, budget): operational, read here for every
+    # API call the stage's models make, never by the stage
+    with bound_to(fingerprint), ledger.keeping(ledger.for_job(config, name, wildcards)):
         module.run(SimpleNamespace(**inp), SimpleNamespace(**out), settings, job)
     return settings

@@ -89,6 +89,15 @@ class Serve(Section):
     startup_timeout: float = op(180, "seconds to wait for the server to answer", gt=0)
 
 
+class Price(Section):
+    """What an API call costs, per million tokens (the provider's list price), for the cost ledger and
+    budget.max_cost."""
+    input: float = Field(ge=0, description="per million prompt tokens (e.g. GPT-4.1: 2.00 USD)")
+    output: float = Field(ge=0, description="per million completion tokens (e.g. GPT-4.1: 8.00 USD)")
+    batch: float = Field(0.5, ge=0, le=1, description="the share of the price a Batch API call is billed "
+                                                      "(OpenAI: 0.5)")
+
+
 class OpenAIModelSpec(Section):
     """An OpenAI-compatible endpoint (OpenAI, DeepSeek, vLLM, `transformers serve`)."""
     backend: Literal["openai"] = Field(description="openai: call an OpenAI-compatible chat completions endpoint")
@@ -103,6 +112,8 @@ class OpenAIModelSpec(Section):
     max_concurrency: int = op(8, "API calls in flight at most", ge=1)
     timeout: float = op(120, "seconds per attempt (connect, each read)", gt=0)
     max_retries: int = op(5, "retries of one call (transient errors, malformed or empty answers)", ge=0)
+    price: Price | None = op(None, "what a call costs (per million input and output tokens): its spend in the "
+                                   "run's cost ledger, logs/<run>/costs.jsonl, and budget.max_cost; null = unpriced")
 
     @model_validator(mode="after")
     def _endpoint(self):
@@ -789,6 +800,21 @@ class Cluster(Section):
                                                                       "inside the cluster, not hosted APIs")
 
 
+class Budget(Section):
+    """The money a run may spend on API calls (models.<name>.price), checked before each call is sent."""
+    max_cost: float | None = op(None, "the run's spend at most, in the prices' currency: a call that could "
+                                      "cross it (prompt and max_new_tokens at the model's price) is not sent and "
+                                      "the stage stops; what was paid stays cached; null = no cap", gt=0)
+    stages: dict[str, float] = op({}, "a cap per rule (rule name -> spend at most), besides max_cost")
+
+    @model_validator(mode="after")
+    def _stages(self):
+        for name, cap in self.stages.items():
+            if cap <= 0:
+                raise ValueError(f"stages.{name}: a cap of {cap}; a cap must be > 0 (or leave the rule out)")
+        return self
+
+
 class Settings(Section):
     """judgeflow configuration."""
     run: str = Field("demo", pattern=ID_PATTERN, description="results/<run>/ holds this run")
@@ -836,6 +862,8 @@ class Settings(Section):
                            description="oracle labels, certified N* and Best-of-N (label_oracle, best_of_n)")
     probe: Probe = Field(default_factory=Probe, description="the activation probe (probe): the policy's hidden "
                                                             "state predicts p, p0, p1 per question")
+    budget: Budget = Field(default_factory=Budget, description="the API spend a run may reach (cost ledger: "
+                                                               "logs/<run>/costs.jsonl)")
     cluster: Cluster = Field(default_factory=Cluster,
                              description="SLURM: which rules run where Snakemake runs (docs/cluster.md)")
 
@@ -1008,9 +1036,27 @@ def _check_replicates(s: Settings) -> None:
                               "replicate needs its own seed")
 
 
+def _check_budget(s: Settings) -> None:
+    """Under a cap, every hosted model a role calls has a price; a per-rule cap names a rule."""
+    from judgeflow.workflow.pipeline import STAGES
+
+    b = s.budget
+    for rule in b.stages:
+        if rule not in STAGES:
+            raise ConfigError(f"budget.stages.{rule}: no rule '{rule}'{_closest(rule, STAGES)}")
+    if b.max_cost is None and not b.stages:
+        return
+    for key, name in s.model_roles().items():
+        spec = s.models.get(name)
+        if isinstance(spec, OpenAIModelSpec) and spec.serve is None and spec.price is None:
+            raise ConfigError(f"models.{name}.price: missing, and budget caps the run's spend ({key} calls it): "
+                              f"give its price per million tokens, e.g. price: {{input: 2.0, output: 8.0}}")
+
+
 def _cross_checks(s: Settings) -> None:
     """Checks across sections, each error naming its config key."""
     _check_replicates(s)
+    _check_budget(s)
     made = refine_datasets(s)
     for i, v in enumerate(s.training.variants or []):
         if v not in made:
