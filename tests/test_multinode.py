@@ -422,13 +422,19 @@ def test_the_job_itself_refuses_what_cannot_run_on_several_nodes():
         train_dpo.launch_command(WORKER_ARGS, {"nodes": 4, "gpu": 6, "mpi": "srun"}, ZERO3)
 
 
-def test_one_node_launch_is_unchanged(monkeypatch):
-    """One node: accelerate launch where the job runs, exactly as before multi-node (no srun)."""
+def test_one_node_launch_keeps_the_configs_deepspeed(monkeypatch):
+    """One node: accelerate launch where the job runs (no srun), and no --multi_gpu beside the config file:
+    with it accelerate ran the 4 GPUs as plain DDP and ZeRO-3 was lost (regression: the command had it)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
     for var in ("SLURM_GPUS_ON_NODE", "CUDA_VISIBLE_DEVICES", "SLURM_GPUS"):
         monkeypatch.delenv(var, raising=False)
     cmd, nproc = train_dpo.launch_command(WORKER_ARGS, {"gpu": 4, "cpus_per_task": 32}, ZERO3)
     assert nproc == 4
-    assert cmd == (f"{train_dpo.ACCELERATE} launch --multi_gpu --num_machines 1 --num_processes 4 --config_file "
+    assert cmd == (f"{train_dpo.ACCELERATE} launch --num_machines 1 --num_processes 4 --config_file "
                    f"{ZERO3} " + " ".join(shlex.quote(a) for a in WORKER_ARGS))
+    argv = shlex.split(cmd)
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(argv[argv.index("launch") + 1:]))
+    assert args.use_deepspeed and not args.multi_gpu and args.num_processes == 4
     cmd, nproc = train_dpo.launch_command(WORKER_ARGS, {"gpu": 0}, CPU)
     assert nproc == 1 and cmd.startswith(f"{train_dpo.ACCELERATE} launch --num_machines 1 --num_processes 1 ")

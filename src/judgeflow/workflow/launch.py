@@ -212,10 +212,13 @@ def accelerate_command(
         raise ValueError(f"nodes must be >= 1, got {nodes}")
     script = " ".join(_quote(a) for a in script_args)
     extra = " ".join(_quote(a) for a in accelerate_args)
+    # a config file decides the distributed type (DeepSpeed, DDP, FSDP); --multi_gpu would override it
+    # (accelerate 1.15 then runs plain DDP: ZeRO would be lost), on one node as on several
+    with_config = any(str(a) == "--config_file" or str(a).startswith("--config_file=") for a in accelerate_args)
     if nodes == 1:
         n = _count(gpus)
         # with a {placeholder} count, accelerate picks multi-GPU itself from the visible GPUs
-        multi = "--multi_gpu " if isinstance(n, int) and n > 1 else ""
+        multi = "--multi_gpu " if isinstance(n, int) and n > 1 and not with_config else ""
         return (f"{accelerate} launch {multi}--num_machines 1 --num_processes {n} "
                 f"{extra + ' ' if extra else ''}{script}").strip()
     per: int | str
@@ -227,8 +230,6 @@ def accelerate_command(
         if per < 1:
             raise ValueError("a multi-node training job needs at least one GPU per node")
         total = str(per * nodes)
-    # a config file decides the distributed type (DeepSpeed, DDP, FSDP); --multi_gpu would override it
-    with_config = any(str(a) == "--config_file" or str(a).startswith("--config_file=") for a in accelerate_args)
     multi = "" if with_config else "--multi_gpu "
     main_port = str(int(port)) if port is not None else f"$(( {PORT_BASE} + ${{SLURM_JOB_ID:-0}} % {PORT_SPAN} ))"
     py = shlex.quote(python or sys.executable)
