@@ -26,6 +26,5 @@ rule report:
         **S.params,
         sections=JF.per_job(JF.report_sections()),
         headline=JF.per_job(JF.headline_files()),
-        ledger=JF.ledger_file(),  # the API spend (not an input: there is none without a priced model)
     script:
         STAGE_SCRIPT

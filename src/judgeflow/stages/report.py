@@ -5,6 +5,7 @@ from glob import glob
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from judgeflow.models.ledger import ledger_path
 from judgeflow.report import benchmark_table, build_report
 
 if TYPE_CHECKING:
@@ -21,4 +22,5 @@ def run(inp, out, settings: Settings, job: Job) -> None:
     build_report([*p["sections"], ("Timings per job (benchmark: files)", [out.timings])], out.html,
                  title=f"judgeflow run '{settings.run}'" + (f", replicate seed {seed}" if seed is not None else ""),
                  root=str(Path(out.html).parent),
-                 headline_files={**p["headline"], "costs": p["ledger"]})
+                 # the API spend: the run's cost ledger where there is one (not an input: none without a price)
+                 headline_files={**p["headline"], "costs": ledger_path(settings.logs_dir, settings.run)})

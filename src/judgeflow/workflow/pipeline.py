@@ -255,7 +255,7 @@ def _stages() -> dict[str, Stage]:
               local=True, doc="each headline of the replicates (one seed each): per seed, and a mean with a "
                               "t-interval across seeds"),
         Stage("report", "judgeflow.stages.report",
-              reads=("run", "benchmarks_dir", "draws.enabled", "oracle.bon.enabled", "refining.strategy"),
+              reads=("run", "benchmarks_dir", "logs_dir", "draws.enabled", "oracle.bon.enabled", "refining.strategy"),
               local=True, doc="every figure and table of the run on one page"),
     ]
     return {s.name: s for s in stages}

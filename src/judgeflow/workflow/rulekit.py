@@ -492,12 +492,6 @@ class Rules:
                 out["probe"] = str(o.probe.output.metrics)
         return out
 
-    def ledger_file(self) -> str:
-        """The run's cost ledger (judgeflow.models.ledger): the report's spend card reads it where it exists."""
-        from judgeflow.models.ledger import ledger_path
-
-        return ledger_path(self.settings.logs_dir, self.run)
-
     def report_files(self) -> list[str]:
         return [f for _, files in self.report_sections() for f in files]
 
