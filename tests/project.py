@@ -101,7 +101,9 @@ def tiny_config() -> dict:
         "models": {"smollm2": {"backend": "hf", "path": mdir, "dtype": "float32", "batch_size": 16},
                    # an entry no stage uses: changing it must rerun nothing
                    "spare": {"backend": "hf", "path": mdir},
-                   "oracle": {"backend": "openai", "model": mdir, "max_concurrency": 2, "serve": {"path": mdir}}},
+                   # priced as GPT-4.1 is: every call it answers goes into the run's cost ledger
+                   "oracle": {"backend": "openai", "model": mdir, "max_concurrency": 2, "serve": {"path": mdir},
+                              "price": {"input": 2.0, "output": 8.0}}},
         "cleaning": {"model": "oracle", "max_new_tokens": 24},
         "sampling": {"model": "smollm2", "n_samples": 2, "shards": 1, "max_new_tokens": 24},
         "judging": {"k": 2, "judges": [

@@ -140,9 +140,11 @@ def test_bad_prices_and_caps_name_the_key(change, message):
 
 
 def test_a_served_model_needs_no_price_and_nothing_priced_keeps_no_ledger(tmp_path):
-    cfg = st.validate(st.deep_merge(tiny_config(), {"budget": {"max_cost": 1.0}}))  # the oracle is served
+    unpriced = tiny_config()
+    del unpriced["models"]["oracle"]["price"]
+    cfg = st.validate(st.deep_merge(unpriced, {"budget": {"max_cost": 1.0}}))  # the oracle is served
     assert jl.for_job(dict(cfg), "clean_questions", {}) is not None
-    assert jl.for_job(dict(st.validate(tiny_config())), "clean_questions", {}) is None
+    assert jl.for_job(dict(st.validate(unpriced)), "clean_questions", {}) is None
     priced = st.validate(st.deep_merge(tiny_config(), {"models": {"oracle": {"price": {"input": 1, "output": 1}}}}))
     led = jl.for_job(dict(priced), "clean_questions", {"shard": "0"})
     assert led is not None and led.max_cost is None and set(led.rates) == {"oracle"}

@@ -117,9 +117,6 @@ class Ledger:
                    spent_before=sum(r["cost"] for r in lines),
                    rule_spent_before=sum(r["cost"] for r in lines if r["rule"] == rule))
 
-    def priced(self, model: str) -> bool:
-        return model in self.rates
-
     def reserve(self, model: str, body: dict, batch: bool = False) -> float:
         """Reserve a request's worst-case cost before it is sent; BudgetReached (nothing reserved) if that
         could pass a cap. An unpriced model reserves nothing."""

@@ -8,6 +8,8 @@
         [--proxy-auc 0.9] [--fit results/<run>/oracle/fit.json]
     judgeflow plan-gates --effect 0.1 (--discordance 0.3 | --pilot results/<run>/tree_search [--gates 3of5 5of5]) \
         [--baseline 0.7] [--alpha 0.05] [--power 0.8] [--json]
+    judgeflow estimate [--configfile config/config.yaml ...] [--config key=value ...] [--pilot logs/<run>/costs.jsonl] \
+        [--json]
 
 Bad input exits with status 2 and a message naming the argument.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 
@@ -161,6 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--alpha", type=_open_unit("--alpha"), default=0.05, help="two-sided level (default 0.05)")
     g.add_argument("--power", type=_open_unit("--power"), default=0.8, help="power (default 0.8)")
     g.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    e = sub.add_parser("estimate", help="the API calls, tokens and cost of each stage, before anything is paid",
+                       description="From the config (as snakemake reads it) and the question source: each API "
+                                   "stage's requests, their prompt and completion tokens and their cost at "
+                                   "models.<name>.price, expected and at most (judgeflow.workflow.estimate).")
+    e.add_argument("--configfile", nargs="+", default=["config/config.yaml"],
+                   help="the config files, merged in order as snakemake merges them (default config/config.yaml)")
+    e.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE", type=_option,
+                   help="overrides as snakemake's --config takes them (dotted keys allowed: a.b=1)")
+    e.add_argument("--pilot", default=None, help="a run's ledger (logs/<run>/costs.jsonl): tokens per call as "
+                                                 "measured there, for the stages and models it holds")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 
 
@@ -382,6 +397,42 @@ def _read_pilot(path: str) -> list[dict]:
     return read_jsonl(p)
 
 
+def _estimate(args, parser: argparse.ArgumentParser) -> int:
+    import yaml
+
+    from judgeflow.errors import ConfigError, InputError
+    from judgeflow.workflow import settings as st
+    from judgeflow.workflow.estimate import estimate, table
+
+    raw: dict = {}
+    for path in args.configfile:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                raw = st.deep_merge(raw, yaml.safe_load(fh) or {})
+        except OSError as e:
+            parser.error(f"argument --configfile: {e}")
+    for key, value in args.config:
+        node: dict = {}
+        parts = key.split(".")
+        cur = node
+        for part in parts[:-1]:
+            cur = cur.setdefault(part, {})
+        cur[parts[-1]] = value
+        raw = st.deep_merge(raw, node)
+    if args.pilot is not None and not os.path.isfile(args.pilot):
+        parser.error(f"argument --pilot: {args.pilot}: no such file")
+    try:
+        rows = estimate(st.validate(raw), pilot=args.pilot)
+    except (ConfigError, InputError) as e:
+        print(f"judgeflow estimate: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        print(table(rows))
+    return 0
+
+
 def _plan_gates(args, parser: argparse.ArgumentParser) -> int:
     from judgeflow.refining.gate_study import plan_gates
 
@@ -431,6 +482,8 @@ def main(argv=None) -> int:
         return _plan(args, sub)
     if args.command == "plan-gates":
         return _plan_gates(args, sub)
+    if args.command == "estimate":
+        return _estimate(args, sub)
     return _oracle_budget(args, sub)
 
 
