@@ -41,6 +41,7 @@ JF.check_before_jobs(environ=None if workflow.remote_exec else os.environ)
 include: "rules/common.smk"
 include: "rules/cluster.smk"
 include: "rules/prepare.smk"
+include: "rules/evolve.smk"
 include: "rules/clean.smk"
 include: "rules/calibration.smk"
 include: "rules/sample.smk"

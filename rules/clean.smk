@@ -2,13 +2,14 @@ S = JF.stage("clean_questions")
 
 
 rule clean_questions:
-    """The oracle keeps meaningful, answerable questions and rejects the rest with a reason;
-    `questions.heldout` kept questions are set aside for evaluation and `judging.calibration.questions`
-    for the judges' calibration (neither is ever sampled for pairs, DPO, TP(N) or the tree search).
+    """The oracle keeps meaningful, answerable questions (the evolved ones with evolution.enabled) and
+    rejects the rest with a reason; `questions.heldout` kept questions are set aside for evaluation and
+    `judging.calibration.questions` for the judges' calibration (neither is ever sampled for pairs, DPO,
+    TP(N) or the tree search).
     """
     input:
         unpack(S.inputs),
-        questions=rules.prepare_questions.output.questions,
+        questions=JF.questions_to_clean(),
     output:
         kept=f"{RESULTS}/questions/kept.jsonl",
         rejected=f"{RESULTS}/questions/rejected.jsonl",

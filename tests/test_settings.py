@@ -268,7 +268,8 @@ def test_every_template_setting_and_every_stage_fills_the_table_s_placeholders()
                                                     "strategy": "prediction_powered"},
                                          "judging": {"calibration": {"budget": 1000}},
                                          "cleaning": {"model": "oracle", "template": "clean", "answer_first": False,
-                                                      "enabled": True}})
+                                                      "enabled": True},
+                                         "evolution": {"enabled": True, "model": "oracle"}})
     declared = {d for s in pipeline.STAGES.values() for d in s.decl("templates", everything)}
     assert declared == set(prompting.TEMPLATE_FIELDS)
     calls = 0

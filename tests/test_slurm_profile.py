@@ -467,6 +467,7 @@ def test_spar_gates_example_dry_runs_through_the_slurm_profile(tmp_path, no_slur
     assert training["loss_type"] == ["sigmoid", "sft"] and training["loss_weights"] == [1.0, 0.1]
     assert training["beta"] == 0.1 and cfg["models"][ts["oracle"]]["model"] == "deepseek-chat"
     assert cfg["models"][cfg["cleaning"]["model"]]["model"] == "gpt-4.1"
+    assert cfg["evolution"]["enabled"] and cfg["evolution"]["model"] == cfg["cleaning"]["model"]  # SPaR's evolution
     rules = Rules(load(SPAR))
     prof = yaml.safe_load((PROFILE / "config.yaml").read_text())
     gpu = {r for r, res in prof["set-resources"].items() if str(res.get("gpu", 0)).strip() != "0"}
@@ -489,4 +490,5 @@ def test_spar_gates_example_dry_runs_through_the_slurm_profile(tmp_path, no_slur
         assert all(r["slurm_partition"] == "gpuq" and r["gpu"] == "1" for r in jobs[rule]), rule
     for rule in ("train_round", "train_dpo"):
         assert all(r["slurm_partition"] == "trainq" and r["gpu"] == "4" for r in jobs[rule]), rule
-    assert "run on this node (localrules): clean_questions, evaluate_policies, tree_search_gate\n" in out
+    assert "run on this node (localrules): clean_questions, evaluate_policies, evolve_questions, tree_search_gate\n" \
+        in out

@@ -300,7 +300,7 @@ def test_the_stage_reads_the_generic_criteria_and_the_record_shape(tmp_path):
     generic = _stage_config(tmp_path, src, format="sharegpt", judging={"generic_criteria": GENERIC})
     assert [q["question_id"] for q in _run(tmp_path, generic)] == ["spar-0"]
     params = pipeline.params(STAGES["prepare_questions"], generic)
-    assert params["judging"] == {"generic_criteria": GENERIC}
+    assert params["judging"] == {"generic_criteria": GENERIC, "holistic_criterion": None}
     assert params["questions"]["format"] == "sharegpt"
     # a source whose questions always carry their instructions reads neither
     ifbench = st.load(CFG, overrides={"questions": {"source": "ifbench", "limit": 2}})
@@ -308,32 +308,40 @@ def test_the_stage_reads_the_generic_criteria_and_the_record_shape(tmp_path):
     assert "format" not in pipeline.params(STAGES["prepare_questions"], ifbench)["questions"]
 
 
-def test_a_holistic_judge_alone_does_not_judge_a_question_without_criteria(tmp_path):
-    """SPaR's holistic judgment gives its one verdict to each criterion of the question (own and generic):
-    with none, no verdict is made and every response is accepted unjudged. So a holistic judge does not
-    stand in for criteria: the question is still an error until it has some (generic ones will do)."""
+def test_a_holistic_judge_gives_a_question_without_criteria_its_holistic_criterion(tmp_path, hf_model):
+    """SPaR's holistic judgment: one judgment of the response against the whole instruction, given to each
+    criterion of the question. A question without criteria then gets the holistic criterion (issue 26),
+    never zero verdicts: the real model judges it once per sample and the k-of-J gate reads that verdict."""
     from judgeflow.judging import judges
+    from judgeflow.questions.sources import HOLISTIC_ID
     from judgeflow.workflow.settings import Judging
 
-    holistic = {"k": 1, "calibration": {"questions": 0},
+    follows = "The response follows every instruction and constraint of the question."
+    holistic = {"k": 1, "calibration": {"questions": 0}, "holistic_criterion": follows,
                 "judges": [{"id": "h", "model": "smollm2", "holistic": True, "samples": 3, "temperature": 0.7}]}
-    judging = Judging.model_validate(holistic)
-    q = {"question_id": "a", "prompt": "Write a poem.", "criteria": []}
-    item = {"item_id": "a/r0", "question_id": "a", "response_id": "a/r0", "refinement_id": None, "text": "roses"}
-
-    class NeverCalled:
-        def generate(self, *a, **k):
-            raise AssertionError("no judgment is asked for")
-
-    verdicts = judges.judge_items([item], {"a": q}, judging, {"smollm2": NeverCalled()}, str(tmp_path / "v.jsonl"))
-    assert verdicts == []
-    assert judges.aggregate(verdicts, [item], {"a": q}, judging)[0]["accepted"] is True  # accepted unjudged
     src = _json_array(tmp_path / "spar.json", SPAR_DPO)
     config = _stage_config(tmp_path, src, format="sharegpt", judging=holistic,
                            refining={"tree_search": {"gates": [{"k": 1}]}})
-    with pytest.raises(InputError, match=r"has no criteria .* A holistic judge \(judging\.judges\[\*\]\.holistic\) "
-                                         r"needs them too"):
-        _run(tmp_path, config)
+    [q] = _run(tmp_path, config)
+    assert q["criteria"] == [{"criterion_id": HOLISTIC_ID, "description": follows}] and q["holistic_criterion"]
+    # the stage declares what it read: a change of the criterion reruns it, a change of the judges does not
+    assert pipeline.params(STAGES["prepare_questions"], config)["judging"] == {"generic_criteria": [],
+                                                                               "holistic_criterion": follows}
+    item = {"item_id": f"{q['question_id']}/r0", "question_id": q["question_id"], "response_id": "r0",
+            "refinement_id": None, "text": "Here is a short answer."}
+    judging = Judging.model_validate(holistic)
+    verdicts = judges.judge_items([item], {q["question_id"]: q}, judging, {"smollm2": hf_model},
+                                  str(tmp_path / "v.jsonl"))
+    assert [v["criterion_id"] for v in verdicts] == [HOLISTIC_ID] * 3  # one judgment per sample
+    [agg] = judges.aggregate(verdicts, [item], {q["question_id"]: q}, judging)
+    assert set(agg["criteria"]) == {HOLISTIC_ID} and agg["accepted"] == agg["criteria"][HOLISTIC_ID]["accepted"]
+    # with generic criteria too, the question has both: the holistic judgment is given to each
     with_generic = _stage_config(tmp_path, src, format="sharegpt", judging={**holistic, "generic_criteria": GENERIC},
                                  refining={"tree_search": {"gates": [{"k": 1}]}})
-    assert len(_run(tmp_path, with_generic)) == 1
+    [q] = _run(tmp_path, with_generic)
+    assert [c["criterion_id"] for c in q["criteria"]] == [HOLISTIC_ID]  # generic ones are added where judged
+    # a holistic judge without the criterion: the question is still an error (its judgment needs a criterion)
+    plain = _stage_config(tmp_path, src, format="sharegpt", judging={**holistic, "holistic_criterion": None},
+                          refining={"tree_search": {"gates": [{"k": 1}]}})
+    with pytest.raises(InputError, match=r"has no criteria .*set judging\.holistic_criterion"):
+        _run(tmp_path, plain)

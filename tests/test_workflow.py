@@ -28,7 +28,8 @@ ROUND_STAGES = ["sample_round", "judge_round", "train_round"]  # self-play round
 # judging.calibration.questions > 0 (train_judge: one job per trained or reward-model judge)
 CALIBRATION_STAGES = ["sample_calibration", "label_calibration", "train_judge", "judge_calibration"]
 REPLICATE_STAGES = ["aggregate_replicates"]  # replicates: R (tests/test_replicates.py)
-STAGES = DEMO_STAGES + SINGLE_STAGES + ROUND_STAGES + CALIBRATION_STAGES + REPLICATE_STAGES
+EVOLVE_STAGES = ["evolve_questions"]  # evolution.enabled (tests/test_evolve_questions.py)
+STAGES = DEMO_STAGES + SINGLE_STAGES + ROUND_STAGES + CALIBRATION_STAGES + REPLICATE_STAGES + EVOLVE_STAGES
 
 
 def test_dry_run_of_the_demo_lists_every_stage(tmp_path):

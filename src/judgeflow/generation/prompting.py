@@ -37,6 +37,7 @@ def template_path(name_or_path: str, key: str) -> Path:
 # every template of a config against when it is parsed (judgeflow.workflow.rulekit.Rules.check_before_jobs).
 # Keyed like the stage declarations of judgeflow.workflow.pipeline ([*]: any list item).
 TEMPLATE_FIELDS: dict[str, frozenset[str]] = {
+    "evolution.template": frozenset({"instruction", "main_constraint", "min_constraints", "max_constraints"}),
     "cleaning.template": frozenset({"question"}),
     "judging.judges[*].template": frozenset({"question", "response", "criterion"}),
     "judging.judges[*].holistic_template": frozenset({"question", "response", "criteria"}),

@@ -342,14 +342,22 @@ def _source_path(questions: Questions) -> str:
     return questions.path
 
 
-def prepare_questions(questions: Questions, output: str, generic_criteria: bool | None = None) -> int:
+HOLISTIC_ID = "holistic:follows"  # the criterion id of judging.holistic_criterion
+
+
+def prepare_questions(questions: Questions, output: str, generic_criteria: bool | None = None,
+                      holistic: str | None = None) -> int:
     """Read the configured source (the `questions` section), check it, and write the question file.
 
     `generic_criteria`: whether `judging.generic_criteria` holds any. A question without criteria of its
     own (no `criteria`, no `instruction_id_list`) is judged on those alone; with none, nothing would be
     judged on it (each response accepted unjudged, no tree-search root): an error naming the first such
     question. A question with an empty prompt is left to clean_questions, which rejects it with its reason.
-    None: not checked (the caller has no judging settings)."""
+    None: not checked (the caller has no judging settings).
+
+    `holistic`: judging.holistic_criterion, the description of SPaR's one criterion, the instruction as a
+    whole (what a holistic judge, judging.judges[*].holistic, judges a response against): a question
+    without criteria of its own gets it (id HOLISTIC_ID, the record marked `holistic_criterion: true`)."""
     out: list[dict] = []
     seen: dict[str, str] = {}  # question_id -> where it was first seen
     bare: list[tuple[str, str]] = []  # (where, question_id) of the questions without criteria
@@ -374,6 +382,9 @@ def prepare_questions(questions: Questions, output: str, generic_criteria: bool 
         ids = [c["criterion_id"] for c in criteria]
         if len(set(ids)) != len(ids):
             raise InputError(f"{where}: duplicate criterion ids {ids}")
+        if not criteria and holistic:
+            criteria = [{"criterion_id": HOLISTIC_ID, "description": holistic}]
+            rec["holistic_criterion"] = True
         rec["criteria"] = criteria
         if not criteria and prompt.strip():
             bare.append((where, qid))
@@ -395,8 +406,9 @@ def prepare_questions(questions: Questions, output: str, generic_criteria: bool 
                          "criteria (questions.fields.criteria names a record field that holds them), or set "
                          "judging.generic_criteria (judged on every question, e.g. {criterion_id: "
                          "'generic:follows', description: 'The response follows every instruction of the "
-                         "prompt.'}). A holistic judge (judging.judges[*].holistic) needs them too: it gives its "
-                         "one judgment to each criterion")
+                         "prompt.'}), or set judging.holistic_criterion (SPaR's one criterion, the instruction as a "
+                         "whole, given to each question without criteria; judged best by a holistic judge, "
+                         "judging.judges[*].holistic)")
     if not out:
         source = questions.source
         src = (str(ifbench_file()) if source == "ifbench" else "questions.composed" if source == "composed"

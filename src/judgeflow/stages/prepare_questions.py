@@ -16,7 +16,10 @@ log = logging.getLogger(__name__)
 def run(inp, out, settings: Settings, job: Job) -> None:
     questions = settings.questions
     # a jsonl or hf_dataset question may come without criteria of its own: judged on judging.generic_criteria
-    # alone, or an error where there are none (ifbench and composed questions always carry their instructions)
-    generic = bool(settings.judging.generic_criteria) if questions.source in ("jsonl", "hf_dataset") else None
-    n = prepare_questions(questions, out.questions, generic_criteria=generic)
+    # alone, or an error where there are none; judging.holistic_criterion, where set, is such a question's
+    # one criterion (ifbench and composed questions always carry their instructions)
+    own = questions.source in ("jsonl", "hf_dataset")
+    generic = bool(settings.judging.generic_criteria) if own else None
+    holistic = settings.judging.holistic_criterion if own else None
+    n = prepare_questions(questions, out.questions, generic_criteria=generic, holistic=holistic)
     log.info("wrote %d questions to %s", n, out.questions)

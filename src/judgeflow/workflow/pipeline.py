@@ -126,17 +126,27 @@ def _stages() -> dict[str, Stage]:
               doc="de-quantize a GGUF shipped in a package into a transformers directory"),
         Stage("prepare_questions", "judgeflow.stages.prepare_questions",
               # a file's records (their shape and fields) and, where a question may come without criteria,
-              # whether generic criteria judge it (judgeflow.questions.sources.prepare_questions)
+              # whether generic criteria judge it or judging.holistic_criterion is its criterion
+              # (judgeflow.questions.sources.prepare_questions)
               reads=lambda s: ("questions.source", "questions.limit",
-                               *(("questions.path", "questions.format", "questions.fields", "judging.generic_criteria")
+                               *(("questions.path", "questions.format", "questions.fields", "judging.generic_criteria",
+                                  "judging.holistic_criterion")
                                  if s["questions"]["source"] in ("jsonl", "hf_dataset") else ()),
                                *(("questions.split",) if s["questions"]["source"] == "hf_dataset" else ()),
                                *(("questions.composed",) if s["questions"]["source"] == "composed" else ())),
               local=True,
               doc="read the question source into judgeflow's question file"),
+        Stage("evolve_questions", "judgeflow.stages.evolve_questions",
+              reads=lambda s: ("evolution", *(BATCH if s["evolution"]["enabled"] else ())),
+              models=_if("evolution.enabled", "evolution.model"),
+              templates=_if("evolution.enabled", "evolution.template"),
+              doc="SPaR's instruction evolution: the oracle adds constraints to each prepared question (its "
+                  "criteria then); once per study, replicates share it"),
         Stage("clean_questions", "judgeflow.stages.clean_questions",
+              # with evolution.enabled, the questions it reads are the evolved ones (its input)
               reads=lambda s: ("seed", "cleaning", "questions.max_prompt_chars", "questions.heldout",
-                               "judging.calibration.questions", *(BATCH if s["cleaning"]["enabled"] else ())),
+                               "judging.calibration.questions", *(BATCH if s["cleaning"]["enabled"] else ()),
+                               *(("evolution.enabled",) if s["evolution"]["enabled"] else ())),
               models=_if("cleaning.enabled", "cleaning.model"),
               templates=_if("cleaning.enabled", "cleaning.template"),
               doc="the oracle keeps meaningful, answerable questions; held-out and calibration questions are "
@@ -271,10 +281,10 @@ DRAW_STAGES = ("sample_until_accept", "label_oracle", "score_proxy", "oracle_rep
 
 
 def inactive_stages(settings: dict) -> set[str]:
-    """The stages a config never runs: those of a refinement strategy it does not use, the self-play
-    rounds' with one round, the draws' and what reads them with draws.enabled false, Best-of-N unless
-    enabled, the probe unless enabled, the replay unless asked for, the proxy scores unless something
-    reads them, the calibration split's without one."""
+    """The stages a config never runs: the instruction evolution unless enabled, those of a refinement
+    strategy it does not use, the self-play rounds' with one round, the draws' and what reads them with
+    draws.enabled false, Best-of-N unless enabled, the probe unless enabled, the replay unless asked for,
+    the proxy scores unless something reads them, the calibration split's without one."""
     refining = settings.get("refining") or {}
     strategy = refining.get("strategy") or ["single"]
     out = (set() if "single" in strategy else set(SINGLE_STAGES)) | \
@@ -295,6 +305,8 @@ def inactive_stages(settings: dict) -> set[str]:
         out.add("score_proxy")
     if not settings.get("replicates"):
         out.add("aggregate_replicates")
+    if not (settings.get("evolution") or {}).get("enabled"):
+        out.add("evolve_questions")
     judging = settings.get("judging") or {}
     if not (judging.get("calibration") or {}).get("questions"):
         out |= set(CALIBRATION_STAGES)

@@ -304,6 +304,13 @@ class Rules:
         limit = f"-first{q.limit}" if q.limit else ""
         return f"{self.settings.resources_dir}/data/{stem}{limit}-{digest}.jsonl"
 
+    def questions_to_clean(self) -> str:
+        """clean_questions' questions: with evolution.enabled the evolved ones (evolve_questions), else the
+        prepared ones (prepare_questions): without evolution the DAG is as it was."""
+        if self.settings.evolution.enabled:
+            return str(self.rules.evolve_questions.output.evolved)
+        return str(self.rules.prepare_questions.output.questions)
+
     def question_source(self) -> list[str]:
         """The source file (an input: adding a question to it reruns prepare_questions)."""
         q = self.settings.questions
@@ -447,6 +454,9 @@ class Rules:
             return [str(getattr(rule.output, n)) for n in names]
 
         s = [("Questions", files(o.clean_questions, "summary"))]
+        if self.settings.evolution.enabled:
+            s.insert(0, ("Instruction evolution (SPaR): constraints added to each question, failures by kind",
+                         files(o.evolve_questions, "summary")))
         if self.calibration_targets():
             s.append(("Judges on the calibration split (random responses of the policy; learned judges out of fold)",
                       files(o.judge_calibration, "table", "summary")))

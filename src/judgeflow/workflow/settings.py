@@ -273,6 +273,74 @@ class Questions(Section):
         return self
 
 
+# SPaR's taxonomy of constraint types (thu-coai/SPaR at 6497aba, src/instruction_evolve.py: `cons`, each a type
+# and its kinds): one is drawn per question as the main constraint its evolution must include
+SPAR_CONSTRAINTS = (
+    "Length: number of characters, words, sentences, paragraphs or sections",
+    "Text format: JSON, Markdown, list, table, bullets or postscript",
+    "Character format: uppercase, lowercase, mixed or frequency",
+    "Template: example, multiple-choice or special template",
+    "Punctuation: without, frequency, start with or end with",
+    "Numeric format: integer, float, scientific notation or ordinal number",
+    "Keyword: include, exclude or frequency",
+    "Symbol: title mark, emoji, placeholder or custom symbol",
+    "Sentence: start with, end with, include or syntax",
+    "Genre: poetry, novel, script, letter, speech, diary or tweet",
+    "Language: English, Chinese, Thai, German, Marathi or Spanish",
+    "Situation: role-play, reasoning or topic",
+    "Language style: formality, writing style, literary style, humor, era or job",
+    "Sentiment: positive, negative, hopeful or fascinating",
+)
+
+
+class Evolution(Section):
+    """evolve_questions: SPaR's instruction evolution (thu-coai/SPaR, src/instruction_evolve.py). The oracle
+    rewrites each prepared question with added constraints, which become its criteria; clean_questions then
+    reads the evolved questions. An answer that cannot be parsed is a failure with its reason
+    (questions/evolve_failed.jsonl), never silently dropped."""
+    enabled: bool = Field(False, description="run evolve_questions, and clean the evolved questions instead of the "
+                                             "prepared ones; false = no such job (the DAG as without it)")
+    model: str = Field("oracle", description="models key of the oracle that evolves each question")
+    template: str = Field("evolve", description="packaged template name or a .txt path with {instruction}, "
+                                                "{main_constraint}, {min_constraints}, {max_constraints}")
+    system_prompt: str | None = Field(
+        "Follow the user's instructions carefully to provide accurate and helpful content.",
+        description="system message before each request (SPaR's, without its 'You are ChatGPT' line); null = none")
+    main_constraints: list[str] = Field(
+        default_factory=lambda: list(SPAR_CONSTRAINTS), min_length=1,
+        description="constraint types; one is drawn per question (seeded by `seed` and the question id) as the "
+                    "main constraint its evolution must include; SPaR's taxonomy (14 types)")
+    min_constraints: int = Field(1, ge=1, description="other constraints the oracle adds besides the main one, at "
+                                                      "least (SPaR: 1)")
+    max_constraints: int = Field(3, ge=1, description="other constraints, at most (SPaR: 3). The answer lists the "
+                                                      "constraints it added; fewer than min_constraints or more "
+                                                      "than max_constraints + 1 (the main one) is a failure")
+    keep_seed_criteria: bool = Field(True, description="the seed question's own criteria (and verifiable "
+                                                       "instructions) stay the evolved question's, before the "
+                                                       "added ones; false = the added constraints alone (SPaR's "
+                                                       "seed prompts have none)")
+    max_new_tokens: int = Field(1024, ge=1, description="tokens the oracle may write per question (the evolved "
+                                                        "question and its list of constraints)")
+    temperature: float = Field(0.7, ge=0, description="sampling temperature of the oracle (SPaR: 0.7)")
+    seed: int = Field(0, description="the main constraint drawn per question and each request's seed (the "
+                                     "evolution's own: replicates share the evolved questions)")
+    checkpoint_every: int = op(64, "questions per checkpointed batch (a killed job resumes after the last one)",
+                               ge=1)
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.min_constraints > self.max_constraints:
+            raise ValueError(f"min_constraints: {self.min_constraints} exceeds max_constraints="
+                             f"{self.max_constraints}")
+        for i, c in enumerate(self.main_constraints):
+            if not c.strip():
+                raise ValueError(f"main_constraints[{i}]: an empty constraint type")
+            if c in self.main_constraints[:i]:
+                raise ValueError(f"main_constraints[{i}]: {c!r} is listed twice "
+                                 f"(main_constraints[{self.main_constraints.index(c)}])")
+        return self
+
+
 class Cleaning(Section):
     """clean_questions: the oracle keeps meaningful, answerable questions and rejects the rest with a reason."""
     enabled: bool = Field(True, description="ask the oracle about each question; false = keep every non-empty "
@@ -429,6 +497,12 @@ class Judging(Section):
                                                               "with samples: n counts n times in J)")
     generic_criteria: list[GenericCriterion] = Field(
         default_factory=list, description="criteria judged on every question besides its own")
+    holistic_criterion: str | None = Field(
+        None, min_length=1, description="SPaR's one criterion, the instruction as a whole (e.g. 'The response follows "
+                                        "every instruction and constraint of the question.'): a jsonl or hf_dataset "
+                                        "question without criteria of its own gets it (criterion id "
+                                        "holistic:follows; judged best by a holistic judge, judges[*].holistic); "
+                                        "null = such a question needs generic_criteria")
     calibration: JudgeCalibration = Field(default_factory=JudgeCalibration,
                                           description="the calibration split (train_judge, judge_calibration)")
 
@@ -762,9 +836,9 @@ class OracleSection(Section):
         "clopper_pearson", description="interval of the TP(N) curve at confidence 1 - delta (the strategies use "
                                        "their own bounds)")
     bon: Bon = Field(default_factory=Bon, description="Best-of-N from the same draws (best_of_n)")
-    batch: bool = op(False, "cleaning and the pairwise comparisons (evaluation, tree search) send their oracle calls "
-                            "through the OpenAI Batch API (about half the price, answers within 24 h; openai "
-                            "backend only); the TP(N) labelling stays synchronous")
+    batch: bool = op(False, "evolution, cleaning and the pairwise comparisons (evaluation, tree search) send their "
+                            "oracle calls through the OpenAI Batch API (about half the price, answers within 24 h; "
+                            "openai backend only); the TP(N) labelling stays synchronous")
     batch_on_failure: Literal["sync", "stop"] = op(
         "sync", "a batch that expires or fails: its answers are cached, the rest is sent synchronously (sync) or "
                 "the stage stops with an error naming the batch id (stop; a rerun submits only what is missing)")
@@ -840,6 +914,9 @@ class Settings(Section):
                                              "count (clean_questions)")
     models: dict[str, ModelSpec] = Field(min_length=1, description="name -> a model (hf or openai backend); "
                                                                    "the *.model settings name these keys")
+    evolution: Evolution = Field(default_factory=Evolution,
+                                 description="SPaR's instruction evolution: the oracle adds constraints to each "
+                                             "question before cleaning (evolve_questions)")
     cleaning: Cleaning = Field(default_factory=Cleaning,
                                description="the oracle keeps or rejects each question (clean_questions)")
     sampling: SamplingSection = Field(default_factory=SamplingSection,
@@ -871,6 +948,8 @@ class Settings(Section):
         """{config key: model name} of every role that names a model."""
         roles: dict[str, str | None] = {"sampling.model": self.sampling.model, "refining.model": self.refining.model,
                  "training.model": self.training.model}
+        if self.evolution.enabled:
+            roles["evolution.model"] = self.evolution.model
         if self.cleaning.enabled:
             roles["cleaning.model"] = self.cleaning.model
         for i, j in enumerate(self.judging.judges):
@@ -1082,7 +1161,8 @@ def _cross_checks(s: Settings) -> None:
         raise ConfigError("oracle.replay_runs: the replay needs an oracle label on every accepted draw "
                           "(oracle.label_all_accepted: true)")
     if o.batch:
-        bulk = {"cleaning.model": s.cleaning.model if s.cleaning.enabled else None,
+        bulk = {"evolution.model": s.evolution.model if s.evolution.enabled else None,
+                "cleaning.model": s.cleaning.model if s.cleaning.enabled else None,
                 "evaluation.oracle": s.evaluation.oracle,
                 "refining.tree_search.oracle": s.refining.tree_search.oracle}
         for key, bulk_model in bulk.items():
