@@ -1,15 +1,20 @@
 # SPaR tree search (refining.strategy: tree_search): per self-play round and shard, a breadth-first tree
 # of refinements per rejected response, searched for every exit gate at once (tree_search); per round and
 # gate, the exit nodes, their pairs and the oracle's preference (tree_search_gate); over all of them,
-# gates.csv and the figure (tree_search_summary). Round r >= 2 samples with the policy trained on
-# round r-1's pairs (sample_round, judge_round, train_round). Logic: src/judgeflow/refining/tree_search.py.
+# gates.csv and the figure (tree_search_summary). Round 1 is searched once for every gate. With
+# refining.tree_search.chains: per_gate (SPaR's), each gate then has its own chain: its actor is DPO-trained
+# on its own gate's pairs (train_round, round-<r>/chain-<gate>/dpo), samples and is judged (sample_round,
+# judge_round), and its round r >= 2 search (round-<r>/chain-<gate>/) exits by its own gate only. With
+# chains: shared, one actor per round, trained on train_gate's pairs (round-<r>/dpo), searched for every gate.
+# Logic: src/judgeflow/refining/tree_search.py; the lineages: rulekit (Rules.round_gates).
 # tree_search_summary comes last: its inputs are every round's outputs (rules.<rule>.output, defined above).
 TREE = f"{RESULTS}/tree_search"
-LATER = r"[2-9]|[1-9]\d+"  # rounds 2, 3, ...: round 1 samples and judges with sample_responses, judge_responses
+CHAIN = r"(?:/chain-\d+of\d+)?"  # a per-gate chain's round: "2/chain-3of3"
+LATER = rf"(?:[2-9]|[1-9]\d+){CHAIN}"  # rounds 2, 3, ...: round 1 samples and judges with sample_responses, judge_responses
 
 
 wildcard_constraints:
-    round=r"\d+",
+    round=rf"\d+{CHAIN}",
     gate=r"\d+of\d+",
 
 
@@ -75,7 +80,7 @@ S = JF.stage("sample_round")
 
 
 rule sample_round:
-    """Self-play round {round} >= 2: the actor trained on round {round}-1's pairs samples one shard."""
+    """Self-play round {round} >= 2: the actor trained on its chain's round {round}-1 pairs samples one shard."""
     input:
         unpack(JF.actor),
         kept=rules.clean_questions.output.kept,
@@ -131,7 +136,7 @@ S = JF.stage("train_round")
 
 
 rule train_round:
-    """DPO of round {round}'s actor on its pairs of the training gate: round {round}+1's actor."""
+    """DPO of round {round}'s actor on its chain's gate's pairs (shared: train_gate's): the next round's actor."""
     input:
         unpack(S.inputs),
         unpack(JF.round_training),

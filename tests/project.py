@@ -58,6 +58,16 @@ def smk(project: Path, *args, configfile: Path | None = None, check: bool = True
     return p
 
 
+def job_inputs(project: Path, output: Path | str) -> set[str]:
+    """The input files of the job that made `output` (a path in `project`), as Snakemake recorded them when
+    the job ran (.snakemake/metadata/<urlsafe base64 of the output's path>: its `input`)."""
+    import base64
+
+    rel = str(Path(output).relative_to(project) if Path(output).is_absolute() else output)
+    name = base64.urlsafe_b64encode(rel.encode()).decode()
+    return set(json.loads((project / ".snakemake" / "metadata" / name).read_text())["input"])
+
+
 def planned_jobs(output: str) -> dict[str, int]:
     """Job counts from a dry-run's 'Job stats' table ({} when there is nothing to do)."""
     if "Job stats:" not in output:

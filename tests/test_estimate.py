@@ -66,9 +66,9 @@ def test_stages_whose_calls_hang_on_verdicts_are_named_not_counted(tiny_project)
     by = _by_rule(rows)
     assert by["label_oracle"].calls == 3  # oracle.budget: the strategy's labels (of at most 2 x 2 draws)
     pool = 2  # 4 questions, 1 empty, 1 held out
-    # SPaR's root choice, one rejected response per question: at most pool roots, 2 gates, 2 orders
-    assert by["tree_search_gate"].calls == pool * 2 * 2
-    every = st.deep_merge(cfg, {"refining": {"tree_search": {"root_choice": "all", "roots": 0.5}}})
+    # SPaR's root choice, one rejected response per question: at most pool roots, 2 gates, 2 orders, 2 rounds
+    assert by["tree_search_gate"].calls == pool * 2 * 2 * 2
+    every = st.deep_merge(cfg, {"refining": {"tree_search": {"root_choice": "all", "roots": 0.5, "rounds": 1}}})
     assert _by_rule(estimate(st.validate(every)))["tree_search_gate"].calls == round(0.5 * pool * 2) * 2 * 2
     assert by["sample_responses"].calls == pool * 2
     unknown = {r.rule for r in rows if r.calls is None}

@@ -138,6 +138,33 @@ def test_gates_with_different_roots_are_refused():
         gs.compare_gates(out, confidence=1.0)
 
 
+def test_per_gate_chains_are_compared_per_question_a_missing_root_counting_as_no_change():
+    """Round 2 of per-gate chains: each gate's roots are its own actor's responses (different root ids).
+    The unit is the question: a question one chain did not root (its responses all passed) counts there as
+    no change, as a root that passed at the start does; two roots of one question are refused."""
+    # chain 3of5: q0 win, q1 loss, q2 win; chain 5of5: q0 loss, q1 win, q3 win (q2 not rooted there)
+    a_fin, a_cmp = records({"a0": ("q0", {3: WIN}), "a1": ("q1", {3: LOSS}), "a2": ("q2", {3: WIN})}, round_=2)
+    b_fin, b_cmp = records({"b0": ("q0", {5: LOSS}), "b1": ("q1", {5: WIN}), "b3": ("q3", {5: WIN})}, round_=2)
+    for f in a_fin:
+        f["chain"] = "3of5"
+    for f in b_fin:
+        f["chain"] = "5of5"
+    out = gs.root_outcomes(a_fin + b_fin, [{**c, "round": 2} for c in a_cmp + b_cmp])
+    [row] = gs.compare_gates(out, n_boot=200)
+    assert row["paired_by"] == "question" and row["n_roots"] == row["n_questions"] == 4  # q0..q3
+    # prefer under 3of5: q0, q2 (2 of 4); under 5of5: q1, q3 (2 of 4); discordant: q0, q2 | q1, q3
+    assert (row["prefer_a"], row["prefer_b"], row["discordant_b"], row["discordant_c"]) == (0.5, 0.5, 2, 2)
+    assert row["mcnemar_p"] == pytest.approx(binomtest(2, 4, 0.5).pvalue)
+    assert "discordant questions of 4" in row["verdict"]
+    # the unchained round 1 keeps its root pairing
+    assert gs.compare_gates(paired({(1, 0): 2, (0, 0): 2}), n_boot=200)[0]["paired_by"] == "root"
+    twice, twice_cmp = records({"b4": ("q0", {5: WIN})}, round_=2)
+    twice[0]["chain"] = "5of5"
+    more = gs.root_outcomes(a_fin + b_fin + twice, [{**c, "round": 2} for c in a_cmp + b_cmp + twice_cmp])
+    with pytest.raises(ValueError, match=r"question q0 has two roots.*one_per_question"):
+        gs.compare_gates(more, n_boot=200)
+
+
 def test_clustered_interval_is_wider_when_a_questions_roots_agree():
     # two roots per question with identical outcomes: 40 questions, 80 roots
     cells = {(1, 1): 20, (1, 0): 24, (0, 1): 8, (0, 0): 28}

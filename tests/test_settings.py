@@ -33,11 +33,13 @@ def test_null_means_another_key_is_resolved_once_and_recorded():
     assert c.derived == {"draws.model": "sampling.model", "training.model": "sampling.model",
                          "draws.max_new_tokens": "sampling.max_new_tokens",
                          "refining.tree_search.oracle": "evaluation.oracle",
-                         "refining.tree_search.train_gate": "refining.tree_search.gates",
                          "training.variants": "refining.strategy"}
     # both of the demo's strategies: multi- and full-feedback, and the tree search's gates
     assert c["training"]["variants"] == ["multi_feedback", "full_feedback", "tree_search_2of3", "tree_search_3of3"]
-    assert c["refining"]["tree_search"]["oracle"] == "verifier" and c["refining"]["tree_search"]["train_gate"] == 2
+    assert c["refining"]["tree_search"]["oracle"] == "verifier" and c["refining"]["tree_search"]["train_gate"] is None
+    shared = st.load(CFG, overrides={"refining": {"tree_search": {"chains": "shared"}}})
+    assert shared["refining"]["tree_search"]["train_gate"] == 2  # per_gate chains need none: each gate trains its own
+    assert shared.derived["refining.tree_search.train_gate"] == "refining.tree_search.gates"
     assert c["refining"]["strategy"] == ["single", "tree_search"]
     assert st.load(CFG, overrides={"refining": {"strategy": "single"}})["refining"]["strategy"] == ["single"]
 

@@ -483,8 +483,11 @@ def test_spar_gates_example_dry_runs_through_the_slurm_profile(tmp_path, no_slur
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-3000:]
     jobs = _job_resources(out)
-    assert len(jobs["tree_search"]) == 3 * 16 and len(jobs["tree_search_gate"]) == 3 * 2  # rounds x shards, gates
-    assert len(jobs["sample_round"]) == len(jobs["judge_round"]) == 2 * 16 and len(jobs["train_round"]) == 2
+    # per-gate chains (SPaR run once per gate): round 1 searched once for both gates (16 shards), rounds 2 and 3
+    # once per gate's chain, each chain's search exiting by its own gate only
+    assert len(jobs["tree_search"]) == 16 + 2 * 2 * 16 and len(jobs["tree_search_gate"]) == 2 + 2 * 2
+    assert len(jobs["sample_round"]) == len(jobs["judge_round"]) == 2 * 2 * 16  # rounds 2-3 x chains x shards
+    assert len(jobs["train_round"]) == 2 * 2  # after rounds 1 and 2, each chain's actor
     for rule in ("sample_responses", "judge_responses", "tree_search", "sample_round", "judge_round",
                  "evaluate_responses"):
         assert all(r["slurm_partition"] == "gpuq" and r["gpu"] == "1" for r in jobs[rule]), rule

@@ -483,7 +483,9 @@ def test_a_level_checkpoint_of_other_settings_is_not_resumed(tmp_path, caplog):
     ({"select": 0}, "refining.tree_search.select"),
     ({"select": 4, "branch": 3}, "refining.tree_search.select"),
     ({"depth": 0}, "refining.tree_search.depth"),
-    ({"train_gate": 1}, "refining.tree_search.train_gate"),
+    ({"train_gate": 1, "chains": "shared"}, "refining.tree_search.train_gate"),
+    ({"train_gate": 2}, "refining.tree_search.train_gate"),  # per_gate chains: each gate trains its own actor
+    ({"rounds": 2, "root_choice": "all"}, "refining.tree_search.root_choice"),  # per_gate: one root per question
     ({"oracle": "nope"}, "refining.tree_search.oracle"),
     ({"exit": "last"}, "refining.tree_search.exit"),
     ({"exit": None}, "refining.tree_search.exit"),
@@ -497,7 +499,9 @@ def test_default_gates_are_judging_k_and_j_and_variants_follow_the_strategies():
     cfg = config(gates=None)
     assert [g["k"] for g in cfg["refining"]["tree_search"]["gates"]] == [2, 3]
     assert cfg["training"]["variants"] == ["tree_search_2of3", "tree_search_3of3"]
-    assert cfg["refining"]["tree_search"]["train_gate"] == 2
+    ts = cfg["refining"]["tree_search"]
+    assert ts["chains"] == "per_gate" and ts["train_gate"] is None
+    assert config(gates=None, chains="shared")["refining"]["tree_search"]["train_gate"] == 2  # the loosest gate
     with pytest.raises(ConfigError, match=r"training\.variants\[0\]"):
         jf_settings.validate({**{k: v for k, v in cfg.items()}, "training": {"variants": ["multi_feedback"]}})
 

@@ -17,7 +17,7 @@ import yaml
 
 from judgeflow.refining.gate_study import select_roots
 
-from project import ROOT, copy_project, make_project, nothing_to_do, planned_jobs, smk, tiny_config
+from project import ROOT, copy_project, job_inputs, make_project, nothing_to_do, planned_jobs, smk, tiny_config
 
 DEMO_STAGES = ["prepare_model", "prepare_questions", "clean_questions", "sample_responses", "judge_responses",
                "tree_search", "tree_search_gate", "tree_search_summary", "sample_until_accept", "label_oracle",
@@ -51,24 +51,40 @@ def test_dry_run_of_the_demo_lists_every_stage(tmp_path):
 
 def test_dry_run_lists_each_rounds_and_gates_jobs_and_runs_one_round_alone(tmp_path):
     """Three self-play rounds: each round's sampling, judging, search, gates and training are jobs of
-    their own (round and gate are wildcards), and a target of round 2 plans nothing of round 3."""
+    their own (round, chain and gate are wildcards), and a target of round 2 plans nothing of round 3.
+    Per-gate chains (SPaR's, the default): round 1 is searched once for both gates; then each gate's
+    actor is trained on its own gate's pairs and searched for its own gate; nothing merges them."""
     extra = tmp_path / "rounds.yaml"
     extra.write_text(yaml.safe_dump({"refining": {"tree_search": {"rounds": 3}}}))
     configs = ["--configfile", str(ROOT / "config/config.yaml"), str(extra)]
     out = smk(tmp_path, "-n", *configs).stdout
     jobs = planned_jobs(out)
+    # round 1: 2 shards, both gates; rounds 2 and 3: 2 chains x 2 shards, each chain's gate alone
+    assert jobs["tree_search"] == 2 + 2 * 2 * 2 and jobs["tree_search_gate"] == 2 + 2 * 2
+    assert jobs["sample_round"] == jobs["judge_round"] == 2 * 2 * 2 and jobs["train_round"] == 2 * 2
+    for g in ("2of3", "3of3"):
+        assert f"results/demo/tree_search/round-1/gate-{g}/final.jsonl" in out
+        for r in (2, 3):
+            assert f"results/demo/tree_search/round-{r}/chain-{g}/gate-{g}/final.jsonl" in out
+            assert f"results/demo/tree_search/round-{r - 1}/chain-{g}/dpo/model" in out
+        assert f"results/demo/tree_search/round-3/chain-{g}/responses/shard-1.jsonl" in out
+    assert "round-3/chain-2of3/dpo" not in out and "round-2/chain-2of3/gate-3of3" not in out
+    target = "results/demo/tree_search/round-2/chain-3of3/gate-3of3/comparisons.jsonl"
+    one = smk(tmp_path, "-n", *configs, "--", target).stdout
+    # round 2 of gate 3of3's chain needs round 1's search and its 3of3 pairs, nothing of the 2of3 chain
+    assert "round-1/gate-3of3/pairs" in one and "round-1/chain-3of3/dpo" in one
+    assert "chain-2of3" not in one and "gate-2of3" not in one and "round-3" not in one
+    assert planned_jobs(one)["train_round"] == 1 and "tree_search_summary" not in planned_jobs(one)
+    # chains: shared, asked for: one actor per round, trained on train_gate's (the loosest gate's) pairs
+    extra.write_text(yaml.safe_dump({"refining": {"tree_search": {"rounds": 3, "chains": "shared"}}}))
+    out = smk(tmp_path, "-n", *configs).stdout
+    jobs = planned_jobs(out)
     assert jobs["tree_search"] == 3 * 2 and jobs["tree_search_gate"] == 3 * 2  # rounds x shards, rounds x gates
     assert jobs["sample_round"] == jobs["judge_round"] == 2 * 2 and jobs["train_round"] == 2  # rounds 2 and 3
-    for r in (1, 2, 3):
-        for g in ("2of3", "3of3"):
-            assert f"results/demo/tree_search/round-{r}/gate-{g}/final.jsonl" in out
-    assert "results/demo/tree_search/round-2/dpo/model" in out and "round-3/dpo" not in out
-    assert "results/demo/tree_search/round-3/responses/shard-1.jsonl" in out
+    assert "results/demo/tree_search/round-2/dpo/model" in out and "round-3/dpo" not in out and "chain-" not in out
     one = smk(tmp_path, "-n", *configs, "--", "results/demo/tree_search/round-2/gate-3of3/comparisons.jsonl").stdout
-    # round 2 needs round 1 and its training gate (2of3), nothing of round 3 nor round 2's other gate
     assert "round-2/gate-3of3" in one and "round-1/gate-2of3/pairs" in one and "round-3" not in one
     assert "round-2/gate-2of3" not in one
-    assert planned_jobs(one)["train_round"] == 1 and "tree_search_summary" not in planned_jobs(one)
 
 
 def test_every_rule_is_a_declared_stage():
@@ -245,14 +261,17 @@ def test_tiny_run_end_to_end(tiny_run):
     page = (res / "report.html").read_text()
     assert "tp_curve.png" in page and "id=headline" in page and "Certified N*" in page
 
-    # the tree search: two self-play rounds, two gates; round 2's actor trained on round 1's 2-of-3 pairs
+    # the tree search: two self-play rounds, two gates, SPaR's per-gate chains: round 1 searched once for both
+    # gates; each gate's round-2 actor DPO-trained on its own gate's round-1 pairs, searched for its own gate
     tree = res / "tree_search"
     gates = list(csv.DictReader((tree / "gates.csv").open()))
     assert [(g["round"], g["gate"]) for g in gates] == [("1", "2of3"), ("1", "3of3"), ("2", "2of3"), ("2", "3of3")]
-    for r in (1, 2):
-        aggs = _lines(res / ("verdicts/responses/shard-0.aggregate.jsonl" if r == 1 else
-                             "tree_search/round-2/verdicts/shard-0.aggregate.jsonl"))
-        nodes = _lines(tree / f"round-{r}/trees/shard-0.jsonl")
+    for g in gates:
+        r, gate = int(g["round"]), g["gate"]
+        lineage = tree / ("round-1" if r == 1 else f"round-2/chain-{gate}")
+        aggs = _lines(res / "verdicts/responses/shard-0.aggregate.jsonl" if r == 1 else
+                      lineage / "verdicts/shard-0.aggregate.jsonl")
+        nodes = _lines(lineage / "trees/shard-0.jsonl")
         roots = [n for n in nodes if n["depth"] == 0]
         # SPaR's roots (refining.tree_search.root_choice: one_per_question): one rejected response per question
         rejected = [a for a in aggs if not a["accepted"]]
@@ -260,32 +279,41 @@ def test_tiny_run_end_to_end(tiny_run):
                                                                                  tiny_config()["seed"])}
         assert len(roots) == len({a["question_id"] for a in rejected})
         assert all(n["depth"] <= 2 and (n["usable"] or (n["value"] is None and not n["passes"])) for n in nodes)
-        for g in gates:
-            if g["round"] != str(r):
-                continue
-            k = int(g["gate"][0])
-            final = _lines(tree / f"round-{r}/gate-{g['gate']}/final.jsonl")
-            assert len(final) == len(roots) == int(g["roots"]) and sum(f["solved"] for f in final) == int(g["solved"])
-            for f in final:  # SPaR's exit: of gate k's search, the first level holding a node passing the gate on
-                # every criterion; of its passing nodes, the highest value (mean P(YES), then level order, on ties)
-                passing = [n for n in nodes if n["root_id"] == f["root_id"] and n["usable"] and k in n["gates"]
-                           and all(y >= k for y in n["yes"].values())]
-                level = [n for n in passing if n["depth"] == min((m["depth"] for m in passing), default=None)]
-                best = min(level, key=lambda n: (-(n["value"] or 0), -(n["p_yes_mean"] or 0), n["order"]),
-                           default=None)
-                assert f["exit_node_id"] == (best["node_id"] if best else None)
-            pairs = _lines(tree / f"round-{r}/gate-{g['gate']}/pairs.jsonl")
-            assert len(pairs) == sum(f["solved"] and not f["passed_at_root"] for f in final)
-            comps = _lines(tree / f"round-{r}/gate-{g['gate']}/comparisons.jsonl")
-            assert len(comps) == len(pairs) and all(c["outcome"] in ("win", "loss", "tie", "inconsistent", "abstain")
-                                                    for c in comps)
-            decided = int(g["oracle_wins"]) + int(g["oracle_losses"])
-            assert (g["win_rate"] == "") == (decided == 0)
-    trained = json.loads((tree / "round-1/dpo/summary.json").read_text())
-    round1_pairs = _lines(tree / "round-1/gate-2of3/pairs.jsonl")
-    assert trained["variant"] == "round-1" and trained.get("pairs_read", 0) == len(round1_pairs)
+        k = int(gate[0])
+        if r == 2:  # a chain's own search: its gate's nodes only
+            assert all(n["gates"] == [k] for n in nodes if n["depth"] > 0)
+        final = _lines(lineage / f"gate-{gate}/final.jsonl")
+        assert len(final) == len(roots) == int(g["roots"]) and sum(f["solved"] for f in final) == int(g["solved"])
+        assert all(f["chain"] == (gate if r == 2 else None) for f in final)
+        for f in final:  # SPaR's exit: of gate k's search, the first level holding a node passing the gate on
+            # every criterion; of its passing nodes, the highest value (mean P(YES), then level order, on ties)
+            passing = [n for n in nodes if n["root_id"] == f["root_id"] and n["usable"] and k in n["gates"]
+                       and all(y >= k for y in n["yes"].values())]
+            level = [n for n in passing if n["depth"] == min((m["depth"] for m in passing), default=None)]
+            best = min(level, key=lambda n: (-(n["value"] or 0), -(n["p_yes_mean"] or 0), n["order"]),
+                       default=None)
+            assert f["exit_node_id"] == (best["node_id"] if best else None)
+        pairs = _lines(lineage / f"gate-{gate}/pairs.jsonl")
+        assert len(pairs) == sum(f["solved"] and not f["passed_at_root"] for f in final)
+        comps = _lines(lineage / f"gate-{gate}/comparisons.jsonl")
+        assert len(comps) == len(pairs) and all(c["outcome"] in ("win", "loss", "tie", "inconsistent", "abstain")
+                                                for c in comps)
+        decided = int(g["oracle_wins"]) + int(g["oracle_losses"])
+        assert (g["win_rate"] == "") == (decided == 0)
+    for gate in ("2of3", "3of3"):  # each chain: trained on its own gate's round-1 pairs, its actor samples round 2
+        trained_dir = tree / f"round-1/chain-{gate}/dpo"
+        trained = json.loads((trained_dir / "summary.json").read_text())
+        round1_pairs = _lines(tree / f"round-1/gate-{gate}/pairs.jsonl")
+        assert trained["variant"] == f"round-1-chain-{gate}" and trained.get("pairs_read", 0) == len(round1_pairs)
+        # from the files each job read (Snakemake's record of its inputs)
+        assert job_inputs(tiny_run, trained_dir / "model") >= {str(Path("results/tiny/tree_search/round-1") /
+                                                                   f"gate-{gate}/pairs.jsonl")}
+        sampled = job_inputs(tiny_run, tree / f"round-2/chain-{gate}/responses/shard-0.jsonl")
+        assert f"results/tiny/tree_search/round-1/chain-{gate}/dpo/model" in sampled
+        assert not any("chain-" in f and gate not in f for f in sampled)
     # every training writes TensorBoard event files where its summary says (training.report_to's default)
-    for summary_file in [tree / "round-1/dpo/summary.json", *(tiny_run / "results/tiny/dpo").glob("*/summary.json")]:
+    for summary_file in [*tree.glob("round-1/chain-*/dpo/summary.json"),
+                         *(tiny_run / "results/tiny/dpo").glob("*/summary.json")]:
         done = json.loads(summary_file.read_text())
         if not done.get("skipped"):
             assert done["logs"] == "logs/tensorboard"
@@ -295,11 +323,21 @@ def test_tiny_run_end_to_end(tiny_run):
     for r in ("1", "2"):  # one search for both gates: at least the strictest alone, at most a search per gate
         share = summary["rounds"][r]["sharing"]
         assert max(share["alone_nodes"].values()) <= share["shared_nodes"] <= share["separate_searches_nodes"]
-    # the gates compared on the same roots, per round, first in the summary and in the report's panel
-    assert [(p["round"], p["gate_a"], p["gate_b"]) for p in summary["gate_pairs"]] == [(1, "2of3", "3of3"),
-                                                                                       (2, "2of3", "3of3")]
-    assert all(p["n_roots"] == int(gates[2 * (p["round"] - 1)]["roots"]) for p in summary["gate_pairs"])
-    assert "compared on the same roots" in page and "gate_pairs.csv" in page
+    # the gates compared on the same roots in round 1, per question in round 2 (each chain its own roots),
+    # first in the summary and in the report's panel
+    assert [(p["round"], p["gate_a"], p["gate_b"], p["paired_by"]) for p in summary["gate_pairs"]] == [
+        (1, "2of3", "3of3", "root"), (2, "2of3", "3of3", "question")]
+    first, second = summary["gate_pairs"]
+    assert first["n_roots"] == int(gates[0]["roots"])  # round 1: the same roots under both gates
+    # round 2: every question either chain rooted; one the other chain did not root counts there as no change
+    rooted = {g: {f["question_id"] for f in _lines(tree / f"round-2/chain-{g}/gate-{g}/final.jsonl")}
+              for g in ("2of3", "3of3")}
+    assert second["n_roots"] == second["n_questions"] == len(rooted["2of3"] | rooted["3of3"])
+    outcomes = [o for o in _lines(tree / "gate_outcomes.jsonl") if o["round"] == 2]
+    assert {(o["gate"], o["question_id"]) for o in outcomes} == {(g, q) for g in rooted for q in rooted[g]}
+    assert "compared on the same questions, each gate its own chain (paired, round 2)" in page
+    assert "gate_pairs.csv" in page
+    assert "discordant questions" in page and "searched for its gate alone (per-gate chains)" in page
     assert (tree / "gates.png").stat().st_size > 1000 and "Tree search" in page and "gates.png" in page
 
     # finished: a rerun has nothing to do
@@ -373,8 +411,9 @@ RELOCATING = {"run", "results_dir", "resources_dir", "replicates"}  # replicates
 RUN_SCOPED = set(STAGES) - {"prepare_model", "prepare_questions"}
 # Keys that add or remove jobs of the rules they do not shape: another number of self-play rounds
 # plans the new (or, fewer, no) rounds' jobs, and the summary over the rounds (which reads it).
-MORE_JOBS = {"refining.tree_search.rounds": {"tree_search", "tree_search_gate", "sample_round", "judge_round",
-                                             "train_round"}}
+# Per-gate chains or a shared one: the rounds after the first are other jobs (round-<r>/chain-<gate>/ or round-<r>/).
+ROUND_JOBS = {"tree_search", "tree_search_gate", "sample_round", "judge_round", "train_round"}
+MORE_JOBS = {"refining.tree_search.rounds": ROUND_JOBS, "refining.tree_search.chains": ROUND_JOBS}
 # settings that bring stages into the DAG which read nothing of them (the calibration split's sampling and
 # labels), beside the stages that read them and what follows
 ACTIVATES = {"judging.calibration.questions": {"sample_calibration", "label_calibration", "judge_calibration"}}
@@ -438,7 +477,8 @@ def _candidates(path: tuple, value, validated: dict, template_dir: Path | None =
                 "j": [[1]], "mem_mb": [1000], "threads": [2], "runtime": [5],
                 "max_steps": [None], "tasks": ["data/tasks.txt"], "threshold": [0.9], "pca": [4],
                 "layers": [[-1]], "effect": [0.1], "replicates": [2], "price": [{"input": 1.0, "output": 2.0}],
-                "max_cost": [5.0], "loss_weights": [[1.0]]}.get(name, [])
+                "max_cost": [5.0], "loss_weights": [[1.0]],
+                "holistic_criterion": ["The response follows every instruction of the question."]}.get(name, [])
     if isinstance(value, list) and value:
         return [value[:-1], value + value[-1:], list(reversed(value))] if len(value) > 1 else [value + value]
     if isinstance(value, list) and not value:
@@ -507,6 +547,12 @@ def variants(raw: dict, template_dir: Path | None = None) -> tuple[list[dict], l
             continue
         if key == "oracle.batch" and not value:
             left_out.append(f"{key}: the Batch API needs a hosted oracle, and this one is served (test_batch.py)")
+            continue
+        if key in ("refining.tree_search.train_gate", "refining.tree_search.root_choice") and \
+                validated["refining"]["tree_search"]["chains"] == "per_gate":
+            left_out.append(f"{key}: per-gate chains train each gate's actor on its own gate's pairs and compare the "
+                            "gates per question, one root each (test_tree_search.py, test_workflow.py's dry-run of "
+                            "chains: shared)")
             continue
         if where[:2] == ("questions", "fields"):
             left_out.append(f"{key}: a field mapping names a field every record of the file has, in another "
@@ -613,5 +659,5 @@ def test_every_setting_reruns_exactly_the_stages_that_read_it(tiny_run, tmp_path
     assert not wrong, f"{len(wrong)} of {len(cases)} settings:\n" + "\n".join(wrong)
     # every leaf is covered but the ones listed, each with its reason
     allowed = (r"models\.\w+\.backend|cleaning\.answer_first|oracle\.batch|judging\.judges\[\d+\]\.kind"
-               r"|questions\.fields\.\w+")
+               r"|questions\.fields\.\w+|refining\.tree_search\.(train_gate|root_choice)")
     assert len(cases) > 140 and all(re.fullmatch(allowed, x.split(":")[0]) for x in left_out), left_out

@@ -141,20 +141,24 @@ def headline(files: dict[str, str]) -> str:
         rows = t.get("gates") or []
         last = max((r["round"] for r in rows), default=1)
         paired = [r for r in t.get("gate_pairs") or [] if r["round"] == last]
+        # per-gate chains after round 1: each gate's own actor and roots, compared per question
+        by_question = any(r.get("paired_by") == "question" for r in paired)
+        unit = "questions" if by_question else "roots"
         if paired:  # the study's question first: do the gates differ, on the same roots?
             cards.append(_card(
-                f"Exit gates compared on the same roots (paired, round {last})",
+                f"Exit gates compared on the same {'questions, each gate its own chain' if by_question else 'roots'} "
+                f"(paired, round {last})",
                 e(" / ".join(f"{r['gate_b']} - {r['gate_a']}: {r['diff']:+.3f}" for r in paired)),
-                *[e(f"{r['gate_b']} - {r['gate_a']}: oracle prefers the final on {r['prefer_a']:.1%} of roots under "
+                *[e(f"{r['gate_b']} - {r['gate_a']}: oracle prefers the final on {r['prefer_a']:.1%} of {unit} under "
                     f"{r['gate_a']}, {r['prefer_b']:.1%} under {r['gate_b']}; difference "
                     f"{_interval(r['diff'], r['diff_ci_low'], r['diff_ci_high'])} at {r['confidence']:.0%} "
-                    f"(bootstrap clustered by question, {r['n_roots']} roots of {r['n_questions']} questions); "
+                    f"(bootstrap clustered by question, {r['n_roots']} {unit} of {r['n_questions']} questions); "
                     f"exact McNemar p = {r['mcnemar_p']:.3g} on {r['discordant_b'] + r['discordant_c']} discordant "
-                    f"roots" + (f", Holm-adjusted over {r['holm_family']} pairs: {r['mcnemar_p_holm']:.3g}"
+                    f"{unit}" + (f", Holm-adjusted over {r['holm_family']} pairs: {r['mcnemar_p_holm']:.3g}"
                                 if r.get("mcnemar_p_holm") is not None else "")) for r in paired],
                 *[e(r["verdict"]) for r in paired],
                 *[e(f"power of this run to detect {r['gate_b']} - {r['gate_a']} = +/-{r['effect']:g} (refining."
-                    f"tree_search.effect) at alpha = {r['alpha']:g}: {r['achieved_power']:.0%} ({r['n_roots']} roots, "
+                    f"tree_search.effect) at alpha = {r['alpha']:g}: {r['achieved_power']:.0%} ({r['n_roots']} {unit}, "
                     f"{r['discordance']:.0%} of them discordant; McNemar, normal approximation)"
                     + (" - too little to tell a null result from no effect" if r["achieved_power"] < 0.8 else ""))
                   for r in paired if r.get("achieved_power") is not None]))
@@ -163,11 +167,14 @@ def headline(files: dict[str, str]) -> str:
                    f"{r['solved']} of {r['roots']} roots solved, mean exit depth {_fmt(r['mean_exit_depth'])}")
                  for r in rows if r["round"] == last]
         share = ((t.get("rounds") or {}).get(str(last)) or {}).get("sharing") or {}
+        searched = (f"round {last}: each gate's own chain, searched for its gate alone (per-gate chains)"
+                    if t.get("chains") == "per_gate" and last > 1 else
+                    f"one search for all gates: {share.get('shared_nodes', 'n/a')} refinements instead of "
+                    f"{share.get('separate_searches_nodes', 'n/a')} (a search per gate)")
         cards.append(_card(f"Tree search: final vs original, each gate on its own solved roots (not paired; "
                            f"oracle: {t.get('oracle')}, round {last})",
                            e(" / ".join(_fmt(r["win_rate"]) for r in rows if r["round"] == last)), *lines,
-                           e(f"one search for all gates: {share.get('shared_nodes', 'n/a')} refinements instead of "
-                             f"{share.get('separate_searches_nodes', 'n/a')} (a search per gate)")))
+                           e(searched)))
     n = _read_json(files.get("nstar", ""))
     if n is not None:
         fit = _read_json(files.get("fit", "")) or {}

@@ -38,9 +38,9 @@ REFINED, UNSOLVED, PASSED_AT_ROOT = "refined", "unsolved", "passed_at_root"
 ROOT_MODES = ("all", "one_per_question")
 ROOTS_KEY = "refining.tree_search.root_choice"
 
-OUTCOME_COLUMNS = ["round", "gate", "k", "root_id", "question_id", "status", "outcome", "prefer", "net"]
-COMPARE_COLUMNS = ["round", "gate_a", "gate_b", "n_roots", "n_questions", "prefer_a", "prefer_b", "diff",
-                   "diff_ci_low", "diff_ci_high", "net_a", "net_b", "net_diff", "net_diff_ci_low",
+OUTCOME_COLUMNS = ["round", "gate", "k", "root_id", "question_id", "status", "outcome", "prefer", "net", "chain"]
+COMPARE_COLUMNS = ["round", "gate_a", "gate_b", "paired_by", "n_roots", "n_questions", "prefer_a", "prefer_b",
+                   "diff", "diff_ci_low", "diff_ci_high", "net_a", "net_b", "net_diff", "net_diff_ci_low",
                    "net_diff_ci_high", "discordant_b", "discordant_c", "discordance", "mcnemar_p",
                    "mcnemar_p_holm", "holm_family", "alpha", "confidence", "ci_method", "n_boot", "seed", "verdict"]
 
@@ -111,7 +111,8 @@ def root_outcomes(finals: Iterable[Mapping], comparisons: Iterable[Mapping]) -> 
         outcome = comp["outcome"] if comp is not None else NO_CHANGE
         out.append({"round": rnd, "gate": gate, "k": int(f["k"]), "root_id": rid,
                     "question_id": str(f["question_id"]), "status": status, "outcome": outcome,
-                    "prefer": int(outcome == WIN), "net": 1 if outcome == WIN else -1 if outcome == LOSS else 0})
+                    "prefer": int(outcome == WIN), "net": 1 if outcome == WIN else -1 if outcome == LOSS else 0,
+                    "chain": f.get("chain")})
     out.sort(key=lambda r: (r["round"], r["k"], r["gate"], r["root_id"]))
     return out
 
@@ -183,9 +184,30 @@ def mcnemar_exact(b: int, c: int) -> float:
     return float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
 
 
+NO_ROOT = "no_root"  # a per-gate chain's question without a root: its actor's responses all passed (or none searched)
+
+
+def _by_question(records: Mapping[str, Mapping], rnd: int, gate: str) -> dict[str, Mapping]:
+    out: dict[str, Mapping] = {}
+    for o in records.values():
+        q = str(o["question_id"])
+        if q in out:
+            raise ValueError(f"round {rnd}, gate {gate}: question {q} has two roots; per-gate chains are compared per "
+                             "question, one root each (refining.tree_search.root_choice: one_per_question)")
+        out[q] = o
+    return out
+
+
 def gate_pairs(outcomes: Iterable[Mapping]) -> list[tuple[int, str, str, list[Mapping], list[Mapping]]]:
     """(round, gate_a, gate_b, a's records, b's records) for every pair of gates of a round, gate a the
-    looser (smaller k), both lists in root order: the same roots, or a ValueError (the design is paired)."""
+    looser (smaller k), both lists in the same unit order.
+
+    The unit is the root where both gates searched the same roots (round 1, a shared chain): the same
+    roots, or a ValueError (the design is paired). In round r >= 2 of per-gate chains (records with a
+    `chain`) each gate's roots are its own actor's responses: the unit is the question, over every
+    question either chain rooted; a question the other chain did not root (all its responses passed,
+    or it was not drawn into `roots`) counts there as `no_root`: nothing refined, the original stands
+    (prefer 0, net 0), as a root that passed at the start does. `paired_by` of compare_gates says which."""
     by_key: defaultdict[tuple[int, str], dict[str, Mapping]] = defaultdict(dict)
     order: dict[tuple[int, str], int] = {}
     for o in outcomes:
@@ -200,6 +222,17 @@ def gate_pairs(outcomes: Iterable[Mapping]) -> list[tuple[int, str, str, list[Ma
         gates = sorted((g for r, g in by_key if r == rnd), key=lambda g: (order[(rnd, g)], g))
         for ga, gb in combinations(gates, 2):
             a, b = by_key[(rnd, ga)], by_key[(rnd, gb)]
+            if any(o.get("chain") for o in (*a.values(), *b.values())):
+                qa, qb = _by_question(a, rnd, ga), _by_question(b, rnd, gb)
+                qids = sorted(set(qa) | set(qb))
+
+                def one(recs, q, gate, k, rnd=rnd):
+                    return recs.get(q) or {"round": rnd, "gate": gate, "k": k, "root_id": None, "question_id": q,
+                                           "status": NO_ROOT, "outcome": NO_CHANGE, "prefer": 0, "net": 0,
+                                           "chain": gate}
+                out.append((rnd, ga, gb, [one(qa, q, ga, order[(rnd, ga)]) for q in qids],
+                            [one(qb, q, gb, order[(rnd, gb)]) for q in qids]))
+                continue
             if set(a) != set(b):
                 only = sorted(set(a) ^ set(b))[:5]
                 raise ValueError(f"round {rnd}: gates {ga} and {gb} have different roots (e.g. {only}): "
@@ -247,7 +280,9 @@ def compare_gates(outcomes: Sequence[Mapping], confidence: float = 0.95, n_boot:
         lo, hi, method = _difference_ci(pb - pa, qs, confidence, n_boot, seed, span=1)
         nlo, nhi, _ = _difference_ci(nb - na, qs, confidence, n_boot, seed, span=2)
         disc_b, disc_c = int(((pa == 1) & (pb == 0)).sum()), int(((pa == 0) & (pb == 1)).sum())
-        rows.append({"round": rnd, "gate_a": ga, "gate_b": gb, "n_roots": n, "n_questions": len(set(qs)),
+        paired_by = "question" if any(o.get("chain") for o in (*a, *b)) else "root"
+        rows.append({"round": rnd, "gate_a": ga, "gate_b": gb, "paired_by": paired_by, "n_roots": n,
+                     "n_questions": len(set(qs)),
                      "prefer_a": float(pa.mean()), "prefer_b": float(pb.mean()),
                      "diff": float((pb - pa).mean()), "diff_ci_low": lo, "diff_ci_high": hi,
                      "net_a": float(na.mean()), "net_b": float(nb.mean()),
@@ -275,6 +310,7 @@ def verdict(row: Mapping) -> str:
     adjusted = row.get("mcnemar_p_holm") is not None
     p = row["mcnemar_p_holm"] if adjusted else row["mcnemar_p"]
     p_txt = f"{'Holm-adjusted ' if adjusted else ''}exact McNemar p = {p:.3g}"
+    unit = "questions" if row.get("paired_by") == "question" else "roots"  # per-gate chains: per question
     if not row["n_roots"]:
         return f"no roots: nothing to compare between {ga} and {gb}"
     ci = ""
@@ -289,10 +325,10 @@ def verdict(row: Mapping) -> str:
             caution = (" (but the question-clustered interval includes 0: McNemar counts the roots of one "
                        "question as independent, the interval does not)")
         return (f"{gb} {way} how often the oracle prefers the final over the original, against {ga}: "
-                f"{row['diff']:+.3f} ({p_txt} < alpha = {alpha:g}; {row['discordant_b']} roots preferred under "
+                f"{row['diff']:+.3f} ({p_txt} < alpha = {alpha:g}; {row['discordant_b']} {unit} preferred under "
                 f"{ga} only, {row['discordant_c']} under {gb} only){ci}{caution}")
     return (f"no significant difference between {ga} and {gb} at alpha={alpha:g} ({p_txt}, {disc} discordant "
-            f"roots of {row['n_roots']}; observed {gb} - {ga} = {row['diff']:+.3f}){ci}. A null result: the data "
+            f"{unit} of {row['n_roots']}; observed {gb} - {ga} = {row['diff']:+.3f}){ci}. A null result: the data "
             "do not rule out the differences in the interval, and are no evidence that the gates are equal")
 
 

@@ -20,6 +20,17 @@ def tree_variant(k: int, n_judges: int) -> str:
     return f"tree_search_{gate_name(k, n_judges)}"
 
 
+def round_number(value: str | int) -> int:
+    """A self-play `round` wildcard's round: "2" and "2/chain-3of3" (gate 3of3's own chain) -> 2."""
+    return int(str(value).partition("/")[0])
+
+
+def chain_of(value: str | int) -> str | None:
+    """A `round` wildcard's per-gate chain: "2/chain-3of3" -> "3of3"; None for round 1 and a shared chain."""
+    _, _, chain = str(value).partition("/")
+    return chain.removeprefix("chain-") or None
+
+
 def parse_gate(name: str) -> tuple[int, int]:
     """'3of5' -> (3, 5); anything else is a ValueError naming it."""
     m = GATE.match(name)

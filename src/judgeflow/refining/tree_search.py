@@ -179,7 +179,7 @@ def child_id(parent_id: str, i: int, targets: list[str]) -> str:
 
 def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[str, dict], refining: Refining,
                  judging: Judging, seed: int, refiner, judge_models: dict, output: str,
-                 round_: int = 1) -> list[dict]:
+                 round_: int = 1, only_gate: int | None = None) -> list[dict]:
     """Search a tree per root (a rejected response) for every gate at once; write every node.
 
     Each gate's nodes are those of a search to that gate alone (module docstring): each gate keeps its
@@ -187,11 +187,12 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
     `roots`: response records (response_id, question_id, text); `root_verdicts`: the judges' verdicts
     on them (judge_responses). `refining`: the refiner's templates and sampling, and its `tree_search`
     (the tree's shape and gates); `judging`: the judges; `seed`: the run's (each node's own from it).
+    `only_gate`: k of the one gate searched (a per-gate chain's round r >= 2: its own gate only).
     Returns the node records in tree order (root, then level by level)."""
     ts = refining.tree_search
     n_judges = n_verdicts(judging)
     abstain = abstain_mode(judging)
-    gates = gate_ks(ts)
+    gates = gate_ks(ts) if only_gate is None else [only_gate]
     strict = gates[-1]
     one = load_template(refining.template_one, {"question", "response", "criterion", "critiques"},
                         "refining.template_one")
@@ -549,7 +550,8 @@ def summarize(ts: TreeSearch, n_judges: int, seed: int, final_paths: list[str], 
                           "unusable_nodes": sum(1 for t in trees.values() for n in t if not n["usable"]),
                           "sharing": sharing(trees, listed)}
     summary = {"gate_pairs": pairs, "gates": rows, "rounds": rounds, "branch": ts.branch, "select": ts.select,
-               "depth": ts.depth, "feedback": ts.feedback, "exit": ts.exit, "oracle": ts.oracle, "confidence": conf}
+               "depth": ts.depth, "feedback": ts.feedback, "exit": ts.exit, "oracle": ts.oracle, "confidence": conf,
+               "chains": ts.chains}
     write_json(summary_out, summary)
     plot_gates(rows, depth, plot_out)
     return summary

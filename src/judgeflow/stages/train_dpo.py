@@ -37,7 +37,8 @@ def run(inp, out, settings: Settings, job: Job) -> None:
     worker_settings = dpo_worker_settings(settings)
     # train_dpo: one variant, from the policy (a tree-search variant after several rounds: from the
     # last round's actor); train_round: round r's pairs, from round r's actor (inp.init)
-    variant = job.wildcards.get("variant") or f"round-{job.wildcards['round']}"
+    # (round r of gate g's own chain: "round-r-chain-g")
+    variant = job.wildcards.get("variant") or f"round-{job.wildcards['round']}".replace("/", "-")
     start = actor_of(inp.init) if getattr(inp, "init", None) else worker_settings["policy_path"]
     args = ["-m", train_worker.__name__, "--variant", variant, "--pairs", inp.pairs,
             "--model", start, "--out-dir", str(Path(out.summary).parent),

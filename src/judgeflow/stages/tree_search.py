@@ -1,6 +1,7 @@
 """tree_search: one shard's rejected responses (one per question: refining.tree_search.root_choice),
 each the root of a breadth-first tree of refinements searched for every exit gate at once, each gate's
-nodes those of its own search (judgeflow.refining.tree_search)."""
+nodes those of its own search (judgeflow.refining.tree_search); in round r >= 2 of a per-gate chain,
+for that chain's gate alone."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING
 from judgeflow.judging.judges import learned_judges
 from judgeflow.models import log_stats
 from judgeflow.refining.gate_study import select_roots
+from judgeflow.refining.gates import chain_of, parse_gate, round_number
 from judgeflow.refining.tree_search import search_trees, searched
 from judgeflow.workflow.io import questions_by_id, read_jsonl
 
@@ -23,8 +25,11 @@ def run(inp, out, settings: Settings, job: Job) -> None:
     # SPaR's roots: one failing response per question (a shard holds whole questions), then `roots`' share
     chosen = select_roots(rejected, refining.tree_search.root_choice, settings.seed)
     roots = [dict(r) for r in chosen if searched(settings.seed, r["response_id"], refining.tree_search.roots)]
+    chain = chain_of(job.wildcards["round"])  # a per-gate chain's round r >= 2: its own gate alone
+    only_gate = parse_gate(chain)[0] if chain else None
     with job.models() as models:
         models = learned_judges(settings.judging, models, inp.judges)
         search_trees(roots, read_jsonl(inp.verdicts), questions_by_id(inp.kept), refining, settings.judging,
-                     settings.seed, models[refining.model], models, out.trees, round_=int(job.wildcards["round"]))
+                     settings.seed, models[refining.model], models, out.trees,
+                     round_=round_number(job.wildcards["round"]), only_gate=only_gate)
         log_stats(models)

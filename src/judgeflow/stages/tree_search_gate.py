@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from judgeflow.models import log_stats
 from judgeflow.models.batch import batched
-from judgeflow.refining.gates import parse_gate
+from judgeflow.refining.gates import chain_of, parse_gate
 from judgeflow.refining.tree_search import compare_finals, finals, pairs_of, read_trees, verify_finals
 from judgeflow.workflow.io import questions_by_id, write_jsonl
 
@@ -19,6 +19,9 @@ def run(inp, out, settings: Settings, job: Job) -> None:
     k, n_judges = parse_gate(job.wildcards["gate"])
     questions = questions_by_id(inp.kept)
     records = finals(read_trees(list(inp.trees)), k, n_judges, settings.refining.tree_search.exit)
+    chain = chain_of(job.wildcards["round"])  # a per-gate chain's round: its roots are its own actor's
+    for r in records:
+        r["chain"] = chain
     verify_finals(records, questions)
     write_jsonl(out.final, records)
     write_jsonl(out.pairs, pairs_of(records, questions, settings.sampling.system_prompt))

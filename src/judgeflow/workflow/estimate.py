@@ -10,7 +10,7 @@ that sends requests to a model of the `openai` backend:
   - evaluate_policies: two orders per trained variant, held-out question and evaluation.n_samples;
   - label_oracle: the strategy's oracle.budget (a strategy that certifies early spends less), plus, with
     oracle.label_all_accepted, every other accepted draw (at most draws.n_max per question);
-  - tree_search_gate: two orders per refined root and gate (at most: every root solved by every gate).
+  - tree_search_gate: two orders per refined root, gate and self-play round (at most: every root solved).
   Questions are counted as if cleaning keeps them all (an upper bound where the oracle rejects some).
   A stage whose calls hang on verdicts not yet given (the judges, refinements, the tree's nodes, draws
   on an API policy) is listed with no count, and why.
@@ -189,10 +189,11 @@ def _requests(config: Mapping, rows: list[dict]) -> dict[str, tuple[str, list[_R
         roots = roots[:round(tree["roots"] * len(roots))]  # a seeded random share: its expected size
         per = [_Req(_chat(t.format(question=q["prompt"], response_a="", response_b="")), ev["oracle_max_new_tokens"],
                     two) for q in roots]
-        gates = len(tree["gates"])
-        out["tree_search_gate"] = (tree["oracle"], per * 2 * gates, None,
-                                   f"at most: {len(roots)} roots x {gates} gates x 2 orders (every root solved; "
-                                   "an unsolved root or one that passed at the start asks nothing)")
+        gates, rounds = len(tree["gates"]), tree["rounds"]
+        # every round compares each gate's roots: round 1 on one search, later rounds per chain or shared
+        out["tree_search_gate"] = (tree["oracle"], per * 2 * gates * rounds, None,
+                                   f"at most: {rounds} rounds x {len(roots)} roots x {gates} gates x 2 orders (every "
+                                   "root solved; an unsolved root or one that passed at the start asks nothing)")
     return out
 
 

@@ -207,9 +207,12 @@ def _stages() -> dict[str, Stage]:
               templates=JUDGE_TEMPLATES, excludes=NOT_JUDGING, judged=True,
               doc="the judges label round r's responses; k-of-J aggregation"),
         Stage("train_round", "judgeflow.stages.train_dpo", node="train",
-              reads=("seed", "training", "refining.tree_search.train_gate"), models=("training.model",),
+              reads=lambda s: ("seed", "training", *(("refining.tree_search.train_gate",)
+                                                     if s["refining"]["tree_search"]["chains"] == "shared" else ())),
+              models=("training.model",),
               model_fields=("backend", "path"), excludes=("training.variants",),
-              doc="DPO of round r's actor on round r's pairs (refining.tree_search.train_gate): round r+1's actor"),
+              doc="DPO of round r's actor on round r's pairs (its chain's gate, or refining.tree_search.train_gate "
+                  "with chains: shared): round r+1's actor"),
         Stage("build_pairs", "judgeflow.stages.build_pairs", reads=("pairs",), local=True,
               doc="preference pairs (refined > original) the judges accept, and a per-criterion summary"),
         Stage("train_dpo", "judgeflow.stages.train_dpo", node="train",

@@ -341,18 +341,51 @@ class Rules:
         n = n_verdicts(self.settings.judging)
         return [gate_name(k, n) for k in sorted(g.k for g in self.settings.refining.tree_search.gates or [])]
 
+    # Self-play lineages: the `round` wildcard is "1" (round 1, searched once for every gate), "r" (round
+    # r of the shared chain: refining.tree_search.chains shared, trained on train_gate's pairs) or
+    # "r/chain-<gate>" (round r >= 2 of that gate's own chain: its actor trained on its gate's pairs only).
+    def per_gate(self) -> bool:
+        return self.settings.refining.tree_search.chains == "per_gate"
+
+    def searched_round(self, r: int, gate: str) -> str:
+        """The `round` wildcard of round r's search as gate `gate`'s chain sees it."""
+        return str(r) if r == 1 or not self.per_gate() else f"{r}/chain-{gate}"
+
+    def trained_round(self, r: int, gate: str) -> str:
+        """The `round` wildcard of the training after round r of gate `gate`'s chain (its next actor)."""
+        return f"{r}/chain-{gate}" if self.per_gate() else str(r)
+
+    def train_gates(self) -> list[str]:
+        """The gates whose pairs train the next round's actors: every gate (per_gate), else train_gate's."""
+        if self.per_gate():
+            return self.gates()
+        train_gate = self.settings.refining.tree_search.train_gate
+        assert train_gate is not None  # validated: null = the loosest gate
+        return [gate_name(train_gate, n_verdicts(self.settings.judging))]
+
+    def round_gates(self, r: int) -> list[tuple[str, str]]:
+        """(round wildcard, gate) of every tree_search_gate job of round r: round 1 and the shared chain's
+        rounds put every gate on one search; round r >= 2 of a per-gate chain only its own gate."""
+        if r == 1 or not self.per_gate():
+            return [(str(r), g) for g in self.gates()]
+        return [(self.searched_round(r, g), g) for g in self.gates()]
+
+    def round_searches(self, r: int) -> list[str]:
+        """The `round` wildcards of round r's searches (tree_search jobs, per shard)."""
+        return sorted({rnd for rnd, _ in self.round_gates(r)})
+
     def round_responses(self, wildcards) -> dict:
         """A round's responses and the judges' verdicts on them: round 1's are the workflow's own
         (sample_responses, judge_responses); round r >= 2's come from its actor (sample_round, judge_round)."""
-        r, s = int(wildcards.round), wildcards.shard
-        if r == 1:
+        rnd, s = wildcards.round, wildcards.shard
+        if rnd == "1":
             sampled, judged = self.rules.sample_responses.output, self.rules.judge_responses.output
             return {"responses": fill(sampled.responses, shard=s), "verdicts": fill(judged.verdicts, shard=s),
                     "aggregate": fill(judged.aggregate, shard=s)}
         sampled, judged = self.rules.sample_round.output, self.rules.judge_round.output
-        return {"responses": fill(sampled.responses, round=r, shard=s),
-                "verdicts": fill(judged.verdicts, round=r, shard=s),
-                "aggregate": fill(judged.aggregate, round=r, shard=s)}
+        return {"responses": fill(sampled.responses, round=rnd, shard=s),
+                "verdicts": fill(judged.verdicts, round=rnd, shard=s),
+                "aggregate": fill(judged.aggregate, round=rnd, shard=s)}
 
     def round_trees(self, wildcards) -> list[str]:
         return [fill(self.rules.tree_search.output.trees, round=wildcards.round, shard=s) for s in self.shards]
@@ -363,27 +396,36 @@ class Rules:
         out = []
         for r in self.rounds():
             if what in ("final", "comparisons"):
-                out += [fill(getattr(self.rules.tree_search_gate.output, what), round=r, gate=g) for g in self.gates()]
-            elif what == "trees":
-                out += self.round_trees(_Wildcards(round=r))
-            else:  # aggregates
-                out += [self.round_responses(_Wildcards(round=r, shard=s))["aggregate"] for s in self.shards]
+                out += [fill(getattr(self.rules.tree_search_gate.output, what), round=rnd, gate=g)
+                        for rnd, g in self.round_gates(r)]
+            else:
+                for rnd in self.round_searches(r):
+                    if what == "trees":
+                        out += self.round_trees(_Wildcards(round=rnd))
+                    else:  # aggregates
+                        out += [self.round_responses(_Wildcards(round=rnd, shard=s))["aggregate"] for s in self.shards]
         return out
 
+    def _previous(self, rnd: str) -> str:
+        """The training whose model is the actor of search `rnd` (round r >= 2): round r-1's of its chain."""
+        r, _, chain = rnd.partition("/")
+        return f"{int(r) - 1}/{chain}" if chain else str(int(r) - 1)
+
     def actor(self, wildcards) -> dict:
-        """sample_round: round r's actor, trained in round r-1 (its model and training summary)."""
-        trained, r = self.rules.train_round.output, int(wildcards.round) - 1
-        return {"actor": fill(trained.model, round=r), "actor_summary": fill(trained.summary, round=r)}
+        """sample_round: round r's actor, trained after round r-1 of its chain (its model and training summary)."""
+        trained, prev = self.rules.train_round.output, self._previous(wildcards.round)
+        return {"actor": fill(trained.model, round=prev), "actor_summary": fill(trained.summary, round=prev)}
 
     def round_training(self, wildcards) -> dict:
-        """train_round: round r's pairs of the training gate, from round r's actor (the policy in round 1)."""
-        r = int(wildcards.round)
-        train_gate = self.settings.refining.tree_search.train_gate
-        assert train_gate is not None  # validated: null = the strictest gate
-        gate = gate_name(train_gate, n_verdicts(self.settings.judging))
-        out = {"pairs": fill(self.rules.tree_search_gate.output.pairs, round=r, gate=gate)}
-        if r > 1:
-            out["init"] = fill(self.rules.train_round.output.model, round=r - 1)
+        """train_round: round r's pairs of its chain's gate (per_gate) or of train_gate (shared), from the
+        actor that searched them (the policy in round 1)."""
+        rnd = wildcards.round
+        r, _, chain = rnd.partition("/")
+        gate = chain.removeprefix("chain-") if chain else self.train_gates()[0]
+        searched = self.searched_round(int(r), gate)
+        out = {"pairs": fill(self.rules.tree_search_gate.output.pairs, round=searched, gate=gate)}
+        if int(r) > 1:
+            out["init"] = fill(self.rules.train_round.output.model, round=self._previous(searched))
         return out
 
     def pair_file(self, mode: str) -> str:
@@ -395,10 +437,11 @@ class Rules:
         v = wildcards.variant
         if not v.startswith("tree_search_"):
             return {"pairs": self.pair_file(v)}
-        last = self.rounds()[-1]
-        out = {"pairs": fill(self.rules.tree_search_gate.output.pairs, round=last, gate=v.removeprefix("tree_search_"))}
-        if last > 1:
-            out["init"] = fill(self.rules.train_round.output.model, round=last - 1)
+        last, gate = self.rounds()[-1], v.removeprefix("tree_search_")
+        searched = self.searched_round(last, gate)
+        out = {"pairs": fill(self.rules.tree_search_gate.output.pairs, round=searched, gate=gate)}
+        if last > 1:  # from the actor that searched them: its chain's (per_gate), else the shared one
+            out["init"] = fill(self.rules.train_round.output.model, round=self.trained_round(last - 1, gate))
         return out
 
     def targets(self) -> list[str]:

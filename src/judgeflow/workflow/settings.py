@@ -575,9 +575,15 @@ class TreeSearch(Section):
                                      "P(YES), then level order, breaking ties); first: the first passing node "
                                      "in breadth-first order")
     rounds: int = Field(1, ge=1, description="self-play rounds: round r+1's actor is the policy DPO-trained on "
-                                             "round r's pairs (of train_gate)")
-    train_gate: int | None = Field(None, ge=1, description="k of the gate whose pairs train the next round's "
-                                                           "actor; null = the first gate")
+                                             "round r's pairs (chains)")
+    chains: Literal["per_gate", "shared"] = Field(
+        "per_gate", description="per_gate (SPaR's: one study per gate): after round 1 (searched once for every "
+                                "gate) each gate has its own actor, DPO-trained on its own gate's pairs, whose "
+                                "round r+1 search exits by that gate only (tree_search/round-<r>/chain-<gate>/); "
+                                "the gates are compared per question. shared: one actor per round, trained on "
+                                "train_gate's pairs, searched for every gate")
+    train_gate: int | None = Field(None, ge=1, description="chains shared: k of the gate whose pairs train the next "
+                                                           "round's actor; null = the first gate")
     max_new_tokens: int | None = Field(None, ge=1, description="tokens per node at most (a node cut there is "
                                                                "unusable); null = refining.max_new_tokens")
     oracle: str | None = Field(None, description="the pairwise oracle of final vs original: a models key, "
@@ -1017,7 +1023,16 @@ def _resolve_tree_search(s: Settings, derived: dict) -> None:
         if g.k > n_judges:
             raise ConfigError(f"refining.tree_search.gates[{i}].k: {g.k} exceeds the number of judges "
                               f"J={n_judges} (judging.judges: verdicts per criterion)")
-    if ts.train_gate is None:
+    if ts.chains == "per_gate":
+        if ts.train_gate is not None:
+            raise ConfigError(f"refining.tree_search.train_gate: {ts.train_gate} is read only with chains: shared "
+                              "(per_gate chains train each gate's actor on its own gate's pairs; set "
+                              "refining.tree_search.chains: shared to train one actor on one gate's pairs)")
+        if ts.rounds > 1 and ts.root_choice != "one_per_question" and len(ts.gates) > 1:
+            raise ConfigError("refining.tree_search.root_choice: per_gate chains after round 1 search their own "
+                              "actors' responses, so the gates are compared per question, one root each: "
+                              f"root_choice one_per_question (got {ts.root_choice}), or chains: shared")
+    elif ts.train_gate is None:
         ts.train_gate = ts.gates[0].k
         derived["refining.tree_search.train_gate"] = "refining.tree_search.gates"
     elif ts.train_gate not in [g.k for g in ts.gates]:
