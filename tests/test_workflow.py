@@ -320,7 +320,10 @@ def test_tiny_run_end_to_end(tiny_run):
             assert list((summary_file.parent / "logs/tensorboard").glob("events.out.tfevents.*")), summary_file
     summary = json.loads((tree / "summary.json").read_text())
     assert summary["exit"] == "best_at_level"
-    for r in ("1", "2"):  # one search for both gates: at least the strictest alone, at most a search per gate
+    # one search per round 1 and per chain's round 2 (its gate alone): at least the strictest alone, at most a
+    # search per gate
+    assert list(summary["rounds"]) == ["1", "2/chain-2of3", "2/chain-3of3"]
+    for r in summary["rounds"]:
         share = summary["rounds"][r]["sharing"]
         assert max(share["alone_nodes"].values()) <= share["shared_nodes"] <= share["separate_searches_nodes"]
     # the gates compared on the same roots in round 1, per question in round 2 (each chain its own roots),

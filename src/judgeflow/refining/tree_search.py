@@ -539,11 +539,11 @@ def summarize(ts: TreeSearch, n_judges: int, seed: int, final_paths: list[str], 
             row["n_roots"], ts.effect, max(row["discordance"], ts.effect), row["alpha"]), 4))
     write_jsonl(outcomes_out, outcomes)
     write_csv(pairs_out, pairs, [*COMPARE_COLUMNS, "effect", "achieved_power"])
-    rounds = {}
-    for r in range(1, ts.rounds + 1):
-        trees = read_trees([p for p in tree_paths if _round_of(p) == r])
-        aggs = read_jsonl_many([p for p in aggregate_paths if _round_of(p) == r])
-        rounds[str(r)] = {"responses": len(aggs), "accepted_by_judges": sum(a["accepted"] for a in aggs),
+    rounds = {}  # per search: round 1, round r (shared chain) or round r of a gate's chain ("2/chain-3of3")
+    for lineage in sorted({_lineage_of(p) for p in tree_paths}, key=lambda x: (int(x.split("/")[0]), x)):
+        trees = read_trees([p for p in tree_paths if _lineage_of(p) == lineage])
+        aggs = read_jsonl_many([p for p in aggregate_paths if _lineage_of(p) == lineage])
+        rounds[lineage] = {"responses": len(aggs), "accepted_by_judges": sum(a["accepted"] for a in aggs),
                           "roots": len(trees),
                           "not_searched": sum(1 for t in trees.values() for n in t if n["depth"] == 0
                                               and not n.get("searched", True)),
@@ -562,6 +562,15 @@ def _round_of(path: str) -> int:
 
     m = re.search(r"round-(\d+)", str(path))
     return int(m.group(1)) if m else 1
+
+
+def _lineage_of(path: str) -> str:
+    """The search a file belongs to: "1" (round 1, or no round in its path), "2" (a shared chain's round)
+    or "2/chain-3of3" (round 2 of gate 3of3's chain)."""
+    import re
+
+    m = re.search(r"round-(\d+)(/chain-\d+of\d+)?", str(path))
+    return m.group(1) + (m.group(2) or "") if m else "1"
 
 
 def plot_gates(rows: list[dict], depth: list[dict], path: str) -> None:

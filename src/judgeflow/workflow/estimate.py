@@ -148,7 +148,7 @@ def _requests(config: Mapping, rows: list[dict]) -> dict[str, tuple[str, list[_R
     """Per rule: (model, its requests as estimated, their count at most or None when it equals the
     expected, how they were counted)."""
     out: dict[str, tuple[str, list[_Req], int | None, str]] = {}
-    cl, sa, ev, o, ts = (config[k] for k in ("cleaning", "sampling", "evaluation", "oracle", "draws"))
+    cl, sa, ev, o, dr = (config[k] for k in ("cleaning", "sampling", "evaluation", "oracle", "draws"))
     tree = config["refining"]["tree_search"]
     asked = _asked(rows, config)
     pool, heldout = _split(asked, config)
@@ -169,17 +169,17 @@ def _requests(config: Mapping, rows: list[dict]) -> dict[str, tuple[str, list[_R
         out["evaluate_policies"] = (ev["oracle"], one * 2 * len(variants), None,
                                     f"{len(variants)} variants x {len(heldout)} held-out questions x "
                                     f"evaluation.n_samples {ev['n_samples']} x 2 orders")
-    if _is_model(o["labeller"]) and ts["enabled"]:
+    if _is_model(o["labeller"]) and dr["enabled"]:
         t = _template(o["template"], {"question", "criteria", "response"}, "oracle.template")
-        resp = _policy_tokens(config, ts["max_new_tokens"])
+        resp = _policy_tokens(config, dr["max_new_tokens"])
         per_q = [_Req(_chat(t.format(question=q["prompt"], criteria="", response="")), o["max_new_tokens"], resp)
                  for q in pool]
-        drawn = [r for r in per_q for _ in range(ts["n_max"])]  # every draw accepted: the most there can be
+        drawn = [r for r in per_q for _ in range(dr["n_max"])]  # every draw accepted: the most there can be
         n = min(o["budget"], len(drawn))
         expected = (drawn if o["label_all_accepted"] else drawn[:n]) if drawn else []
         basis = f"oracle.budget {o['budget']}"
         if o["label_all_accepted"]:
-            basis += f" + every accepted draw (at most {len(pool)} questions x draws.n_max {ts['n_max']})"
+            basis += f" + every accepted draw (at most {len(pool)} questions x draws.n_max {dr['n_max']})"
         out["label_oracle"] = (o["labeller"], expected, None, basis)
     if "tree_search" in (config["refining"]["strategy"] or []) and _is_model(tree["oracle"]):
         t = _template(ev["oracle_template"], {"question", "response_a", "response_b"}, "evaluation.oracle_template")
