@@ -71,7 +71,7 @@ from judgeflow.generation.resumable import generate_resumable
 from judgeflow.judging.judges import NO, YES, criteria_for, judge_items
 from judgeflow.judging.verdicts import abstain_mode, n_verdicts, yes_share
 from judgeflow.models import GenRequest, Sampling
-from judgeflow.refining.gates import gate_name
+from judgeflow.refining.gates import gate_name, round_number
 from judgeflow.workflow.io import Checkpoint, read_jsonl
 
 if TYPE_CHECKING:
@@ -558,10 +558,7 @@ def summarize(ts: TreeSearch, n_judges: int, seed: int, final_paths: list[str], 
 
 
 def _round_of(path: str) -> int:
-    import re
-
-    m = re.search(r"round-(\d+)", str(path))
-    return int(m.group(1)) if m else 1
+    return round_number(_lineage_of(path))
 
 
 def _lineage_of(path: str) -> str:

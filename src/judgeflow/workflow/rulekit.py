@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from judgeflow.judging.verdicts import n_verdicts
-from judgeflow.refining.gates import gate_name
+from judgeflow.refining.gates import chain_of, gate_name, round_number
 from judgeflow.workflow import pipeline
 from judgeflow.workflow.pipeline import STAGES
 from judgeflow.workflow.settings import Settings, replicate_seeds
@@ -366,8 +366,6 @@ class Rules:
     def round_gates(self, r: int) -> list[tuple[str, str]]:
         """(round wildcard, gate) of every tree_search_gate job of round r: round 1 and the shared chain's
         rounds put every gate on one search; round r >= 2 of a per-gate chain only its own gate."""
-        if r == 1 or not self.per_gate():
-            return [(str(r), g) for g in self.gates()]
         return [(self.searched_round(r, g), g) for g in self.gates()]
 
     def round_searches(self, r: int) -> list[str]:
@@ -408,8 +406,8 @@ class Rules:
 
     def _previous(self, rnd: str) -> str:
         """The training whose model is the actor of search `rnd` (round r >= 2): round r-1's of its chain."""
-        r, _, chain = rnd.partition("/")
-        return f"{int(r) - 1}/{chain}" if chain else str(int(r) - 1)
+        r, chain = round_number(rnd), chain_of(rnd)
+        return f"{r - 1}/chain-{chain}" if chain else str(r - 1)
 
     def actor(self, wildcards) -> dict:
         """sample_round: round r's actor, trained after round r-1 of its chain (its model and training summary)."""
@@ -419,12 +417,11 @@ class Rules:
     def round_training(self, wildcards) -> dict:
         """train_round: round r's pairs of its chain's gate (per_gate) or of train_gate (shared), from the
         actor that searched them (the policy in round 1)."""
-        rnd = wildcards.round
-        r, _, chain = rnd.partition("/")
-        gate = chain.removeprefix("chain-") if chain else self.train_gates()[0]
-        searched = self.searched_round(int(r), gate)
+        r = round_number(wildcards.round)
+        gate = chain_of(wildcards.round) or self.train_gates()[0]
+        searched = self.searched_round(r, gate)
         out = {"pairs": fill(self.rules.tree_search_gate.output.pairs, round=searched, gate=gate)}
-        if int(r) > 1:
+        if r > 1:
             out["init"] = fill(self.rules.train_round.output.model, round=self._previous(searched))
         return out
 
