@@ -268,11 +268,8 @@ def judge_items(items: list[dict], questions: dict[str, dict], judging: Judging,
                 if j.kind != "prompt":
                     req = (q["prompt"], c["description"], item["text"])
                 else:
-                    if j.template is None:
-                        raise ValueError(f"judge {j.judge_id}: a prompt judge needs a template")
-                    prompt = j.template.format(question=q["prompt"], response=item["text"],
-                                               criterion=c["description"])
-                    req = GenRequest.chat(prompt, sampling=j.sampling, score_after=VERDICT_PREFIX,
+                    req = GenRequest.chat(judge_prompt(j, q, item["text"], [c]), sampling=j.sampling,
+                                          score_after=VERDICT_PREFIX,
                                           prefix=VERDICT_PREFIX if j.answer_first else "",
                                           seed=stable_seed(j.seed, item["item_id"], c["criterion_id"]))
                 work.append((verdict_key(base), j, req, base))
@@ -349,6 +346,20 @@ def _prompt_verdicts(model, ws: list[tuple[Any, Judge, GenRequest, dict]], force
              "cached": g.cached} for i, (w, g) in enumerate(zip(ws, gens))]
 
 
+def judge_prompt(j: Judge, question: dict, text: str, criteria: list[dict]) -> str:
+    """A prompt judge's user message on `text`: its template on one criterion (criteria[0]), or a holistic
+    judge's on all of them (the question's criteria, numbered). The one rendering of a judge's prompt: the
+    judging and the judge's training examples (judgeflow.refining.self_play) share it."""
+    if j.holistic:
+        if j.holistic_template is None:
+            raise ValueError(f"judge {j.judge_id}: a holistic judge needs its holistic_template")
+        return j.holistic_template.format(question=question["prompt"], response=text,
+                                          criteria=format_criteria(criteria))
+    if j.template is None:
+        raise ValueError(f"judge {j.judge_id}: a prompt judge needs a template")
+    return j.template.format(question=question["prompt"], response=text, criterion=criteria[0]["description"])
+
+
 def format_criteria(criteria: list[dict]) -> str:
     """{criteria} of a holistic judge's template: the descriptions as a numbered list."""
     return "\n".join(f"{n}. {c['description']}" for n, c in enumerate(criteria, start=1))
@@ -366,18 +377,8 @@ class _Group:
 
     @classmethod
     def of(cls, j: Judge, item: dict, q: dict, criteria: list[dict]) -> _Group:
-        if j.holistic:
-            if j.holistic_template is None:
-                raise ValueError(f"judge {j.judge_id}: a holistic judge needs its holistic_template")
-            unit = HOLISTIC
-            prompt = j.holistic_template.format(question=q["prompt"], response=item["text"],
-                                                criteria=format_criteria(criteria))
-        else:
-            if j.template is None:
-                raise ValueError(f"judge {j.judge_id}: a prompt judge needs a template")
-            unit = criteria[0]["criterion_id"]
-            prompt = j.template.format(question=q["prompt"], response=item["text"],
-                                       criterion=criteria[0]["description"])
+        unit = HOLISTIC if j.holistic else criteria[0]["criterion_id"]
+        prompt = judge_prompt(j, q, item["text"], criteria)
         keys = [verdict_key(cls.base(j, item, c, s)) for c in criteria for s in range(1, j.samples + 1)]
         return cls(j, item, criteria, unit, prompt, keys)
 

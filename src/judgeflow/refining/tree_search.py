@@ -154,6 +154,28 @@ def _node(base: dict, verdicts: list[dict], criterion_ids: list[str], gates: lis
     return node
 
 
+def refine_templates(refining: Refining) -> tuple[str, str]:
+    """(template_one, template_all), loaded and checked (a ConfigError names the key)."""
+    return (load_template(refining.template_one, {"question", "response", "criterion", "critiques"},
+                          "refining.template_one"),
+            load_template(refining.template_all, {"question", "response", "criteria"}, "refining.template_all"))
+
+
+def refine_prompt(templates: tuple[str, str], feedback: str, question: dict, parent: dict, targets: list[str],
+                  described: dict[str, str]) -> str:
+    """The refiner's prompt for a child of `parent` targeting `targets` (multi: one criterion and the critiques
+    of the judges that said NO to it; full: each target with its critiques). `described`: criterion id ->
+    description. The one rendering: the search and the refiner's training examples
+    (judgeflow.refining.self_play) share it."""
+    one, full = templates
+    if feedback == "multi":
+        return one.format(question=question["prompt"], response=parent["text"], criterion=described[targets[0]],
+                          critiques=_bullets(_critiques(parent["verdicts"], targets[0])))
+    listed = "\n".join(f"{n}. {described[c]}\n{_bullets(_critiques(parent['verdicts'], c))}"
+                       for n, c in enumerate(targets, start=1))
+    return full.format(question=question["prompt"], response=parent["text"], criteria=listed)
+
+
 def searched(seed, response_id: str, share: float) -> bool:
     """Is this rejected response a root (refining.tree_search.roots = share)? A uniform number seeded by
     the run's seed and the response id, below `share`: a random subset, independent of the shard."""
@@ -194,9 +216,7 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
     abstain = abstain_mode(judging)
     gates = gate_ks(ts) if only_gate is None else [only_gate]
     strict = gates[-1]
-    one = load_template(refining.template_one, {"question", "response", "criterion", "critiques"},
-                        "refining.template_one")
-    full = load_template(refining.template_all, {"question", "response", "criteria"}, "refining.template_all")
+    templates = refine_templates(refining)
     sampling = Sampling(_resolved(ts.max_new_tokens, "refining.tree_search.max_new_tokens"), refining.temperature,
                         refining.top_p)
     out = Path(output)
@@ -245,14 +265,7 @@ def search_trees(roots: list[dict], root_verdicts: list[dict], questions: dict[s
                         if nid in specs:  # another gate's search makes the same child: the same node
                             specs[nid]["gates"].append(k)
                             continue
-                        if ts.feedback == "multi":
-                            prompt = one.format(question=q["prompt"], response=parent["text"],
-                                                criterion=described[targets[0]],
-                                                critiques=_bullets(_critiques(parent["verdicts"], targets[0])))
-                        else:
-                            listed = "\n".join(f"{n}. {described[c]}\n{_bullets(_critiques(parent['verdicts'], c))}"
-                                               for n, c in enumerate(targets, start=1))
-                            prompt = full.format(question=q["prompt"], response=parent["text"], criteria=listed)
+                        prompt = refine_prompt(templates, ts.feedback, q, parent, targets, described)
                         req = GenRequest.chat(prompt, sampling=sampling, seed=stable_seed(seed, "tree", round_, nid))
                         specs[nid] = {"node_id": nid, "root_id": rid, "question_id": parent["question_id"],
                                       "round": round_, "parent": parent["node_id"], "depth": depth,

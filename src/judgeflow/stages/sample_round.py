@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from judgeflow.errors import ConfigError
 from judgeflow.generation.sampling import sample_responses, shard_of
 from judgeflow.models.hf import HFModel
-from judgeflow.training.dpo import actor_of
+from judgeflow.training.lineage import actor_of
 from judgeflow.workflow.io import read_jsonl
 
 if TYPE_CHECKING:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from judgeflow.errors import ConfigError
 from judgeflow.training import worker as train_worker
-from judgeflow.training.dpo import actor_of, read_accelerate_config, worker_settings as dpo_worker_settings
+from judgeflow.training.dpo import read_accelerate_config, worker_settings as dpo_worker_settings
+from judgeflow.training.lineage import actor_of
 from judgeflow.workflow.io import current_fingerprint, write_json
 from judgeflow.workflow.launch import accelerate_command, gpus_per_node, multinode_config_problem
 

@@ -661,17 +661,3 @@ def watch(trainer, report_to: str, logs: Path, variant: str) -> None:
         board = TensorBoardCallback()
         board.logging_dir = str(logs / "tensorboard")
         trainer.add_callback(board)
-
-
-def actor_of(model_dir: str) -> str:
-    """The model a trained directory stands for: itself, or -- where its training was skipped (too few
-    pairs) -- the model that training would have started from (its summary's `start`)."""
-    summary = Path(model_dir).parent / "summary.json"
-    if summary.exists():
-        with open(summary) as fh:
-            s = json.load(fh)
-        if s.get("skipped") and s.get("start"):
-            log.warning("%s: training was skipped (%s); using the model it would have started from, %s",
-                        model_dir, s.get("reason"), s["start"])
-            return s["start"]
-    return str(model_dir)
