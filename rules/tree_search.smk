@@ -6,6 +6,9 @@
 # on its own gate's pairs (train_round, round-<r>/chain-<gate>/dpo), samples and is judged (sample_round,
 # judge_round), and its round r >= 2 search (round-<r>/chain-<gate>/) exits by its own gate only. With
 # chains: shared, one actor per round, trained on train_gate's pairs (round-<r>/dpo), searched for every gate.
+# With refining.tree_search.refiner_training (SPaR's), the refiner is retrained after each round of a chain
+# on its successes (train_refiner, round-<r>[/chain-<gate>]/refiner): round r+1's search refines with it and
+# its judges on the refiner's model judge with it.
 # Logic: src/judgeflow/refining/tree_search.py; the lineages: rulekit (Rules.round_gates).
 # tree_search_summary comes last: its inputs are every round's outputs (rules.<rule>.output, defined above).
 TREE = f"{RESULTS}/tree_search"
@@ -26,6 +29,7 @@ rule tree_search:
     input:
         unpack(S.inputs),
         unpack(JF.round_responses),
+        unpack(JF.refiner),
         kept=rules.clean_questions.output.kept,
     output:
         trees=f"{TREE}/round-{{round}}/trees/shard-{{shard}}.jsonl",
@@ -110,6 +114,7 @@ rule judge_round:
     """Self-play round {round} >= 2: the judges label the actor's responses; k-of-J aggregation."""
     input:
         unpack(S.inputs),
+        unpack(JF.judge_refiner),
         kept=rules.clean_questions.output.kept,
         responses=rules.sample_round.output.responses,
     output:
@@ -151,6 +156,40 @@ rule train_round:
         f"{LOGS}/train_round/round-{{round}}.log",
     benchmark:
         f"{BENCH}/train_round/round-{{round}}.tsv"
+    priority: 1
+    localrule: S.local
+    conda:
+        S.conda
+    threads: S.threads
+    resources:
+        **S.resources,
+        gpu=0,  # GPUs of the job (SLURM profile: set-resources); 0 = one CPU process
+    params:
+        **S.params,
+    script:
+        STAGE_SCRIPT
+
+
+S = JF.stage("train_refiner")
+
+
+rule train_refiner:
+    """SPaR's refiner (and judge) after round {round}: rejection-sampling fine-tuning on the round's successes."""
+    input:
+        unpack(S.inputs),
+        unpack(JF.refiner_training),
+        kept=rules.clean_questions.output.kept,
+        accelerate_config=DPO_ACCELERATE_CONFIG,
+    output:
+        model=directory(f"{TREE}/round-{{round}}/refiner/model"),
+        examples=f"{TREE}/round-{{round}}/refiner/examples.jsonl",
+        train_log=f"{TREE}/round-{{round}}/refiner/train_log.csv",
+        summary=f"{TREE}/round-{{round}}/refiner/summary.json",
+        logs=directory(f"{TREE}/round-{{round}}/refiner/logs"),  # training.report_to: tensorboard/, wandb/
+    log:
+        f"{LOGS}/train_refiner/round-{{round}}.log",
+    benchmark:
+        f"{BENCH}/train_refiner/round-{{round}}.tsv"
     priority: 1
     localrule: S.local
     conda:

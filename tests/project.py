@@ -122,10 +122,16 @@ def tiny_config() -> dict:
             {"id": "j3", "model": "smollm2", "template": "judge_strict", "answer_first": True, "seed": 3}],
             "generic_criteria": [{"criterion_id": "generic:on_topic",
                                   "description": "The response directly addresses the question that was asked."}]},
-        # both strategies; the tree search: two gates, two self-play rounds (round 2's actor trained on round 1)
+        # both strategies; the tree search: two gates, two self-play rounds (round 2's actor and refiner trained
+        # on round 1's, per gate)
         "refining": {"model": "smollm2", "max_new_tokens": 24, "strategy": ["single", "tree_search"],
                      "tree_search": {"branch": 2, "select": 1, "depth": 2, "gates": [{"k": 2}, {"k": 3}],
-                                     "rounds": 2, "oracle": "verifier"}},
+                                     "rounds": 2, "oracle": "verifier",
+                                     # SPaR's refiner (and judge: the judges run on its model) retrained per chain
+                                     "refiner_training": {"enabled": True, "max_steps": 1, "min_examples": 1,
+                                                          "on_too_few": "skip", "per_device_train_batch_size": 1,
+                                                          "gradient_accumulation_steps": 1, "max_length": 512,
+                                                          "learning_rate": 1.0e-4}}},
         "draws": {"n_max": 2, "min_draws": 1, "max_new_tokens": 24},
         # prediction-powered labelling with a model's P(YES) as the proxy; the replay with and without it
         "oracle": {"labeller": "verifier", "budget": 40, "batch_size": 4, "label_all_accepted": True,

@@ -54,7 +54,9 @@ def test_the_calls_follow_the_stages_arithmetic(tiny_project):
 
 
 def test_stages_whose_calls_hang_on_verdicts_are_named_not_counted(tiny_project):
-    cfg = st.deep_merge(tiny_config(), {"refining": {"model": "api", "tree_search": {"oracle": "oracle"}},
+    # a hosted refiner (no weights on disk: no refiner training)
+    cfg = st.deep_merge(tiny_config(), {"refining": {"model": "api", "tree_search": {
+                                            "oracle": "oracle", "refiner_training": {"enabled": False}}},
                                         "oracle": {"labeller": "oracle", "budget": 3, "label_all_accepted": False,
                                                    "replay_runs": 0, "strategy": "uniform"},
                                         "sampling": {"model": "api"}, "draws": {"model": "api"},

@@ -466,6 +466,8 @@ def test_spar_gates_example_dry_runs_through_the_slurm_profile(tmp_path, no_slur
     assert judge["samples"] == 5 and judge["holistic"] and judge["temperature"] == 0.7
     assert training["loss_type"] == ["sigmoid", "sft"] and training["loss_weights"] == [1.0, 0.1]
     assert training["beta"] == 0.1 and cfg["models"][ts["oracle"]]["model"] == "deepseek-chat"
+    rft = ts["refiner_training"]  # SPaR's configs/sft.yaml
+    assert rft["enabled"] and rft["judgments"] and (rft["learning_rate"], rft["num_train_epochs"]) == (2.0e-6, 5)
     assert cfg["models"][cfg["cleaning"]["model"]]["model"] == "gpt-4.1"
     assert cfg["evolution"]["enabled"] and cfg["evolution"]["model"] == cfg["cleaning"]["model"]  # SPaR's evolution
     rules = Rules(load(SPAR))
@@ -475,7 +477,8 @@ def test_spar_gates_example_dry_runs_through_the_slurm_profile(tmp_path, no_slur
                             gpu_rules_=gpu) == []
     for rule in ("sample_responses", "judge_responses", "tree_search", "judge_round"):
         assert rules.conda(rule) == "../envs/vllm.yaml", rule
-    assert rules.conda("train_dpo") == rules.conda("train_round") == "../envs/training.yaml"
+    assert rules.conda("train_dpo") == rules.conda("train_round") == rules.conda("train_refiner") == \
+        "../envs/training.yaml"
 
     hf = tmp_path / "hf.yaml"
     hf.write_text(yaml.safe_dump({"models": {"actor_vllm": {"backend": "hf"}}}))
@@ -488,10 +491,11 @@ def test_spar_gates_example_dry_runs_through_the_slurm_profile(tmp_path, no_slur
     assert len(jobs["tree_search"]) == 16 + 2 * 2 * 16 and len(jobs["tree_search_gate"]) == 2 + 2 * 2
     assert len(jobs["sample_round"]) == len(jobs["judge_round"]) == 2 * 2 * 16  # rounds 2-3 x chains x shards
     assert len(jobs["train_round"]) == 2 * 2  # after rounds 1 and 2, each chain's actor
+    assert len(jobs["train_refiner"]) == 2 * 2  # and its refiner (SPaR's, which also judges)
     for rule in ("sample_responses", "judge_responses", "tree_search", "sample_round", "judge_round",
                  "evaluate_responses"):
         assert all(r["slurm_partition"] == "gpuq" and r["gpu"] == "1" for r in jobs[rule]), rule
-    for rule in ("train_round", "train_dpo"):
+    for rule in ("train_round", "train_refiner", "train_dpo"):
         assert all(r["slurm_partition"] == "trainq" and r["gpu"] == "4" for r in jobs[rule]), rule
     assert "run on this node (localrules): clean_questions, evaluate_policies, evolve_questions, tree_search_gate\n" \
         in out

@@ -24,7 +24,8 @@ DEMO_STAGES = ["prepare_model", "prepare_questions", "clean_questions", "sample_
                "score_proxy", "oracle_replay", "probe", "best_of_n", "judge_quality", "train_dpo", "dpo_diagnostics",
                "evaluate_responses", "evaluate_policies", "report"]
 SINGLE_STAGES = ["refine_responses", "judge_refinements", "build_pairs"]  # refining.strategy: single
-ROUND_STAGES = ["sample_round", "judge_round", "train_round"]  # self-play rounds 2, 3, ...
+# self-play rounds 2, 3, ... (train_refiner: with refining.tree_search.refiner_training)
+ROUND_STAGES = ["sample_round", "judge_round", "train_round", "train_refiner"]
 # judging.calibration.questions > 0 (train_judge: one job per trained or reward-model judge)
 CALIBRATION_STAGES = ["sample_calibration", "label_calibration", "train_judge", "judge_calibration"]
 REPLICATE_STAGES = ["aggregate_replicates"]  # replicates: R (tests/test_replicates.py)
@@ -85,6 +86,40 @@ def test_dry_run_lists_each_rounds_and_gates_jobs_and_runs_one_round_alone(tmp_p
     one = smk(tmp_path, "-n", *configs, "--", "results/demo/tree_search/round-2/gate-3of3/comparisons.jsonl").stdout
     assert "round-2/gate-3of3" in one and "round-1/gate-2of3/pairs" in one and "round-3" not in one
     assert "round-2/gate-2of3" not in one
+
+
+def test_dry_run_with_refiner_training_retrains_each_chains_refiner_from_its_last(tmp_path):
+    """refining.tree_search.refiner_training (SPaR's refiner and judge training): after rounds 1 and 2 of each
+    gate's chain a train_refiner job, from that chain's previous refiner; round r+1's search reads it, and
+    nothing of the other chain. The demo's trained judges run on smollm2, so the refiner is another models
+    key with the same weights (a trained judge cannot read a retrained refiner) and judge_round reads none."""
+    extra = tmp_path / "refiner.yaml"
+    extra.write_text(yaml.safe_dump({
+        "models": {"refiner": {"backend": "hf", "path": "resources/models/SmolLM2-135M-Instruct"}},
+        "refining": {"model": "refiner", "tree_search": {"rounds": 3, "refiner_training": {"enabled": True}}}}))
+    configs = ["--configfile", str(ROOT / "config/config.yaml"), str(extra)]
+    out = smk(tmp_path, "-n", *configs).stdout
+    jobs = planned_jobs(out)
+    assert jobs["train_refiner"] == jobs["train_round"] == 2 * 2  # rounds 1 and 2, each chain
+    for g in ("2of3", "3of3"):
+        for r in (1, 2):
+            assert f"results/demo/tree_search/round-{r}/chain-{g}/refiner/model" in out
+    assert "round-3/chain-2of3/refiner" not in out  # nothing uses the last round's
+    target = "results/demo/tree_search/round-3/chain-3of3/trees/shard-0.jsonl"
+    one = smk(tmp_path, "-n", *configs, "--", target).stdout
+    # round 3's search: round 2's refiner of its chain, trained from round 1's, on round 2's search of the chain
+    assert planned_jobs(one)["train_refiner"] == 2 and "chain-2of3" not in one and "gate-2of3" not in one
+    from judgeflow.workflow.rulekit import Rules
+    from judgeflow.workflow.settings import load
+
+    rules = Rules(load(ROOT / "config/config.yaml", yaml.safe_load(extra.read_text())))
+    assert not rules.judges_on_refiner()  # the trained judges keep the original weights
+    wrong = tmp_path / "wrong.yaml"  # the refiner on the trained judges' model: stopped before any job
+    wrong.write_text(yaml.safe_dump({"refining": {"tree_search": {"rounds": 2,
+                                                                  "refiner_training": {"enabled": True}}}}))
+    p = smk(tmp_path, "-n", "--configfile", str(ROOT / "config/config.yaml"), str(wrong), check=False)
+    assert p.returncode != 0
+    assert "judging.judges[0].model: a trained judge on the refiner's model" in p.stdout + p.stderr
 
 
 def test_every_rule_is_a_declared_stage():
@@ -311,8 +346,38 @@ def test_tiny_run_end_to_end(tiny_run):
         sampled = job_inputs(tiny_run, tree / f"round-2/chain-{gate}/responses/shard-0.jsonl")
         assert f"results/tiny/tree_search/round-1/chain-{gate}/dpo/model" in sampled
         assert not any("chain-" in f and gate not in f for f in sampled)
+    for gate in ("2of3", "3of3"):  # each chain's refiner, retrained on its own gate's round-1 successes (SPaR)
+        refiner = tree / f"round-1/chain-{gate}/refiner"
+        done = json.loads((refiner / "summary.json").read_text())
+        examples = _lines(refiner / "examples.jsonl")
+        assert not done["skipped"] and done["optimizer_steps"] == 1 and (refiner / "model/config.json").exists()
+        assert done["examples_read"] == len(examples) and done["training"] == f"round-1-chain-{gate}-refiner"
+        # a refinement per round-1 root whose final node for the gate (its exit, else its search's best node:
+        # SPaR's) lies below the root with a value above 0.5
+        k, nodes = int(gate[0]), _lines(tree / "round-1/trees/shard-0.jsonl")
+        want = []
+        for f in _lines(tree / f"round-1/gate-{gate}/final.jsonl"):
+            made = [n for n in nodes if n["root_id"] == f["root_id"] and n["depth"] > 0 and k in n["gates"]
+                    and n["usable"]]
+            best = next((n for n in made if n["node_id"] == f["exit_node_id"]), None) if f["solved"] else \
+                max(made, key=lambda n: (n["value"] or 0, n["p_yes_mean"] or 0, -n["order"]), default=None)
+            if best is not None and (best["value"] or 0) > 0.5:
+                want.append(f"refinement/{best['node_id']}")
+        assert sorted(e["example_id"] for e in examples if e["kind"] == "refinement") == sorted(want)
+        assert all(e["kind"] in ("refinement", "judgment") for e in examples)
+        assert job_inputs(tiny_run, refiner / "model") >= {"results/tiny/tree_search/round-1/trees/shard-0.jsonl",
+                                                           "results/tiny/verdicts/responses/shard-0.jsonl"}
+        # round 2 of the chain: its search refines with that refiner, and its judges (all on the refiner's model,
+        # SPaR's refiner-judge) judge with it: the files each job read, and the weights its log says it loaded
+        model = f"results/tiny/tree_search/round-1/chain-{gate}/refiner/model"
+        for made, rule in ((f"round-2/chain-{gate}/trees/shard-0.jsonl", "tree_search"),
+                           (f"round-2/chain-{gate}/verdicts/shard-0.jsonl", "judge_round")):
+            assert model in job_inputs(tiny_run, tree / made), made
+            log = (tiny_run / f"logs/tiny/{rule}/round-2/chain-{gate}/shard-0.log").read_text()
+            assert f"from {model} on" in log or f"from {(tiny_run / model)} on" in log, log[-2000:]
     # every training writes TensorBoard event files where its summary says (training.report_to's default)
     for summary_file in [*tree.glob("round-1/chain-*/dpo/summary.json"),
+                         *tree.glob("round-1/chain-*/refiner/summary.json"),
                          *(tiny_run / "results/tiny/dpo").glob("*/summary.json")]:
         done = json.loads(summary_file.read_text())
         if not done.get("skipped"):
@@ -415,8 +480,13 @@ RUN_SCOPED = set(STAGES) - {"prepare_model", "prepare_questions"}
 # Keys that add or remove jobs of the rules they do not shape: another number of self-play rounds
 # plans the new (or, fewer, no) rounds' jobs, and the summary over the rounds (which reads it).
 # Per-gate chains or a shared one: the rounds after the first are other jobs (round-<r>/chain-<gate>/ or round-<r>/).
-ROUND_JOBS = {"tree_search", "tree_search_gate", "sample_round", "judge_round", "train_round"}
-MORE_JOBS = {"refining.tree_search.rounds": ROUND_JOBS, "refining.tree_search.chains": ROUND_JOBS}
+ROUND_JOBS = {"tree_search", "tree_search_gate", "sample_round", "judge_round", "train_round", "train_refiner"}
+MORE_JOBS = {"refining.tree_search.rounds": ROUND_JOBS, "refining.tree_search.chains": ROUND_JOBS,
+             # no trained refiner: round 2's searches and judges lose it as an input (train_refiner, which reads
+             # the key, leaves the DAG)
+             "refining.tree_search.refiner_training.enabled": {"tree_search", "tree_search_gate", "judge_round"}}
+ROUND_ONE_TRAININGS = {"train_round", "train_refiner"}  # the tiny run's: after round 1 of each chain
+LATE = ROUND_ONE_TRAININGS | {"sample_round", "judge_round"}  # what reaches round 2's jobs alone
 # settings that bring stages into the DAG which read nothing of them (the calibration split's sampling and
 # labels), beside the stages that read them and what follows
 ACTIVATES = {"judging.calibration.questions": {"sample_calibration", "label_calibration", "judge_calibration"}}
@@ -607,15 +677,22 @@ def expected_rules(path: tuple, old: dict, new: dict, rulegraph: list, present: 
                     continue
                 if any(reads(w) for w, _ in paths):
                     direct.add(name)
-    downstream = set(direct)
-    changed = True
-    while changed:
-        changed = False
-        for up, down in rulegraph:
-            if up in downstream and down not in downstream:
-                downstream.add(down)
-                changed = True
-    downstream |= ACTIVATES.get(key, set())
+    # What follows them, on the rule graph read per round: the tiny run's self-play has two rounds, and what
+    # round 1's trainings make (train_round, train_refiner) or round 2 alone runs (sample_round, judge_round)
+    # reaches round 2's searches only, never round 1's trainings back (the rule graph has those edges, as
+    # tree_search and tree_search_gate are jobs of both rounds)
+    todo = [(name, name in LATE) for name in direct]
+    seen = set(todo)
+    while todo:
+        up, late = todo.pop()
+        for a, down in rulegraph:
+            if a != up or (late and down in ROUND_ONE_TRAININGS):
+                continue
+            nxt = (down, late or down in LATE)
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    downstream = {name for name, _ in seen} | ACTIVATES.get(key, set())
     return (downstream & present if present is not None else downstream) - {"all"}
 
 

@@ -49,7 +49,8 @@ SITE_KEYS: dict[str, object] = {
 }
 INTEGER_KEYS = {"cpus_per_gpu", "gpu_mem_mb", "train_gpus", "train_cpus_per_gpu", "train_nodes"}
 POSITIVE_KEYS = {"train_nodes"}     # integers >= 1
-TRAIN_RULES = ("train_dpo", "train_round")  # judgeflow.stages.train_dpo: accelerate launch, training.accelerate_config
+# accelerate launch (judgeflow.stages.train_dpo.launch_command), training.accelerate_config
+TRAIN_RULES = ("train_dpo", "train_round", "train_refiner")
 # Jobs must never try the network for models: they are on disk already.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 

@@ -203,7 +203,10 @@ def _stages() -> dict[str, Stage]:
         Stage("sample_round", "judgeflow.stages.sample_round", node="gpu", reads=("seed", "sampling"),
               models=("training.model",), model_fields=("backend", "device", "dtype", "batch_size"),
               doc="self-play round r >= 2: the actor (trained on round r-1's pairs) samples the kept questions"),
-        Stage("judge_round", "judgeflow.stages.judge", node="gpu", reads=("judging",), models=JUDGES,
+        Stage("judge_round", "judgeflow.stages.judge", node="gpu",
+              reads=lambda s: ("judging", *(("refining.model",)
+                                            if s["refining"]["tree_search"]["refiner_training"]["enabled"] else ())),
+              models=JUDGES,
               templates=JUDGE_TEMPLATES, excludes=NOT_JUDGING, judged=True,
               doc="the judges label round r's responses; k-of-J aggregation"),
         Stage("train_round", "judgeflow.stages.train_dpo", node="train",
@@ -213,6 +216,25 @@ def _stages() -> dict[str, Stage]:
               model_fields=("backend", "path"), excludes=("training.variants",),
               doc="DPO of round r's actor on round r's pairs (its chain's gate, or refining.tree_search.train_gate "
                   "with chains: shared): round r+1's actor"),
+        Stage("train_refiner", "judgeflow.stages.train_refiner", node="train",
+              # the examples: the chain's gate's exits (train_gate's with chains: shared), their refinement
+              # prompts, the judges' judgments and prompts; the training: refiner_training and the cluster's
+              # training settings (judgeflow.training.sft.SFTSettings)
+              reads=lambda s: ("seed", "refining.tree_search.refiner_training", "refining.tree_search.exit",
+                               "refining.tree_search.feedback", *REFINE_TEMPLATES, "judging.generic_criteria",
+                               *(("refining.tree_search.train_gate",)
+                                 if s["refining"]["tree_search"]["chains"] == "shared" else ()),
+                               *(("judging.judges",)
+                                 if s["refining"]["tree_search"]["refiner_training"]["judgments"] else ()),
+                               *(f"training.{k}" for k in ("accelerate_config", "lora", "bf16",
+                                                           "gradient_checkpointing", "save_steps", "report_to",
+                                                           "keep_checkpoints"))),
+              models=("refining.model",), model_fields=("backend", "path"),
+              templates=lambda s: (*REFINE_TEMPLATES,
+                                   *(JUDGE_TEMPLATES if s["refining"]["tree_search"]["refiner_training"]["judgments"]
+                                     else ())),
+              doc="SPaR's refiner (and judge) training after round r: rejection-sampling fine-tuning (TRL "
+                  "SFTTrainer) on the round's exit refinements and majority-consistent judgments"),
         Stage("build_pairs", "judgeflow.stages.build_pairs", reads=("pairs",), local=True,
               doc="preference pairs (refined > original) the judges accept, and a per-criterion summary"),
         Stage("train_dpo", "judgeflow.stages.train_dpo", node="train",
@@ -276,8 +298,9 @@ def _stages() -> dict[str, Stage]:
 
 STAGES: dict[str, Stage] = _stages()
 SINGLE_STAGES = ("refine_responses", "judge_refinements", "build_pairs")
-TREE_STAGES = ("tree_search", "tree_search_gate", "tree_search_summary", "sample_round", "judge_round", "train_round")
-ROUND_STAGES = ("sample_round", "judge_round", "train_round")  # self-play rounds 2, 3, ...
+TREE_STAGES = ("tree_search", "tree_search_gate", "tree_search_summary", "sample_round", "judge_round", "train_round",
+               "train_refiner")
+ROUND_STAGES = ("sample_round", "judge_round", "train_round", "train_refiner")  # self-play rounds 2, 3, ...
 # the stages of the draws (TP(N)), their oracle labels and what reads them: none with draws.enabled false
 DRAW_STAGES = ("sample_until_accept", "label_oracle", "score_proxy", "oracle_replay", "probe", "best_of_n",
                "judge_quality")
@@ -294,6 +317,8 @@ def inactive_stages(settings: dict) -> set[str]:
         (set() if "tree_search" in strategy else set(TREE_STAGES))
     if (refining.get("tree_search") or {}).get("rounds", 1) < 2:
         out |= set(ROUND_STAGES)
+    if not ((refining.get("tree_search") or {}).get("refiner_training") or {}).get("enabled"):
+        out.add("train_refiner")
     draws = (settings.get("draws") or {}).get("enabled", True)
     o, probe = settings.get("oracle") or {}, settings.get("probe") or {}
     if not draws:
@@ -806,14 +831,21 @@ def stage_models(stage: Stage, config: dict, wildcards: dict | None = None, *, l
 
     declared = model_names(stage, config, wildcards)
 
-    def models(*names: str):
-        undeclared = [n for n in names if n not in declared]
+    def models(*names: str, weights: dict[str, str] | None = None):
+        """`weights`: {model name: a directory} whose weights a local model (hf, vllm) loads instead of its
+        `path` (a self-play round's trained refiner: an input of the job, so a retrained one reruns it)."""
+        undeclared = [n for n in [*names, *(weights or {})] if n not in declared]
         if undeclared:
             raise UndeclaredSetting(f"stage {stage.name} opened model(s) {', '.join(undeclared)}, which its "
                                     f"declaration does not name (it names: {', '.join(declared) or 'none'})")
         chosen = list(dict.fromkeys(names)) if names else declared
-        return open_models({n: model_spec(config["models"][n]) for n in chosen}, config["cache_dir"], log_dir=log_dir,
-                           threads=threads)
+        specs = {n: model_spec(config["models"][n]) for n in chosen}
+        for n, path in (weights or {}).items():
+            if n in specs:
+                if not hasattr(specs[n], "path") or specs[n].backend not in ("hf", "vllm"):
+                    raise ValueError(f"models.{n}: backend {specs[n].backend} has no weights to replace")
+                specs[n] = specs[n].model_copy(update={"path": str(path)})
+        return open_models(specs, config["cache_dir"], log_dir=log_dir, threads=threads)
 
     return models
 

@@ -266,7 +266,10 @@ class Rules:
         return STAGES[name].local or name in self.api_local
 
     def vllm_models(self, name: str) -> list[str]:
-        """The models of a stage that use backend vllm."""
+        """The models of a stage that use backend vllm (a training stage's none: it loads the weights of a
+        vllm model's path with transformers)."""
+        if STAGES[name].node == "train":
+            return []
         return sorted(m for m in pipeline.model_names(STAGES[name], self.config)
                       if self.settings.models[m].backend == "vllm")
 
@@ -423,6 +426,43 @@ class Rules:
         out = {"pairs": fill(self.rules.tree_search_gate.output.pairs, round=searched, gate=gate)}
         if r > 1:
             out["init"] = fill(self.rules.train_round.output.model, round=self._previous(searched))
+        return out
+
+    # SPaR's refiner (and judge) training per round and chain (refining.tree_search.refiner_training): the
+    # training after round r of a chain (train_refiner, the `round` wildcard of train_round's lineages) reads
+    # that chain's round-r search; round r+1's tree_search, and its judge_round where a judge runs on the
+    # refiner's model, read the result
+    def refiner_trained(self) -> bool:
+        return self.settings.refining.tree_search.refiner_training.enabled
+
+    def refiner(self, wildcards) -> dict:
+        """tree_search (and judge_round, `judge_refiner`) of round r >= 2: the refiner trained after round r-1
+        of its chain (its model and training summary); nothing in round 1 or without refiner training."""
+        if not self.refiner_trained() or round_number(wildcards.round) < 2:
+            return {}
+        trained, prev = self.rules.train_refiner.output, self._previous(wildcards.round)
+        return {"refiner": fill(trained.model, round=prev), "refiner_summary": fill(trained.summary, round=prev)}
+
+    def judges_on_refiner(self) -> bool:
+        """Does a judge run on the refiner's model (SPaR: the refiner is the judge)? Then round r+1's judges
+        judge with the retrained refiner too."""
+        return any(j.model == self.settings.refining.model for j in self.settings.judging.judges)
+
+    def judge_refiner(self, wildcards) -> dict:
+        return self.refiner(wildcards) if self.judges_on_refiner() else {}
+
+    def refiner_training(self, wildcards) -> dict:
+        """train_refiner: its chain's round-r search (trees) and, with judgments, that round's responses and
+        verdicts; from round 2 the refiner trained after the round before (else the refining model's path)."""
+        r = round_number(wildcards.round)
+        gate = chain_of(wildcards.round) or self.train_gates()[0]
+        searched = self.searched_round(r, gate)
+        out: dict[str, Any] = {"trees": self.round_trees(_Wildcards(round=searched))}
+        if self.settings.refining.tree_search.refiner_training.judgments:
+            shards = [self.round_responses(_Wildcards(round=searched, shard=s)) for s in self.shards]
+            out |= {"responses": [x["responses"] for x in shards], "verdicts": [x["verdicts"] for x in shards]}
+        if r > 1:
+            out["init"] = fill(self.rules.train_refiner.output.model, round=self._previous(searched))
         return out
 
     def pair_file(self, mode: str) -> str:

@@ -542,6 +542,39 @@ class Gate(Section):
                                      "per judge, `samples` per sampled judge)")
 
 
+class RefinerTraining(Section):
+    """SPaR's refiner (and judge) training per self-play round: rejection-sampling fine-tuning (TRL's
+    SFTTrainer) of the refiner's model on that round's successful refinements (each search's final node)
+    and its judges' majority-consistent judgments (judgeflow.refining.self_play); round r+1's tree search
+    refines with it, and its judges on that model judge with it. How to train on the cluster (accelerate
+    config, bf16, gradient checkpointing, LoRA, save_steps, report_to, keep_checkpoints) is training's."""
+    enabled: bool = Field(False, description="train the refiner after each self-play round but the last (needs "
+                                             "refining.tree_search.rounds >= 2 and a local refiner: backend hf or "
+                                             "vllm)")
+    min_value: float = Field(0.5, ge=0, lt=1, description="a search's final node (its exit, else its highest-"
+                                                          "valued node: SPaR's) teaches the refiner where its value "
+                                                          "(share of YES) exceeds this (SPaR process_data.py: 0.5)")
+    judgments: bool = Field(True, description="also train on the round's judgments of the judges that run on the "
+                                              "refiner's model: per (response, criterion) with a strict majority "
+                                              "and a dissenting verdict, a judgment that agrees with the majority "
+                                              "(SPaR process_data.py); false = the refinements alone")
+    learning_rate: float = Field(2.0e-6, gt=0, description="SFTConfig.learning_rate (SPaR configs/sft.yaml: 2e-6)")
+    num_train_epochs: float = Field(5.0, gt=0, description="epochs over the examples (SPaR: 5)")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps at most; null = the epochs decide")
+    lr_scheduler_type: str = Field("constant_with_warmup", description="SFTConfig.lr_scheduler_type (SPaR's)")
+    warmup_steps: float = Field(0.1, ge=0, description="an integer number of steps, or a ratio < 1 of the total "
+                                                       "(SPaR: warmup_ratio 0.1)")
+    per_device_train_batch_size: int = Field(2, ge=1, description="examples per device and step (SPaR: 2)")
+    gradient_accumulation_steps: int = Field(4, ge=1, description="micro-batches per optimizer step (SPaR: 4)")
+    max_length: int = Field(4096, ge=16, description="tokens per example at most (SPaR's cutoff_len: 4096); a "
+                                                     "longer one is dropped and counted")
+    min_examples: int = Field(8, ge=1, description="fewer usable examples than this: on_too_few decides")
+    on_too_few: Literal["error", "skip"] = Field(
+        "error", description="a round with fewer than min_examples examples: error (the job fails naming its "
+                             "file), or skip (the next round keeps this round's refiner, the reason logged and "
+                             "in the summary)")
+
+
 class TreeSearch(Section):
     """refining.strategy tree_search (SPaR): a breadth-first tree of refinements per rejected response."""
     branch: int = Field(3, ge=1, description="children per expanded node")
@@ -593,6 +626,10 @@ class TreeSearch(Section):
                                                            "interval, and 1 - its alpha (McNemar, Holm)")
     bootstrap: int = Field(2000, ge=100, description="resamples of the question-clustered bootstrap interval of "
                                                      "the paired gate comparison (gate_pairs.csv)")
+    refiner_training: RefinerTraining = Field(
+        default_factory=RefinerTraining, description="SPaR's refiner and judge retrained each round (rejection-"
+                                                     "sampling fine-tuning): train_refiner, "
+                                                     "tree_search/round-<r>[/chain-<gate>]/refiner/")
     checkpoint_every: int = op(64, "nodes per checkpointed batch", ge=1)
 
     @model_validator(mode="after")
@@ -1041,6 +1078,21 @@ def _resolve_tree_search(s: Settings, derived: dict) -> None:
     if s.training.variants is None:
         s.training.variants = refine_datasets(s)
         derived["training.variants"] = "refining.strategy"
+    if ts.refiner_training.enabled:
+        if ts.rounds < 2:
+            raise ConfigError("refining.tree_search.refiner_training.enabled: with refining.tree_search.rounds 1 no "
+                              "round would use a trained refiner; set rounds >= 2, or enabled: false")
+        refiner = s.models.get(s.refining.model)
+        if refiner is not None and (refiner.backend not in LOCAL_BACKENDS or not getattr(refiner, "path", None)):
+            raise ConfigError(f"refining.tree_search.refiner_training.enabled: the refiner (refining.model: "
+                              f"{s.refining.model}) is backend {refiner.backend}; training it needs its weights on "
+                              "disk (backend hf or vllm with a path)")
+        for i, j in enumerate(s.judging.judges):
+            if j.kind != "prompt" and j.model == s.refining.model:
+                raise ConfigError(f"judging.judges[{i}].model: a {j.kind} judge on the refiner's model "
+                                  f"({s.refining.model}) would read the retrained refiner with what it learned from "
+                                  "the original; give it another models key with the same path, or set "
+                                  "refining.tree_search.refiner_training.enabled: false")
 
 
 def _check_judge_kinds(s: Settings) -> None:
