@@ -214,6 +214,7 @@ rule tree_search_summary:
         comparisons=JF.all_rounds("comparisons"),
         trees=JF.all_rounds("trees"),
         aggregates=JF.all_rounds("aggregates"),
+        trainings=JF.round_trainings,
     output:
         gates=report(
             f"{TREE}/gates.csv",

@@ -166,3 +166,22 @@ def test_the_sft_worker_refuses_bad_examples_naming_the_line_and_counts_the_too_
     with pytest.raises(InputError, match=r"refiner_training\.min_examples=2"):
         sft.check_example_count(1, 2, "x.jsonl", rt)
     assert "not retrained" in sft.check_example_count(1, 2, "x.jsonl", rt.model_copy(update={"on_too_few": "skip"}))
+
+
+def test_the_summary_and_report_say_what_each_round_ran_with_a_skipped_training_and_why():
+    from judgeflow.refining.tree_search import trained_brief
+    from judgeflow.report import _trained_line
+
+    skipped = trained_brief({"training": "round-1-chain-3of3-refiner", "skipped": True, "examples_used": 0,
+                             "reason": "examples.jsonl: 0 usable example(s)", "start": "resources/models/M"})
+    assert skipped == {"training": "round-1-chain-3of3-refiner", "skipped": True, "used": 0, "optimizer_steps": None,
+                       "reason": "examples.jsonl: 0 usable example(s)", "kept": "resources/models/M"}
+    actor = trained_brief({"variant": "round-1-chain-3of3", "skipped": False, "pairs_used": 4, "optimizer_steps": 2})
+    assert _trained_line("2/chain-3of3", {"actor": actor, "refiner": skipped}) == (
+        "search 2/chain-3of3: actor trained on 4 pair(s), 2 optimizer step(s); the previous refiner, not retrained "
+        "(examples.jsonl: 0 usable example(s))")
+    both = trained_brief({"training": "round-1-refiner", "skipped": False, "examples_used": 3, "optimizer_steps": 1,
+                          "used_by_kind": {"judgment": 1, "refinement": 2}})
+    assert _trained_line("2", {"actor": actor, "refiner": both}).endswith(
+        "refiner trained on 3 example(s) (1 judgment, 2 refinement), 1 optimizer step(s)")
+    assert _trained_line("2", {"actor": actor}).endswith("; the original refiner")

@@ -581,6 +581,16 @@ def test_a_gate_name_is_built_and_parsed_in_one_place():
             parse_gate(bad)
 
 
+def test_a_round_s_models_come_from_the_previous_round_of_its_chain_named_in_one_place():
+    from judgeflow.refining.gates import previous_lineage, training_name
+
+    assert previous_lineage("2/chain-3of3") == "1/chain-3of3" and previous_lineage("3") == "2"
+    assert training_name("1/chain-3of3") == "round-1-chain-3of3"
+    assert training_name("2", "refiner") == "round-2-refiner"
+    with pytest.raises(ValueError, match="round 1 uses the workflow's own models"):
+        previous_lineage("1")
+
+
 def test_the_summary_compares_the_gates_on_the_same_roots_first(tmp_path):
     """tree_search_summary's gate_pairs.csv, gate_outcomes.jsonl and summary.json["gate_pairs"] (listed
     first): every root counts under every gate (an unsolved root or one that passed at its root is

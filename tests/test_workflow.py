@@ -388,6 +388,21 @@ def test_tiny_run_end_to_end(tiny_run):
     # one search per round 1 and per chain's round 2 (its gate alone): at least the strictest alone, at most a
     # search per gate
     assert list(summary["rounds"]) == ["1", "2/chain-2of3", "2/chain-3of3"]
+    # what each round-2 search ran with: its chain's round-1 actor and refiner, as their summaries say; the
+    # report says it too
+    page = (tiny_run / "results/tiny/report.html").read_text()
+    assert "trained" not in summary["rounds"]["1"]
+    for gate in ("2of3", "3of3"):
+        trained = summary["rounds"][f"2/chain-{gate}"]["trained"]
+        refiner = json.loads((tree / f"round-1/chain-{gate}/refiner/summary.json").read_text())
+        actor = json.loads((tree / f"round-1/chain-{gate}/dpo/summary.json").read_text())
+        assert trained["refiner"] == {"training": f"round-1-chain-{gate}-refiner", "skipped": False,
+                                      "used": refiner["examples_used"], "optimizer_steps": 1,
+                                      "used_by_kind": refiner["used_by_kind"]}
+        assert trained["actor"]["training"] == f"round-1-chain-{gate}"
+        assert trained["actor"]["skipped"] == actor["skipped"] and trained["actor"]["used"] == actor.get("pairs_used")
+        assert f"search 2/chain-{gate}: " in page and f"refiner trained on {refiner['examples_used']} example(s)" \
+            in page
     for r in summary["rounds"]:
         share = summary["rounds"][r]["sharing"]
         assert max(share["alone_nodes"].values()) <= share["shared_nodes"] <= share["separate_searches_nodes"]

@@ -116,6 +116,22 @@ def bon_kept_words(rows: list[dict]) -> list[str]:
     return out
 
 
+def _trained_line(search: str, trained: dict) -> str:
+    """What a self-play round's search ran with: its actor (DPO on the previous round's pairs) and refiner
+    (fine-tuned on the previous round's successes), each trained or kept."""
+    def one(model: str, what: str) -> str:
+        t = trained.get(model)
+        if t is None:
+            return f"the original {model}"
+        if t["skipped"]:
+            return f"the previous {model}, not retrained ({t.get('reason')})"
+        kinds = t.get("used_by_kind") or {}
+        detail = f" ({', '.join(f'{n} {k}' for k, n in kinds.items())})" if len(kinds) > 1 else ""
+        return f"{model} trained on {t['used']} {what}{detail}, {t['optimizer_steps']} optimizer step(s)"
+
+    return f"search {search}: " + "; ".join([one("actor", "pair(s)"), one("refiner", "example(s)")])
+
+
 def _card(title: str, big: str, *lines: str) -> str:
     body = "".join(f"<p>{line}</p>" for line in lines if line)
     return f'<div class=card><h3>{html.escape(title)}</h3><div class=big>{big}</div>{body}</div>'
@@ -174,7 +190,9 @@ def headline(files: dict[str, str]) -> str:
         cards.append(_card(f"Tree search: final vs original, each gate on its own solved roots (not paired; "
                            f"oracle: {t.get('oracle')}, round {last})",
                            e(" / ".join(_fmt(r["win_rate"]) for r in rows if r["round"] == last)), *lines,
-                           e(searched)))
+                           e(searched), *[e(_trained_line(search, info["trained"]))
+                                          for search, info in (t.get("rounds") or {}).items()
+                                          if info.get("trained") and str(search).split("/")[0] == str(last)]))
     n = _read_json(files.get("nstar", ""))
     if n is not None:
         fit = _read_json(files.get("fit", "")) or {}

@@ -31,6 +31,21 @@ def chain_of(value: str | int) -> str | None:
     return chain.removeprefix("chain-") or None
 
 
+def previous_lineage(search: str | int) -> str:
+    """The training lineage whose models search `search` (round r >= 2) uses: round r-1 of its chain
+    ("2/chain-3of3" -> "1/chain-3of3", "3" -> "2")."""
+    r, chain = round_number(search), chain_of(search)
+    if r < 2:
+        raise ValueError(f"round {search!r}: round 1 uses the workflow's own models")
+    return f"{r - 1}/chain-{chain}" if chain else str(r - 1)
+
+
+def training_name(lineage: str | int, model: str = "actor") -> str:
+    """The name a self-play training gives itself in its summary (and its logs): the actor's DPO after
+    lineage "1/chain-3of3" is "round-1-chain-3of3", the refiner's "round-1-chain-3of3-refiner"."""
+    return f"round-{lineage}".replace("/", "-") + ("" if model == "actor" else f"-{model}")
+
+
 def parse_gate(name: str) -> tuple[int, int]:
     """'3of5' -> (3, 5); anything else is a ValueError naming it."""
     m = GATE.match(name)

@@ -59,9 +59,11 @@ rerun after a kill regenerates no node and gives the same trees.
 """
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar, get_args
 
@@ -71,7 +73,7 @@ from judgeflow.generation.resumable import generate_resumable
 from judgeflow.judging.judges import NO, YES, criteria_for, judge_items
 from judgeflow.judging.verdicts import abstain_mode, n_verdicts, yes_share
 from judgeflow.models import GenRequest, Sampling
-from judgeflow.refining.gates import gate_name, round_number
+from judgeflow.refining.gates import gate_name, previous_lineage, round_number, training_name
 from judgeflow.workflow.io import Checkpoint, read_jsonl
 
 if TYPE_CHECKING:
@@ -515,7 +517,7 @@ DEPTH_COLUMNS = ["round", "gate", "exit_depth", "finals", "oracle_pass", "pass_r
 
 def summarize(ts: TreeSearch, n_judges: int, seed: int, final_paths: list[str], comparison_paths: list[str],
               tree_paths: list[str], aggregate_paths: list[str], gates_out: str, depth_out: str, plot_out: str,
-              summary_out: str, outcomes_out: str, pairs_out: str) -> dict:
+              summary_out: str, outcomes_out: str, pairs_out: str, training_paths: Sequence[str] = ()) -> dict:
     """gates.csv, depth.csv, the figure and summary.json over every round and gate (`n_judges`: J), and
     the gates compared on the same roots (judgeflow.refining.gate_study): each root's outcome under
     each gate (gate_outcomes.jsonl) and every pair of gates of a round (gate_pairs.csv, and
@@ -523,7 +525,9 @@ def summarize(ts: TreeSearch, n_judges: int, seed: int, final_paths: list[str], 
     final, its question-clustered bootstrap interval (`seed`), the exact McNemar test, Holm's
     correction; with `effect` set, the power the run had to detect it (`achieved_power`: n roots, the
     observed share of discordant roots, at least the effect, alpha = 1 - confidence). Without a tree
-    oracle (`oracle: null` and no evaluation oracle) there is nothing to compare: both are empty."""
+    oracle (`oracle: null` and no evaluation oracle) there is nothing to compare: both are empty.
+    `training_paths`: the summaries of the self-play trainings; each search of round r >= 2 gets `trained`,
+    what its actor and refiner were (`trained_brief`)."""
     from judgeflow.refining.gate_study import COMPARE_COLUMNS, achieved_power, compare_gates, root_outcomes
     from judgeflow.workflow.io import read_jsonl_many, write_csv, write_json, write_jsonl
 
@@ -552,6 +556,11 @@ def summarize(ts: TreeSearch, n_judges: int, seed: int, final_paths: list[str], 
             row["n_roots"], ts.effect, max(row["discordance"], ts.effect), row["alpha"]), 4))
     write_jsonl(outcomes_out, outcomes)
     write_csv(pairs_out, pairs, [*COMPARE_COLUMNS, "effect", "achieved_power"])
+    trainings = {}  # training name -> its summary (train_round: "variant"; train_refiner: "training")
+    for p in training_paths:
+        with open(p) as fh:
+            t = json.load(fh)
+        trainings[t.get("training") or t["variant"]] = t
     rounds = {}  # per search: round 1, round r (shared chain) or round r of a gate's chain ("2/chain-3of3")
     for lineage in sorted({_lineage_of(p) for p in tree_paths}, key=lambda x: (int(x.split("/")[0]), x)):
         trees = read_trees([p for p in tree_paths if _lineage_of(p) == lineage])
@@ -562,12 +571,29 @@ def summarize(ts: TreeSearch, n_judges: int, seed: int, final_paths: list[str], 
                                               and not n.get("searched", True)),
                           "unusable_nodes": sum(1 for t in trees.values() for n in t if not n["usable"]),
                           "sharing": sharing(trees, listed)}
+        if round_number(lineage) > 1:
+            before = previous_lineage(lineage)
+            rounds[lineage]["trained"] = {m: trained_brief(trainings[training_name(before, m)])
+                                          for m in ("actor", "refiner") if training_name(before, m) in trainings}
     summary = {"gate_pairs": pairs, "gates": rows, "rounds": rounds, "branch": ts.branch, "select": ts.select,
                "depth": ts.depth, "feedback": ts.feedback, "exit": ts.exit, "oracle": ts.oracle, "confidence": conf,
                "chains": ts.chains}
     write_json(summary_out, summary)
     plot_gates(rows, depth, plot_out)
     return summary
+
+
+def trained_brief(summary: dict) -> dict:
+    """What a self-play training gave the next round: trained (pairs or examples used, by kind, optimizer
+    steps) or skipped (the reason; the next round kept the model it would have started from)."""
+    used = summary.get("pairs_used", summary.get("examples_used"))
+    out = {"training": summary.get("training") or summary.get("variant"), "skipped": bool(summary.get("skipped")),
+           "used": used, "optimizer_steps": summary.get("optimizer_steps")}
+    if "used_by_kind" in summary:
+        out["used_by_kind"] = summary["used_by_kind"]
+    if out["skipped"]:
+        out |= {"reason": summary.get("reason"), "kept": summary.get("start")}
+    return out
 
 
 def _round_of(path: str) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from judgeflow.errors import ConfigError
+from judgeflow.refining.gates import training_name
 from judgeflow.training import worker as train_worker
 from judgeflow.training.dpo import read_accelerate_config, worker_settings as dpo_worker_settings
 from judgeflow.training.lineage import actor_of
@@ -39,7 +40,7 @@ def run(inp, out, settings: Settings, job: Job) -> None:
     # train_dpo: one variant, from the policy (a tree-search variant after several rounds: from the
     # last round's actor); train_round: round r's pairs, from round r's actor (inp.init)
     # (round r of gate g's own chain: "round-r-chain-g")
-    variant = job.wildcards.get("variant") or f"round-{job.wildcards['round']}".replace("/", "-")
+    variant = job.wildcards.get("variant") or training_name(job.wildcards["round"])
     start = actor_of(inp.init) if getattr(inp, "init", None) else worker_settings["policy_path"]
     args = ["-m", train_worker.__name__, "--variant", variant, "--pairs", inp.pairs,
             "--model", start, "--out-dir", str(Path(out.summary).parent),

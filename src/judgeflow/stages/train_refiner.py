@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from judgeflow.errors import ConfigError
-from judgeflow.refining.gates import chain_of, parse_gate
+from judgeflow.refining.gates import chain_of, parse_gate, training_name
 from judgeflow.refining.self_play import judgment_examples, refinement_examples
 from judgeflow.refining.tree_search import read_trees
 from judgeflow.stages.train_dpo import launch_command
@@ -58,7 +58,7 @@ def run(inp, out, settings: Settings, job: Job) -> None:
         raise ConfigError(f"refining.model: training the refiner needs its weights; models.{refining.model} is "
                           f"backend {spec.backend}")
     start = actor_of(inp.init) if getattr(inp, "init", None) else spec.path
-    name = f"round-{rnd}-refiner".replace("/", "-")  # round-1-chain-3of3-refiner
+    name = training_name(rnd, "refiner")  # round-1-chain-3of3-refiner
     args = ["-m", sft.__name__, "--name", name, "--examples", out.examples, "--model", start,
             "--out-dir", str(Path(out.summary).parent), "--accelerate-config", inp.accelerate_config,
             "--threads", str(job.threads)]

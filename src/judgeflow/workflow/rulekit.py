@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from judgeflow.judging.verdicts import n_verdicts
-from judgeflow.refining.gates import chain_of, gate_name, round_number
+from judgeflow.refining.gates import chain_of, gate_name, previous_lineage, round_number
 from judgeflow.workflow import pipeline
 from judgeflow.workflow.pipeline import STAGES
 from judgeflow.workflow.settings import Settings, replicate_seeds
@@ -408,9 +408,21 @@ class Rules:
         return out
 
     def _previous(self, rnd: str) -> str:
-        """The training whose model is the actor of search `rnd` (round r >= 2): round r-1's of its chain."""
-        r, chain = round_number(rnd), chain_of(rnd)
-        return f"{r - 1}/chain-{chain}" if chain else str(r - 1)
+        """The training whose model is the actor (and refiner) of search `rnd` (round r >= 2): round r-1's of
+        its chain."""
+        return previous_lineage(rnd)
+
+    def round_trainings(self, wildcards) -> list[str]:
+        """tree_search_summary: the summaries of the trainings each search of round r >= 2 used (its actor's,
+        and with refiner training its refiner's), so that the summary says what each round ran with."""
+        out = []
+        for r in self.rounds()[1:]:
+            for rnd in self.round_searches(r):
+                prev = self._previous(rnd)
+                out.append(fill(self.rules.train_round.output.summary, round=prev))
+                if self.refiner_trained():
+                    out.append(fill(self.rules.train_refiner.output.summary, round=prev))
+        return out
 
     def actor(self, wildcards) -> dict:
         """sample_round: round r's actor, trained after round r-1 of its chain (its model and training summary)."""
