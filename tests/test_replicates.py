@@ -1,7 +1,7 @@
 """Replicates (`replicates`): the whole study once per seed as the wildcard {seed}, and the aggregate of
 its headlines across seeds (judgeflow.replicates). The aggregate is checked against scipy's t-interval
 computed here and against each seed's own summary files; the replicated run is real (the 135M model,
-real Snakemake), three seeds of the smallest whole study."""
+real Snakemake), two seeds of the smallest whole study."""
 from __future__ import annotations
 
 import json
@@ -131,22 +131,22 @@ def test_dry_run_plans_the_study_once_per_seed_and_one_aggregate(tmp_path):
 
 @pytest.mark.slow
 def test_a_replicated_study_aggregates_its_headlines_across_seeds(tmp_path):
-    """`replicates: 3` on the smallest whole study, run to the end: three runs that differ (each seed
+    """`replicates: 2` on the smallest whole study, run to the end: two runs that differ (each seed
     draws its own responses), each with its own report, and the aggregate: each headline's per-seed
     values are those of that seed's own summary files, the mean and t-interval those of the values."""
     proj = write_tiny_project(tmp_path / "p", replicated_config(), ifbench_questions(8))
     path = proj / "config" / "tiny.yaml"
     smk(proj, "--cores", "2", configfile=path, timeout=2400)
     res = proj / "results" / "reps"
-    seeds = [7, 8, 9]
+    seeds = [7, 8]  # two: the fewest with a t-interval (each seed is the whole study: CI time)
     for s in seeds:
         assert (res / f"seed-{s}" / "report.html").exists() and (proj / "logs" / "reps" / f"seed-{s}").is_dir()
         assert f"replicate seed {s}" in (res / f"seed-{s}" / "report.html").read_text()
     responses = [(res / f"seed-{s}" / "responses" / "shard-0.jsonl").read_text() for s in seeds]
-    assert len(set(responses)) == 3  # the seeds really differ
+    assert len(set(responses)) == len(seeds)  # the seeds really differ
     agg = pd.read_csv(res / "replicates" / "aggregate.csv")
     long = pd.read_csv(res / "replicates" / "headlines.csv")
-    assert set(long["seed"]) == set(seeds) and (agg["seeds"] == 3).all()
+    assert set(long["seed"]) == set(seeds) and (agg["seeds"] == len(seeds)).all()
     # the headlines the issue names: the gate difference, each gate's preference, N*, TP(N)
     named = {h: agg[agg["headline"] == h].iloc[0] for h in agg["headline"]}
     diff = "2of2 - 1of2: difference in the share of roots whose final the oracle prefers (round 1)"
@@ -163,16 +163,16 @@ def test_a_replicated_study_aggregates_its_headlines_across_seeds(tmp_path):
         r = named[name]
         assert r["mean"] == pytest.approx(statistics.mean(own))
         if len(set(own)) > 1:
-            half = stats.t.ppf(0.975, 2) * statistics.stdev(own) / math.sqrt(3)
+            half = stats.t.ppf(0.975, len(own) - 1) * statistics.stdev(own) / math.sqrt(len(own))
             assert (r["ci_low"], r["ci_high"]) == (pytest.approx(r["mean"] - half), pytest.approx(r["mean"] + half))
         else:
             assert pd.isna(r["ci_low"]) and r["interval"] == "none: every seed gave the same value"
     page = (res / "replicates" / "report.html").read_text()
-    assert "mean across 3 seeds" in page and "t-interval" in page
+    assert f"mean across {len(seeds)} seeds" in page and "t-interval" in page
     summary = json.loads((res / "replicates" / "summary.json").read_text())
     assert summary["seeds"] == seeds and len(summary["headlines"]) == len(agg)
-    # finished: nothing left to do; a fourth seed adds its own study and redoes only the aggregate
+    # finished: nothing left to do; a third seed adds its own study and redoes only the aggregate
     assert "Nothing to be done" in smk(proj, "-n", configfile=path).stdout
-    path.write_text(yaml.safe_dump({**replicated_config(), "replicates": [7, 8, 9, 10]}))
+    path.write_text(yaml.safe_dump({**replicated_config(), "replicates": [7, 8, 9]}))
     jobs = planned_jobs(smk(proj, "-n", "--quiet", "rules", configfile=path).stdout)
     assert jobs["aggregate_replicates"] == 1 and jobs["sample_responses"] == 1 and jobs["report"] == 1, jobs
