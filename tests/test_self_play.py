@@ -185,3 +185,22 @@ def test_the_summary_and_report_say_what_each_round_ran_with_a_skipped_training_
     assert _trained_line("2", {"actor": actor, "refiner": both}).endswith(
         "refiner trained on 3 example(s) (1 judgment, 2 refinement), 1 optimizer step(s)")
     assert _trained_line("2", {"actor": actor}).endswith("; the original refiner")
+
+
+def test_the_sft_worker_stops_with_too_few_examples_naming_the_file_and_the_key(tmp_path, model_dir, monkeypatch,
+                                                                                 capsys):
+    from judgeflow.training import sft
+
+    examples = tmp_path / "examples.jsonl"
+    examples.write_text(json.dumps({"example_id": "a", "kind": "refinement", "prompt": [{"role": "user",
+                                    "content": "Fix it."}], "completion": [{"role": "assistant", "content": "Done."}]})
+                        + "\n")
+    ss = sft.SFTSettings(jf_settings.RefinerTraining(min_examples=2), jf_settings.Lora(), None, False, 50, "none",
+                         False, 7, "smollm2")
+    monkeypatch.setenv("JUDGEFLOW_TRAIN_SETTINGS", json.dumps(ss.as_json()))
+    code = sft.main(["--name", "round-1-refiner", "--examples", str(examples), "--model", str(model_dir),
+                     "--out-dir", str(tmp_path / "out")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"train_refiner: {examples}: 1 usable example(s)" in err and "refiner_training.min_examples=2" in err
+    assert not (tmp_path / "out" / "summary.json").exists()  # nothing written: the job failed

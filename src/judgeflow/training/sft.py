@@ -232,9 +232,8 @@ def train(ss: SFTSettings, name: str, examples_path: str, model_dir: str, out_di
 
 
 def main(argv=None) -> int:
-    for k, v in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"),
-                 ("TOKENIZERS_PARALLELISM", "false")):
-        os.environ.setdefault(k, v)
+    from judgeflow.training.worker import run_reported, worker_logging  # (sets the offline environment)
+
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--name", required=True, help="the training's name (round-<r>[-chain-<gate>]-refiner)")
     p.add_argument("--examples", required=True, help="train_refiner's examples.jsonl")
@@ -243,17 +242,10 @@ def main(argv=None) -> int:
     p.add_argument("--accelerate-config", default=None)
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
-    rank = os.environ.get("RANK", "0")
-    logging.basicConfig(level=logging.INFO if rank == "0" else logging.WARNING, stream=sys.stderr, force=True,
-                        format=f"%(asctime)s %(levelname)s [rank {rank}] %(name)s: %(message)s")
-    try:
-        train(SFTSettings.from_json(json.loads(os.environ["JUDGEFLOW_TRAIN_SETTINGS"])), a.name, a.examples, a.model,
-              a.out_dir, accelerate_config=a.accelerate_config, threads=a.threads)
-    except (InputError, ConfigError) as e:
-        logging.getLogger("judgeflow").error("%s", e)
-        print(f"train_refiner: {e}", file=sys.stderr)
-        return 1
-    return 0
+    worker_logging()
+    return run_reported("train_refiner", lambda: train(
+        SFTSettings.from_json(json.loads(os.environ["JUDGEFLOW_TRAIN_SETTINGS"])), a.name, a.examples, a.model,
+        a.out_dir, accelerate_config=a.accelerate_config, threads=a.threads))
 
 
 if __name__ == "__main__":
