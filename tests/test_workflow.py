@@ -109,11 +109,11 @@ def test_dry_run_with_refiner_training_retrains_each_chains_refiner_from_its_las
     one = smk(tmp_path, "-n", *configs, "--", target).stdout
     # round 3's search: round 2's refiner of its chain, trained from round 1's, on round 2's search of the chain
     assert planned_jobs(one)["train_refiner"] == 2 and "chain-2of3" not in one and "gate-2of3" not in one
-    from judgeflow.workflow.rulekit import Rules
+    from judgeflow.workflow.pipeline import judges_on_retrained_refiner
     from judgeflow.workflow.settings import load
 
-    rules = Rules(load(ROOT / "config/config.yaml", yaml.safe_load(extra.read_text())))
-    assert not rules.judges_on_refiner()  # the trained judges keep the original weights
+    # the trained judges keep the original weights
+    assert not judges_on_retrained_refiner(load(ROOT / "config/config.yaml", yaml.safe_load(extra.read_text())))
     wrong = tmp_path / "wrong.yaml"  # the refiner on the trained judges' model: stopped before any job
     wrong.write_text(yaml.safe_dump({"refining": {"tree_search": {"rounds": 2,
                                                                   "refiner_training": {"enabled": True}}}}))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from judgeflow.refining.gates import round_number
 from judgeflow.workflow.io import atomic_path
 
 _CSS = """
@@ -192,7 +193,7 @@ def headline(files: dict[str, str]) -> str:
                            e(" / ".join(_fmt(r["win_rate"]) for r in rows if r["round"] == last)), *lines,
                            e(searched), *[e(_trained_line(search, info["trained"]))
                                           for search, info in (t.get("rounds") or {}).items()
-                                          if info.get("trained") and str(search).split("/")[0] == str(last)]))
+                                          if info.get("trained") and round_number(search) == last]))
     n = _read_json(files.get("nstar", ""))
     if n is not None:
         fit = _read_json(files.get("fit", "")) or {}

@@ -34,7 +34,7 @@ import yaml
 from judgeflow.errors import ConfigError, InputError
 from judgeflow.training import diagnostics as diag
 from judgeflow.workflow.io import file_digest, honour_umask, iter_jsonl, write_csv, write_json, write_jsonl
-from judgeflow.workflow.settings import Settings, Training, plain
+from judgeflow.workflow.settings import Lora, Settings, Training, plain
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +254,8 @@ def dpo_config_kwargs(tcfg: Training, output_dir: str, seed: int, use_cpu: bool,
     return kw
 
 
-def lora_config(tcfg: Training):
-    lcfg = tcfg.lora
+def lora_config(lcfg: Lora):
+    """peft's LoraConfig of `training.lora` (DPO's and the refiner's SFT), None without an adapter."""
     if not lcfg.enabled:
         return None
     from peft import LoraConfig
@@ -607,7 +607,7 @@ def train(ws: WorkerSettings, variant: str, pairs_path: str, model_dir: str, out
     # The policy is given as its directory: TRL loads it (model_init_kwargs) and the reference model
     # with from_pretrained from the same directory (never a deepcopy; ZeRO-3 safe).
     trainer = DPOTrainer(model=model_dir, ref_model=None, args=args, train_dataset=data.dataset(),
-                         processing_class=data.tokenizer, peft_config=lora_config(tcfg))
+                         processing_class=data.tokenizer, peft_config=lora_config(tcfg.lora))
     hooks = TrainingHooks(trainer, diag.PhaseStore(out.checkpoints / "diagnostics_phases.jsonl"),
                           batch_size=tcfg.diagnostics.batch_size,
                           every_steps=tcfg.diagnostics.every_steps,

@@ -202,9 +202,8 @@ def train(ss: SFTSettings, name: str, examples_path: str, model_dir: str, out_di
     args = SFTConfig(**sft_config_kwargs(ss, str(out.checkpoints), use_cpu, bf16))
     args.model_init_kwargs = {"dtype": torch.bfloat16 if bf16 else torch.float32}
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
-    lora = dpo.lora_config(ss)  # type: ignore[arg-type]  # reads .lora alone
     trainer = SFTTrainer(model=model_dir, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora)
+                         peft_config=dpo.lora_config(ss.lora))
     dpo.watch(trainer, ss.report_to, out.logs, name)
     t_train = time.time()
     result = trainer.train(resume_from_checkpoint=resume)

@@ -77,6 +77,13 @@ def _llm_oracle(*paths: str) -> Callable[[dict], tuple[str, ...]]:
     return lambda s: paths if s["oracle"]["labeller"] != "verifier" else ()
 
 
+def judges_on_retrained_refiner(s: dict) -> bool:
+    """Refiner training is on and a judge runs on the refiner's model (judge_round then loads the retrained
+    refiner for them: rulekit.Rules.judge_refiner)."""
+    return bool(s["refining"]["tree_search"]["refiner_training"]["enabled"]) and any(
+        j["model"] == s["refining"]["model"] for j in s["judging"]["judges"])
+
+
 def _proxy_model(s: dict) -> bool:
     """oracle.proxy names a model (not 'none' nor 'judges')."""
     return s["oracle"]["proxy"] not in ("none", "judges")
@@ -204,8 +211,8 @@ def _stages() -> dict[str, Stage]:
               models=("training.model",), model_fields=("backend", "device", "dtype", "batch_size"),
               doc="self-play round r >= 2: the actor (trained on round r-1's pairs) samples the kept questions"),
         Stage("judge_round", "judgeflow.stages.judge", node="gpu",
-              reads=lambda s: ("judging", *(("refining.model",)
-                                            if s["refining"]["tree_search"]["refiner_training"]["enabled"] else ())),
+              # with refiner training and a judge on the refiner's model, its judges judge with round r-1's refiner
+              reads=lambda s: ("judging", *(("refining.model",) if judges_on_retrained_refiner(s) else ())),
               models=JUDGES,
               templates=JUDGE_TEMPLATES, excludes=NOT_JUDGING, judged=True,
               doc="the judges label round r's responses; k-of-J aggregation"),

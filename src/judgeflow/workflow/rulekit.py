@@ -455,13 +455,10 @@ class Rules:
         trained, prev = self.rules.train_refiner.output, self._previous(wildcards.round)
         return {"refiner": fill(trained.model, round=prev), "refiner_summary": fill(trained.summary, round=prev)}
 
-    def judges_on_refiner(self) -> bool:
-        """Does a judge run on the refiner's model (SPaR: the refiner is the judge)? Then round r+1's judges
-        judge with the retrained refiner too."""
-        return any(j.model == self.settings.refining.model for j in self.settings.judging.judges)
-
     def judge_refiner(self, wildcards) -> dict:
-        return self.refiner(wildcards) if self.judges_on_refiner() else {}
+        """judge_round: the retrained refiner where a judge runs on its model (SPaR: the refiner is the judge;
+        pipeline.judges_on_retrained_refiner, which declares refining.model for judge_round then)."""
+        return self.refiner(wildcards) if pipeline.judges_on_retrained_refiner(self.config) else {}
 
     def refiner_training(self, wildcards) -> dict:
         """train_refiner: its chain's round-r search (trees) and, with judgments, that round's responses and
